@@ -1,0 +1,180 @@
+//! Runs each collector on its own interval on a blocking thread. A collector that
+//! panics is reported as failed and keeps its schedule; one that hangs is reported as
+//! hung and is not started again until it returns, so threads never pile up.
+
+use super::{CollectError, Collector, Enabled};
+use crate::store::Store;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::task::JoinHandle;
+
+/// Runs one collection on the calling (blocking) thread, turning a panic into an error.
+pub fn collect_once(collector: &mut dyn Collector) -> Result<super::Sample, CollectError> {
+    match catch_unwind(AssertUnwindSafe(|| collector.collect())) {
+        Ok(result) => result,
+        Err(panic) => Err(CollectError::Failed(format!(
+            "collector panicked: {}",
+            panic_message(&panic)
+        ))),
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Starts every collector; `on_sample` runs after each collection (to re-evaluate
+/// findings).
+pub fn spawn_all(
+    store: Arc<Store>,
+    collectors: Vec<Enabled>,
+    timeout: Duration,
+    on_sample: Arc<dyn Fn() + Send + Sync>,
+) -> Vec<JoinHandle<()>> {
+    collectors
+        .into_iter()
+        .map(|enabled| {
+            store.register(enabled.collector.name(), enabled.interval);
+            tokio::spawn(run(
+                enabled,
+                store.clone(),
+                timeout,
+                on_sample.clone(),
+            ))
+        })
+        .collect()
+}
+
+async fn run(
+    enabled: Enabled,
+    store: Arc<Store>,
+    timeout: Duration,
+    on_sample: Arc<dyn Fn() + Send + Sync>,
+) {
+    let name = enabled.collector.name();
+    let mut ticker = tokio::time::interval(enabled.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut collector = Some(enabled.collector);
+    loop {
+        ticker.tick().await;
+        let Some(mut c) = collector.take() else { return };
+        let at = SystemTime::now();
+        let started = Instant::now();
+        let mut handle = tokio::task::spawn_blocking(move || {
+            let result = collect_once(c.as_mut());
+            (c, result)
+        });
+        let joined = match tokio::time::timeout(timeout, &mut handle).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                tracing::warn!(collector = name, ?timeout, "collection hung");
+                store.mark_hung(name, at);
+                on_sample();
+                handle.await
+            }
+        };
+        match joined {
+            Ok((c, result)) => {
+                if let Err(e) = &result {
+                    tracing::debug!(collector = name, error = %e, "collection did not succeed");
+                }
+                store.record(name, at, started.elapsed(), result);
+                collector = Some(c);
+            }
+            Err(e) => {
+                // Only cancellation at shutdown gets here: panics are caught inside.
+                store.record(
+                    name,
+                    at,
+                    started.elapsed(),
+                    Err(CollectError::Failed(format!("collection task ended: {e}"))),
+                );
+                return;
+            }
+        }
+        on_sample();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::{NicSample, Sample};
+    use crate::store::Status;
+
+    struct Panics;
+    impl Collector for Panics {
+        fn name(&self) -> &'static str {
+            "nic"
+        }
+        fn collect(&mut self) -> Result<Sample, CollectError> {
+            panic!("malformed kernel file")
+        }
+    }
+
+    struct Hangs(Duration);
+    impl Collector for Hangs {
+        fn name(&self) -> &'static str {
+            "conntrack"
+        }
+        fn collect(&mut self) -> Result<Sample, CollectError> {
+            std::thread::sleep(self.0);
+            Ok(Sample::Nic(NicSample {
+                interfaces: vec![],
+                unavailable: vec![],
+            }))
+        }
+    }
+
+    async fn wait_for(store: &Store, what: impl Fn(&crate::store::Snapshot) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !store.read(&what) {
+            assert!(Instant::now() < deadline, "condition not reached in 10s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_collector_is_reported_and_keeps_running() {
+        let store = Arc::new(Store::new("n".into(), Duration::from_secs(60)));
+        let enabled = vec![Enabled {
+            collector: Box::new(Panics),
+            interval: Duration::from_millis(20),
+        }];
+        let _h = spawn_all(store.clone(), enabled, Duration::from_secs(5), Arc::new(|| {}));
+        wait_for(&store, |s| s.collectors["nic"].runs_total >= 2).await;
+        let snap = store.snapshot();
+        match &snap.collectors["nic"].status {
+            Status::Error { message } => assert!(message.contains("malformed kernel file")),
+            other => panic!("unexpected status {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_collector_is_reported_then_recovers_without_piling_up() {
+        let store = Arc::new(Store::new("n".into(), Duration::from_secs(60)));
+        let enabled = vec![Enabled {
+            collector: Box::new(Hangs(Duration::from_millis(400))),
+            interval: Duration::from_millis(10),
+        }];
+        let _h = spawn_all(
+            store.clone(),
+            enabled,
+            Duration::from_millis(50),
+            Arc::new(|| {}),
+        );
+        wait_for(&store, |s| {
+            matches!(s.collectors["conntrack"].status, Status::Hung { .. })
+        })
+        .await;
+        assert_eq!(store.snapshot().collectors["conntrack"].runs_total, 0);
+        wait_for(&store, |s| s.collectors["conntrack"].status == Status::Ok).await;
+        // One collection at a time: it took 400 ms, so exactly one run finished.
+        assert_eq!(store.snapshot().collectors["conntrack"].runs_total, 1);
+    }
+}

@@ -1,0 +1,497 @@
+//! Every knob: CLI flags, their environment variables, and an optional config file
+//! (YAML or TOML) that takes the same keys as the long flags.
+//!
+//! Precedence: command line > environment > config file > built-in default.
+
+use crate::diagnose::catalog;
+use crate::host::HostRoot;
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The default port sits outside 9100-9999 (the Prometheus exporter range, fully
+/// allocated) and away from the kubelet and kube-proxy ports (10248-10259).
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:10360";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nodediag",
+    version,
+    about = "Node diagnostic agent for Kubernetes: finds what is wrong with this node and why",
+    long_about = "nodediag samples the kernel of the node it runs on (conntrack, network \
+namespaces and veths, fsync latency, cgroup CPU throttling, NICs), serves Prometheus metrics, \
+and explains node-level root causes with evidence and a remedy.\n\n\
+Every flag of `serve` and `check` can also be set with its environment variable or in a \
+config file (--config) under the same key as the long flag, e.g. `path.procfs: /host/proc` \
+or nested `collector: {nic: {interval: 30s}}`.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: sample in the background, serve /, /metrics and /api/v1/.
+    Serve(ServeArgs),
+    /// Sample once, print the report and exit 0 (healthy), 1 (problem found) or
+    /// 2 (could not tell): the node-problem-detector custom plugin protocol.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to serve HTTP on.
+    #[arg(long, env = "NODEDIAG_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Output format of the report.
+    #[arg(long, env = "NODEDIAG_FORMAT", value_enum, default_value = "text")]
+    pub format: OutputFormat,
+
+    /// Check only this finding id (repeatable); default: every finding.
+    #[arg(long = "finding", env = "NODEDIAG_FINDING", value_delimiter = ',', value_parser = parse_finding_id)]
+    pub findings: Vec<String>,
+
+    /// Delay between the two samples that rules needing a rate (counters rising) compare.
+    #[arg(long = "check.delay", env = "NODEDIAG_CHECK_DELAY", default_value = "2s", value_parser = parse_duration)]
+    pub delay: Duration,
+
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Config file (YAML, or TOML when it ends in .toml) with the long flags as keys.
+    #[arg(long, env = "NODEDIAG_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Where the host's procfs is mounted.
+    #[arg(long = "path.procfs", env = "NODEDIAG_PATH_PROCFS", default_value = "/proc")]
+    pub procfs: PathBuf,
+
+    /// Where the host's sysfs is mounted.
+    #[arg(long = "path.sysfs", env = "NODEDIAG_PATH_SYSFS", default_value = "/sys")]
+    pub sysfs: PathBuf,
+
+    /// Where the host's root filesystem is mounted (e.g. /host in a DaemonSet).
+    #[arg(long = "path.rootfs", env = "NODEDIAG_PATH_ROOTFS", default_value = "/")]
+    pub rootfs: PathBuf,
+
+    /// Node name in reports and the API [default: the hostname].
+    #[arg(long = "node-name", env = "NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Default sampling interval of every collector.
+    #[arg(long, env = "NODEDIAG_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Window over which rules compute rates (drops rising, errors per packet).
+    #[arg(long, env = "NODEDIAG_WINDOW", default_value = "5m", value_parser = parse_duration)]
+    pub window: Duration,
+
+    /// A collection that has not returned after this long is reported as hung.
+    #[arg(long = "collector.timeout", env = "NODEDIAG_COLLECTOR_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub collector_timeout: Duration,
+
+    /// Read files only: no netlink sockets (ctnetlink, rtnetlink, ethtool). For
+    /// fixture trees, or where netlink is forbidden.
+    #[arg(long = "no-netlink", env = "NODEDIAG_NO_NETLINK")]
+    pub no_netlink: bool,
+
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long = "log-level", env = "NODEDIAG_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    #[command(flatten)]
+    pub collectors: CollectorArgs,
+
+    #[command(flatten)]
+    pub thresholds: Thresholds,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Collectors")]
+pub struct CollectorArgs {
+    /// Sampling interval of the conntrack collector [default: --interval].
+    #[arg(long = "collector.conntrack.interval", env = "NODEDIAG_COLLECTOR_CONNTRACK_INTERVAL", value_parser = parse_duration)]
+    pub conntrack_interval: Option<Duration>,
+
+    /// Disable the conntrack collector.
+    #[arg(long = "no-collector.conntrack", env = "NODEDIAG_NO_COLLECTOR_CONNTRACK")]
+    pub no_conntrack: bool,
+
+    /// Sampling interval of the NIC collector [default: --interval].
+    #[arg(long = "collector.nic.interval", env = "NODEDIAG_COLLECTOR_NIC_INTERVAL", value_parser = parse_duration)]
+    pub nic_interval: Option<Duration>,
+
+    /// Disable the NIC collector.
+    #[arg(long = "no-collector.nic", env = "NODEDIAG_NO_COLLECTOR_NIC")]
+    pub no_nic: bool,
+}
+
+/// Finding thresholds; defaults from the catalog in the README.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Finding thresholds")]
+pub struct Thresholds {
+    /// conntrack_table_full (critical) at this fraction of nf_conntrack_max.
+    #[arg(long = "conntrack.full-ratio", env = "NODEDIAG_CONNTRACK_FULL_RATIO", default_value = "0.95", value_parser = parse_ratio)]
+    pub conntrack_full_ratio: f64,
+
+    /// conntrack_table_high (warning) at this fraction of nf_conntrack_max.
+    #[arg(long = "conntrack.high-ratio", env = "NODEDIAG_CONNTRACK_HIGH_RATIO", default_value = "0.80", value_parser = parse_ratio)]
+    pub conntrack_high_ratio: f64,
+
+    /// nic_errors when errors + drops exceed this fraction of packets over the window.
+    #[arg(long = "nic.errors-ratio", env = "NODEDIAG_NIC_ERRORS_RATIO", default_value = "0.01", value_parser = parse_ratio)]
+    pub nic_errors_ratio: f64,
+
+    /// Expected speed of a physical NIC, NAME=MBPS (NAME may end in *), repeatable:
+    /// nic_speed_degraded when the negotiated speed is lower.
+    #[arg(long = "nic.expected-speed", env = "NODEDIAG_NIC_EXPECTED_SPEED", value_delimiter = ',', value_parser = parse_expected_speed)]
+    pub nic_expected_speed: Vec<ExpectedSpeed>,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        AgentArgs::defaults().thresholds
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedSpeed {
+    pub pattern: String,
+    pub mbps: u64,
+}
+
+impl ExpectedSpeed {
+    pub fn matches(&self, name: &str) -> bool {
+        match self.pattern.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == self.pattern,
+        }
+    }
+}
+
+impl AgentArgs {
+    /// Every flag at its default: for tests and benches.
+    pub fn defaults() -> Self {
+        let cli = Cli::try_parse_from(["nodediag", "check"]).expect("defaults parse");
+        match cli.command {
+            Command::Check(c) => c.agent,
+            Command::Serve(s) => s.agent,
+        }
+    }
+
+    pub fn host_root(&self) -> HostRoot {
+        HostRoot {
+            proc: self.procfs.clone(),
+            sys: self.sysfs.clone(),
+            rootfs: self.rootfs.clone(),
+        }
+    }
+
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(hostname)
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 15s, 5m, 500ms)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("{v} is not a fraction between 0 and 1 (e.g. 0.8)"));
+    }
+    Ok(v)
+}
+
+fn parse_expected_speed(s: &str) -> Result<ExpectedSpeed, String> {
+    let (pattern, mbps) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=MBPS, e.g. eth0=25000"))?;
+    let mbps = mbps
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?}: speed in Mb/s: {e}"))?;
+    Ok(ExpectedSpeed {
+        pattern: pattern.trim().to_string(),
+        mbps,
+    })
+}
+
+fn parse_finding_id(s: &str) -> Result<String, String> {
+    if catalog::find(s).is_some() {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "unknown finding id {s:?}; known ids: {}",
+            catalog::CATALOG
+                .iter()
+                .map(|d| d.id)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Cli(#[from] clap::Error),
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+/// Parses the command line, then merges the config file it names (if any) under it.
+pub fn load<I, T>(args: I) -> Result<Cli, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cli = Cli::try_parse_from(&args)?;
+    let (sub, agent) = match &cli.command {
+        Command::Serve(s) => ("serve", &s.agent),
+        Command::Check(c) => ("check", &c.agent),
+    };
+    let Some(path) = agent.config.clone() else {
+        return Ok(cli);
+    };
+    let file_err = |message: String| ConfigError::File {
+        path: path.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| file_err(e.to_string()))?;
+    let entries = parse_config_file(&path, &text).map_err(&file_err)?;
+
+    let mut command = Cli::command();
+    let matches = command.try_get_matches_from_mut(&args)?;
+    let sub_matches = matches.subcommand_matches(sub).expect("subcommand parsed above");
+    let sub_cmd = command.find_subcommand(sub).expect("subcommand exists");
+
+    let mut extra: Vec<OsString> = Vec::new();
+    for (key, values) in entries {
+        let arg = sub_cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()) && key != "config")
+            .ok_or_else(|| {
+                file_err(format!(
+                    "unknown key {key:?} (keys are the long flags of `nodediag {sub}`, see --help)"
+                ))
+            })?;
+        let from_cli_or_env = matches!(
+            sub_matches.value_source(arg.get_id().as_str()),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+        if from_cli_or_env {
+            continue;
+        }
+        let is_flag = !arg.get_action().takes_values();
+        for value in values {
+            match (is_flag, value.as_str()) {
+                (true, "true") => extra.push(format!("--{key}").into()),
+                (true, "false") => {}
+                (true, other) => {
+                    return Err(file_err(format!(
+                        "key {key:?} is a switch: expected true or false, got {other:?}"
+                    )))
+                }
+                (false, v) => extra.push(format!("--{key}={v}").into()),
+            }
+        }
+    }
+    let mut merged: Vec<OsString> = vec![args[0].clone(), sub.into()];
+    merged.extend(extra);
+    let sub_pos = args
+        .iter()
+        .position(|a| a == sub)
+        .expect("subcommand present");
+    merged.extend(args[sub_pos + 1..].iter().cloned());
+    let matches = Cli::command().try_get_matches_from(merged)?;
+    Ok(Cli::from_arg_matches(&matches)?)
+}
+
+/// Flattens a YAML or TOML document into (dotted key, values) pairs.
+fn parse_config_file(
+    path: &std::path::Path,
+    text: &str,
+) -> Result<Vec<(String, Vec<String>)>, String> {
+    let value: serde_json::Value = if path.extension().is_some_and(|e| e == "toml") {
+        let v: toml::Value = toml::from_str(text).map_err(|e| e.to_string())?;
+        serde_json::to_value(v).map_err(|e| e.to_string())?
+    } else {
+        let v: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        serde_json::to_value(v).map_err(|e| e.to_string())?
+    };
+    let mut out = Vec::new();
+    match value {
+        serde_json::Value::Object(map) => flatten("", &map, &mut out)?,
+        serde_json::Value::Null => {}
+        other => return Err(format!("expected a mapping of keys, got {other}")),
+    }
+    Ok(out)
+}
+
+fn flatten(
+    prefix: &str,
+    map: &serde_json::Map<String, serde_json::Value>,
+    out: &mut Vec<(String, Vec<String>)>,
+) -> Result<(), String> {
+    use serde_json::Value;
+    for (k, v) in map {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        let scalar = |v: &Value| -> Result<String, String> {
+            match v {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) => Ok(n.to_string()),
+                Value::Bool(b) => Ok(b.to_string()),
+                other => Err(format!("key {key:?}: unsupported value {other}")),
+            }
+        };
+        match v {
+            Value::Object(inner) => flatten(&key, inner, out)?,
+            Value::Array(items) => {
+                let values = items.iter().map(scalar).collect::<Result<_, _>>()?;
+                out.push((key, values));
+            }
+            Value::Null => {}
+            other => out.push((key.clone(), vec![scalar(other)?])),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn agent(cli: &Cli) -> &AgentArgs {
+        match &cli.command {
+            Command::Serve(s) => &s.agent,
+            Command::Check(c) => &c.agent,
+        }
+    }
+
+    #[test]
+    fn help_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_catalog() {
+        let a = AgentArgs::defaults();
+        assert_eq!(a.interval, Duration::from_secs(15));
+        assert_eq!(a.window, Duration::from_secs(300));
+        assert_eq!(a.thresholds.conntrack_full_ratio, 0.95);
+        assert_eq!(a.thresholds.conntrack_high_ratio, 0.80);
+        assert_eq!(a.procfs, PathBuf::from("/proc"));
+    }
+
+    fn config_file(ext: &str, body: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(ext).tempfile().unwrap();
+        f.write_all(body.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn yaml_config_fills_keys_and_the_command_line_wins() {
+        let f = config_file(
+            ".yaml",
+            "path:\n  procfs: /host/proc\ninterval: 7s\ncollector:\n  nic:\n    interval: 30s\nno-collector.conntrack: true\nnic.expected-speed: [eth0=25000, 'ens*=10000']\n",
+        );
+        let cli = load([
+            "nodediag",
+            "check",
+            "--config",
+            f.path().to_str().unwrap(),
+            "--interval",
+            "3s",
+        ])
+        .unwrap();
+        let a = agent(&cli);
+        assert_eq!(a.procfs, PathBuf::from("/host/proc"));
+        assert_eq!(a.interval, Duration::from_secs(3), "command line beats the file");
+        assert_eq!(a.collectors.nic_interval, Some(Duration::from_secs(30)));
+        assert!(a.collectors.no_conntrack);
+        assert_eq!(a.thresholds.nic_expected_speed.len(), 2);
+        assert!(a.thresholds.nic_expected_speed[1].matches("ens3"));
+    }
+
+    #[test]
+    fn toml_config_is_read_too() {
+        let f = config_file(
+            ".toml",
+            "window = \"10m\"\n[conntrack]\nhigh-ratio = 0.7\n",
+        );
+        let cli = load(["nodediag", "check", "--config", f.path().to_str().unwrap()]).unwrap();
+        let a = agent(&cli);
+        assert_eq!(a.window, Duration::from_secs(600));
+        assert_eq!(a.thresholds.conntrack_high_ratio, 0.7);
+    }
+
+    #[test]
+    fn unknown_keys_are_an_error_naming_the_key() {
+        let f = config_file(".yaml", "intervall: 5s\n");
+        let err = load(["nodediag", "check", "--config", f.path().to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"intervall\""), "{err}");
+    }
+
+    #[test]
+    fn bad_values_in_the_file_are_reported() {
+        let f = config_file(".yaml", "conntrack.full-ratio: 3\n");
+        let err = load(["nodediag", "check", "--config", f.path().to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("between 0 and 1"), "{err}");
+    }
+
+    #[test]
+    fn unknown_finding_ids_are_rejected() {
+        let err = Cli::try_parse_from(["nodediag", "check", "--finding", "nope"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("conntrack_table_full"), "{err}");
+    }
+}

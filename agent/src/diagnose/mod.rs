@@ -1,0 +1,130 @@
+//! Rules: pure functions from the store's samples (and their history) to findings.
+
+pub mod catalog;
+pub mod conntrack;
+pub mod nic;
+pub mod window;
+
+use crate::config::Thresholds;
+use crate::store::Snapshot;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    pub id: &'static str,
+    pub severity: Severity,
+    /// What the finding is about: an interface, a directory, a pod, or `host`.
+    pub subject: String,
+    pub summary: String,
+    /// The numbers that triggered it.
+    pub evidence: BTreeMap<&'static str, serde_json::Value>,
+    pub remedy: &'static str,
+    /// When it was first seen active (continuously since).
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub since: SystemTime,
+}
+
+impl Finding {
+    /// `id` must be in the catalog; the remedy comes from there.
+    pub fn new(
+        id: &'static str,
+        severity: Severity,
+        subject: impl Into<String>,
+        summary: impl Into<String>,
+        at: SystemTime,
+    ) -> Self {
+        let def = catalog::find(id).unwrap_or_else(|| panic!("finding {id} not in catalog"));
+        Self {
+            id: def.id,
+            severity,
+            subject: subject.into(),
+            summary: summary.into(),
+            evidence: BTreeMap::new(),
+            remedy: def.remedy,
+            since: at,
+        }
+    }
+
+    pub fn with(mut self, name: &'static str, value: impl Into<serde_json::Value>) -> Self {
+        self.evidence.insert(name, value.into());
+        self
+    }
+}
+
+/// What rules read besides samples.
+#[derive(Debug, Clone)]
+pub struct RuleContext<'a> {
+    pub thresholds: &'a Thresholds,
+    pub window: Duration,
+}
+
+/// Evaluates every rule; findings sorted worst first.
+pub fn evaluate(snapshot: &Snapshot, ctx: &RuleContext) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    conntrack::rules(snapshot, ctx, &mut findings);
+    nic::rules(snapshot, ctx, &mut findings);
+    findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(a.id.cmp(b.id))
+            .then(a.subject.cmp(&b.subject))
+    });
+    findings
+}
+
+/// Remembers when each (id, subject) was first seen so `since` survives re-evaluation.
+#[derive(Debug, Default)]
+pub struct SinceTracker {
+    first_seen: HashMap<(&'static str, String), SystemTime>,
+}
+
+impl SinceTracker {
+    pub fn update(&mut self, mut findings: Vec<Finding>) -> Vec<Finding> {
+        let mut seen = HashMap::with_capacity(findings.len());
+        for f in &mut findings {
+            let key = (f.id, f.subject.clone());
+            let since = *self.first_seen.get(&key).unwrap_or(&f.since);
+            f.since = since;
+            seen.insert(key, since);
+        }
+        self.first_seen = seen;
+        findings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_is_kept_while_active_and_reset_after() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        let t1 = t0 + Duration::from_secs(15);
+        let f = |at| Finding::new("nic_link_down", Severity::Critical, "eth0", "down", at);
+        let mut tracker = SinceTracker::default();
+        assert_eq!(tracker.update(vec![f(t0)])[0].since, t0);
+        assert_eq!(tracker.update(vec![f(t1)])[0].since, t0);
+        assert!(tracker.update(vec![]).is_empty());
+        assert_eq!(tracker.update(vec![f(t1)])[0].since, t1);
+    }
+}

@@ -1,0 +1,282 @@
+//! nic_link_down, nic_speed_degraded, nic_half_duplex, nic_errors: physical NICs only;
+//! a virtual link's speed and duplex are made up by its driver.
+
+use super::window::{increase, span, within};
+use super::{Finding, RuleContext, Severity};
+use crate::collect::nic::{Nic, NicClass};
+use crate::collect::NicSample;
+use crate::kernel::net_class::Duplex;
+use crate::store::Snapshot;
+
+pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
+    let history = snapshot.history::<NicSample>();
+    let Some(&(at, latest)) = history.last() else {
+        return;
+    };
+    let recent = within(&history, ctx.window);
+    for nic in latest
+        .interfaces
+        .iter()
+        .filter(|n| n.class == NicClass::Physical)
+    {
+        let name = nic.name.as_str();
+        if nic.admin_up && nic.carrier == Some(false) {
+            out.push(
+                Finding::new(
+                    "nic_link_down",
+                    Severity::Critical,
+                    name,
+                    format!("{name} is up but has no carrier"),
+                    at,
+                )
+                .with("operstate", nic.operstate.clone())
+                .with("carrier", 0),
+            );
+            continue;
+        }
+        if nic.carrier != Some(true) {
+            continue;
+        }
+        if let Some(f) = speed_degraded(nic, ctx, at) {
+            out.push(f);
+        }
+        if nic.duplex == Some(Duplex::Half) {
+            out.push(
+                Finding::new(
+                    "nic_half_duplex",
+                    Severity::Warning,
+                    name,
+                    format!("{name} negotiated half duplex"),
+                    at,
+                )
+                .with("duplex", "half")
+                .with("speed_mbps", nic.speed_mbps),
+            );
+        }
+        if let Some(f) = errors(name, recent, ctx, at) {
+            out.push(f);
+        }
+    }
+}
+
+fn speed_degraded(nic: &Nic, ctx: &RuleContext, at: std::time::SystemTime) -> Option<Finding> {
+    let speed = nic.speed_mbps?;
+    let expected = ctx
+        .thresholds
+        .nic_expected_speed
+        .iter()
+        .find(|e| e.matches(&nic.name))
+        .map(|e| e.mbps);
+    let best = nic.link_modes.as_ref().and_then(|m| m.best_full_duplex_mbps());
+    let (target, because) = match (expected, best) {
+        (Some(e), _) if speed < e => (e, "the configured expected speed"),
+        (_, Some(b)) if speed < b => (b, "the best mode both ends advertise"),
+        _ => return None,
+    };
+    let mut f = Finding::new(
+        "nic_speed_degraded",
+        Severity::Warning,
+        nic.name.clone(),
+        format!(
+            "{} runs at {speed} Mb/s, below {target} Mb/s ({because})",
+            nic.name
+        ),
+        at,
+    )
+    .with("speed_mbps", speed)
+    .with("expected_mbps", target);
+    if let Some(b) = best {
+        f = f.with("best_supported_mbps", b);
+    }
+    if let Some(autoneg) = nic.link_modes.as_ref().and_then(|m| m.autoneg) {
+        f = f.with("autoneg", autoneg);
+    }
+    Some(f)
+}
+
+fn errors(
+    name: &str,
+    recent: &[(std::time::SystemTime, &NicSample)],
+    ctx: &RuleContext,
+    at: std::time::SystemTime,
+) -> Option<Finding> {
+    let series: Vec<_> = recent
+        .iter()
+        .filter_map(|(_, s)| s.interfaces.iter().find(|n| n.name == name))
+        .map(|n| n.counters)
+        .collect();
+    let rise = |f: fn(&crate::kernel::net_class::NicCounters) -> u64| increase(series.iter().map(f));
+    let bad = rise(|c| c.rx_errors)
+        + rise(|c| c.tx_errors)
+        + rise(|c| c.rx_dropped)
+        + rise(|c| c.tx_dropped);
+    if bad == 0 {
+        return None;
+    }
+    let packets = rise(|c| c.rx_packets) + rise(|c| c.tx_packets);
+    let ratio = if packets == 0 {
+        1.0
+    } else {
+        bad as f64 / packets as f64
+    };
+    if ratio <= ctx.thresholds.nic_errors_ratio {
+        return None;
+    }
+    let seconds = span(recent).as_secs();
+    Some(
+        Finding::new(
+            "nic_errors",
+            Severity::Warning,
+            name,
+            format!(
+                "{name}: {bad} errors and drops per {packets} packets ({:.1}%) in the last {seconds}s",
+                ratio * 100.0
+            ),
+            at,
+        )
+        .with("errors_and_drops_in_window", bad)
+        .with("packets_in_window", packets)
+        .with("ratio", (ratio * 10_000.0).round() / 10_000.0)
+        .with("rx_errors_in_window", rise(|c| c.rx_errors))
+        .with("tx_errors_in_window", rise(|c| c.tx_errors))
+        .with("rx_dropped_in_window", rise(|c| c.rx_dropped))
+        .with("tx_dropped_in_window", rise(|c| c.tx_dropped))
+        .with("window_seconds", seconds),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::Sample;
+    use crate::config::{ExpectedSpeed, Thresholds};
+    use crate::kernel::ethtool::LinkModes;
+    use crate::kernel::net_class::NicCounters;
+    use crate::store::Store;
+    use std::time::{Duration, SystemTime};
+
+    fn eth(name: &str) -> Nic {
+        Nic {
+            name: name.into(),
+            class: NicClass::Physical,
+            kind: Some("ixgbe".into()),
+            admin_up: true,
+            operstate: "up".into(),
+            carrier: Some(true),
+            speed_mbps: Some(10000),
+            duplex: Some(Duplex::Full),
+            mtu: Some(1500),
+            counters: NicCounters::default(),
+            link_modes: None,
+            link_modes_error: None,
+        }
+    }
+
+    fn run_with(samples: Vec<Vec<Nic>>, thresholds: Thresholds) -> Vec<Finding> {
+        let store = Store::new("n".into(), Duration::from_secs(300));
+        store.register("nic", Duration::from_secs(15));
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        for (i, interfaces) in samples.into_iter().enumerate() {
+            store.record(
+                "nic",
+                t0 + Duration::from_secs(15 * i as u64),
+                Duration::ZERO,
+                Ok(Sample::Nic(NicSample {
+                    interfaces,
+                    unavailable: vec![],
+                })),
+            );
+        }
+        let ctx = RuleContext {
+            thresholds: &thresholds,
+            window: Duration::from_secs(300),
+        };
+        let mut out = Vec::new();
+        rules(&store.snapshot(), &ctx, &mut out);
+        out
+    }
+
+    fn run(samples: Vec<Vec<Nic>>) -> Vec<Finding> {
+        run_with(samples, Thresholds::default())
+    }
+
+    #[test]
+    fn a_healthy_nic_has_no_findings() {
+        assert!(run(vec![vec![eth("eth0")]]).is_empty());
+    }
+
+    #[test]
+    fn no_carrier_on_an_up_nic_is_link_down_but_admin_down_is_not() {
+        let mut down = eth("eth0");
+        down.carrier = Some(false);
+        down.operstate = "down".into();
+        let f = run(vec![vec![down.clone()]]);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].id, "nic_link_down");
+        down.admin_up = false;
+        assert!(run(vec![vec![down]]).is_empty());
+    }
+
+    #[test]
+    fn virtual_links_are_never_judged() {
+        let mut veth = eth("veth0");
+        veth.class = NicClass::Virtual;
+        veth.carrier = Some(false);
+        veth.duplex = Some(Duplex::Half);
+        assert!(run(vec![vec![veth]]).is_empty());
+    }
+
+    #[test]
+    fn speed_below_the_best_common_mode_or_the_expected_speed_is_degraded() {
+        let mut nic = eth("eth0");
+        nic.speed_mbps = Some(1000);
+        nic.link_modes = Some(LinkModes {
+            autoneg: Some(true),
+            supported: vec!["1000baseT/Full".into(), "10000baseT/Full".into()],
+            advertised: vec!["1000baseT/Full".into(), "10000baseT/Full".into()],
+            partner_advertised: vec![],
+        });
+        let f = run(vec![vec![nic.clone()]]);
+        assert_eq!(f[0].id, "nic_speed_degraded");
+        assert_eq!(f[0].evidence["best_supported_mbps"], 10000);
+
+        nic.link_modes = None;
+        assert!(run(vec![vec![nic.clone()]]).is_empty(), "nothing to compare with");
+        let t = Thresholds {
+            nic_expected_speed: vec![ExpectedSpeed {
+                pattern: "eth*".into(),
+                mbps: 25000,
+            }],
+            ..Thresholds::default()
+        };
+        let f = run_with(vec![vec![nic]], t);
+        assert_eq!(f[0].evidence["expected_mbps"], 25000);
+    }
+
+    #[test]
+    fn half_duplex_is_flagged() {
+        let mut nic = eth("eth0");
+        nic.duplex = Some(Duplex::Half);
+        assert_eq!(run(vec![vec![nic]])[0].id, "nic_half_duplex");
+    }
+
+    #[test]
+    fn errors_over_one_percent_of_packets_in_the_window() {
+        let mut a = eth("eth0");
+        let mut b = eth("eth0");
+        a.counters = NicCounters {
+            rx_packets: 1000,
+            ..Default::default()
+        };
+        b.counters = NicCounters {
+            rx_packets: 2000,
+            rx_errors: 10,
+            ..Default::default()
+        };
+        assert!(run(vec![vec![a.clone()], vec![b.clone()]]).is_empty(), "exactly 1% is not over");
+        b.counters.tx_dropped = 1;
+        let f = run(vec![vec![a], vec![b]]);
+        assert_eq!(f[0].id, "nic_errors");
+        assert_eq!(f[0].evidence["errors_and_drops_in_window"], 11);
+    }
+}

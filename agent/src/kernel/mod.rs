@@ -1,0 +1,60 @@
+//! Pure readers and parsers, one file per kernel source. No metrics, no policy.
+
+pub mod conntrack;
+pub mod ctnetlink;
+pub mod ethtool;
+pub mod net_class;
+pub mod netlink;
+pub mod rtnetlink;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// An I/O error that remembers which file it was reading.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct ReadError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+impl ReadError {
+    pub fn is_not_found(&self) -> bool {
+        self.source.kind() == io::ErrorKind::NotFound
+    }
+}
+
+pub fn read_string(path: &Path) -> Result<String, ReadError> {
+    std::fs::read_to_string(path).map_err(|source| ReadError {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads an optional attribute: a file that is missing, or that the kernel refuses
+/// to answer (EINVAL for the speed of a link that is down, EOPNOTSUPP, EPERM), is
+/// absent rather than an error.
+pub fn read_optional(path: &Path) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Some(s.trim().to_string()),
+        Err(_) => None,
+    }
+}
+
+/// A single integer in a sysfs or procfs file, absent when unreadable or unparsable.
+pub fn read_optional_u64(path: &Path) -> Option<u64> {
+    read_optional(path)?.parse().ok()
+}
+
+/// A single integer in a file that must be there.
+pub fn read_u64(path: &Path) -> Result<u64, ReadError> {
+    let s = read_string(path)?;
+    s.trim().parse().map_err(|e| ReadError {
+        path: path.to_path_buf(),
+        source: io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("expected an integer, got {:?}: {e}", s.trim()),
+        ),
+    })
+}

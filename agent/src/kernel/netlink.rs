@@ -1,0 +1,235 @@
+//! A minimal synchronous netlink socket and attribute walker, enough for the few
+//! dumps nodediag makes (ctnetlink statistics, rtnetlink links, ethtool link modes).
+//! It runs on blocking threads only.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+pub const NETLINK_ROUTE: i32 = libc::NETLINK_ROUTE;
+pub const NETLINK_NETFILTER: i32 = libc::NETLINK_NETFILTER;
+pub const NETLINK_GENERIC: i32 = libc::NETLINK_GENERIC;
+
+pub const NLM_F_REQUEST: u16 = 0x1;
+pub const NLM_F_ACK: u16 = 0x4;
+pub const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_ERROR: u16 = 0x2;
+const NLMSG_DONE: u16 = 0x3;
+const NLMSG_HDRLEN: usize = 16;
+const NLA_HDRLEN: usize = 4;
+pub const NLA_F_NESTED: u16 = 0x8000;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+pub struct NetlinkSocket {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+/// One message of a reply: its type, header flags and the payload after the header.
+pub struct Message {
+    pub kind: u16,
+    pub payload: Vec<u8>,
+}
+
+impl NetlinkSocket {
+    pub fn open(protocol: i32) -> io::Result<Self> {
+        // SAFETY: plain socket(2); the returned fd is owned by OwnedFd below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                protocol,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh, valid descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // A kernel that never answers must not hang a collector thread forever.
+        let timeout = libc::timeval {
+            tv_sec: Duration::from_secs(5).as_secs() as libc::time_t,
+            tv_usec: 0,
+        };
+        // SAFETY: valid fd, pointer and length of a timeval.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &timeout as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { fd, seq: 1 })
+    }
+
+    /// Sends one request and collects every reply message until the kernel says it is
+    /// done (a dump) or acknowledges (a plain request). A netlink error is returned as
+    /// the errno it carries, so EPERM reads as "permission denied".
+    pub fn request(&mut self, kind: u16, flags: u16, payload: &[u8]) -> io::Result<Vec<Message>> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let len = NLMSG_HDRLEN + payload.len();
+        let mut msg = Vec::with_capacity(len);
+        msg.extend_from_slice(&(len as u32).to_ne_bytes());
+        msg.extend_from_slice(&kind.to_ne_bytes());
+        msg.extend_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        msg.extend_from_slice(&seq.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(payload);
+        // SAFETY: sending a buffer we own to the kernel (nl_pid 0).
+        let sent = unsafe {
+            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+            addr.nl_family = libc::AF_NETLINK as u16;
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                msg.as_ptr() as *const libc::c_void,
+                msg.len(),
+                0,
+                &addr as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let is_dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // SAFETY: receiving into a buffer we own, bounded by its length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                    0,
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut rest = &buf[..n as usize];
+            while rest.len() >= NLMSG_HDRLEN {
+                let mlen = u32::from_ne_bytes(rest[0..4].try_into().unwrap()) as usize;
+                let mkind = u16::from_ne_bytes(rest[4..6].try_into().unwrap());
+                let mseq = u32::from_ne_bytes(rest[8..12].try_into().unwrap());
+                if mlen < NLMSG_HDRLEN || mlen > rest.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "truncated netlink message",
+                    ));
+                }
+                let body = &rest[NLMSG_HDRLEN..mlen];
+                rest = &rest[align(mlen).min(rest.len())..];
+                if mseq != seq {
+                    continue;
+                }
+                match mkind {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        let errno = i32::from_ne_bytes(
+                            body.get(0..4)
+                                .ok_or_else(|| {
+                                    io::Error::new(io::ErrorKind::InvalidData, "short error")
+                                })?
+                                .try_into()
+                                .unwrap(),
+                        );
+                        if errno == 0 {
+                            // The ACK that ends a non-dump request.
+                            if !is_dump {
+                                return Ok(out);
+                            }
+                            continue;
+                        }
+                        return Err(io::Error::from_raw_os_error(-errno));
+                    }
+                    _ => out.push(Message {
+                        kind: mkind,
+                        payload: body.to_vec(),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+fn align(len: usize) -> usize {
+    (len + 3) & !3
+}
+
+/// Walks the attributes in `buf`: yields (type without flags, payload).
+pub fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        if rest.len() < NLA_HDRLEN {
+            return None;
+        }
+        let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
+        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & NLA_TYPE_MASK;
+        if len < NLA_HDRLEN || len > rest.len() {
+            return None;
+        }
+        let payload = &rest[NLA_HDRLEN..len];
+        rest = &rest[align(len).min(rest.len())..];
+        Some((kind, payload))
+    })
+}
+
+/// Appends an attribute to a request being built.
+pub fn push_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+    let len = NLA_HDRLEN + payload.len();
+    buf.extend_from_slice(&(len as u16).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(payload);
+    buf.resize(align(buf.len()), 0);
+}
+
+pub fn u32_ne(b: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(..4)?.try_into().ok()?))
+}
+
+pub fn u32_be(b: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(..4)?.try_into().ok()?))
+}
+
+pub fn u16_ne(b: &[u8]) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(..2)?.try_into().ok()?))
+}
+
+/// A NUL-terminated string attribute.
+pub fn string(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_round_trip_with_padding() {
+        let mut buf = Vec::new();
+        push_attr(&mut buf, 2, b"eth0\0");
+        push_attr(&mut buf, 5 | NLA_F_NESTED, &7u32.to_ne_bytes());
+        let got: Vec<(u16, Vec<u8>)> = attrs(&buf).map(|(k, v)| (k, v.to_vec())).collect();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0, 2);
+        assert_eq!(string(&got[0].1), "eth0");
+        assert_eq!(got[1].0, 5, "the nested flag is masked off");
+        assert_eq!(u32_ne(&got[1].1), Some(7));
+    }
+
+    #[test]
+    fn truncated_attributes_stop_the_walk() {
+        let mut buf = Vec::new();
+        push_attr(&mut buf, 1, &[1, 2, 3, 4]);
+        buf.extend_from_slice(&[200, 0, 1, 0]);
+        assert_eq!(attrs(&buf).count(), 1);
+    }
+}

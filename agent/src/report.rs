@@ -1,0 +1,160 @@
+//! The plain-text report an SRE reads in a terminal (`curl node:10360/` and
+//! `nodediag check`). Its first line is a one-line summary: node-problem-detector keeps
+//! the first 80 bytes of a plugin's output as the condition message.
+
+use crate::diagnose::{Finding, Severity};
+use crate::store::{Snapshot, Status};
+use crate::time::{age, rfc3339};
+use std::fmt::Write;
+use std::time::SystemTime;
+
+pub fn summary_line(snap: &Snapshot) -> String {
+    let findings = &snap.findings;
+    let failing: Vec<&str> = snap
+        .collectors
+        .iter()
+        .filter(|(_, c)| matches!(c.status, Status::Error { .. } | Status::Hung { .. }))
+        .map(|(n, _)| *n)
+        .collect();
+    if let Some(worst) = findings.first() {
+        let more = if findings.len() > 1 {
+            format!(" (+{} more)", findings.len() - 1)
+        } else {
+            String::new()
+        };
+        return format!(
+            "{}: {} {}: {}{more}",
+            worst.severity.as_str().to_uppercase(),
+            worst.id,
+            worst.subject,
+            worst.summary
+        );
+    }
+    if !failing.is_empty() {
+        return format!("UNKNOWN: could not sample {}", failing.join(", "));
+    }
+    format!("OK: no problems found on {}", snap.node)
+}
+
+pub fn render(snap: &Snapshot, now: SystemTime) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", summary_line(snap));
+    let _ = writeln!(out, "node {} at {}", snap.node, rfc3339(now));
+    let counts = |s: Severity| snap.findings.iter().filter(|f| f.severity == s).count();
+    let _ = writeln!(
+        out,
+        "{} findings: {} critical, {} warning, {} info",
+        snap.findings.len(),
+        counts(Severity::Critical),
+        counts(Severity::Warning),
+        counts(Severity::Info)
+    );
+    for f in snap.findings.iter() {
+        out.push('\n');
+        write_finding(&mut out, f, now);
+    }
+    out.push_str("\ncollectors:\n");
+    let width = snap.collectors.keys().map(|n| n.len()).max().unwrap_or(0);
+    for (name, c) in &snap.collectors {
+        let when = c
+            .last_attempt
+            .map(|t| format!("{} ago", age(now, t)))
+            .unwrap_or_else(|| "never".into());
+        let detail = match &c.status {
+            Status::Ok => c
+                .latest()
+                .map(|s| s.sample.summary())
+                .unwrap_or_default(),
+            Status::Pending => "waiting for the first sample".into(),
+            Status::Unavailable { what, hint } => format!("{what}: {hint}"),
+            Status::Error { message } => message.clone(),
+            Status::Hung { since } => format!("no answer since {}", rfc3339(*since)),
+        };
+        let state = match c.status {
+            Status::Pending => "pending",
+            Status::Ok => "ok",
+            Status::Unavailable { .. } => "unavailable",
+            Status::Error { .. } => "error",
+            Status::Hung { .. } => "hung",
+        };
+        let _ = writeln!(out, "  {name:<width$}  {state:<11}  {when:>8}  {detail}");
+        if let Some(s) = c.latest().filter(|_| c.is_ok()) {
+            for u in unavailable_parts(&s.sample) {
+                let _ = writeln!(out, "  {:<width$}  {:<11}  {:>8}  {}: {}", "", "partial", "", u.what, u.hint);
+            }
+        }
+    }
+    out
+}
+
+fn unavailable_parts(sample: &crate::collect::Sample) -> &[crate::collect::Unavailable] {
+    use crate::collect::Sample;
+    match sample {
+        Sample::Conntrack(s) => &s.unavailable,
+        Sample::Nic(s) => &s.unavailable,
+    }
+}
+
+fn write_finding(out: &mut String, f: &Finding, now: SystemTime) {
+    let _ = writeln!(
+        out,
+        "{:<8}  {}  {}",
+        f.severity.as_str().to_uppercase(),
+        f.id,
+        f.subject
+    );
+    let _ = writeln!(out, "  {}", f.summary);
+    let evidence: Vec<String> = f
+        .evidence
+        .iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            v => format!("{k}={v}"),
+        })
+        .collect();
+    let _ = writeln!(out, "  evidence: {}", evidence.join(" "));
+    let _ = writeln!(out, "  remedy:   {}", f.remedy);
+    let _ = writeln!(
+        out,
+        "  since:    {} ({} ago)",
+        rfc3339(f.since),
+        age(now, f.since)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn summary_names_the_worst_finding_first() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let snap = Snapshot {
+            node: "node-a".into(),
+            findings: Arc::new(vec![
+                Finding::new("conntrack_table_full", Severity::Critical, "host", "conntrack table 97% full", t),
+                Finding::new("nic_half_duplex", Severity::Warning, "eth1", "eth1 negotiated half duplex", t),
+            ]),
+            ..Snapshot::default()
+        };
+        assert_eq!(
+            summary_line(&snap),
+            "CRITICAL: conntrack_table_full host: conntrack table 97% full (+1 more)"
+        );
+        let text = render(&snap, t + Duration::from_secs(90));
+        assert!(text.contains("remedy:   Raise net.netfilter.nf_conntrack_max"));
+        assert!(text.contains("(1m ago)"));
+        assert!(text.contains("2 findings: 1 critical, 1 warning, 0 info"));
+    }
+
+    #[test]
+    fn a_healthy_node_says_so() {
+        let snap = Snapshot {
+            node: "node-a".into(),
+            ..Snapshot::default()
+        };
+        assert_eq!(summary_line(&snap), "OK: no problems found on node-a");
+    }
+}

@@ -1,0 +1,260 @@
+//! The latest samples of each collector, a short history for rates, each collector's
+//! status, and the current findings. Scrapes and API calls only read from here.
+
+use crate::collect::{CollectError, Sample, SampleKind, Unavailable};
+use crate::diagnose::Finding;
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+/// Bounds memory whatever the window/interval ratio.
+const MAX_HISTORY: usize = 512;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Status {
+    /// Enabled, not sampled yet.
+    Pending,
+    Ok,
+    Unavailable {
+        what: String,
+        hint: String,
+    },
+    Error {
+        message: String,
+    },
+    /// A collection has not returned for longer than the collector timeout.
+    Hung {
+        #[serde(serialize_with = "crate::time::serialize")]
+        since: SystemTime,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stamped {
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub at: SystemTime,
+    pub sample: Arc<Sample>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectorState {
+    pub status: Status,
+    #[serde(serialize_with = "crate::time::serialize_duration")]
+    pub interval: Duration,
+    #[serde(serialize_with = "crate::time::serialize_opt")]
+    pub last_attempt: Option<SystemTime>,
+    #[serde(serialize_with = "crate::time::serialize_duration_opt")]
+    pub last_duration: Option<Duration>,
+    pub runs_total: u64,
+    pub failures_total: u64,
+    #[serde(skip)]
+    pub history: VecDeque<Stamped>,
+}
+
+impl CollectorState {
+    fn new(interval: Duration) -> Self {
+        Self {
+            status: Status::Pending,
+            interval,
+            last_attempt: None,
+            last_duration: None,
+            runs_total: 0,
+            failures_total: 0,
+            history: VecDeque::new(),
+        }
+    }
+
+    pub fn latest(&self) -> Option<&Stamped> {
+        self.history.back()
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.status == Status::Ok
+    }
+}
+
+/// A consistent copy of the store for rules and renderers; samples are shared, not
+/// copied.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub node: String,
+    pub collectors: BTreeMap<&'static str, CollectorState>,
+    pub findings: Arc<Vec<Finding>>,
+}
+
+impl Snapshot {
+    /// The samples of a collector currently sampling fine, oldest first. A collector
+    /// in error contributes nothing, so no rule judges the node on stale data.
+    pub fn history<T: SampleKind>(&self) -> Vec<(SystemTime, &T)> {
+        match self.collectors.get(T::COLLECTOR) {
+            Some(state) if state.is_ok() => state
+                .history
+                .iter()
+                .filter_map(|s| Some((s.at, T::from_sample(&s.sample)?)))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn latest<T: SampleKind>(&self) -> Option<(SystemTime, &T)> {
+        self.history::<T>().pop()
+    }
+
+    /// Every enabled collector has sampled at least once.
+    pub fn ready(&self) -> bool {
+        self.collectors.values().all(|c| c.status != Status::Pending)
+    }
+}
+
+pub struct Store {
+    inner: RwLock<Snapshot>,
+    /// History older than this is dropped: the rule window plus slack for an interval.
+    retention: Duration,
+}
+
+impl Store {
+    pub fn new(node: String, retention: Duration) -> Self {
+        Self {
+            inner: RwLock::new(Snapshot {
+                node,
+                ..Snapshot::default()
+            }),
+            retention,
+        }
+    }
+
+    pub fn register(&self, name: &'static str, interval: Duration) {
+        self.write()
+            .collectors
+            .insert(name, CollectorState::new(interval));
+    }
+
+    pub fn record(
+        &self,
+        name: &'static str,
+        at: SystemTime,
+        took: Duration,
+        result: Result<Sample, CollectError>,
+    ) {
+        let mut inner = self.write();
+        let Some(state) = inner.collectors.get_mut(name) else {
+            return;
+        };
+        state.runs_total += 1;
+        state.last_attempt = Some(at);
+        state.last_duration = Some(took);
+        match result {
+            Ok(sample) => {
+                state.status = Status::Ok;
+                state.history.push_back(Stamped {
+                    at,
+                    sample: Arc::new(sample),
+                });
+                let horizon = self.retention + state.interval * 2;
+                while state.history.len() > 2
+                    && (state.history.len() > MAX_HISTORY
+                        || at
+                            .duration_since(state.history[0].at)
+                            .is_ok_and(|age| age > horizon))
+                {
+                    state.history.pop_front();
+                }
+            }
+            Err(CollectError::Unavailable(Unavailable { what, hint })) => {
+                state.status = Status::Unavailable { what, hint };
+            }
+            Err(CollectError::Failed(message)) => {
+                state.failures_total += 1;
+                state.status = Status::Error { message };
+            }
+        }
+    }
+
+    pub fn mark_hung(&self, name: &'static str, since: SystemTime) {
+        if let Some(state) = self.write().collectors.get_mut(name) {
+            state.failures_total += 1;
+            state.status = Status::Hung { since };
+        }
+    }
+
+    pub fn set_findings(&self, findings: Vec<Finding>) {
+        self.write().findings = Arc::new(findings);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reads without copying the history: for scrapes.
+    pub fn read<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
+        f(&self.inner.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Snapshot> {
+        // A panic while holding the lock leaves consistent data (single assignments).
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::{NicSample, Sample};
+
+    fn nic_sample() -> Sample {
+        Sample::Nic(NicSample {
+            interfaces: vec![],
+            unavailable: vec![],
+        })
+    }
+
+    #[test]
+    fn history_is_trimmed_to_the_retention() {
+        let store = Store::new("n".into(), Duration::from_secs(60));
+        store.register("nic", Duration::from_secs(10));
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        for i in 0..30 {
+            store.record(
+                "nic",
+                t0 + Duration::from_secs(10 * i),
+                Duration::ZERO,
+                Ok(nic_sample()),
+            );
+        }
+        let snap = store.snapshot();
+        let h = snap.history::<NicSample>();
+        // 60 s window + 2 intervals of slack = 80 s: samples at most 80 s old remain.
+        assert_eq!(h.len(), 9);
+        assert_eq!(h.last().unwrap().0, t0 + Duration::from_secs(290));
+    }
+
+    #[test]
+    fn a_failing_collector_hides_its_stale_samples_from_rules() {
+        let store = Store::new("n".into(), Duration::from_secs(60));
+        store.register("nic", Duration::from_secs(10));
+        let t0 = SystemTime::now();
+        store.record("nic", t0, Duration::ZERO, Ok(nic_sample()));
+        assert!(store.snapshot().ready());
+        store.record("nic", t0, Duration::ZERO, Err(CollectError::Failed("boom".into())));
+        let snap = store.snapshot();
+        assert!(snap.latest::<NicSample>().is_none());
+        assert_eq!(snap.collectors["nic"].failures_total, 1);
+        assert_eq!(
+            snap.collectors["nic"].status,
+            Status::Error {
+                message: "boom".into()
+            }
+        );
+    }
+
+    #[test]
+    fn not_ready_until_every_collector_sampled() {
+        let store = Store::new("n".into(), Duration::from_secs(60));
+        store.register("nic", Duration::from_secs(10));
+        store.register("conntrack", Duration::from_secs(10));
+        store.record("nic", SystemTime::now(), Duration::ZERO, Ok(nic_sample()));
+        assert!(!store.snapshot().ready());
+    }
+}
