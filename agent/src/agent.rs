@@ -174,9 +174,12 @@ fn exit_code(snap: &Snapshot, needed: &BTreeSet<&str>) -> i32 {
         .filter(|(n, _)| needed.contains(*n))
         .map(|(_, c)| &c.status)
         .collect();
-    let broken = relevant
-        .iter()
-        .any(|s| matches!(s, Status::Error { .. } | Status::Hung { .. } | Status::Pending));
+    let broken = relevant.iter().any(|s| {
+        matches!(
+            s,
+            Status::Error { .. } | Status::Hung { .. } | Status::Pending
+        )
+    });
     let none_ok = !relevant.iter().any(|s| **s == Status::Ok);
     if broken || none_ok {
         EXIT_UNKNOWN

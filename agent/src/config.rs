@@ -84,15 +84,27 @@ pub struct AgentArgs {
     pub config: Option<PathBuf>,
 
     /// Where the host's procfs is mounted.
-    #[arg(long = "path.procfs", env = "NODEDIAG_PATH_PROCFS", default_value = "/proc")]
+    #[arg(
+        long = "path.procfs",
+        env = "NODEDIAG_PATH_PROCFS",
+        default_value = "/proc"
+    )]
     pub procfs: PathBuf,
 
     /// Where the host's sysfs is mounted.
-    #[arg(long = "path.sysfs", env = "NODEDIAG_PATH_SYSFS", default_value = "/sys")]
+    #[arg(
+        long = "path.sysfs",
+        env = "NODEDIAG_PATH_SYSFS",
+        default_value = "/sys"
+    )]
     pub sysfs: PathBuf,
 
     /// Where the host's root filesystem is mounted (e.g. /host in a DaemonSet).
-    #[arg(long = "path.rootfs", env = "NODEDIAG_PATH_ROOTFS", default_value = "/")]
+    #[arg(
+        long = "path.rootfs",
+        env = "NODEDIAG_PATH_ROOTFS",
+        default_value = "/"
+    )]
     pub rootfs: PathBuf,
 
     /// Node name in reports and the API [default: the hostname].
@@ -135,7 +147,10 @@ pub struct CollectorArgs {
     pub conntrack_interval: Option<Duration>,
 
     /// Disable the conntrack collector.
-    #[arg(long = "no-collector.conntrack", env = "NODEDIAG_NO_COLLECTOR_CONNTRACK")]
+    #[arg(
+        long = "no-collector.conntrack",
+        env = "NODEDIAG_NO_COLLECTOR_CONNTRACK"
+    )]
     pub no_conntrack: bool,
 
     /// Sampling interval of the NIC collector [default: --interval].
@@ -301,7 +316,9 @@ where
 
     let mut command = Cli::command();
     let matches = command.try_get_matches_from_mut(&args)?;
-    let sub_matches = matches.subcommand_matches(sub).expect("subcommand parsed above");
+    let sub_matches = matches
+        .subcommand_matches(sub)
+        .expect("subcommand parsed above");
     let sub_cmd = command.find_subcommand(sub).expect("subcommand exists");
 
     let mut extra: Vec<OsString> = Vec::new();
@@ -450,7 +467,11 @@ mod tests {
         .unwrap();
         let a = agent(&cli);
         assert_eq!(a.procfs, PathBuf::from("/host/proc"));
-        assert_eq!(a.interval, Duration::from_secs(3), "command line beats the file");
+        assert_eq!(
+            a.interval,
+            Duration::from_secs(3),
+            "command line beats the file"
+        );
         assert_eq!(a.collectors.nic_interval, Some(Duration::from_secs(30)));
         assert!(a.collectors.no_conntrack);
         assert_eq!(a.thresholds.nic_expected_speed.len(), 2);
@@ -459,10 +480,7 @@ mod tests {
 
     #[test]
     fn toml_config_is_read_too() {
-        let f = config_file(
-            ".toml",
-            "window = \"10m\"\n[conntrack]\nhigh-ratio = 0.7\n",
-        );
+        let f = config_file(".toml", "window = \"10m\"\n[conntrack]\nhigh-ratio = 0.7\n");
         let cli = load(["nodediag", "check", "--config", f.path().to_str().unwrap()]).unwrap();
         let a = agent(&cli);
         assert_eq!(a.window, Duration::from_secs(600));

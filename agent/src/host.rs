@@ -32,7 +32,10 @@ impl HostRoot {
 
     /// A host path such as `/var/lib/etcd` seen through the rootfs mount.
     pub fn host_path(&self, absolute: impl AsRef<Path>) -> PathBuf {
-        let rel = absolute.as_ref().strip_prefix("/").unwrap_or(absolute.as_ref());
+        let rel = absolute
+            .as_ref()
+            .strip_prefix("/")
+            .unwrap_or(absolute.as_ref());
         self.rootfs.join(rel)
     }
 }
@@ -58,7 +61,13 @@ mod tests {
             root.proc(&["net", "stat", "nf_conntrack"]),
             PathBuf::from("/host/proc/net/stat/nf_conntrack")
         );
-        assert_eq!(root.sys(&["class", "net"]), PathBuf::from("/host/sys/class/net"));
-        assert_eq!(root.host_path("/var/lib/etcd"), PathBuf::from("/host/var/lib/etcd"));
+        assert_eq!(
+            root.sys(&["class", "net"]),
+            PathBuf::from("/host/sys/class/net")
+        );
+        assert_eq!(
+            root.host_path("/var/lib/etcd"),
+            PathBuf::from("/host/var/lib/etcd")
+        );
     }
 }

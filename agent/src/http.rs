@@ -30,6 +30,7 @@ pub fn router(store: Arc<Store>) -> Router {
 }
 
 /// A 4xx/5xx with a JSON body: `{"error": "...", ...}`.
+#[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     body: Value,
@@ -58,7 +59,12 @@ impl IntoResponse for ApiError {
 /// Parses the query string, refusing parameters the endpoint does not know.
 fn query(raw: Option<String>, allowed: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
     let mut out = BTreeMap::new();
-    for pair in raw.as_deref().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+    for pair in raw
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let k = percent_decode(k);
         if !allowed.contains(&k.as_str()) {
@@ -128,10 +134,11 @@ async fn readyz(State(store): State<Arc<Store>>) -> Result<&'static str, ApiErro
     if pending.is_empty() {
         Ok("ready\n")
     } else {
-        Err(
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not every collector has sampled yet")
-                .with("pending", json!(pending)),
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not every collector has sampled yet",
         )
+        .with("pending", json!(pending)))
     }
 }
 
@@ -141,18 +148,19 @@ fn envelope(node: &str) -> Value {
 
 async fn findings(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
     let params = query(q.0, &["severity", "finding", "subject"])?;
-    let min_severity = match params.get("severity").map(String::as_str) {
-        None => Severity::Info,
-        Some("info") => Severity::Info,
-        Some("warning") => Severity::Warning,
-        Some("critical") => Severity::Critical,
-        Some(other) => {
-            return Err(ApiError::new(
+    let min_severity =
+        match params.get("severity").map(String::as_str) {
+            None => Severity::Info,
+            Some("info") => Severity::Info,
+            Some("warning") => Severity::Warning,
+            Some("critical") => Severity::Critical,
+            Some(other) => return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                format!("severity {other:?}: expected info, warning or critical (the minimum to show)"),
-            ))
-        }
-    };
+                format!(
+                    "severity {other:?}: expected info, warning or critical (the minimum to show)"
+                ),
+            )),
+        };
     if let Some(id) = params.get("finding") {
         if crate::diagnose::catalog::find(id).is_none() {
             return Err(ApiError::new(
@@ -230,7 +238,11 @@ async fn collector(
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("no such endpoint: {}", uri.path())).with(
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {}", uri.path()),
+    )
+    .with(
         "endpoints",
         json!([
             "/",
@@ -257,9 +269,15 @@ mod tests {
 
     #[test]
     fn query_rejects_unknown_parameters_and_decodes_values() {
-        let q = query(Some("severity=warning&subject=eth%300".into()), &["severity", "subject"]).unwrap();
+        let q = query(
+            Some("severity=warning&subject=eth%300".into()),
+            &["severity", "subject"],
+        )
+        .unwrap();
         assert_eq!(q["subject"], "eth00");
-        let err = query(Some("sevrity=1".into()), &["severity"]).err().unwrap();
+        let err = query(Some("sevrity=1".into()), &["severity"])
+            .err()
+            .unwrap();
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
         assert_eq!(err.body["error"], "unknown query parameter \"sevrity\"");
     }

@@ -11,6 +11,7 @@ pub mod host;
 pub mod http;
 pub mod kernel;
 pub mod metrics;
+pub mod pods;
 pub mod report;
 pub mod store;
 pub mod time;

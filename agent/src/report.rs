@@ -61,10 +61,7 @@ pub fn render(snap: &Snapshot, now: SystemTime) -> String {
             .map(|t| format!("{} ago", age(now, t)))
             .unwrap_or_else(|| "never".into());
         let detail = match &c.status {
-            Status::Ok => c
-                .latest()
-                .map(|s| s.sample.summary())
-                .unwrap_or_default(),
+            Status::Ok => c.latest().map(|s| s.sample.summary()).unwrap_or_default(),
             Status::Pending => "waiting for the first sample".into(),
             Status::Unavailable { what, hint } => format!("{what}: {hint}"),
             Status::Error { message } => message.clone(),
@@ -80,7 +77,11 @@ pub fn render(snap: &Snapshot, now: SystemTime) -> String {
         let _ = writeln!(out, "  {name:<width$}  {state:<11}  {when:>8}  {detail}");
         if let Some(s) = c.latest().filter(|_| c.is_ok()) {
             for u in unavailable_parts(&s.sample) {
-                let _ = writeln!(out, "  {:<width$}  {:<11}  {:>8}  {}: {}", "", "partial", "", u.what, u.hint);
+                let _ = writeln!(
+                    out,
+                    "  {:<width$}  {:<11}  {:>8}  {}: {}",
+                    "", "partial", "", u.what, u.hint
+                );
             }
         }
     }
@@ -134,8 +135,20 @@ mod tests {
         let snap = Snapshot {
             node: "node-a".into(),
             findings: Arc::new(vec![
-                Finding::new("conntrack_table_full", Severity::Critical, "host", "conntrack table 97% full", t),
-                Finding::new("nic_half_duplex", Severity::Warning, "eth1", "eth1 negotiated half duplex", t),
+                Finding::new(
+                    "conntrack_table_full",
+                    Severity::Critical,
+                    "host",
+                    "conntrack table 97% full",
+                    t,
+                ),
+                Finding::new(
+                    "nic_half_duplex",
+                    Severity::Warning,
+                    "eth1",
+                    "eth1 negotiated half duplex",
+                    t,
+                ),
             ]),
             ..Snapshot::default()
         };

@@ -104,7 +104,9 @@ impl Snapshot {
 
     /// Every enabled collector has sampled at least once.
     pub fn ready(&self) -> bool {
-        self.collectors.values().all(|c| c.status != Status::Pending)
+        self.collectors
+            .values()
+            .all(|c| c.status != Status::Pending)
     }
 }
 
@@ -237,7 +239,12 @@ mod tests {
         let t0 = SystemTime::now();
         store.record("nic", t0, Duration::ZERO, Ok(nic_sample()));
         assert!(store.snapshot().ready());
-        store.record("nic", t0, Duration::ZERO, Err(CollectError::Failed("boom".into())));
+        store.record(
+            "nic",
+            t0,
+            Duration::ZERO,
+            Err(CollectError::Failed("boom".into())),
+        );
         let snap = store.snapshot();
         assert!(snap.latest::<NicSample>().is_none());
         assert_eq!(snap.collectors["nic"].failures_total, 1);

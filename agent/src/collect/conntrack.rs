@@ -101,7 +101,9 @@ impl Collector for ConntrackCollector {
                 }
                 Err(e) => unavailable.push(Unavailable::new(
                     "ctnetlink statistics",
-                    format!("{e}: needs CAP_NET_ADMIN; falling back to /proc/net/stat/nf_conntrack"),
+                    format!(
+                        "{e}: needs CAP_NET_ADMIN; falling back to /proc/net/stat/nf_conntrack"
+                    ),
                 )),
             }
         }

@@ -112,7 +112,10 @@ impl Collector for NicCollector {
             if e.is_not_found() {
                 CollectError::Unavailable(Unavailable::new(
                     "network interfaces",
-                    format!("{} does not exist: is sysfs mounted there? (--path.sysfs)", e.path.display()),
+                    format!(
+                        "{} does not exist: is sysfs mounted there? (--path.sysfs)",
+                        e.path.display()
+                    ),
                 ))
             } else {
                 e.into()

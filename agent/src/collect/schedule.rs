@@ -40,12 +40,7 @@ pub fn spawn_all(
         .into_iter()
         .map(|enabled| {
             store.register(enabled.collector.name(), enabled.interval);
-            tokio::spawn(run(
-                enabled,
-                store.clone(),
-                timeout,
-                on_sample.clone(),
-            ))
+            tokio::spawn(run(enabled, store.clone(), timeout, on_sample.clone()))
         })
         .collect()
 }
@@ -62,7 +57,9 @@ async fn run(
     let mut collector = Some(enabled.collector);
     loop {
         ticker.tick().await;
-        let Some(mut c) = collector.take() else { return };
+        let Some(mut c) = collector.take() else {
+            return;
+        };
         let at = SystemTime::now();
         let started = Instant::now();
         let mut handle = tokio::task::spawn_blocking(move || {
@@ -146,7 +143,12 @@ mod tests {
             collector: Box::new(Panics),
             interval: Duration::from_millis(20),
         }];
-        let _h = spawn_all(store.clone(), enabled, Duration::from_secs(5), Arc::new(|| {}));
+        let _h = spawn_all(
+            store.clone(),
+            enabled,
+            Duration::from_secs(5),
+            Arc::new(|| {}),
+        );
         wait_for(&store, |s| s.collectors["nic"].runs_total >= 2).await;
         let snap = store.snapshot();
         match &snap.collectors["nic"].status {

@@ -15,9 +15,17 @@ pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
     let t = ctx.thresholds;
     if let Some(ratio) = latest.usage_ratio() {
         let (id, severity, threshold) = if ratio >= t.conntrack_full_ratio {
-            ("conntrack_table_full", Severity::Critical, t.conntrack_full_ratio)
+            (
+                "conntrack_table_full",
+                Severity::Critical,
+                t.conntrack_full_ratio,
+            )
         } else if ratio >= t.conntrack_high_ratio {
-            ("conntrack_table_high", Severity::Warning, t.conntrack_high_ratio)
+            (
+                "conntrack_table_high",
+                Severity::Warning,
+                t.conntrack_high_ratio,
+            )
         } else {
             ("", Severity::Info, 0.0)
         };
@@ -71,7 +79,9 @@ pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
             "conntrack_insert_failed",
             Severity::Warning,
             SUBJECT,
-            format!("{failed} conntrack inserts failed in the last {seconds}s (DNS over UDP races)"),
+            format!(
+                "{failed} conntrack inserts failed in the last {seconds}s (DNS over UDP races)"
+            ),
             at,
         )
         .with("insert_failed_in_window", failed)
@@ -171,7 +181,7 @@ mod tests {
     fn old_rises_fall_out_of_the_window() {
         // 25 samples at 15 s: the rise happened 360 s before the newest sample.
         let mut s = vec![(10, 0, 0), (10, 7, 0)];
-        s.extend(std::iter::repeat((10, 7, 0)).take(23));
+        s.extend(std::iter::repeat_n((10, 7, 0), 23));
         assert!(run(&s).is_empty());
     }
 }

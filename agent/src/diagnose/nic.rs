@@ -67,7 +67,10 @@ fn speed_degraded(nic: &Nic, ctx: &RuleContext, at: std::time::SystemTime) -> Op
         .iter()
         .find(|e| e.matches(&nic.name))
         .map(|e| e.mbps);
-    let best = nic.link_modes.as_ref().and_then(|m| m.best_full_duplex_mbps());
+    let best = nic
+        .link_modes
+        .as_ref()
+        .and_then(|m| m.best_full_duplex_mbps());
     let (target, because) = match (expected, best) {
         (Some(e), _) if speed < e => (e, "the configured expected speed"),
         (_, Some(b)) if speed < b => (b, "the best mode both ends advertise"),
@@ -105,7 +108,8 @@ fn errors(
         .filter_map(|(_, s)| s.interfaces.iter().find(|n| n.name == name))
         .map(|n| n.counters)
         .collect();
-    let rise = |f: fn(&crate::kernel::net_class::NicCounters) -> u64| increase(series.iter().map(f));
+    let rise =
+        |f: fn(&crate::kernel::net_class::NicCounters) -> u64| increase(series.iter().map(f));
     let bad = rise(|c| c.rx_errors)
         + rise(|c| c.tx_errors)
         + rise(|c| c.rx_dropped)
@@ -241,7 +245,10 @@ mod tests {
         assert_eq!(f[0].evidence["best_supported_mbps"], 10000);
 
         nic.link_modes = None;
-        assert!(run(vec![vec![nic.clone()]]).is_empty(), "nothing to compare with");
+        assert!(
+            run(vec![vec![nic.clone()]]).is_empty(),
+            "nothing to compare with"
+        );
         let t = Thresholds {
             nic_expected_speed: vec![ExpectedSpeed {
                 pattern: "eth*".into(),
@@ -273,7 +280,10 @@ mod tests {
             rx_errors: 10,
             ..Default::default()
         };
-        assert!(run(vec![vec![a.clone()], vec![b.clone()]]).is_empty(), "exactly 1% is not over");
+        assert!(
+            run(vec![vec![a.clone()], vec![b.clone()]]).is_empty(),
+            "exactly 1% is not over"
+        );
         b.counters.tx_dropped = 1;
         let f = run(vec![vec![a], vec![b]]);
         assert_eq!(f[0].id, "nic_errors");

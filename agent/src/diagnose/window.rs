@@ -3,7 +3,10 @@
 use std::time::{Duration, SystemTime};
 
 /// The samples no older than `window` before the newest one, oldest first.
-pub fn within<'a, T>(history: &'a [(SystemTime, &'a T)], window: Duration) -> &'a [(SystemTime, &'a T)] {
+pub fn within<'a, T>(
+    history: &'a [(SystemTime, &'a T)],
+    window: Duration,
+) -> &'a [(SystemTime, &'a T)] {
     let Some((newest, _)) = history.last() else {
         return history;
     };

@@ -43,9 +43,7 @@ impl LinkModes {
             &self.advertised
         };
         ours.iter()
-            .filter(|m| {
-                self.partner_advertised.is_empty() || self.partner_advertised.contains(m)
-            })
+            .filter(|m| self.partner_advertised.is_empty() || self.partner_advertised.contains(m))
             .filter_map(|m| mode_speed_mbps(m).filter(|_| m.ends_with("/Full")))
             .max()
     }
@@ -165,7 +163,11 @@ mod tests {
         for (i, (name, set)) in bits.iter().enumerate() {
             let mut bit = Vec::new();
             push_attr(&mut bit, 1, &(i as u32).to_ne_bytes());
-            push_attr(&mut bit, ETHTOOL_A_BITSET_BIT_NAME, format!("{name}\0").as_bytes());
+            push_attr(
+                &mut bit,
+                ETHTOOL_A_BITSET_BIT_NAME,
+                format!("{name}\0").as_bytes(),
+            );
             if *set {
                 push_attr(&mut bit, ETHTOOL_A_BITSET_BIT_VALUE, &[]);
             }

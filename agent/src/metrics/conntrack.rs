@@ -6,13 +6,28 @@ const STAT_HELP: [(&str, &str); 10] = [
     ("found", "Conntrack lookups that found an entry"),
     ("invalid", "Packets conntrack could not track (invalid)"),
     ("insert", "Entries inserted"),
-    ("insert_failed", "Entries that could not be inserted (the UDP insert race behind DNS timeouts)"),
-    ("drop", "Packets dropped because the conntrack table was full"),
-    ("early_drop", "Entries evicted early to make room in a full table"),
+    (
+        "insert_failed",
+        "Entries that could not be inserted (the UDP insert race behind DNS timeouts)",
+    ),
+    (
+        "drop",
+        "Packets dropped because the conntrack table was full",
+    ),
+    (
+        "early_drop",
+        "Entries evicted early to make room in a full table",
+    ),
     ("error", "ICMP errors conntrack could not match"),
-    ("search_restart", "Lookups restarted because the hash table was resized"),
+    (
+        "search_restart",
+        "Lookups restarted because the hash table was resized",
+    ),
     ("clash_resolve", "Insert clashes that were resolved"),
-    ("chaintoolong", "Entries refused because their hash chain was too long"),
+    (
+        "chaintoolong",
+        "Entries refused because their hash chain was too long",
+    ),
 ];
 
 pub fn render(snap: &Snapshot, e: &mut Encoder) {

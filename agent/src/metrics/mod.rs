@@ -75,10 +75,9 @@ fn render_collectors(snap: &Snapshot, e: &mut Encoder) {
     );
     for (name, c) in all() {
         if let Some(s) = c.latest() {
-            let t = s
-                .at
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
+            let t =
+                s.at.duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
             e.sample(
                 "nodediag_collector_last_success_timestamp_seconds",
                 &[("collector", name)],

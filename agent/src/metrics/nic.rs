@@ -6,6 +6,9 @@ use crate::store::Snapshot;
 
 const BYTES_PER_MBIT: f64 = 125_000.0;
 
+/// (metric name, help, which counter)
+type CounterDef = (&'static str, &'static str, fn(&NicCounters) -> u64);
+
 pub fn render(snap: &Snapshot, e: &mut Encoder) {
     let Some((_, s)) = snap.latest::<NicSample>() else {
         return;
@@ -31,37 +34,109 @@ pub fn render(snap: &Snapshot, e: &mut Encoder) {
             1.0,
         );
     }
-    gauge(e, nics, "nodediag_nic_up", "1 if the interface's operstate is up (/sys/class/net/*/operstate).",
-        |n| Some(f64::from(u8::from(n.operstate == "up"))));
+    gauge(
+        e,
+        nics,
+        "nodediag_nic_up",
+        "1 if the interface's operstate is up (/sys/class/net/*/operstate).",
+        |n| Some(f64::from(u8::from(n.operstate == "up"))),
+    );
     gauge(e, nics, "nodediag_nic_carrier", "1 if the interface has carrier; absent when the kernel does not say (/sys/class/net/*/carrier).",
         |n| n.carrier.map(|c| f64::from(u8::from(c))));
-    gauge(e, nics, "nodediag_nic_speed_bytes_per_second", "Negotiated speed of a physical NIC; absent when unknown (/sys/class/net/*/speed).",
-        |n| n.speed_mbps.map(|m| m as f64 * BYTES_PER_MBIT));
-    gauge(e, nics, "nodediag_nic_best_speed_bytes_per_second", "Fastest full-duplex mode both ends advertise (ethtool netlink link modes).",
-        |n| n.link_modes.as_ref()?.best_full_duplex_mbps().map(|m| m as f64 * BYTES_PER_MBIT));
-    gauge(e, nics, "nodediag_nic_full_duplex", "1 for full duplex, 0 for half, absent when unknown (/sys/class/net/*/duplex).",
-        |n| n.duplex.map(|d| f64::from(u8::from(d == Duplex::Full))));
-    gauge(e, nics, "nodediag_nic_autonegotiation", "1 if autonegotiation is on (ethtool netlink).",
-        |n| n.link_modes.as_ref()?.autoneg.map(|a| f64::from(u8::from(a))));
-    gauge(e, nics, "nodediag_nic_mtu_bytes", "MTU of the interface.",
-        |n| n.mtu.map(|m| m as f64));
-    let counters: [(&str, &str, fn(&NicCounters) -> u64); 6] = [
-        ("nodediag_nic_receive_packets_total", "Packets received", |c| c.rx_packets),
-        ("nodediag_nic_transmit_packets_total", "Packets transmitted", |c| c.tx_packets),
-        ("nodediag_nic_receive_errors_total", "Receive errors", |c| c.rx_errors),
-        ("nodediag_nic_transmit_errors_total", "Transmit errors", |c| c.tx_errors),
-        ("nodediag_nic_receive_drops_total", "Received packets dropped", |c| c.rx_dropped),
-        ("nodediag_nic_transmit_drops_total", "Packets dropped on transmit", |c| c.tx_dropped),
+    gauge(
+        e,
+        nics,
+        "nodediag_nic_speed_bytes_per_second",
+        "Negotiated speed of a physical NIC; absent when unknown (/sys/class/net/*/speed).",
+        |n| n.speed_mbps.map(|m| m as f64 * BYTES_PER_MBIT),
+    );
+    gauge(
+        e,
+        nics,
+        "nodediag_nic_best_speed_bytes_per_second",
+        "Fastest full-duplex mode both ends advertise (ethtool netlink link modes).",
+        |n| {
+            n.link_modes
+                .as_ref()?
+                .best_full_duplex_mbps()
+                .map(|m| m as f64 * BYTES_PER_MBIT)
+        },
+    );
+    gauge(
+        e,
+        nics,
+        "nodediag_nic_full_duplex",
+        "1 for full duplex, 0 for half, absent when unknown (/sys/class/net/*/duplex).",
+        |n| n.duplex.map(|d| f64::from(u8::from(d == Duplex::Full))),
+    );
+    gauge(
+        e,
+        nics,
+        "nodediag_nic_autonegotiation",
+        "1 if autonegotiation is on (ethtool netlink).",
+        |n| {
+            n.link_modes
+                .as_ref()?
+                .autoneg
+                .map(|a| f64::from(u8::from(a)))
+        },
+    );
+    gauge(
+        e,
+        nics,
+        "nodediag_nic_mtu_bytes",
+        "MTU of the interface.",
+        |n| n.mtu.map(|m| m as f64),
+    );
+    let counters: [CounterDef; 6] = [
+        (
+            "nodediag_nic_receive_packets_total",
+            "Packets received",
+            |c| c.rx_packets,
+        ),
+        (
+            "nodediag_nic_transmit_packets_total",
+            "Packets transmitted",
+            |c| c.tx_packets,
+        ),
+        ("nodediag_nic_receive_errors_total", "Receive errors", |c| {
+            c.rx_errors
+        }),
+        (
+            "nodediag_nic_transmit_errors_total",
+            "Transmit errors",
+            |c| c.tx_errors,
+        ),
+        (
+            "nodediag_nic_receive_drops_total",
+            "Received packets dropped",
+            |c| c.rx_dropped,
+        ),
+        (
+            "nodediag_nic_transmit_drops_total",
+            "Packets dropped on transmit",
+            |c| c.tx_dropped,
+        ),
     ];
     for (name, help, get) in counters {
-        e.family(name, Kind::Counter, &format!("{help} (/sys/class/net/*/statistics)."));
+        e.family(
+            name,
+            Kind::Counter,
+            &format!("{help} (/sys/class/net/*/statistics)."),
+        );
         for n in nics {
             e.sample(name, &[("interface", &n.name)], get(&n.counters) as f64);
         }
     }
 }
 
-fn gauge(e: &mut Encoder, nics: &[Nic], name: &str, help: &str, value: impl Fn(&Nic) -> Option<f64>) {
+fn gauge(
+    e: &mut Encoder,
+    nics: &[Nic],
+    name: &str,
+    help: &str,
+    value: impl Fn(&Nic) -> Option<f64>,
+) {
     let values: Vec<(&str, f64)> = nics
         .iter()
         .filter_map(|n| Some((n.name.as_str(), value(n)?)))

@@ -1,0 +1,311 @@
+//! Pod attribution without an API server: a cgroup path names the pod UID and the
+//! container id (both kubelet cgroup drivers), and the kubelet's log directories map
+//! those to namespace, pod and container names. Shared by every collector that needs
+//! to say which pod a thing belongs to.
+
+use crate::collect::Unavailable;
+use crate::host::HostRoot;
+use serde::Serialize;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Qos {
+    Guaranteed,
+    Burstable,
+    BestEffort,
+}
+
+/// What a cgroup path alone says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CgroupRef {
+    /// Pod UID with dashes, as the API server spells it.
+    pub pod_uid: String,
+    pub qos: Qos,
+    /// Present for a container's cgroup, absent for the pod-level one.
+    pub container_id: Option<String>,
+    /// containerd, crio or docker when the systemd driver's scope name says so.
+    pub runtime: Option<String>,
+}
+
+/// Reads a kubelet cgroup path in either driver's spelling:
+/// - cgroupfs: `/kubepods/burstable/pod<uid>/<container-id>`
+/// - systemd: `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid_with_underscores>.slice/cri-containerd-<id>.scope`
+///
+/// Guaranteed pods sit directly under `kubepods`. Anything else is None.
+pub fn parse_cgroup_path(path: &str) -> Option<CgroupRef> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let start = parts
+        .iter()
+        .position(|p| *p == "kubepods" || *p == "kubepods.slice")?;
+    let rest = &parts[start + 1..];
+    let (qos, rest) = match rest.first().map(|p| qos_of(p)) {
+        Some(Some(q)) => (q, &rest[1..]),
+        _ => (Qos::Guaranteed, rest),
+    };
+    let pod_uid = rest.first().and_then(|p| pod_uid_of(p))?;
+    let (container_id, runtime) = match rest.get(1) {
+        Some(c) => {
+            let (id, rt) = container_of(c)?;
+            (Some(id), rt)
+        }
+        None => (None, None),
+    };
+    Some(CgroupRef {
+        pod_uid,
+        qos,
+        container_id,
+        runtime,
+    })
+}
+
+fn qos_of(part: &str) -> Option<Qos> {
+    let name = part.strip_suffix(".slice").unwrap_or(part);
+    let name = name.strip_prefix("kubepods-").unwrap_or(name);
+    match name {
+        "burstable" => Some(Qos::Burstable),
+        "besteffort" => Some(Qos::BestEffort),
+        _ => None,
+    }
+}
+
+fn pod_uid_of(part: &str) -> Option<String> {
+    let uid = if let Some(slice) = part.strip_suffix(".slice") {
+        // kubepods-burstable-pod<uid_>.slice or kubepods-pod<uid_>.slice
+        let idx = slice.rfind("-pod")?;
+        slice[idx + 4..].replace('_', "-")
+    } else {
+        part.strip_prefix("pod")?.to_string()
+    };
+    let valid = uid.len() >= 32 && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    valid.then_some(uid)
+}
+
+/// `cri-containerd-<id>.scope`, `crio-<id>.scope`, `docker-<id>.scope`, or a bare id
+/// (cgroupfs driver). conmon scopes and other non-container cgroups are None.
+fn container_of(part: &str) -> Option<(String, Option<String>)> {
+    if let Some(scope) = part.strip_suffix(".scope") {
+        for (prefix, runtime) in [
+            ("cri-containerd-", "containerd"),
+            ("crio-", "crio"),
+            ("docker-", "docker"),
+        ] {
+            if let Some(id) = scope.strip_prefix(prefix) {
+                return is_container_id(id).then(|| (id.to_string(), Some(runtime.to_string())));
+            }
+        }
+        return None;
+    }
+    is_container_id(part).then(|| (part.to_string(), None))
+}
+
+fn is_container_id(s: &str) -> bool {
+    s.len() >= 12 && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PodName {
+    pub namespace: String,
+    pub pod: String,
+}
+
+/// Names from the kubelet's log directories under the host rootfs.
+#[derive(Debug, Clone, Default)]
+pub struct PodIndex {
+    pods: HashMap<String, PodName>,
+    /// container id -> (pod uid when known, container name)
+    containers: HashMap<String, (PodName, String)>,
+}
+
+/// A cgroup's pod, named as far as the node knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attribution {
+    pub pod_uid: String,
+    pub qos: Qos,
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub container: Option<String>,
+    pub container_id: Option<String>,
+}
+
+impl PodIndex {
+    /// Reads `/var/log/pods/<namespace>_<pod>_<uid>/` and
+    /// `/var/log/containers/<pod>_<namespace>_<container>-<id>.log`. A missing
+    /// directory (not a kubelet node) is reported, not an error.
+    pub fn read(root: &HostRoot) -> (PodIndex, Vec<Unavailable>) {
+        let mut index = PodIndex::default();
+        let mut missing = Vec::new();
+        let pods_dir = root.host_path("/var/log/pods");
+        match std::fs::read_dir(&pods_dir) {
+            Ok(entries) => {
+                for e in entries.flatten() {
+                    if let Some((uid, name)) = parse_pod_log_dir(&e.file_name().to_string_lossy()) {
+                        index.pods.insert(uid, name);
+                    }
+                }
+            }
+            Err(e) => missing.push(Unavailable::new(
+                "kubelet pod log directories",
+                format!("{}: {e}: pods are named by UID only", pods_dir.display()),
+            )),
+        }
+        let containers_dir = root.host_path("/var/log/containers");
+        match std::fs::read_dir(&containers_dir) {
+            Ok(entries) => {
+                for e in entries.flatten() {
+                    let file = e.file_name().to_string_lossy().into_owned();
+                    if let Some((id, pod, container)) = parse_container_log_name(&file) {
+                        index.containers.insert(id, (pod, container));
+                    }
+                }
+            }
+            Err(e) => missing.push(Unavailable::new(
+                "kubelet container log links",
+                format!(
+                    "{}: {e}: containers are named by id only",
+                    containers_dir.display()
+                ),
+            )),
+        }
+        (index, missing)
+    }
+
+    pub fn pod(&self, uid: &str) -> Option<&PodName> {
+        self.pods.get(uid)
+    }
+
+    /// Attributes a cgroup path (from `/proc/<pid>/cgroup` or a cgroupfs walk).
+    pub fn attribute(&self, cgroup_path: &str) -> Option<Attribution> {
+        let r = parse_cgroup_path(cgroup_path)?;
+        let container = r
+            .container_id
+            .as_deref()
+            .and_then(|id| self.containers.get(id));
+        let pod = self
+            .pods
+            .get(&r.pod_uid)
+            .or_else(|| container.map(|(p, _)| p));
+        Some(Attribution {
+            namespace: pod.map(|p| p.namespace.clone()),
+            pod: pod.map(|p| p.pod.clone()),
+            container: container.map(|(_, c)| c.clone()),
+            container_id: r.container_id,
+            pod_uid: r.pod_uid,
+            qos: r.qos,
+        })
+    }
+}
+
+/// `<namespace>_<pod>_<uid>`: namespaces and pod names cannot contain `_`.
+pub fn parse_pod_log_dir(name: &str) -> Option<(String, PodName)> {
+    let mut it = name.splitn(3, '_');
+    let (ns, pod, uid) = (it.next()?, it.next()?, it.next()?);
+    if ns.is_empty() || pod.is_empty() || uid.len() < 32 {
+        return None;
+    }
+    Some((
+        uid.to_string(),
+        PodName {
+            namespace: ns.into(),
+            pod: pod.into(),
+        },
+    ))
+}
+
+/// `<pod>_<namespace>_<container>-<id>.log` -> (id, pod, container).
+pub fn parse_container_log_name(file: &str) -> Option<(String, PodName, String)> {
+    let stem = file.strip_suffix(".log")?;
+    let (prefix, id) = stem.rsplit_once('-')?;
+    if !is_container_id(id) {
+        return None;
+    }
+    let mut it = prefix.splitn(3, '_');
+    let (pod, ns, container) = (it.next()?, it.next()?, it.next()?);
+    Some((
+        id.to_string(),
+        PodName {
+            namespace: ns.into(),
+            pod: pod.into(),
+        },
+        container.to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UID: &str = "0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9";
+    const CID: &str = "4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d";
+
+    #[test]
+    fn cgroupfs_driver_paths() {
+        let r = parse_cgroup_path(&format!("/kubepods/burstable/pod{UID}/{CID}")).unwrap();
+        assert_eq!(r.pod_uid, UID);
+        assert_eq!(r.qos, Qos::Burstable);
+        assert_eq!(r.container_id.as_deref(), Some(CID));
+        let g = parse_cgroup_path(&format!("/kubepods/pod{UID}")).unwrap();
+        assert_eq!(g.qos, Qos::Guaranteed);
+        assert_eq!(g.container_id, None);
+        let b = parse_cgroup_path(&format!("/kubepods/besteffort/pod{UID}/{CID}")).unwrap();
+        assert_eq!(b.qos, Qos::BestEffort);
+    }
+
+    #[test]
+    fn systemd_driver_paths_for_each_runtime() {
+        let u = UID.replace('-', "_");
+        for (scope, runtime) in [
+            (format!("cri-containerd-{CID}.scope"), "containerd"),
+            (format!("crio-{CID}.scope"), "crio"),
+            (format!("docker-{CID}.scope"), "docker"),
+        ] {
+            let path = format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/{scope}"
+            );
+            let r = parse_cgroup_path(&path).unwrap();
+            assert_eq!(r.pod_uid, UID);
+            assert_eq!(r.qos, Qos::Burstable);
+            assert_eq!(r.container_id.as_deref(), Some(CID));
+            assert_eq!(r.runtime.as_deref(), Some(runtime));
+        }
+        let g = parse_cgroup_path(&format!("/kubepods.slice/kubepods-pod{u}.slice")).unwrap();
+        assert_eq!(g.qos, Qos::Guaranteed);
+        let be = parse_cgroup_path(&format!(
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice"
+        ))
+        .unwrap();
+        assert_eq!(be.qos, Qos::BestEffort);
+    }
+
+    #[test]
+    fn non_pod_cgroups_are_none() {
+        assert_eq!(parse_cgroup_path("/system.slice/containerd.service"), None);
+        assert_eq!(parse_cgroup_path("/kubepods/burstable"), None);
+        assert_eq!(parse_cgroup_path("/"), None);
+        let u = UID.replace('-', "_");
+        assert_eq!(
+            parse_cgroup_path(&format!(
+                "/kubepods.slice/kubepods-pod{u}.slice/crio-conmon-{CID}.scope"
+            )),
+            None,
+            "conmon is not a container"
+        );
+    }
+
+    #[test]
+    fn log_names_give_namespace_pod_and_container() {
+        let (uid, p) =
+            parse_pod_log_dir(&format!("kube-system_coredns-7db6d8ff4d-abcde_{UID}")).unwrap();
+        assert_eq!(uid, UID);
+        assert_eq!(p.namespace, "kube-system");
+        assert_eq!(p.pod, "coredns-7db6d8ff4d-abcde");
+        let (id, p, c) = parse_container_log_name(&format!(
+            "coredns-7db6d8ff4d-abcde_kube-system_my-side-car-{CID}.log"
+        ))
+        .unwrap();
+        assert_eq!(id, CID);
+        assert_eq!(p.pod, "coredns-7db6d8ff4d-abcde");
+        assert_eq!(c, "my-side-car");
+        assert_eq!(parse_container_log_name("notalog.txt"), None);
+    }
+}
