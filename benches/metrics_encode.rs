@@ -1,1 +1,109 @@
-fn main(){}
+//! Cost of a scrape: encoding /metrics from a store holding a large node (500
+//! interfaces, conntrack statistics, findings). The scrape does no kernel I/O, so this
+//! is what Prometheus waits for.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use nodediag::collect::nic::{Nic, NicClass};
+use nodediag::collect::{ConntrackSample, NicSample, Sample};
+use nodediag::diagnose::{Finding, Severity};
+use nodediag::kernel::conntrack::ConntrackStats;
+use nodediag::kernel::net_class::{Duplex, NicCounters};
+use nodediag::metrics::{self, encode::Format};
+use nodediag::store::Store;
+use std::time::{Duration, SystemTime};
+
+fn large_node() -> Store {
+    let store = Store::new("bench-node".into(), Duration::from_secs(300));
+    store.register("nic", Duration::from_secs(15));
+    store.register("conntrack", Duration::from_secs(15));
+    let interfaces = (0..500)
+        .map(|i| Nic {
+            name: if i < 4 {
+                format!("eth{i}")
+            } else {
+                format!("veth{i:08x}")
+            },
+            class: if i < 4 {
+                NicClass::Physical
+            } else {
+                NicClass::Virtual
+            },
+            kind: Some(if i < 4 { "ixgbe" } else { "veth" }.into()),
+            admin_up: true,
+            operstate: "up".into(),
+            carrier: Some(true),
+            speed_mbps: (i < 4).then_some(25_000),
+            duplex: (i < 4).then_some(Duplex::Full),
+            mtu: Some(1500),
+            counters: NicCounters {
+                rx_packets: 1_000_000 + i,
+                tx_packets: 900_000 + i,
+                rx_errors: 0,
+                tx_errors: 0,
+                rx_dropped: i,
+                tx_dropped: 0,
+            },
+            link_modes: None,
+            link_modes_error: None,
+        })
+        .collect();
+    let now = SystemTime::now();
+    store.record(
+        "nic",
+        now,
+        Duration::from_millis(3),
+        Ok(Sample::Nic(NicSample {
+            interfaces,
+            unavailable: vec![],
+        })),
+    );
+    store.record(
+        "conntrack",
+        now,
+        Duration::from_millis(1),
+        Ok(Sample::Conntrack(ConntrackSample {
+            entries: 120_000,
+            max: 262_144,
+            buckets: Some(65_536),
+            stats: Some(ConntrackStats {
+                found: Some(1),
+                insert_failed: Some(3),
+                drop: Some(0),
+                ..Default::default()
+            }),
+            stats_source: None,
+            unavailable: vec![],
+        })),
+    );
+    store.set_findings(
+        (0..20)
+            .map(|i| {
+                Finding::new(
+                    "nic_errors",
+                    Severity::Warning,
+                    format!("veth{i:08x}"),
+                    "errors",
+                    now,
+                )
+            })
+            .collect(),
+    );
+    store
+}
+
+fn encode(c: &mut Criterion) {
+    let store = large_node();
+    let size = store.read(|s| metrics::render(s, Format::Text)).len();
+    let mut group = c.benchmark_group("metrics_encode_500_interfaces");
+    group.throughput(Throughput::Bytes(size as u64));
+    group.bench_function("text_0.0.4", |b| {
+        b.iter(|| store.read(|s| metrics::render(s, Format::Text)))
+    });
+    group.bench_function("openmetrics", |b| {
+        b.iter(|| store.read(|s| metrics::render(s, Format::OpenMetrics)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, encode);
+criterion_main!(benches);

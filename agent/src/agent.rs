@@ -148,6 +148,7 @@ pub fn check(args: CheckArgs) -> i32 {
     let code = exit_code(&snap, &needed);
     match args.format {
         OutputFormat::Text => print!("{}", report::render(&snap, SystemTime::now())),
+        OutputFormat::Summary => println!("{}", report::summary_line(&snap)),
         OutputFormat::Json => {
             let v = serde_json::json!({
                 "summary": report::summary_line(&snap),

@@ -55,8 +55,12 @@ pub struct ServeArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
+    /// The full report: summary line, findings with evidence and remedy, collectors.
     Text,
     Json,
+    /// The summary line only: node-problem-detector keeps a plugin's whole output
+    /// (cut at 80 bytes) as the condition message.
+    Summary,
 }
 
 #[derive(Debug, Args)]

@@ -23,7 +23,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Opti
         if let Some(v) = cond() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -32,11 +35,24 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Opti
 pub struct Agent {
     child: Child,
     pub addr: String,
+    /// The network namespace the agent listens in, when not the test's own.
+    netns: Option<String>,
 }
 
 impl Agent {
     pub fn start(args: &[&str]) -> Agent {
-        let mut child = Command::new(BIN)
+        Self::start_with(Command::new(BIN), args, None)
+    }
+
+    /// Runs the agent inside a network namespace (`ip netns exec NS nodediag ...`).
+    pub fn start_in_netns(netns: &str, args: &[&str]) -> Agent {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns, BIN]);
+        Self::start_with(cmd, args, Some(netns.to_string()))
+    }
+
+    fn start_with(mut cmd: Command, args: &[&str], netns: Option<String>) -> Agent {
+        let mut child = cmd
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--log-level", "info"])
             .args(args)
@@ -62,7 +78,7 @@ impl Agent {
         let addr = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("nodediag did not report its listen address");
-        Agent { child, addr }
+        Agent { child, addr, netns }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -71,13 +87,41 @@ impl Agent {
 
     /// (status, body) of a GET; 4xx/5xx are returned, not errors.
     pub fn get(&self, path: &str) -> (u16, String) {
-        get_with(&self.url(path), None)
+        match &self.netns {
+            None => get_with(&self.url(path), None),
+            Some(ns) => {
+                // Sockets belong to the namespace of the thread that opens them: ask
+                // from a thread that entered the agent's namespace.
+                let (ns, url) = (ns.clone(), self.url(path));
+                std::thread::spawn(move || {
+                    enter_netns(&ns);
+                    get_with(&url, None)
+                })
+                .join()
+                .expect("request thread")
+            }
+        }
     }
 
     pub fn get_json(&self, path: &str) -> serde_json::Value {
         let (status, body) = self.get(path);
         assert_eq!(status, 200, "GET {path}: {body}");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// Waits until every collector has sampled twice, so findings reflect them all.
+    pub fn wait_settled(&self) {
+        wait_for(
+            "two samples of every collector",
+            Duration::from_secs(30),
+            || {
+                let snap = self.get_json("/api/v1/snapshot");
+                let all = snap["collectors"].as_object()?;
+                all.values()
+                    .all(|c| c["runs_total"].as_u64().unwrap_or(0) >= 2)
+                    .then_some(())
+            },
+        );
     }
 
     pub fn wait_ready(&self) {
@@ -100,6 +144,15 @@ impl Agent {
             })
             .collect()
     }
+}
+
+/// Moves the calling thread into a named network namespace (`ip netns add NAME`).
+pub fn enter_netns(name: &str) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/run/netns/{name}")).expect("open netns pin");
+    // SAFETY: setns on a valid namespace fd affects only the calling thread.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
 }
 
 pub fn get_with(url: &str, accept: Option<&str>) -> (u16, String) {

@@ -78,7 +78,9 @@ pub fn read(root: &HostRoot, name: &str) -> SysInterface {
         physical: dir.join("device").exists(),
         devtype,
         driver: link_name(&dir.join("device").join("driver")),
-        admin_up: num("flags").is_some_and(|f| f & IFF_UP != 0),
+        admin_up: attr("flags")
+            .and_then(|f| parse_hex(&f))
+            .is_some_and(|f| f & IFF_UP != 0),
         operstate: attr("operstate").unwrap_or_else(|| "unknown".into()),
         carrier: num("carrier").map(|c| c == 1),
         speed_mbps: attr("speed").and_then(|s| parse_speed(&s)),
@@ -96,6 +98,11 @@ pub fn read(root: &HostRoot, name: &str) -> SysInterface {
             tx_dropped: stat("tx_dropped"),
         },
     }
+}
+
+/// Interface flags are printed in hex: `0x1003`.
+fn parse_hex(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
 }
 
 /// The kernel prints SPEED_UNKNOWN as -1; some drivers print 65535 or u32::MAX.
@@ -136,6 +143,13 @@ mod tests {
         assert_eq!(parse_speed("0"), None);
         assert_eq!(parse_speed("garbage"), None);
         assert_eq!(parse_speed("10000\n"), Some(10000));
+    }
+
+    #[test]
+    fn flags_are_hex() {
+        assert_eq!(parse_hex("0x1003\n"), Some(0x1003));
+        assert_eq!(parse_hex("0x9"), Some(9));
+        assert_eq!(parse_hex("zz"), None);
     }
 
     #[test]
