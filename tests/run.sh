@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The whole nodediag test suite, from a fresh Debian machine: installs what the tests
+# need (Debian packages via apt-get, Rust components via rustup), then runs formatting,
+# lints, unit and integration tests (fixture trees and the real kernel), the golden
+# /metrics check, the deployment manifest checks and the alert rule tests.
+#
+# Real-kernel tests need root (network namespaces, veth pairs, cgroups, conntrack).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# tool -> Debian package
+declare -A packages=(
+  [promtool]=prometheus   # promtool check metrics / rules, and the end-to-end Prometheus
+  [conntrack]=conntrack   # creates conntrack entries in the real-kernel tests
+  [nft]=nftables          # makes conntrack track a test namespace's packets
+  [ip]=iproute2           # network namespaces and veth pairs
+  [fio]=fio               # the fsync benchmark's reference and the disk tests
+  [dmsetup]=dmsetup       # a genuinely slow block device (dm-delay) for fsync tests
+  [losetup]=mount         # loop devices for small filesystems
+  [mkfs.ext4]=e2fsprogs
+  [python3]=python3       # manifest and dashboard checks
+  [shellcheck]=shellcheck # lints the deployment scripts
+)
+missing=()
+for tool in "${!packages[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${packages[$tool]}")
+done
+python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
+
+command -v kubectl >/dev/null 2>&1 || {
+  echo "kubectl is needed for 'kubectl kustomize' (it ships with this project's build image)" >&2
+  exit 1
+}
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "== deployment manifests"
+bash tests/deploy/validate.sh
+echo "== cargo test (unit, fixture, golden, real kernel, benches once)"
+cargo test --all-targets
