@@ -48,4 +48,8 @@ cargo clippy --all-targets --quiet -- -D warnings
 echo "== deployment manifests"
 bash tests/deploy/validate.sh
 echo "== cargo test (unit, fixture, golden, real kernel, benches once)"
-cargo test --all-targets
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --all-targets 2>&1 | tee "$log"
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
