@@ -291,7 +291,10 @@ pub fn find_kubepods(root: &Path) -> Option<String> {
             continue;
         }
         let parent = e.file_name().to_string_lossy().into_owned();
-        for inner in std::fs::read_dir(e.path()).ok()?.flatten() {
+        let Ok(inner) = std::fs::read_dir(e.path()) else {
+            continue;
+        };
+        for inner in inner.flatten() {
             let n = inner.file_name().to_string_lossy().into_owned();
             if is_kubepods(&n) && inner.file_type().is_ok_and(|t| t.is_dir()) {
                 return Some(format!("/{parent}/{n}"));
@@ -504,6 +507,27 @@ nr_bursts 0\nburst_usec 0\n";
             .cores(),
             0.0
         );
+    }
+
+    #[test]
+    fn kubepods_at_the_top_or_under_a_cgroup_root() {
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(find_kubepods(t.path()), None);
+        std::fs::create_dir_all(t.path().join("system.slice/containerd.service")).unwrap();
+        std::fs::write(t.path().join("cpu.stat"), "").unwrap();
+        assert_eq!(
+            find_kubepods(t.path()),
+            None,
+            "files and other slices are not it"
+        );
+        std::fs::create_dir_all(t.path().join("kubelet.slice/kubepods.slice")).unwrap();
+        assert_eq!(
+            find_kubepods(t.path()).as_deref(),
+            Some("/kubelet.slice/kubepods.slice")
+        );
+        std::fs::create_dir(t.path().join("kubepods")).unwrap();
+        assert_eq!(find_kubepods(t.path()).as_deref(), Some("/kubepods"));
+        assert_eq!(find_kubepods(&t.path().join("absent")), None);
     }
 
     #[test]
