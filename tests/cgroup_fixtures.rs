@@ -135,6 +135,16 @@ fn v2_systemd_driver_values_names_and_metrics() {
     assert_eq!(only["containers"].as_array().unwrap().len(), 1);
     assert_eq!(only["pods"].as_array().unwrap().len(), 1);
     assert_eq!(only["pods"][0]["pod_uid"], UB);
+    let named = agent.get_json("/api/v1/throttling?container=coredns");
+    assert_eq!(named["containers"].as_array().unwrap().len(), 1);
+    assert_eq!(named["containers"][0]["pod_uid"], UB);
+    let two = agent.get_json("/api/v1/throttling?limit=2");
+    assert_eq!(two["containers"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        two["pods"].as_array().unwrap().len(),
+        3,
+        "limit applies to containers"
+    );
     let (code, body) = agent.get("/api/v1/throttling?nmespace=x");
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("unknown query parameter"), "{body}");

@@ -447,4 +447,74 @@ mod tests {
         );
         assert_eq!(resolve_mount(&r, None, "/elsewhere").unwrap_err().len(), 1);
     }
+
+    fn write(base: &Path, rel: &str, text: &str) {
+        let p = base.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn a_malformed_cgroup_is_reported_and_the_rest_still_sampled() {
+        let t = tempfile::tempdir().unwrap();
+        let b = t.path();
+        write(
+            b,
+            "proc/1/mountinfo",
+            "35 24 0:30 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+        );
+        write(b, "rootfs/sys/fs/cgroup/cgroup.controllers", "cpu memory\n");
+        let pod = "rootfs/sys/fs/cgroup/kubepods/pod0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9";
+        write(b, &format!("{pod}/cpu.stat"), "usage_usec 10\n");
+        write(b, &format!("{pod}/cpu.max"), "200000 100000\n");
+        let good = format!("{pod}/{}", "ab".repeat(32));
+        write(
+            b,
+            &format!("{good}/cpu.stat"),
+            "usage_usec 5\nnr_periods 3\n",
+        );
+        write(b, &format!("{good}/cpu.max"), "max 100000\n");
+        let bad = format!("{pod}/{}", "cd".repeat(32));
+        write(b, &format!("{bad}/cpu.stat"), "nr_periods\tmany\n");
+        write(b, &format!("{bad}/cpu.max"), "max 100000\n");
+        let mut c = CgroupCollector::new(root(b), None);
+        let Ok(Sample::Cgroup(s)) = c.collect() else {
+            panic!("expected a sample");
+        };
+        assert_eq!(s.version, CgroupVersion::V2);
+        assert_eq!(s.cfs_bandwidth_fix, None, "no osrelease in this tree");
+        assert_eq!(s.pods.len(), 1);
+        assert_eq!(s.pods[0].qos, Qos::Guaranteed);
+        assert_eq!(s.pods[0].cgroup.quota.unwrap().cores(), 2.0);
+        let ids: Vec<_> = s.pods[0]
+            .containers
+            .iter()
+            .map(|c| &c.container_id)
+            .collect();
+        assert_eq!(ids, [&"ab".repeat(32)]);
+        assert_eq!(s.pods[0].containers[0].cgroup.stat.nr_periods, 3);
+        let bad_note = s
+            .unavailable
+            .iter()
+            .find(|u| u.what.ends_with(&"cd".repeat(32)))
+            .unwrap_or_else(|| panic!("{:?}", s.unavailable));
+        assert!(bad_note.hint.contains("nr_periods"), "{bad_note:?}");
+    }
+
+    #[test]
+    fn v2_without_the_cpu_controller_is_unavailable() {
+        let t = tempfile::tempdir().unwrap();
+        let b = t.path();
+        write(
+            b,
+            "proc/1/mountinfo",
+            "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n",
+        );
+        write(b, "rootfs/sys/fs/cgroup/unified/cgroup.controllers", "\n");
+        let err = CgroupCollector::new(root(b), None).collect().unwrap_err();
+        let CollectError::Unavailable(u) = err else {
+            panic!("{err:?}");
+        };
+        assert!(u.hint.contains("not cpu"), "{u:?}");
+    }
 }
