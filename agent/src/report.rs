@@ -98,6 +98,10 @@ fn throttling_section(out: &mut String, snap: &Snapshot) {
         return;
     }
     let (containers, _) = crate::diagnose::cgroup::throttling(&history, snap.window);
+    if containers.is_empty() {
+        // Not a Kubernetes node, or no pods yet: the collector line says which.
+        return;
+    }
     let limited = containers
         .iter()
         .filter(|c| c.limit_cores.is_some())
@@ -130,7 +134,7 @@ fn throttling_section(out: &mut String, snap: &Snapshot) {
             c.throttled_ratio.unwrap_or(0.0) * 100.0,
             c.subject(),
             c.limit_cores
-                .map(|l| format!("{l}"))
+                .map(crate::diagnose::cgroup::format_cores)
                 .unwrap_or_else(|| "no".into()),
             c.throttled_seconds,
             c.throttled_periods,

@@ -225,7 +225,7 @@ pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
             "{subject} was throttled in {:.0}% of its CPU periods over {:.0}s (limit {} cores{usage})",
             ratio * 100.0,
             c.window_seconds,
-            trim(limit)
+            format_cores(limit)
         );
         let finding = with_evidence(
             Finding::new(
@@ -294,7 +294,7 @@ fn with_evidence(mut f: Finding, c: &Throttling) -> Finding {
 }
 
 /// `0.1`, `2`, `0.25`: limits as a person writes them.
-fn trim(v: f64) -> String {
+pub fn format_cores(v: f64) -> String {
     let s = format!("{v:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
