@@ -111,6 +111,11 @@ pub struct AgentArgs {
     )]
     pub rootfs: PathBuf,
 
+    /// Where the host's /sys/fs/cgroup is mounted [default: each cgroup mount point of
+    /// the host's mount table under --path.rootfs, else under --path.sysfs].
+    #[arg(long = "path.cgroup", env = "NODEDIAG_PATH_CGROUP")]
+    pub cgroup_root: Option<PathBuf>,
+
     /// Node name in reports and the API [default: the hostname].
     #[arg(long = "node-name", env = "NODE_NAME")]
     pub node_name: Option<String>,
@@ -164,6 +169,14 @@ pub struct CollectorArgs {
     /// Disable the NIC collector.
     #[arg(long = "no-collector.nic", env = "NODEDIAG_NO_COLLECTOR_NIC")]
     pub no_nic: bool,
+
+    /// Sampling interval of the cgroup (CPU throttling) collector [default: --interval].
+    #[arg(long = "collector.cgroup.interval", env = "NODEDIAG_COLLECTOR_CGROUP_INTERVAL", value_parser = parse_duration)]
+    pub cgroup_interval: Option<Duration>,
+
+    /// Disable the cgroup (CPU throttling) collector.
+    #[arg(long = "no-collector.cgroup", env = "NODEDIAG_NO_COLLECTOR_CGROUP")]
+    pub no_cgroup: bool,
 }
 
 /// Finding thresholds; defaults from the catalog in the README.
@@ -186,6 +199,16 @@ pub struct Thresholds {
     /// nic_speed_degraded when the negotiated speed is lower.
     #[arg(long = "nic.expected-speed", env = "NODEDIAG_NIC_EXPECTED_SPEED", value_delimiter = ',', value_parser = parse_expected_speed)]
     pub nic_expected_speed: Vec<ExpectedSpeed>,
+
+    /// cpu_throttled when a container was throttled in at least this fraction of its
+    /// CFS periods over the window (kubernetes-mixin CPUThrottlingHigh: 0.25).
+    #[arg(long = "cgroup.throttled-ratio", env = "NODEDIAG_CGROUP_THROTTLED_RATIO", default_value = "0.25", value_parser = parse_ratio)]
+    pub cgroup_throttled_ratio: f64,
+
+    /// cpu_throttled_kernel_bug when a container so throttled used less than this
+    /// fraction of its quota, on a kernel without the CFS bandwidth fix.
+    #[arg(long = "cgroup.kernel-bug-usage-ratio", env = "NODEDIAG_CGROUP_KERNEL_BUG_USAGE_RATIO", default_value = "0.5", value_parser = parse_ratio)]
+    pub cgroup_kernel_bug_usage_ratio: f64,
 }
 
 impl Default for Thresholds {
@@ -445,6 +468,8 @@ mod tests {
         assert_eq!(a.window, Duration::from_secs(300));
         assert_eq!(a.thresholds.conntrack_full_ratio, 0.95);
         assert_eq!(a.thresholds.conntrack_high_ratio, 0.80);
+        assert_eq!(a.thresholds.cgroup_throttled_ratio, 0.25);
+        assert_eq!(a.thresholds.cgroup_kernel_bug_usage_ratio, 0.5);
         assert_eq!(a.procfs, PathBuf::from("/proc"));
     }
 

@@ -24,6 +24,7 @@ pub fn router(store: Arc<Store>) -> Router {
         .route("/api/v1/findings", get(findings))
         .route("/api/v1/snapshot", get(snapshot))
         .route("/api/v1/collectors/{name}", get(collector))
+        .route("/api/v1/throttling", get(throttling))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(store)
@@ -238,6 +239,67 @@ async fn collector(
     })
 }
 
+/// CPU throttling of each container (and pod-level cgroup) over the rule window,
+/// worst first; `namespace`, `pod` and `container` filter by exact name, `limit` keeps
+/// the first N containers.
+async fn throttling(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
+    use crate::collect::CgroupSample;
+    use crate::diagnose::cgroup::{throttling, Throttling};
+    let params = query(q.0, &["namespace", "pod", "container", "limit"])?;
+    let limit = match params.get("limit") {
+        None => usize::MAX,
+        Some(l) => l.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("limit {l:?}: expected a number of containers"),
+            )
+        })?,
+    };
+    let keep = |t: &Throttling| {
+        let is = |key: &str, v: &Option<String>| {
+            params
+                .get(key)
+                .is_none_or(|want| v.as_deref() == Some(want.as_str()))
+        };
+        is("namespace", &t.namespace) && is("pod", &t.pod)
+    };
+    store.read(|s| {
+        let Some(state) = s.collectors.get("cgroup") else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "the cgroup collector is disabled (--no-collector.cgroup)",
+            ));
+        };
+        let history = s.history::<CgroupSample>();
+        let Some(&(at, latest)) = history.last() else {
+            return Err(
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no cgroup sample to show")
+                    .with("status", json!(state.status)),
+            );
+        };
+        let (containers, pods) = throttling(&history, s.window);
+        let containers: Vec<Throttling> = containers
+            .into_iter()
+            .filter(|t| keep(t))
+            .filter(|t| {
+                params
+                    .get("container")
+                    .is_none_or(|c| t.container.as_deref() == Some(c.as_str()))
+            })
+            .take(limit)
+            .collect();
+        let pods: Vec<Throttling> = pods.into_iter().filter(|t| keep(t)).collect();
+        let mut v = envelope(&s.node);
+        v["sampled_at"] = json!(crate::time::rfc3339(at));
+        v["window_seconds"] = json!(s.window.as_secs_f64());
+        v["cgroup_version"] = json!(latest.version);
+        v["kernel_release"] = json!(latest.kernel_release);
+        v["containers"] = json!(containers);
+        v["pods"] = json!(pods);
+        Ok(Json(v))
+    })
+}
+
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -252,7 +314,8 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
             "/readyz",
             "/api/v1/findings",
             "/api/v1/snapshot",
-            "/api/v1/collectors/{name}"
+            "/api/v1/collectors/{name}",
+            "/api/v1/throttling"
         ]),
     )
 }

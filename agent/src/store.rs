@@ -82,6 +82,8 @@ pub struct Snapshot {
     pub node: String,
     pub collectors: BTreeMap<&'static str, CollectorState>,
     pub findings: Arc<Vec<Finding>>,
+    /// The rule window (--window), for readers that show rates over it.
+    pub window: Duration,
 }
 
 impl Snapshot {
@@ -121,6 +123,7 @@ impl Store {
         Self {
             inner: RwLock::new(Snapshot {
                 node,
+                window: retention,
                 ..Snapshot::default()
             }),
             retention,

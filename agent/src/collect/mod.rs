@@ -1,6 +1,7 @@
 //! One collector per signal. A collector reads the kernel through `kernel/` on a
 //! blocking thread and returns a typed sample; the scheduler stores it.
 
+pub mod cgroup;
 pub mod conntrack;
 pub mod nic;
 pub mod schedule;
@@ -9,6 +10,7 @@ use crate::config::AgentArgs;
 use serde::Serialize;
 use std::time::Duration;
 
+pub use cgroup::CgroupSample;
 pub use conntrack::ConntrackSample;
 pub use nic::NicSample;
 
@@ -55,6 +57,7 @@ impl From<crate::kernel::ReadError> for CollectError {
 pub enum Sample {
     Conntrack(ConntrackSample),
     Nic(NicSample),
+    Cgroup(CgroupSample),
 }
 
 impl Sample {
@@ -63,6 +66,7 @@ impl Sample {
         match self {
             Sample::Conntrack(s) => s.summary(),
             Sample::Nic(s) => s.summary(),
+            Sample::Cgroup(s) => s.summary(),
         }
     }
 }
@@ -89,6 +93,7 @@ macro_rules! sample_kind {
 }
 sample_kind!(ConntrackSample, Conntrack, "conntrack");
 sample_kind!(NicSample, Nic, "nic");
+sample_kind!(CgroupSample, Cgroup, "cgroup");
 
 /// A collector with the interval it runs on.
 pub struct Enabled {
@@ -113,6 +118,15 @@ pub fn enabled(args: &AgentArgs) -> Vec<Enabled> {
         out.push(Enabled {
             collector: Box::new(nic::NicCollector::new(root.clone(), netlink)),
             interval: every(c.nic_interval),
+        });
+    }
+    if !c.no_cgroup {
+        out.push(Enabled {
+            collector: Box::new(cgroup::CgroupCollector::new(
+                root.clone(),
+                args.cgroup_root.clone(),
+            )),
+            interval: every(c.cgroup_interval),
         });
     }
     out

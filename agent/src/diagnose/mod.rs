@@ -1,6 +1,7 @@
 //! Rules: pure functions from the store's samples (and their history) to findings.
 
 pub mod catalog;
+pub mod cgroup;
 pub mod conntrack;
 pub mod nic;
 pub mod window;
@@ -83,6 +84,7 @@ pub fn evaluate(snapshot: &Snapshot, ctx: &RuleContext) -> Vec<Finding> {
     let mut findings = Vec::new();
     conntrack::rules(snapshot, ctx, &mut findings);
     nic::rules(snapshot, ctx, &mut findings);
+    cgroup::rules(snapshot, ctx, &mut findings);
     findings.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)

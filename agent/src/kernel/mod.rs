@@ -1,5 +1,6 @@
 //! Pure readers and parsers, one file per kernel source. No metrics, no policy.
 
+pub mod cgroup;
 pub mod conntrack;
 pub mod ctnetlink;
 pub mod ethtool;

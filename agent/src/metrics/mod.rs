@@ -1,6 +1,7 @@
 //! Renders the store as Prometheus metrics. No I/O at scrape time: everything comes
 //! from the samples already stored.
 
+mod cgroup;
 mod conntrack;
 pub mod encode;
 mod nic;
@@ -24,6 +25,7 @@ pub fn render(snap: &Snapshot, format: Format) -> String {
     render_findings(snap, &mut e);
     conntrack::render(snap, &mut e);
     nic::render(snap, &mut e);
+    cgroup::render(snap, &mut e);
     e.finish()
 }
 

@@ -1,0 +1,532 @@
+//! CPU bandwidth (quota, periods, throttling, usage) of every pod and container
+//! cgroup the kubelet created, on cgroup v1, v2 and hybrid hosts.
+//!
+//! Where the hierarchies are: the host's mount table (`<procfs>/1/mountinfo`, which
+//! is the host's with hostPID) names the cgroup mount points as host paths. Each is
+//! read, first match wins, at
+//! 1. `--path.cgroup DIR` standing for the host's `/sys/fs/cgroup` (mount points
+//!    under it map below DIR),
+//! 2. the same path under `--path.rootfs`,
+//! 3. the same path under `--path.sysfs` when it starts with `/sys/`.
+
+use super::{CollectError, Collector, Sample, Unavailable};
+use crate::host::HostRoot;
+use crate::kernel::cgroup::{self, CpuHierarchy, CpuQuota, CpuStat, Mount};
+use crate::kernel::read_optional;
+use crate::pods::{parse_cgroup_path, PodIndex, Qos};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+const HOST_CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupVersion {
+    V1,
+    V2,
+}
+
+/// One cgroup's CPU bandwidth: the limit and the kernel's counters as read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CpuCgroup {
+    /// Path inside the cpu hierarchy, e.g. `/kubepods/burstable/pod<uid>/<id>`.
+    pub path: String,
+    /// None: no CPU limit (v1 quota -1, v2 `max`), so it cannot be throttled.
+    pub quota: Option<CpuQuota>,
+    #[serde(flatten)]
+    pub stat: CpuStat,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContainerCpu {
+    pub container_id: String,
+    /// containerd, crio or docker when the systemd driver's scope says.
+    pub runtime: Option<String>,
+    /// From the kubelet's container log links; None for a sandbox (pause) container
+    /// or when the logs are not visible.
+    pub container: Option<String>,
+    pub cgroup: CpuCgroup,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PodCpu {
+    pub pod_uid: String,
+    pub qos: Qos,
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    /// The pod-level cgroup: the sum of its containers, limited by the sum of their
+    /// limits when every container has one.
+    pub cgroup: CpuCgroup,
+    pub containers: Vec<ContainerCpu>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CgroupSample {
+    pub version: CgroupVersion,
+    /// The host mount point of the cpu hierarchy.
+    pub mount_point: String,
+    /// `kubepods` or `kubepods.slice` path in the hierarchy; None on a node without
+    /// kubelet cgroups.
+    pub kubepods: Option<String>,
+    /// `/proc/sys/kernel/osrelease`.
+    pub kernel_release: Option<String>,
+    /// Whether the kernel version has the CFS bandwidth fix; None when unparsable.
+    pub cfs_bandwidth_fix: Option<bool>,
+    pub pods: Vec<PodCpu>,
+    pub unavailable: Vec<Unavailable>,
+}
+
+impl CgroupSample {
+    pub fn containers(&self) -> impl Iterator<Item = (&PodCpu, &ContainerCpu)> {
+        self.pods
+            .iter()
+            .flat_map(|p| p.containers.iter().map(move |c| (p, c)))
+    }
+
+    pub fn summary(&self) -> String {
+        let containers = self.containers().count();
+        let limited = self
+            .containers()
+            .filter(|(_, c)| c.cgroup.quota.is_some())
+            .count();
+        format!(
+            "cgroup {} at {}: {} pods, {} containers, {} with a CPU limit",
+            match self.version {
+                CgroupVersion::V1 => "v1",
+                CgroupVersion::V2 => "v2",
+            },
+            self.mount_point,
+            self.pods.len(),
+            containers,
+            limited
+        )
+    }
+}
+
+pub struct CgroupCollector {
+    root: HostRoot,
+    /// `--path.cgroup`: the host's /sys/fs/cgroup as seen from here.
+    cgroup_root: Option<PathBuf>,
+}
+
+impl CgroupCollector {
+    pub fn new(root: HostRoot, cgroup_root: Option<PathBuf>) -> Self {
+        Self { root, cgroup_root }
+    }
+}
+
+/// Where a host mount point can be read from here (rule in the module docs), or the
+/// candidates tried.
+pub fn resolve_mount(
+    root: &HostRoot,
+    cgroup_root: Option<&Path>,
+    mount_point: &str,
+) -> Result<PathBuf, Vec<PathBuf>> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = cgroup_root {
+        if let Some(rest) = strip_dir(mount_point, HOST_CGROUP_ROOT) {
+            candidates.push(dir.join(rest));
+        }
+    }
+    candidates.push(root.host_path(mount_point));
+    if let Some(rest) = strip_dir(mount_point, "/sys") {
+        candidates.push(root.sys(&[rest]));
+    }
+    match candidates.iter().find(|p| p.is_dir()) {
+        Some(p) => Ok(p.clone()),
+        None => Err(candidates),
+    }
+}
+
+/// `rest` of `dir/rest` (or "" for `dir` itself), on path component boundaries.
+fn strip_dir<'a>(path: &'a str, dir: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix(dir)?;
+    if rest.is_empty() {
+        Some("")
+    } else {
+        rest.strip_prefix('/')
+    }
+}
+
+fn unresolved(what: &str, mount_point: &str, tried: &[PathBuf]) -> Unavailable {
+    Unavailable::new(
+        what,
+        format!(
+            "the host mounts it at {mount_point}, but none of {} is a directory: mount the \
+             host's /sys/fs/cgroup and point --path.cgroup at it",
+            tried
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )
+}
+
+/// The directories to read one cgroup's files from.
+struct Dirs {
+    cpu: PathBuf,
+    /// v1 only: the cpuacct hierarchy, for `cpuacct.usage`.
+    cpuacct: Option<PathBuf>,
+    version: CgroupVersion,
+}
+
+impl Dirs {
+    fn read(&self, path: &str) -> Result<CpuCgroup, crate::kernel::ReadError> {
+        let files = match self.version {
+            CgroupVersion::V1 => {
+                let acct = self.cpuacct.as_ref().map(|d| cgroup::cgroup_dir(d, path));
+                cgroup::read_v1(&cgroup::cgroup_dir(&self.cpu, path), acct.as_deref())?
+            }
+            CgroupVersion::V2 => cgroup::read_v2(&cgroup::cgroup_dir(&self.cpu, path))?,
+        };
+        Ok(CpuCgroup {
+            path: path.to_string(),
+            quota: files.quota,
+            stat: files.stat,
+        })
+    }
+}
+
+impl Collector for CgroupCollector {
+    fn name(&self) -> &'static str {
+        "cgroup"
+    }
+
+    fn collect(&mut self) -> Result<Sample, CollectError> {
+        let mounts = read_mounts(&self.root)?;
+        let mut unavailable = Vec::new();
+        let hierarchy = cgroup::cpu_hierarchy(&mounts).ok_or_else(|| {
+            CollectError::Unavailable(Unavailable::new(
+                "cgroup cpu controller",
+                "the host mount table has no cgroup v1 cpu mount and no cgroup2 mount",
+            ))
+        })?;
+        let (dirs, mount_point) = self.locate(&hierarchy, &mut unavailable)?;
+        let kernel_release = read_optional(&self.root.proc(&["sys", "kernel", "osrelease"]));
+        let cfs_bandwidth_fix = kernel_release
+            .as_deref()
+            .and_then(cgroup::parse_kernel_version)
+            .map(cgroup::has_cfs_bandwidth_fix);
+        let kubepods = cgroup::find_kubepods(&dirs.cpu);
+        let mut pods = Vec::new();
+        match &kubepods {
+            Some(top) => {
+                let (index, missing) = PodIndex::read(&self.root);
+                unavailable.extend(missing);
+                walk(&dirs, &index, top, 0, &mut pods, &mut unavailable);
+            }
+            None => unavailable.push(Unavailable::new(
+                "kubelet cgroups",
+                format!(
+                    "no kubepods or kubepods.slice cgroup in {}: not a Kubernetes node, or the \
+                     kubelet's --cgroup-root is deeper than one level",
+                    dirs.cpu.display()
+                ),
+            )),
+        }
+        Ok(Sample::Cgroup(CgroupSample {
+            version: dirs.version,
+            mount_point,
+            kubepods,
+            kernel_release,
+            cfs_bandwidth_fix,
+            pods,
+            unavailable,
+        }))
+    }
+}
+
+impl CgroupCollector {
+    fn locate(
+        &self,
+        hierarchy: &CpuHierarchy,
+        unavailable: &mut Vec<Unavailable>,
+    ) -> Result<(Dirs, String), CollectError> {
+        let resolve =
+            |m: &Mount| resolve_mount(&self.root, self.cgroup_root.as_deref(), &m.mount_point);
+        match hierarchy {
+            CpuHierarchy::V1 { cpu, cpuacct } => {
+                let cpu_dir = resolve(cpu).map_err(|tried| {
+                    CollectError::Unavailable(unresolved(
+                        "cgroup v1 cpu hierarchy",
+                        &cpu.mount_point,
+                        &tried,
+                    ))
+                })?;
+                let acct_dir = match cpuacct {
+                    Some(m) if m.mount_point == cpu.mount_point => Some(cpu_dir.clone()),
+                    Some(m) => match resolve(m) {
+                        Ok(d) => Some(d),
+                        Err(tried) => {
+                            unavailable.push(unresolved(
+                                "cgroup v1 cpuacct hierarchy (CPU usage)",
+                                &m.mount_point,
+                                &tried,
+                            ));
+                            None
+                        }
+                    },
+                    None => {
+                        unavailable.push(Unavailable::new(
+                            "cgroup v1 cpuacct hierarchy (CPU usage)",
+                            "the cpuacct controller is not mounted: usage against the quota is unknown",
+                        ));
+                        None
+                    }
+                };
+                Ok((
+                    Dirs {
+                        cpu: cpu_dir,
+                        cpuacct: acct_dir,
+                        version: CgroupVersion::V1,
+                    },
+                    cpu.mount_point.clone(),
+                ))
+            }
+            CpuHierarchy::V2 { unified } => {
+                let dir = resolve(unified).map_err(|tried| {
+                    CollectError::Unavailable(unresolved(
+                        "cgroup v2 hierarchy",
+                        &unified.mount_point,
+                        &tried,
+                    ))
+                })?;
+                let controllers = cgroup::v2_controllers(&dir)?;
+                if !controllers.iter().any(|c| c == "cpu") {
+                    return Err(CollectError::Unavailable(Unavailable::new(
+                        "cgroup cpu controller",
+                        format!(
+                            "cgroup2 at {} offers [{}] but not cpu, and no cgroup v1 cpu \
+                             hierarchy is mounted: CPU limits are not enforced on this host",
+                            unified.mount_point,
+                            controllers.join(" ")
+                        ),
+                    )));
+                }
+                Ok((
+                    Dirs {
+                        cpu: dir,
+                        cpuacct: None,
+                        version: CgroupVersion::V2,
+                    },
+                    unified.mount_point.clone(),
+                ))
+            }
+        }
+    }
+}
+
+/// The host's mount table: PID 1's (the host's with hostPID), else our own.
+fn read_mounts(root: &HostRoot) -> Result<Vec<Mount>, CollectError> {
+    let host = root.proc(&["1", "mountinfo"]);
+    let text = match crate::kernel::read_string(&host) {
+        Ok(t) => t,
+        Err(first) => match crate::kernel::read_string(&root.proc(&["self", "mountinfo"])) {
+            Ok(t) => t,
+            // No mount table at all: this procfs is not a live one (a partial copy).
+            Err(_) if first.is_not_found() => {
+                return Err(CollectError::Unavailable(crate::collect::Unavailable::new(
+                    "cgroup mount table",
+                    format!(
+                        "{}: no such file: --path.procfs must be the host's /proc to find cgroups",
+                        first.path.display()
+                    ),
+                )))
+            }
+            Err(_) => return Err(CollectError::Failed(first.to_string())),
+        },
+    };
+    Ok(cgroup::parse_mountinfo(&text))
+}
+
+/// Walks below kubepods: QoS class cgroups, then pods, then their containers.
+fn walk(
+    dirs: &Dirs,
+    index: &PodIndex,
+    path: &str,
+    depth: usize,
+    pods: &mut Vec<PodCpu>,
+    unavailable: &mut Vec<Unavailable>,
+) {
+    for child in cgroup::child_cgroups(&cgroup::cgroup_dir(&dirs.cpu, path)) {
+        let child_path = format!("{path}/{child}");
+        match parse_cgroup_path(&child_path) {
+            Some(r) if r.container_id.is_none() => {
+                if let Some(pod) = read_pod(dirs, index, &child_path, unavailable) {
+                    pods.push(pod);
+                }
+            }
+            Some(_) => {}
+            // kubepods/<qos> holds pods; nothing deeper than that is a pod.
+            None if depth == 0 => walk(dirs, index, &child_path, depth + 1, pods, unavailable),
+            None => {}
+        }
+    }
+}
+
+fn read_pod(
+    dirs: &Dirs,
+    index: &PodIndex,
+    path: &str,
+    unavailable: &mut Vec<Unavailable>,
+) -> Option<PodCpu> {
+    let a = index.attribute(path)?;
+    let cgroup = read_or_note(dirs, path, unavailable)?;
+    let mut containers = Vec::new();
+    for child in cgroup::child_cgroups(&cgroup::cgroup_dir(&dirs.cpu, path)) {
+        let child_path = format!("{path}/{child}");
+        let Some(c) = index.attribute(&child_path) else {
+            continue;
+        };
+        let (Some(id), Some(cg)) = (c.container_id, read_or_note(dirs, &child_path, unavailable))
+        else {
+            continue;
+        };
+        containers.push(ContainerCpu {
+            runtime: parse_cgroup_path(&child_path).and_then(|r| r.runtime),
+            container_id: id,
+            container: c.container,
+            cgroup: cg,
+        });
+    }
+    Some(PodCpu {
+        pod_uid: a.pod_uid,
+        qos: a.qos,
+        namespace: a.namespace,
+        pod: a.pod,
+        cgroup,
+        containers,
+    })
+}
+
+/// A cgroup removed while walking (a container exiting) is simply gone; any other
+/// read problem is reported against its path.
+fn read_or_note(dirs: &Dirs, path: &str, unavailable: &mut Vec<Unavailable>) -> Option<CpuCgroup> {
+    match dirs.read(path) {
+        Ok(c) => Some(c),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => {
+            unavailable.push(Unavailable::new(
+                format!("cgroup {path}"),
+                format!("{e}: left out of this sample"),
+            ));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root(base: &Path) -> HostRoot {
+        HostRoot {
+            proc: base.join("proc"),
+            sys: base.join("sys"),
+            rootfs: base.join("rootfs"),
+        }
+    }
+
+    #[test]
+    fn mount_points_resolve_override_then_rootfs_then_sysfs() {
+        let t = tempfile::tempdir().unwrap();
+        let r = root(t.path());
+        let via_sys = t.path().join("sys/fs/cgroup/cpu");
+        std::fs::create_dir_all(&via_sys).unwrap();
+        assert_eq!(resolve_mount(&r, None, "/sys/fs/cgroup/cpu"), Ok(via_sys));
+        let via_rootfs = t.path().join("rootfs/sys/fs/cgroup/cpu");
+        std::fs::create_dir_all(&via_rootfs).unwrap();
+        assert_eq!(
+            resolve_mount(&r, None, "/sys/fs/cgroup/cpu"),
+            Ok(via_rootfs)
+        );
+        let over = t.path().join("host-cgroup");
+        std::fs::create_dir_all(over.join("cpu")).unwrap();
+        assert_eq!(
+            resolve_mount(&r, Some(&over), "/sys/fs/cgroup/cpu"),
+            Ok(over.join("cpu"))
+        );
+        assert_eq!(
+            resolve_mount(&r, Some(&over), "/sys/fs/cgroup"),
+            Ok(over.join(""))
+        );
+        let tried = resolve_mount(&r, Some(&over), "/sys/fs/cgroupx").unwrap_err();
+        assert_eq!(
+            tried.len(),
+            2,
+            "no override for a look-alike prefix: {tried:?}"
+        );
+        assert_eq!(resolve_mount(&r, None, "/elsewhere").unwrap_err().len(), 1);
+    }
+
+    fn write(base: &Path, rel: &str, text: &str) {
+        let p = base.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn a_malformed_cgroup_is_reported_and_the_rest_still_sampled() {
+        let t = tempfile::tempdir().unwrap();
+        let b = t.path();
+        write(
+            b,
+            "proc/1/mountinfo",
+            "35 24 0:30 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+        );
+        write(b, "rootfs/sys/fs/cgroup/cgroup.controllers", "cpu memory\n");
+        let pod = "rootfs/sys/fs/cgroup/kubepods/pod0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9";
+        write(b, &format!("{pod}/cpu.stat"), "usage_usec 10\n");
+        write(b, &format!("{pod}/cpu.max"), "200000 100000\n");
+        let good = format!("{pod}/{}", "ab".repeat(32));
+        write(
+            b,
+            &format!("{good}/cpu.stat"),
+            "usage_usec 5\nnr_periods 3\n",
+        );
+        write(b, &format!("{good}/cpu.max"), "max 100000\n");
+        let bad = format!("{pod}/{}", "cd".repeat(32));
+        write(b, &format!("{bad}/cpu.stat"), "nr_periods\tmany\n");
+        write(b, &format!("{bad}/cpu.max"), "max 100000\n");
+        let mut c = CgroupCollector::new(root(b), None);
+        let Ok(Sample::Cgroup(s)) = c.collect() else {
+            panic!("expected a sample");
+        };
+        assert_eq!(s.version, CgroupVersion::V2);
+        assert_eq!(s.cfs_bandwidth_fix, None, "no osrelease in this tree");
+        assert_eq!(s.pods.len(), 1);
+        assert_eq!(s.pods[0].qos, Qos::Guaranteed);
+        assert_eq!(s.pods[0].cgroup.quota.unwrap().cores(), 2.0);
+        let ids: Vec<_> = s.pods[0]
+            .containers
+            .iter()
+            .map(|c| &c.container_id)
+            .collect();
+        assert_eq!(ids, [&"ab".repeat(32)]);
+        assert_eq!(s.pods[0].containers[0].cgroup.stat.nr_periods, 3);
+        let bad_note = s
+            .unavailable
+            .iter()
+            .find(|u| u.what.ends_with(&"cd".repeat(32)))
+            .unwrap_or_else(|| panic!("{:?}", s.unavailable));
+        assert!(bad_note.hint.contains("nr_periods"), "{bad_note:?}");
+    }
+
+    #[test]
+    fn v2_without_the_cpu_controller_is_unavailable() {
+        let t = tempfile::tempdir().unwrap();
+        let b = t.path();
+        write(
+            b,
+            "proc/1/mountinfo",
+            "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n",
+        );
+        write(b, "rootfs/sys/fs/cgroup/unified/cgroup.controllers", "\n");
+        let err = CgroupCollector::new(root(b), None).collect().unwrap_err();
+        let CollectError::Unavailable(u) = err else {
+            panic!("{err:?}");
+        };
+        assert!(u.hint.contains("not cpu"), "{u:?}");
+    }
+}

@@ -1,0 +1,524 @@
+//! cpu_throttled and cpu_throttled_kernel_bug, and the per-container throttling over
+//! the window that the API and the report show.
+
+use super::window::within;
+use super::{Finding, RuleContext, Severity};
+use crate::collect::cgroup::{CpuCgroup, PodCpu};
+use crate::collect::CgroupSample;
+use crate::pods::Qos;
+use crate::store::Snapshot;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+/// One cgroup's throttling over the rule window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Throttling {
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub pod_uid: String,
+    pub qos: Qos,
+    /// None for the pod-level cgroup.
+    pub container: Option<String>,
+    pub container_id: Option<String>,
+    pub cgroup: String,
+    /// The CPU limit in cores; None: no limit, never throttled.
+    pub limit_cores: Option<f64>,
+    pub period_seconds: Option<f64>,
+    /// Seconds the deltas cover: from the oldest usable sample in the window (or the
+    /// last counter reset) to the newest.
+    pub window_seconds: f64,
+    pub periods: u64,
+    pub throttled_periods: u64,
+    pub throttled_seconds: f64,
+    /// throttled_periods / periods; None when no period ran in the window.
+    pub throttled_ratio: Option<f64>,
+    /// Average CPU used over the window, in cores.
+    pub usage_cores: Option<f64>,
+    /// usage_cores / limit_cores.
+    pub usage_ratio_of_limit: Option<f64>,
+    /// The counters went backwards in the window (the cgroup was recreated): the
+    /// deltas start at that sample.
+    pub counter_reset: bool,
+}
+
+impl Throttling {
+    /// `namespace/pod/container` when the names are known, else the pod UID and the
+    /// container id (short form) stand in.
+    pub fn subject(&self) -> String {
+        let pod = match (&self.namespace, &self.pod) {
+            (Some(ns), Some(p)) => format!("{ns}/{p}"),
+            _ => format!("pod {}", self.pod_uid),
+        };
+        match (&self.container, &self.container_id) {
+            (Some(c), _) => format!("{pod}/{c}"),
+            (None, Some(id)) => format!("{pod}/{}", short_id(id)),
+            (None, None) => pod,
+        }
+    }
+}
+
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// Deltas of one cgroup's counters across its samples, oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Deltas {
+    pub seconds: f64,
+    pub periods: u64,
+    pub throttled: u64,
+    pub throttled_ns: u64,
+    pub usage_ns: Option<u64>,
+    pub reset: bool,
+}
+
+/// Counters that go backwards mean a new cgroup under the same path: the window then
+/// starts at the first sample after the drop, so a rate is never negative nor mixes
+/// two cgroups' counters.
+pub fn deltas(series: &[(SystemTime, &CpuCgroup)]) -> Deltas {
+    let went_back = |a: &CpuCgroup, b: &CpuCgroup| {
+        let (a, b) = (&a.stat, &b.stat);
+        b.nr_periods < a.nr_periods
+            || b.nr_throttled < a.nr_throttled
+            || b.throttled_ns < a.throttled_ns
+            || matches!((a.usage_ns, b.usage_ns), (Some(x), Some(y)) if y < x)
+    };
+    let start = series
+        .windows(2)
+        .rposition(|w| went_back(w[0].1, w[1].1))
+        .map_or(0, |i| i + 1);
+    let (Some((t0, first)), Some((t1, last))) = (series.get(start), series.last()) else {
+        return Deltas::default();
+    };
+    let (a, b) = (&first.stat, &last.stat);
+    Deltas {
+        seconds: t1.duration_since(*t0).unwrap_or_default().as_secs_f64(),
+        periods: b.nr_periods - a.nr_periods,
+        throttled: b.nr_throttled - a.nr_throttled,
+        throttled_ns: b.throttled_ns - a.throttled_ns,
+        usage_ns: match (a.usage_ns, b.usage_ns) {
+            (Some(x), Some(y)) => Some(y - x),
+            _ => None,
+        },
+        reset: start > 0,
+    }
+}
+
+/// Throttling over the window of every container (and, separately, every pod-level
+/// cgroup) in the newest sample, worst first.
+pub fn throttling(
+    history: &[(SystemTime, &CgroupSample)],
+    window: Duration,
+) -> (Vec<Throttling>, Vec<Throttling>) {
+    let recent = within(history, window);
+    let Some(&(_, latest)) = recent.last() else {
+        return (Vec::new(), Vec::new());
+    };
+    // Index every sample by cgroup path once: 300 containers * 20 samples is cheap.
+    let indexed: Vec<(SystemTime, HashMap<&str, &CpuCgroup>)> = recent
+        .iter()
+        .map(|(at, s)| {
+            let mut m = HashMap::new();
+            for p in &s.pods {
+                m.insert(p.cgroup.path.as_str(), &p.cgroup);
+                for c in &p.containers {
+                    m.insert(c.cgroup.path.as_str(), &c.cgroup);
+                }
+            }
+            (*at, m)
+        })
+        .collect();
+    let series = |path: &str| -> Vec<(SystemTime, &CpuCgroup)> {
+        indexed
+            .iter()
+            .filter_map(|(at, m)| Some((*at, *m.get(path)?)))
+            .collect()
+    };
+    let mut containers = Vec::new();
+    let mut pods = Vec::new();
+    for p in &latest.pods {
+        pods.push(summarise(p, None, None, &p.cgroup, &series(&p.cgroup.path)));
+        for c in &p.containers {
+            containers.push(summarise(
+                p,
+                c.container.clone(),
+                Some(c.container_id.clone()),
+                &c.cgroup,
+                &series(&c.cgroup.path),
+            ));
+        }
+    }
+    sort_worst_first(&mut containers);
+    sort_worst_first(&mut pods);
+    (containers, pods)
+}
+
+fn summarise(
+    p: &PodCpu,
+    container: Option<String>,
+    container_id: Option<String>,
+    cg: &CpuCgroup,
+    series: &[(SystemTime, &CpuCgroup)],
+) -> Throttling {
+    let d = deltas(series);
+    let limit_cores = cg.quota.map(|q| q.cores());
+    let usage_cores = d
+        .usage_ns
+        .filter(|_| d.seconds > 0.0)
+        .map(|u| u as f64 / 1e9 / d.seconds);
+    Throttling {
+        namespace: p.namespace.clone(),
+        pod: p.pod.clone(),
+        pod_uid: p.pod_uid.clone(),
+        qos: p.qos,
+        container,
+        container_id,
+        cgroup: cg.path.clone(),
+        limit_cores,
+        period_seconds: cg.quota.map(|q| q.period_us as f64 / 1e6),
+        window_seconds: round(d.seconds),
+        periods: d.periods,
+        throttled_periods: d.throttled,
+        throttled_seconds: round(d.throttled_ns as f64 / 1e9),
+        throttled_ratio: (d.periods > 0).then(|| round(d.throttled as f64 / d.periods as f64)),
+        usage_cores: usage_cores.map(round),
+        usage_ratio_of_limit: match (usage_cores, limit_cores) {
+            (Some(u), Some(l)) if l > 0.0 => Some(round(u / l)),
+            _ => None,
+        },
+        counter_reset: d.reset,
+    }
+}
+
+fn sort_worst_first(v: &mut [Throttling]) {
+    // The cgroup path breaks ties: stable and free, where building subjects in the
+    // comparator cost most of the time with hundreds of idle containers.
+    v.sort_by(|a, b| {
+        let r = |t: &Throttling| t.throttled_ratio.unwrap_or(-1.0);
+        r(b).total_cmp(&r(a))
+            .then(b.throttled_seconds.total_cmp(&a.throttled_seconds))
+            .then_with(|| a.cgroup.cmp(&b.cgroup))
+    });
+}
+
+pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
+    let history = snapshot.history::<CgroupSample>();
+    let Some(&(at, latest)) = history.last() else {
+        return;
+    };
+    let t = ctx.thresholds;
+    let (containers, _) = throttling(&history, ctx.window);
+    for c in containers {
+        let (Some(ratio), Some(limit)) = (c.throttled_ratio, c.limit_cores) else {
+            continue;
+        };
+        if ratio < t.cgroup_throttled_ratio {
+            continue;
+        }
+        let subject = c.subject();
+        let usage = c
+            .usage_cores
+            .map(|u| format!(", using {u:.2} cores on average"))
+            .unwrap_or_default();
+        let summary = format!(
+            "{subject} was throttled in {:.0}% of its CPU periods over {:.0}s (limit {} cores{usage})",
+            ratio * 100.0,
+            c.window_seconds,
+            format_cores(limit)
+        );
+        let finding = with_evidence(
+            Finding::new(
+                "cpu_throttled",
+                Severity::Warning,
+                subject.clone(),
+                summary,
+                at,
+            ),
+            &c,
+        )
+        .with("threshold_ratio", t.cgroup_throttled_ratio);
+        out.push(finding);
+
+        let far_under = c
+            .usage_ratio_of_limit
+            .is_some_and(|u| u < t.cgroup_kernel_bug_usage_ratio);
+        if far_under && latest.cfs_bandwidth_fix == Some(false) {
+            let kernel = latest.kernel_release.clone().unwrap_or_default();
+            let summary = format!(
+                "{subject} was throttled in {:.0}% of its periods while using {:.0}% of its limit: \
+                 kernel {kernel} lacks the CFS bandwidth fix",
+                ratio * 100.0,
+                c.usage_ratio_of_limit.unwrap_or(0.0) * 100.0
+            );
+            out.push(
+                with_evidence(
+                    Finding::new(
+                        "cpu_throttled_kernel_bug",
+                        Severity::Warning,
+                        subject,
+                        summary,
+                        at,
+                    ),
+                    &c,
+                )
+                .with("kernel_release", kernel)
+                .with("usage_threshold_ratio", t.cgroup_kernel_bug_usage_ratio),
+            );
+        }
+    }
+}
+
+fn with_evidence(mut f: Finding, c: &Throttling) -> Finding {
+    let opt = |v: &Option<String>| v.clone().map_or(serde_json::Value::Null, Into::into);
+    f = f
+        .with("namespace", opt(&c.namespace))
+        .with("pod", opt(&c.pod))
+        .with("container", opt(&c.container))
+        .with("container_id", opt(&c.container_id))
+        .with("pod_uid", c.pod_uid.clone())
+        .with("cgroup", c.cgroup.clone())
+        .with("limit_cores", c.limit_cores)
+        .with("throttled_ratio", c.throttled_ratio)
+        .with("throttled_periods", c.throttled_periods)
+        .with("periods", c.periods)
+        .with("throttled_seconds", c.throttled_seconds)
+        .with("window_seconds", c.window_seconds);
+    if let Some(u) = c.usage_cores {
+        f = f.with("usage_cores", u);
+    }
+    if let Some(u) = c.usage_ratio_of_limit {
+        f = f.with("usage_ratio_of_limit", u);
+    }
+    f
+}
+
+/// `0.1`, `2`, `0.25`: limits as a person writes them.
+pub fn format_cores(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn round(v: f64) -> f64 {
+    (v * 10_000.0).round() / 10_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::cgroup::{CgroupVersion, ContainerCpu};
+    use crate::collect::Sample;
+    use crate::config::Thresholds;
+    use crate::kernel::cgroup::{CpuQuota, CpuStat};
+    use crate::store::Store;
+
+    const UID: &str = "0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9";
+    const CID: &str = "4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d";
+
+    fn cg(path: &str, periods: u64, throttled: u64, usage_ms: u64) -> CpuCgroup {
+        CpuCgroup {
+            path: path.into(),
+            quota: Some(CpuQuota {
+                quota_us: 50_000,
+                period_us: 100_000,
+            }),
+            stat: CpuStat {
+                nr_periods: periods,
+                nr_throttled: throttled,
+                throttled_ns: throttled * 10_000_000,
+                usage_ns: Some(usage_ms * 1_000_000),
+            },
+        }
+    }
+
+    /// (periods, throttled, usage ms) of one container per sample; None: absent.
+    fn sample(c: Option<(u64, u64, u64)>, fix: Option<bool>) -> Sample {
+        let pod_path = format!("/kubepods/burstable/pod{UID}");
+        let containers = c
+            .map(|(p, t, u)| ContainerCpu {
+                container_id: CID.into(),
+                runtime: None,
+                container: Some("app".into()),
+                cgroup: cg(&format!("{pod_path}/{CID}"), p, t, u),
+            })
+            .into_iter()
+            .collect();
+        Sample::Cgroup(CgroupSample {
+            version: CgroupVersion::V1,
+            mount_point: "/sys/fs/cgroup/cpu".into(),
+            kubepods: Some("/kubepods".into()),
+            kernel_release: Some(
+                if fix == Some(false) {
+                    "4.19.0"
+                } else {
+                    "6.1.0"
+                }
+                .into(),
+            ),
+            cfs_bandwidth_fix: fix,
+            pods: vec![PodCpu {
+                pod_uid: UID.into(),
+                qos: Qos::Burstable,
+                namespace: Some("shop".into()),
+                pod: Some("cart-0".into()),
+                cgroup: CpuCgroup {
+                    quota: None,
+                    ..cg(&pod_path, 0, 0, 0)
+                },
+                containers,
+            }],
+            unavailable: vec![],
+        })
+    }
+
+    fn run(samples: &[Option<(u64, u64, u64)>], fix: Option<bool>) -> Vec<Finding> {
+        let store = Store::new("n".into(), Duration::from_secs(300));
+        store.register("cgroup", Duration::from_secs(15));
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        for (i, c) in samples.iter().enumerate() {
+            let at = t0 + Duration::from_secs(15 * i as u64);
+            store.record("cgroup", at, Duration::ZERO, Ok(sample(*c, fix)));
+        }
+        let thresholds = Thresholds::default();
+        let ctx = RuleContext {
+            thresholds: &thresholds,
+            window: Duration::from_secs(300),
+        };
+        let mut out = Vec::new();
+        rules(&store.snapshot(), &ctx, &mut out);
+        out
+    }
+
+    #[test]
+    fn throttled_at_the_threshold_names_pod_container_and_limit() {
+        // 100 periods, 25 throttled: exactly the 25% default.
+        let f = run(&[Some((1000, 10, 0)), Some((1100, 35, 7_500))], Some(true));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].id, "cpu_throttled");
+        assert_eq!(f[0].subject, "shop/cart-0/app");
+        assert_eq!(f[0].evidence["throttled_ratio"], 0.25);
+        assert_eq!(f[0].evidence["periods"], 100);
+        assert_eq!(f[0].evidence["throttled_seconds"], 0.25);
+        assert_eq!(f[0].evidence["limit_cores"], 0.5);
+        // 7.5 s of CPU in 15 s: 0.5 cores, all of the limit.
+        assert_eq!(f[0].evidence["usage_cores"], 0.5);
+        assert_eq!(f[0].evidence["usage_ratio_of_limit"], 1.0);
+        assert!(f[0].summary.contains("limit 0.5 cores"), "{}", f[0].summary);
+        assert!(run(&[Some((1000, 10, 0)), Some((1100, 34, 7_500))], Some(true)).is_empty());
+    }
+
+    #[test]
+    fn a_counter_reset_starts_a_new_window() {
+        // Old cgroup heavily throttled, then recreated: only the new one counts.
+        let d = run(
+            &[
+                Some((5000, 4000, 90_000)),
+                Some((5100, 4090, 95_000)),
+                Some((10, 0, 100)),
+                Some((110, 5, 1_600)),
+            ],
+            Some(true),
+        );
+        assert!(d.is_empty(), "5% after the reset is not throttling: {d:?}");
+        let snap_values = |s: &[Option<(u64, u64, u64)>]| {
+            let samples: Vec<Sample> = s.iter().map(|c| sample(*c, None)).collect();
+            let t0 = SystemTime::UNIX_EPOCH;
+            let h: Vec<(SystemTime, &CgroupSample)> = samples
+                .iter()
+                .enumerate()
+                .map(|(i, s)| match s {
+                    Sample::Cgroup(c) => (t0 + Duration::from_secs(15 * i as u64), c),
+                    _ => unreachable!(),
+                })
+                .collect();
+            throttling(&h, Duration::from_secs(300)).0
+        };
+        let t = snap_values(&[
+            Some((5000, 4000, 90_000)),
+            Some((10, 0, 100)),
+            Some((110, 50, 1_600)),
+        ]);
+        assert_eq!(t[0].periods, 100);
+        assert_eq!(t[0].throttled_periods, 50);
+        assert_eq!(t[0].window_seconds, 15.0);
+        assert!(t[0].counter_reset);
+        // 1.5 s of CPU over 15 s.
+        assert_eq!(t[0].usage_cores, Some(0.1));
+    }
+
+    #[test]
+    fn a_container_appearing_mid_window_uses_its_own_samples() {
+        let f = run(
+            &[None, None, Some((0, 0, 0)), Some((40, 30, 1_000))],
+            Some(true),
+        );
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].evidence["window_seconds"], 15.0);
+        assert_eq!(f[0].evidence["periods"], 40);
+        // Seen once only: no rate yet.
+        assert!(run(&[None, Some((40, 30, 1_000))], Some(true)).is_empty());
+    }
+
+    #[test]
+    fn zero_periods_is_no_ratio_not_a_division_by_zero() {
+        assert!(run(&[Some((7, 7, 0)), Some((7, 7, 0))], Some(true)).is_empty());
+        let c = cg("/x", 7, 7, 0);
+        let d = deltas(&[(SystemTime::UNIX_EPOCH, &c), (SystemTime::UNIX_EPOCH, &c)]);
+        assert_eq!((d.periods, d.seconds, d.reset), (0, 0.0, false));
+    }
+
+    #[test]
+    fn kernel_bug_needs_an_old_kernel_and_low_usage() {
+        // 80% throttled while using 1.5 s of CPU in 15 s = 0.1 of 0.5 cores.
+        let low = [Some((0, 0, 0)), Some((100, 80, 1_500))];
+        let f = run(&low, Some(false));
+        let ids: Vec<_> = f.iter().map(|f| f.id).collect();
+        assert_eq!(ids, ["cpu_throttled", "cpu_throttled_kernel_bug"]);
+        assert_eq!(f[1].evidence["kernel_release"], "4.19.0");
+        assert_eq!(f[1].evidence["usage_ratio_of_limit"], 0.2);
+        assert_eq!(run(&low, Some(true)).len(), 1, "fixed kernel");
+        assert_eq!(run(&low, None).len(), 1, "unknown kernel: no claim");
+        let busy = [Some((0, 0, 0)), Some((100, 80, 7_000))];
+        assert_eq!(
+            run(&busy, Some(false)).len(),
+            1,
+            "using its quota: a real limit"
+        );
+    }
+
+    #[test]
+    fn worst_first_and_subjects_without_names() {
+        let a = Throttling {
+            namespace: None,
+            pod: None,
+            pod_uid: UID.into(),
+            qos: Qos::Guaranteed,
+            container: None,
+            container_id: Some(CID.into()),
+            cgroup: String::new(),
+            limit_cores: None,
+            period_seconds: None,
+            window_seconds: 0.0,
+            periods: 0,
+            throttled_periods: 0,
+            throttled_seconds: 0.0,
+            throttled_ratio: None,
+            usage_cores: None,
+            usage_ratio_of_limit: None,
+            counter_reset: false,
+        };
+        assert_eq!(a.subject(), format!("pod {UID}/4c5d6e7f8a9b"));
+        let b = Throttling {
+            throttled_ratio: Some(0.1),
+            ..a.clone()
+        };
+        let c = Throttling {
+            throttled_ratio: Some(0.9),
+            ..a.clone()
+        };
+        let mut v = vec![a, b, c];
+        sort_worst_first(&mut v);
+        let r: Vec<_> = v.iter().map(|t| t.throttled_ratio).collect();
+        assert_eq!(r, [Some(0.9), Some(0.1), None]);
+    }
+}

@@ -1,0 +1,214 @@
+//! Per-container CPU bandwidth counters, for cgroups with a CPU limit only: the
+//! others are never throttled, and leaving them out keeps one series per limited
+//! container. Pod-level cgroups carry `container=""`, as in cAdvisor.
+
+use super::encode::{Encoder, Kind};
+use crate::collect::cgroup::CpuCgroup;
+use crate::collect::CgroupSample;
+use crate::diagnose::cgroup::short_id;
+use crate::store::Snapshot;
+use std::collections::HashSet;
+
+/// (metric name, kind, help, value)
+type Def = (
+    &'static str,
+    Kind,
+    &'static str,
+    fn(&CpuCgroup) -> Option<f64>,
+);
+
+const DEFS: [Def; 5] = [
+    (
+        "nodediag_cgroup_cpu_periods_total",
+        Kind::Counter,
+        "CFS enforcement periods that had runnable tasks (cgroup cpu.stat nr_periods).",
+        |c| Some(c.stat.nr_periods as f64),
+    ),
+    (
+        "nodediag_cgroup_cpu_throttled_periods_total",
+        Kind::Counter,
+        "Periods in which the cgroup used up its CPU quota and was throttled (cgroup cpu.stat nr_throttled).",
+        |c| Some(c.stat.nr_throttled as f64),
+    ),
+    (
+        "nodediag_cgroup_cpu_throttled_seconds_total",
+        Kind::Counter,
+        "Time the cgroup's tasks spent throttled (cgroup v1 cpu.stat throttled_time, v2 throttled_usec).",
+        |c| Some(c.stat.throttled_ns as f64 / 1e9),
+    ),
+    (
+        "nodediag_cgroup_cpu_usage_seconds_total",
+        Kind::Counter,
+        "CPU time used by the cgroup (cgroup v1 cpuacct.usage, v2 cpu.stat usage_usec).",
+        |c| c.stat.usage_ns.map(|u| u as f64 / 1e9),
+    ),
+    (
+        "nodediag_cgroup_cpu_limit_cores",
+        Kind::Gauge,
+        "CPU limit in cores: quota / period (cgroup v1 cpu.cfs_quota_us / cpu.cfs_period_us, v2 cpu.max).",
+        |c| c.quota.map(|q| q.cores()),
+    ),
+];
+
+pub fn render(snap: &Snapshot, e: &mut Encoder) {
+    let Some((_, s)) = snap.latest::<CgroupSample>() else {
+        return;
+    };
+    let series = limited(s);
+    if series.is_empty() {
+        return;
+    }
+    for (name, kind, help, value) in DEFS {
+        e.family(name, kind, help);
+        for (labels, cg) in &series {
+            if let Some(v) = value(cg) {
+                let [ns, pod, container] = labels;
+                e.sample(
+                    name,
+                    &[("namespace", ns), ("pod", pod), ("container", container)],
+                    v,
+                );
+            }
+        }
+    }
+}
+
+/// (namespace, pod, container) labels of every limited cgroup. Unknown names fall
+/// back to the pod UID and the short container id. A label set seen twice (two
+/// cgroups of one container name during a restart) keeps its first cgroup, so the
+/// exposition never repeats a series.
+fn limited(s: &CgroupSample) -> Vec<([String; 3], &CpuCgroup)> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for p in &s.pods {
+        let ns = p.namespace.clone().unwrap_or_default();
+        let pod = p.pod.clone().unwrap_or_else(|| p.pod_uid.clone());
+        let pod_row = (String::new(), &p.cgroup);
+        let container_rows = p.containers.iter().map(|c| {
+            let name = c
+                .container
+                .clone()
+                .unwrap_or_else(|| short_id(&c.container_id).to_string());
+            (name, &c.cgroup)
+        });
+        for (container, cg) in std::iter::once(pod_row).chain(container_rows) {
+            let labels = [ns.clone(), pod.clone(), container];
+            if cg.quota.is_some() && seen.insert(labels.clone()) {
+                out.push((labels, cg));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::cgroup::{CgroupVersion, ContainerCpu, PodCpu};
+    use crate::collect::Sample;
+    use crate::kernel::cgroup::{CpuQuota, CpuStat};
+    use crate::metrics::encode::Format;
+    use crate::pods::Qos;
+    use crate::store::Store;
+    use std::time::{Duration, SystemTime};
+
+    fn cg(path: &str, quota: Option<u64>) -> CpuCgroup {
+        CpuCgroup {
+            path: path.into(),
+            quota: quota.map(|q| CpuQuota {
+                quota_us: q,
+                period_us: 100_000,
+            }),
+            stat: CpuStat {
+                nr_periods: 120,
+                nr_throttled: 30,
+                throttled_ns: 1_500_000_000,
+                usage_ns: Some(2_250_000_000),
+            },
+        }
+    }
+
+    fn container(id: &str, name: Option<&str>, quota: Option<u64>) -> ContainerCpu {
+        ContainerCpu {
+            container_id: id.into(),
+            runtime: None,
+            container: name.map(Into::into),
+            cgroup: cg(&format!("/kubepods/podx/{id}"), quota),
+        }
+    }
+
+    fn render_with(pods: Vec<PodCpu>) -> String {
+        let store = Store::new("n".into(), Duration::from_secs(60));
+        store.register("cgroup", Duration::from_secs(15));
+        let s = CgroupSample {
+            version: CgroupVersion::V2,
+            mount_point: "/sys/fs/cgroup".into(),
+            kubepods: Some("/kubepods".into()),
+            kernel_release: None,
+            cfs_bandwidth_fix: None,
+            pods,
+            unavailable: vec![],
+        };
+        store.record(
+            "cgroup",
+            SystemTime::now(),
+            Duration::ZERO,
+            Ok(Sample::Cgroup(s)),
+        );
+        let mut e = Encoder::new(Format::Text);
+        store.read(|snap| render(snap, &mut e));
+        e.finish()
+    }
+
+    #[test]
+    fn only_limited_cgroups_and_unique_label_sets() {
+        let out = render_with(vec![PodCpu {
+            pod_uid: "0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9".into(),
+            qos: Qos::Burstable,
+            namespace: Some("shop".into()),
+            pod: Some("cart-0".into()),
+            cgroup: cg("/kubepods/podx", Some(150_000)),
+            containers: vec![
+                container("aaaaaaaaaaaaaaaa", Some("app"), Some(50_000)),
+                container("bbbbbbbbbbbbbbbb", Some("app"), Some(50_000)),
+                container("cccccccccccccccc", None, Some(100_000)),
+                container("dddddddddddddddd", Some("sidecar"), None),
+            ],
+        }]);
+        let app = r#"{namespace="shop",pod="cart-0",container="app"}"#;
+        assert!(
+            out.contains(&format!("nodediag_cgroup_cpu_limit_cores{app} 0.5\n")),
+            "{out}"
+        );
+        assert!(out.contains(&format!(
+            "nodediag_cgroup_cpu_throttled_periods_total{app} 30\n"
+        )));
+        assert!(out.contains(&format!("nodediag_cgroup_cpu_periods_total{app} 120\n")));
+        assert!(out.contains(&format!(
+            "nodediag_cgroup_cpu_throttled_seconds_total{app} 1.5\n"
+        )));
+        assert!(out.contains(&format!(
+            "nodediag_cgroup_cpu_usage_seconds_total{app} 2.25\n"
+        )));
+        assert_eq!(
+            out.matches(&format!("nodediag_cgroup_cpu_periods_total{app}"))
+                .count(),
+            1
+        );
+        assert!(out.contains(
+            r#"nodediag_cgroup_cpu_limit_cores{namespace="shop",pod="cart-0",container=""} 1.5"#
+        ));
+        assert!(
+            out.contains(r#"container="cccccccccccc"} 1"#),
+            "short id stands in: {out}"
+        );
+        assert!(!out.contains("sidecar"), "no limit, no series");
+        assert!(out.contains("# TYPE nodediag_cgroup_cpu_throttled_seconds_total counter"));
+    }
+
+    #[test]
+    fn no_limited_cgroup_no_families() {
+        let out = render_with(vec![]);
+        assert!(!out.contains("nodediag_cgroup_"), "{out}");
+    }
+}
