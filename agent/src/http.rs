@@ -148,19 +148,20 @@ fn envelope(node: &str) -> Value {
 
 async fn findings(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
     let params = query(q.0, &["severity", "finding", "subject"])?;
-    let min_severity =
-        match params.get("severity").map(String::as_str) {
-            None => Severity::Info,
-            Some("info") => Severity::Info,
-            Some("warning") => Severity::Warning,
-            Some("critical") => Severity::Critical,
-            Some(other) => return Err(ApiError::new(
+    let min_severity = match params.get("severity").map(String::as_str) {
+        None => Severity::Info,
+        Some("info") => Severity::Info,
+        Some("warning") => Severity::Warning,
+        Some("critical") => Severity::Critical,
+        Some(other) => {
+            return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "severity {other:?}: expected info, warning or critical (the minimum to show)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     if let Some(id) = params.get("finding") {
         if crate::diagnose::catalog::find(id).is_none() {
             return Err(ApiError::new(

@@ -93,6 +93,8 @@ fn unavailable_parts(sample: &crate::collect::Sample) -> &[crate::collect::Unava
     match sample {
         Sample::Conntrack(s) => &s.unavailable,
         Sample::Nic(s) => &s.unavailable,
+        Sample::Pressure(s) => &s.unavailable,
+        Sample::Kmsg(s) => &s.unavailable,
     }
 }
 

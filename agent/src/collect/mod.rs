@@ -2,7 +2,9 @@
 //! blocking thread and returns a typed sample; the scheduler stores it.
 
 pub mod conntrack;
+pub mod kmsg;
 pub mod nic;
+pub mod pressure;
 pub mod schedule;
 
 use crate::config::AgentArgs;
@@ -10,7 +12,9 @@ use serde::Serialize;
 use std::time::Duration;
 
 pub use conntrack::ConntrackSample;
+pub use kmsg::KmsgSample;
 pub use nic::NicSample;
+pub use pressure::PressureSample;
 
 pub trait Collector: Send + 'static {
     fn name(&self) -> &'static str;
@@ -55,6 +59,8 @@ impl From<crate::kernel::ReadError> for CollectError {
 pub enum Sample {
     Conntrack(ConntrackSample),
     Nic(NicSample),
+    Pressure(Box<PressureSample>),
+    Kmsg(KmsgSample),
 }
 
 impl Sample {
@@ -63,6 +69,8 @@ impl Sample {
         match self {
             Sample::Conntrack(s) => s.summary(),
             Sample::Nic(s) => s.summary(),
+            Sample::Pressure(s) => s.summary(),
+            Sample::Kmsg(s) => s.summary(),
         }
     }
 }
@@ -89,6 +97,8 @@ macro_rules! sample_kind {
 }
 sample_kind!(ConntrackSample, Conntrack, "conntrack");
 sample_kind!(NicSample, Nic, "nic");
+sample_kind!(PressureSample, Pressure, "pressure");
+sample_kind!(KmsgSample, Kmsg, "kmsg");
 
 /// A collector with the interval it runs on.
 pub struct Enabled {
@@ -113,6 +123,18 @@ pub fn enabled(args: &AgentArgs) -> Vec<Enabled> {
         out.push(Enabled {
             collector: Box::new(nic::NicCollector::new(root.clone(), netlink)),
             interval: every(c.nic_interval),
+        });
+    }
+    if !c.no_pressure {
+        out.push(Enabled {
+            collector: Box::new(pressure::PressureCollector::new(root.clone())),
+            interval: every(c.pressure_interval),
+        });
+    }
+    if !c.no_kmsg {
+        out.push(Enabled {
+            collector: Box::new(kmsg::KmsgCollector::new(root.clone(), args.kmsg_path())),
+            interval: every(c.kmsg_interval),
         });
     }
     out
