@@ -41,7 +41,8 @@ pub fn parse_psi(text: &str) -> Result<Psi, String> {
                         "avg60" => &mut parsed.avg60,
                         _ => &mut parsed.avg300,
                     };
-                    *slot = pct / 100.0;
+                    // Rounded so 95.35% is 0.9535, not 0.95349999.
+                    *slot = (pct * 100.0).round() / 10_000.0;
                     seen += 1;
                 }
                 "total" => {

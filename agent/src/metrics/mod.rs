@@ -4,6 +4,7 @@
 mod conntrack;
 pub mod encode;
 mod nic;
+mod pressure;
 
 use crate::store::{Snapshot, Status};
 use encode::{Encoder, Format, Kind};
@@ -24,6 +25,7 @@ pub fn render(snap: &Snapshot, format: Format) -> String {
     render_findings(snap, &mut e);
     conntrack::render(snap, &mut e);
     nic::render(snap, &mut e);
+    pressure::render(snap, &mut e);
     e.finish()
 }
 
