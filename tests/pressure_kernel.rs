@@ -136,15 +136,15 @@ fn inotify_instances_opened_here_are_counted_for_our_uid() {
     });
 }
 
-/// A cgroup v1 memory hierarchy laid out as the kubelet's cgroupfs driver does;
-/// removes what it created, innermost first, even when the test fails.
-struct PodCgroup {
+/// A cgroup v1 memory cgroup (nested as given); removes the directories it created,
+/// innermost first, even when the test fails.
+struct TestCgroup {
     created: Vec<PathBuf>,
     container: PathBuf,
     child: Option<Child>,
 }
 
-impl Drop for PodCgroup {
+impl Drop for TestCgroup {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -163,15 +163,16 @@ impl Drop for PodCgroup {
     }
 }
 
-impl PodCgroup {
-    fn create(root: &Path, uid: &str, cid: &str) -> PodCgroup {
-        let mut cg = PodCgroup {
+impl TestCgroup {
+    /// Creates the nested cgroup and limits its memory (and memory+swap) to 32 MiB.
+    fn create(root: &Path, parts: &[&str]) -> TestCgroup {
+        let mut cg = TestCgroup {
             created: Vec::new(),
             container: PathBuf::new(),
             child: None,
         };
         let mut dir = root.to_path_buf();
-        for part in ["kubepods", "burstable", &format!("pod{uid}"), cid] {
+        for part in parts {
             dir.push(part);
             if !dir.exists() {
                 fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
@@ -179,8 +180,46 @@ impl PodCgroup {
             }
         }
         cg.container = dir;
+        let limit = (32u64 << 20).to_string();
+        fs::write(cg.container.join("memory.limit_in_bytes"), &limit).unwrap();
+        let memsw = cg.container.join("memory.memsw.limit_in_bytes");
+        if memsw.exists() {
+            fs::write(&memsw, &limit).unwrap();
+        }
         cg
     }
+
+    /// Runs a shell that moves itself into the cgroup, then buffers 200 MB in a
+    /// variable; waits until the kernel has killed it.
+    fn provoke_oom(&mut self) {
+        let procs = self.container.join("cgroup.procs");
+        let script = format!(
+            "echo $$ > {} && x=$(head -c 200000000 /dev/zero | tr '\\0' x) && echo survived",
+            procs.display()
+        );
+        self.child = Some(Command::new("sh").args(["-c", &script]).spawn().unwrap());
+        let status = wait_for(
+            "the child to be OOM-killed",
+            Duration::from_secs(60),
+            || self.child.as_mut().unwrap().try_wait().unwrap(),
+        );
+        assert!(
+            !status.success(),
+            "the child should not survive a 32 MiB limit: {status:?}"
+        );
+    }
+}
+
+fn v1_memory_controller() -> Option<&'static Path> {
+    let memory = Path::new("/sys/fs/cgroup/memory");
+    if !is_root() || !memory.join("memory.limit_in_bytes").exists() {
+        eprintln!(
+            "skipped: needs root and the cgroup v1 memory controller at {}",
+            memory.display()
+        );
+        return None;
+    }
+    Some(memory)
 }
 
 #[test]
@@ -206,17 +245,8 @@ fn an_oom_kill_in_a_pod_cgroup_names_the_pod() {
     let cid = format!("{:016x}{:016x}{:032x}", pid, nanos as u64, nanos);
     let (ns, pod, container) = ("shop", format!("cart-{pid}"), "app");
 
-    let mut cg = PodCgroup::create(memory, &uid, &cid);
-    let limit = 32u64 << 20;
-    fs::write(
-        cg.container.join("memory.limit_in_bytes"),
-        limit.to_string(),
-    )
-    .unwrap();
-    let memsw = cg.container.join("memory.memsw.limit_in_bytes");
-    if memsw.exists() {
-        fs::write(&memsw, limit.to_string()).unwrap();
-    }
+    let pod_dir = format!("pod{uid}");
+    let mut cg = TestCgroup::create(memory, &["kubepods", "burstable", &pod_dir, &cid]);
 
     // The kubelet's log directories name the pod and container in a scratch rootfs.
     let rootfs = tempfile::tempdir().unwrap();
@@ -247,22 +277,7 @@ fn an_oom_kill_in_a_pod_cgroup_names_the_pod() {
     let kmsg = agent.get_json("/api/v1/collectors/kmsg");
     assert_eq!(kmsg["status"]["state"], "ok", "{kmsg}");
 
-    // The shell moves itself into the cgroup, then buffers 200 MB in a variable.
-    let procs = cg.container.join("cgroup.procs");
-    let script = format!(
-        "echo $$ > {} && x=$(head -c 200000000 /dev/zero | tr '\\0' x) && echo survived",
-        procs.display()
-    );
-    cg.child = Some(Command::new("sh").args(["-c", &script]).spawn().unwrap());
-    let status = wait_for(
-        "the child to be OOM-killed",
-        Duration::from_secs(60),
-        || cg.child.as_mut().unwrap().try_wait().unwrap(),
-    );
-    assert!(
-        !status.success(),
-        "the child should not survive a 32 MiB limit: {status:?}"
-    );
+    cg.provoke_oom();
 
     let subject = format!("{ns}/{pod}");
     let f: Value = wait_for("oom_kills naming the pod", Duration::from_secs(30), || {
@@ -303,4 +318,83 @@ fn an_oom_kill_in_a_pod_cgroup_names_the_pod() {
             .any(|e| e["pod"]["pod_uid"] == uid.as_str()),
         "{log}"
     );
+}
+
+/// Where /dev/kmsg cannot be opened, syslog(2) is polled: an OOM kill in a cgroup
+/// that is not a pod is still seen, named by its memory cgroup.
+#[test]
+fn syslog_polling_sees_an_oom_kill_in_a_plain_cgroup() {
+    let Some(memory) = v1_memory_controller() else {
+        return;
+    };
+    let name = format!("nodediag-test-{}", std::process::id());
+    let missing = tempfile::tempdir().unwrap().path().join("no-kmsg");
+    let agent = Agent::start(&[
+        "--interval",
+        "300ms",
+        "--no-collector.conntrack",
+        "--no-collector.nic",
+        "--no-collector.pressure",
+        "--no-netlink",
+        "--path.kmsg",
+        missing.to_str().unwrap(),
+    ]);
+    agent.wait_ready();
+    let kmsg = agent.get_json("/api/v1/collectors/kmsg");
+    assert_eq!(kmsg["sample"]["source"], "syslog", "{kmsg}");
+    let mut cg = TestCgroup::create(memory, &[&name]);
+    cg.provoke_oom();
+    let subject = format!("/{name}");
+    let f = wait_for(
+        "oom_kills naming the cgroup",
+        Duration::from_secs(30),
+        || {
+            let v = agent.get_json("/api/v1/findings?finding=oom_kills");
+            v["findings"]
+                .as_array()?
+                .iter()
+                .find(|f| f["subject"] == subject.as_str())
+                .cloned()
+        },
+    );
+    assert_eq!(f["evidence"]["memory_cgroup"], subject.as_str());
+    assert!(f["evidence"].get("pod").is_none(), "{f}");
+}
+
+/// With kernel.dmesg_restrict=1 an unprivileged user can read neither /dev/kmsg nor
+/// syslog(2): the collector is unavailable and says what to grant.
+#[test]
+fn without_permission_the_kernel_log_is_unavailable_with_a_hint() {
+    let restricted =
+        fs::read_to_string("/proc/sys/kernel/dmesg_restrict").is_ok_and(|s| s.trim() == "1");
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if !is_root() || !restricted || !setpriv.exists() {
+        eprintln!("skipped: needs root, setpriv and kernel.dmesg_restrict=1 to drop to an unprivileged user");
+        return;
+    }
+    let out = Command::new(setpriv)
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            common::BIN,
+        ])
+        .args([
+            "check",
+            "--format",
+            "json",
+            "--no-netlink",
+            "--finding",
+            "netdev_unregister_stuck",
+        ])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(2), "could not tell: {v}");
+    let status = &v["collectors"]["kmsg"]["status"];
+    assert_eq!(status["state"], "unavailable", "{v}");
+    let hint = status["hint"].as_str().unwrap();
+    assert!(hint.contains("Operation not permitted"), "{hint}");
+    assert!(hint.contains("CAP_SYSLOG"), "{hint}");
 }

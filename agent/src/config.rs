@@ -22,7 +22,8 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:10360";
     version,
     about = "Node diagnostic agent for Kubernetes: finds what is wrong with this node and why",
     long_about = "nodediag samples the kernel of the node it runs on (conntrack, network \
-namespaces and veths, fsync latency, cgroup CPU throttling, NICs), serves Prometheus metrics, \
+namespaces and veths, fsync latency, cgroup CPU throttling, NICs, memory, PIDs, file \
+handles and other node limits, the kernel log), serves Prometheus metrics, \
 and explains node-level root causes with evidence and a remedy.\n\n\
 Every flag of `serve` and `check` can also be set with its environment variable or in a \
 config file (--config) under the same key as the long flag, e.g. `path.procfs: /host/proc` \

@@ -44,7 +44,12 @@ pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
                     Severity::Warning,
                     "host",
                     format!(
-                        "the kernel OOM-killed {counted} processes in the last {seconds}s (victims unknown: the kernel log is not followed)"
+                        "the kernel OOM-killed {counted} processes in the last {seconds}s ({})",
+                        if log_at.is_some() {
+                            "the kernel log has not named the victims"
+                        } else {
+                            "victims unknown: the kernel log is not followed"
+                        }
                     ),
                     at,
                 )

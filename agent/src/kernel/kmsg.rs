@@ -273,6 +273,9 @@ fn filesystem_readonly(msg: &str) -> Option<KernelEvent> {
 /// read. A FIFO (tests) cannot seek and is read from where it is.
 pub fn open_at_end(path: &Path) -> io::Result<File> {
     let mut f = File::open(path)?;
+    if f.metadata()?.is_dir() {
+        return Err(io::Error::from_raw_os_error(libc::EISDIR));
+    }
     match f.seek(SeekFrom::End(0)) {
         Ok(_) => Ok(f),
         Err(e) if e.raw_os_error() == Some(libc::ESPIPE) => Ok(f),
