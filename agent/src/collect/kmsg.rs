@@ -39,6 +39,20 @@ pub struct LoggedEvent {
     pub event: KernelEvent,
     /// The pod of an OOM victim's memory cgroup, when it is one.
     pub pod: Option<Attribution>,
+    /// The pod attribution was attempted.
+    #[serde(skip)]
+    pub attributed: bool,
+}
+
+/// An OOM victim in a pod cgroup not yet looked up in the kubelet's directories.
+fn needs_pod(e: &LoggedEvent) -> bool {
+    match &e.event {
+        KernelEvent::OomKill(k) if !e.attributed => k
+            .memory_cgroup
+            .as_deref()
+            .is_some_and(|c| crate::pods::parse_cgroup_path(c).is_some()),
+        _ => false,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -103,6 +117,7 @@ impl Journal {
             line: record.message,
             event,
             pod: None,
+            attributed: false,
         });
     }
 }
@@ -205,6 +220,8 @@ pub struct KmsgCollector {
     root: HostRoot,
     path: PathBuf,
     state: State,
+    /// What the last pod index read lacked (no kubelet log directories).
+    pod_index_missing: Vec<Unavailable>,
 }
 
 impl KmsgCollector {
@@ -213,6 +230,7 @@ impl KmsgCollector {
             root,
             path,
             state: State::NotStarted,
+            pod_index_missing: Vec::new(),
         }
     }
 
@@ -273,39 +291,34 @@ impl Collector for KmsgCollector {
             }
             State::NotStarted => unreachable!("started above"),
         };
-        let guard = lock(&journal);
-        if let Some(reason) = guard.stopped.clone() {
-            drop(guard);
+        if let Some(reason) = lock(&journal).stopped.clone() {
             self.state = State::NotStarted;
             return Err(CollectError::Failed(format!(
                 "{}: {reason}; reopening at the next interval",
                 self.path.display()
             )));
         }
-        let mut events: Vec<LoggedEvent> = guard.events.iter().cloned().collect();
+        // OOM victims are named once, when first published: the pod's log
+        // directories are removed with the pod, the kernel log line stays.
+        let unnamed = lock(&journal).events.iter().any(needs_pod);
+        if unnamed {
+            let (index, missing) = PodIndex::read(&self.root);
+            self.pod_index_missing = missing;
+            for e in lock(&journal).events.iter_mut().filter(|e| needs_pod(e)) {
+                if let KernelEvent::OomKill(k) = &e.event {
+                    e.pod = k.memory_cgroup.as_deref().and_then(|c| index.attribute(c));
+                }
+                e.attributed = true;
+            }
+        }
+        let guard = lock(&journal);
+        let events: Vec<LoggedEvent> = guard.events.iter().cloned().collect();
         let mut totals: BTreeMap<EventKind, u64> =
             EventKind::ALL.into_iter().map(|k| (k, 0)).collect();
         totals.extend(guard.totals.iter().map(|(k, v)| (*k, *v)));
         let records_read = guard.records_read;
         drop(guard);
-
-        let mut unavailable = Vec::new();
-        let pod_cgroups = events.iter().any(|e| match &e.event {
-            KernelEvent::OomKill(k) => k
-                .memory_cgroup
-                .as_deref()
-                .is_some_and(|c| crate::pods::parse_cgroup_path(c).is_some()),
-            _ => false,
-        });
-        if pod_cgroups {
-            let (index, missing) = PodIndex::read(&self.root);
-            unavailable.extend(missing);
-            for e in &mut events {
-                if let KernelEvent::OomKill(k) = &e.event {
-                    e.pod = k.memory_cgroup.as_deref().and_then(|c| index.attribute(c));
-                }
-            }
-        }
+        let unavailable = self.pod_index_missing.clone();
         Ok(Sample::Kmsg(KmsgSample {
             source,
             path: (source == LogSource::Kmsg).then(|| self.path.display().to_string()),
@@ -372,6 +385,64 @@ mod tests {
         );
         assert_eq!(j.records_read, 2 * (RING_CAPACITY as u64 + 10));
         assert_eq!(j.events.front().unwrap().monotonic_us, Some(10));
+    }
+
+    #[test]
+    fn oom_victims_keep_their_pod_after_its_directories_are_gone() {
+        use std::io::Write;
+        const UID: &str = "0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9";
+        const CID: &str = "4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d";
+        let dir = tempfile::tempdir().unwrap();
+        let pods = dir.path().join(format!("var/log/pods/shop_cart-0_{UID}"));
+        std::fs::create_dir_all(&pods).unwrap();
+        let fifo = dir.path().join("kmsg");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Read-write so opening never blocks and the follower never sees EOF.
+        let mut w = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        let root = HostRoot {
+            proc: dir.path().into(),
+            sys: dir.path().into(),
+            rootfs: dir.path().into(),
+        };
+        let mut c = KmsgCollector::new(root, fifo);
+        let first = c.collect().unwrap();
+        assert!(matches!(&first, Sample::Kmsg(k) if k.events.is_empty()));
+        let cg = format!("/kubepods/burstable/pod{UID}/{CID}");
+        writeln!(w, "6,1,100,-;oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg={cg},task_memcg={cg},task=app,pid=9,uid=0").unwrap();
+        writeln!(
+            w,
+            "3,2,101,-;Memory cgroup out of memory: Killed process 9 (app) total-vm:1kB"
+        )
+        .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let sample = loop {
+            match c.collect().unwrap() {
+                Sample::Kmsg(k) if k.records_read == 2 => break k,
+                _ => {
+                    assert!(std::time::Instant::now() < deadline, "records not read");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        };
+        let pod = sample.events[0].pod.clone().expect("attributed");
+        assert_eq!(pod.pod.as_deref(), Some("cart-0"));
+        assert_eq!(pod.container_id.as_deref(), Some(CID));
+        // The kubelet's directories for containers were never there: said so.
+        assert!(sample
+            .unavailable
+            .iter()
+            .any(|u| u.what.contains("container log")));
+        std::fs::remove_dir_all(&pods).unwrap();
+        let Sample::Kmsg(again) = c.collect().unwrap() else {
+            panic!("not a kmsg sample")
+        };
+        assert_eq!(again.events[0].pod, Some(pod));
     }
 
     #[test]

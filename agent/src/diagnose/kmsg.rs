@@ -127,6 +127,7 @@ mod tests {
                     line: line.to_string(),
                     event: m.feed(line)?,
                     pod: None,
+                    attributed: false,
                 })
             })
             .collect();
