@@ -141,6 +141,32 @@ mod tests {
     }
 
     #[test]
+    fn kubelet_available_from_the_v1_root_cgroup_else_from_meminfo() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot {
+            proc: dir.path().join("proc"),
+            sys: dir.path().join("sys"),
+            rootfs: dir.path().into(),
+        };
+        let mem = parse_meminfo(MODERN).unwrap();
+        // cgroup v2 (or no memory controller): MemTotal - (MemTotal - MemFree - Inactive(file))
+        let v2 = kubelet_available(&root, &mem).unwrap();
+        assert_eq!(v2.source, KubeletAvailableSource::Meminfo);
+        assert_eq!(v2.bytes, (15829924 + 6193032) * 1024);
+        let cg = dir.path().join("sys/fs/cgroup/memory");
+        std::fs::create_dir_all(&cg).unwrap();
+        std::fs::write(cg.join("memory.usage_in_bytes"), "9000000000\n").unwrap();
+        std::fs::write(
+            cg.join("memory.stat"),
+            "cache 1\ntotal_inactive_file 2000000000\n",
+        )
+        .unwrap();
+        let v1 = kubelet_available(&root, &mem).unwrap();
+        assert_eq!(v1.source, KubeletAvailableSource::CgroupV1Root);
+        assert_eq!(v1.bytes, 24684084 * 1024 - 7_000_000_000);
+    }
+
+    #[test]
     fn kubelet_available_subtracts_the_working_set() {
         // capacity 1000, usage 900 of which 300 inactive file: working set 600.
         let k = kubelet_from(1000, 900, 300, KubeletAvailableSource::CgroupV1Root);
