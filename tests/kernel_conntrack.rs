@@ -74,6 +74,16 @@ impl Drop for ConntrackMax {
     }
 }
 
+/// Findings of this signal only: a fresh namespace has forwarding off, and a busy
+/// test machine may be under CPU pressure, both real findings of other collectors.
+fn conntrack_findings(agent: &Agent) -> Vec<(String, String)> {
+    agent
+        .findings()
+        .into_iter()
+        .filter(|(id, _)| id.starts_with("conntrack_"))
+        .collect()
+}
+
 fn conntrack_sample(agent: &Agent) -> serde_json::Value {
     agent.get_json("/api/v1/collectors/conntrack")["sample"].clone()
 }
@@ -164,7 +174,11 @@ fn a_full_table_is_flagged_with_drops_within_two_intervals() {
     let _max = ConntrackMax::set(64);
     let agent = Agent::start_in_netns(&ns.0, &["--interval", "500ms"]);
     agent.wait_ready();
-    assert!(agent.findings().is_empty(), "{:?}", agent.findings());
+    assert!(
+        conntrack_findings(&agent).is_empty(),
+        "{:?}",
+        agent.findings()
+    );
 
     // 100 UDP flows to closed loopback ports inside the namespace: the first 64 fill
     // the table, the rest are dropped by conntrack.
@@ -220,5 +234,10 @@ fn a_veth_pair_is_classified_virtual() {
             "a veth's speed means nothing: {i}"
         );
     }
-    assert!(agent.findings().is_empty());
+    let nic: Vec<_> = agent
+        .findings()
+        .into_iter()
+        .filter(|(id, _)| id.starts_with("nic_"))
+        .collect();
+    assert!(nic.is_empty(), "{nic:?}");
 }

@@ -22,7 +22,8 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:10360";
     version,
     about = "Node diagnostic agent for Kubernetes: finds what is wrong with this node and why",
     long_about = "nodediag samples the kernel of the node it runs on (conntrack, network \
-namespaces and veths, fsync latency, cgroup CPU throttling, NICs), serves Prometheus metrics, \
+namespaces and veths, fsync latency, cgroup CPU throttling, NICs, memory, PIDs, file \
+handles and other node limits, the kernel log), serves Prometheus metrics, \
 and explains node-level root causes with evidence and a remedy.\n\n\
 Every flag of `serve` and `check` can also be set with its environment variable or in a \
 config file (--config) under the same key as the long flag, e.g. `path.procfs: /host/proc` \
@@ -115,6 +116,10 @@ pub struct AgentArgs {
     /// the host's mount table under --path.rootfs, else under --path.sysfs].
     #[arg(long = "path.cgroup", env = "NODEDIAG_PATH_CGROUP")]
     pub cgroup_root: Option<PathBuf>,
+    /// The host's kernel log device, followed by the kmsg collector
+    /// [default: <path.rootfs>/dev/kmsg].
+    #[arg(long = "path.kmsg", env = "NODEDIAG_PATH_KMSG")]
+    pub kmsg: Option<PathBuf>,
 
     /// Node name in reports and the API [default: the hostname].
     #[arg(long = "node-name", env = "NODE_NAME")]
@@ -177,6 +182,23 @@ pub struct CollectorArgs {
     /// Disable the cgroup (CPU throttling) collector.
     #[arg(long = "no-collector.cgroup", env = "NODEDIAG_NO_COLLECTOR_CGROUP")]
     pub no_cgroup: bool,
+    /// Sampling interval of the pressure collector [default: --interval].
+    #[arg(long = "collector.pressure.interval", env = "NODEDIAG_COLLECTOR_PRESSURE_INTERVAL", value_parser = parse_duration)]
+    pub pressure_interval: Option<Duration>,
+
+    /// Disable the pressure collector (memory, PSI, PIDs, files, inotify, neighbours,
+    /// forwarding, OOM kills).
+    #[arg(long = "no-collector.pressure", env = "NODEDIAG_NO_COLLECTOR_PRESSURE")]
+    pub no_pressure: bool,
+
+    /// How often the kmsg collector publishes what the kernel log follower matched
+    /// [default: --interval].
+    #[arg(long = "collector.kmsg.interval", env = "NODEDIAG_COLLECTOR_KMSG_INTERVAL", value_parser = parse_duration)]
+    pub kmsg_interval: Option<Duration>,
+
+    /// Disable the kernel log follower.
+    #[arg(long = "no-collector.kmsg", env = "NODEDIAG_NO_COLLECTOR_KMSG")]
+    pub no_kmsg: bool,
 }
 
 /// Finding thresholds; defaults from the catalog in the README.
@@ -209,6 +231,51 @@ pub struct Thresholds {
     /// fraction of its quota, on a kernel without the CFS bandwidth fix.
     #[arg(long = "cgroup.kernel-bug-usage-ratio", env = "NODEDIAG_CGROUP_KERNEL_BUG_USAGE_RATIO", default_value = "0.5", value_parser = parse_ratio)]
     pub cgroup_kernel_bug_usage_ratio: f64,
+    /// memory_pressure when MemAvailable is below this fraction of MemTotal.
+    #[arg(long = "memory.available-ratio", env = "NODEDIAG_MEMORY_AVAILABLE_RATIO", default_value = "0.10", value_parser = parse_ratio)]
+    pub memory_available_ratio: f64,
+
+    /// memory_pressure when /proc/pressure/memory `full avg60` exceeds this fraction.
+    #[arg(long = "memory.psi-full-ratio", env = "NODEDIAG_MEMORY_PSI_FULL_RATIO", default_value = "0.10", value_parser = parse_ratio)]
+    pub memory_psi_full_ratio: f64,
+
+    /// cpu_pressure when /proc/pressure/cpu `some avg60` exceeds this fraction.
+    #[arg(long = "cpu.psi-some-ratio", env = "NODEDIAG_CPU_PSI_SOME_RATIO", default_value = "0.50", value_parser = parse_ratio)]
+    pub cpu_psi_some_ratio: f64,
+
+    /// pid_exhaustion (warning) above this fraction of kernel.pid_max or threads-max.
+    #[arg(long = "pids.warning-ratio", env = "NODEDIAG_PIDS_WARNING_RATIO", default_value = "0.90", value_parser = parse_ratio)]
+    pub pids_warning_ratio: f64,
+
+    /// pid_exhaustion (critical) above this fraction.
+    #[arg(long = "pids.critical-ratio", env = "NODEDIAG_PIDS_CRITICAL_RATIO", default_value = "0.95", value_parser = parse_ratio)]
+    pub pids_critical_ratio: f64,
+
+    /// fd_exhaustion (warning) above this fraction of fs.file-max.
+    #[arg(long = "fd.warning-ratio", env = "NODEDIAG_FD_WARNING_RATIO", default_value = "0.80", value_parser = parse_ratio)]
+    pub fd_warning_ratio: f64,
+
+    /// fd_exhaustion (critical) above this fraction of fs.file-max.
+    #[arg(long = "fd.critical-ratio", env = "NODEDIAG_FD_CRITICAL_RATIO", default_value = "0.90", value_parser = parse_ratio)]
+    pub fd_critical_ratio: f64,
+
+    /// inotify_watches_exhausted above this fraction of fs.inotify.max_user_instances
+    /// (or max_user_watches) for a user.
+    #[arg(long = "inotify.ratio", env = "NODEDIAG_INOTIFY_RATIO", default_value = "0.90", value_parser = parse_ratio)]
+    pub inotify_ratio: f64,
+
+    /// neighbor_table_overflow (warning) above this fraction of gc_thresh3.
+    #[arg(long = "neighbor.ratio", env = "NODEDIAG_NEIGHBOR_RATIO", default_value = "0.90", value_parser = parse_ratio)]
+    pub neighbor_ratio: f64,
+
+    /// netdev_unregister_stuck after this many kernel log lines within
+    /// --kmsg.unregister-window.
+    #[arg(long = "kmsg.unregister-count", env = "NODEDIAG_KMSG_UNREGISTER_COUNT", default_value = "3", value_parser = clap::value_parser!(u64).range(1..))]
+    pub kmsg_unregister_count: u64,
+
+    /// Window for --kmsg.unregister-count.
+    #[arg(long = "kmsg.unregister-window", env = "NODEDIAG_KMSG_UNREGISTER_WINDOW", default_value = "20m", value_parser = parse_duration)]
+    pub kmsg_unregister_window: Duration,
 }
 
 impl Default for Thresholds {
@@ -248,6 +315,12 @@ impl AgentArgs {
             sys: self.sysfs.clone(),
             rootfs: self.rootfs.clone(),
         }
+    }
+
+    pub fn kmsg_path(&self) -> PathBuf {
+        self.kmsg
+            .clone()
+            .unwrap_or_else(|| self.host_root().host_path("/dev/kmsg"))
     }
 
     pub fn node_name(&self) -> String {
@@ -471,6 +544,36 @@ mod tests {
         assert_eq!(a.thresholds.cgroup_throttled_ratio, 0.25);
         assert_eq!(a.thresholds.cgroup_kernel_bug_usage_ratio, 0.5);
         assert_eq!(a.procfs, PathBuf::from("/proc"));
+        let t = &a.thresholds;
+        assert_eq!(t.memory_available_ratio, 0.10);
+        assert_eq!(t.memory_psi_full_ratio, 0.10);
+        assert_eq!(t.cpu_psi_some_ratio, 0.50);
+        assert_eq!((t.pids_warning_ratio, t.pids_critical_ratio), (0.90, 0.95));
+        assert_eq!((t.fd_warning_ratio, t.fd_critical_ratio), (0.80, 0.90));
+        assert_eq!((t.inotify_ratio, t.neighbor_ratio), (0.90, 0.90));
+        assert_eq!(t.kmsg_unregister_count, 3);
+        assert_eq!(t.kmsg_unregister_window, Duration::from_secs(1200));
+        assert_eq!(a.kmsg_path(), PathBuf::from("/dev/kmsg"));
+    }
+
+    #[test]
+    fn kmsg_follows_the_rootfs_unless_set() {
+        let cli = load(["nodediag", "check", "--path.rootfs", "/host"]).unwrap();
+        assert_eq!(agent(&cli).kmsg_path(), PathBuf::from("/host/dev/kmsg"));
+        let cli = load([
+            "nodediag",
+            "check",
+            "--path.rootfs",
+            "/host",
+            "--path.kmsg",
+            "/k",
+        ])
+        .unwrap();
+        assert_eq!(agent(&cli).kmsg_path(), PathBuf::from("/k"));
+        let err = Cli::try_parse_from(["nodediag", "check", "--kmsg.unregister-count", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kmsg.unregister-count"), "{err}");
     }
 
     fn config_file(ext: &str, body: &str) -> tempfile::NamedTempFile {

@@ -2,6 +2,7 @@
 //! `nodediag check`). Its first line is a one-line summary: node-problem-detector keeps
 //! the first 80 bytes of a plugin's output as the condition message.
 
+use crate::collect::{KmsgSample, PressureSample};
 use crate::diagnose::{Finding, Severity};
 use crate::store::{Snapshot, Status};
 use crate::time::{age, rfc3339};
@@ -33,6 +34,12 @@ pub fn summary_line(snap: &Snapshot) -> String {
     if !failing.is_empty() {
         return format!("UNKNOWN: could not sample {}", failing.join(", "));
     }
+    let nothing_sampled =
+        !snap.collectors.is_empty() && !snap.collectors.values().any(|c| c.is_ok());
+    if nothing_sampled {
+        let names: Vec<&str> = snap.collectors.keys().copied().collect();
+        return format!("UNKNOWN: unavailable on this host: {}", names.join(", "));
+    }
     format!("OK: no problems found on {}", snap.node)
 }
 
@@ -54,6 +61,8 @@ pub fn render(snap: &Snapshot, now: SystemTime) -> String {
         write_finding(&mut out, f, now);
     }
     throttling_section(&mut out, snap);
+    write_pressure(&mut out, snap);
+    write_kernel_log(&mut out, snap);
     out.push_str("\ncollectors:\n");
     let width = snap.collectors.keys().map(|n| n.len()).max().unwrap_or(0);
     for (name, c) in &snap.collectors {
@@ -143,12 +152,135 @@ fn throttling_section(out: &mut String, snap: &Snapshot) {
     }
 }
 
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+fn write_pressure(out: &mut String, snap: &Snapshot) {
+    let Some((_, s)) = snap.latest::<PressureSample>() else {
+        return;
+    };
+    out.push_str("\nnode pressure:\n");
+    let m = &s.memory;
+    let mut mem = match m.available_bytes {
+        Some(a) => format!(
+            "{} of {} available ({:.1}%)",
+            gib(a),
+            gib(m.total_bytes),
+            m.available_ratio().unwrap_or(0.0) * 100.0
+        ),
+        None => format!("{} total, MemAvailable not reported", gib(m.total_bytes)),
+    };
+    if let Some(k) = m.kubelet_available {
+        mem.push_str(&format!("; kubelet memory.available {}", gib(k.bytes)));
+    }
+    let _ = writeln!(out, "  memory      {mem}");
+    let psi: Vec<String> = s
+        .psi
+        .resources()
+        .into_iter()
+        .filter_map(|(name, p)| {
+            let p = p?;
+            let mut v = format!("{name} some {:.1}%", p.some?.avg60 * 100.0);
+            if let Some(full) = p.full {
+                v.push_str(&format!(" full {:.1}%", full.avg60 * 100.0));
+            }
+            Some(v)
+        })
+        .collect();
+    if !psi.is_empty() {
+        let _ = writeln!(out, "  psi avg60   {}", psi.join(", "));
+    }
+    if let Some(t) = s.tasks {
+        let mut line = format!(
+            "{} of pid_max {} ({:.1}%)",
+            t.tasks,
+            t.pid_max,
+            t.pid_ratio().unwrap_or(0.0) * 100.0
+        );
+        if let Some(m) = t.threads_max {
+            line.push_str(&format!(", threads-max {m}"));
+        }
+        let _ = writeln!(out, "  tasks       {line}");
+    }
+    if let Some(f) = s.files {
+        let _ = writeln!(
+            out,
+            "  files       {} of fs.file-max {}",
+            f.allocated, f.max
+        );
+    }
+    if let Some(ino) = &s.inotify {
+        for (uid, u) in &ino.usage.users {
+            let _ = writeln!(
+                out,
+                "  inotify     uid {uid}: {} instances of {}, {} watches of {}",
+                u.instances,
+                ino.max_user_instances,
+                u.watches,
+                ino.max_user_watches
+                    .map_or_else(|| "?".into(), |w| w.to_string())
+            );
+        }
+    }
+    for n in &s.neighbors {
+        let _ = writeln!(
+            out,
+            "  neighbours  {} {} of gc_thresh3 {}, {} table overflows since boot",
+            n.family,
+            n.entries,
+            n.gc_thresh3.map_or_else(|| "?".into(), |g| g.to_string()),
+            n.table_fulls.unwrap_or(0)
+        );
+    }
+    let f = s.forwarding;
+    let show =
+        |v: Option<u64>, absent: &str| v.map_or_else(|| absent.to_string(), |v| v.to_string());
+    let _ = writeln!(
+        out,
+        "  forwarding  net.ipv4.ip_forward={}, net.bridge.bridge-nf-call-iptables={}",
+        show(f.ipv4_forward, "?"),
+        show(f.bridge_nf_call_iptables, "(br_netfilter not loaded)")
+    );
+    if let Some(k) = s.oom_kills {
+        let _ = writeln!(out, "  oom kills   {k} since boot");
+    }
+}
+
+/// Matching kernel log lines shown in the report.
+const REPORT_LOG_LINES: usize = 10;
+
+fn write_kernel_log(out: &mut String, snap: &Snapshot) {
+    let Some((_, s)) = snap.latest::<KmsgSample>() else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\nkernel log (latest of {} matching lines):",
+        s.events.len()
+    );
+    if s.events.is_empty() {
+        out.push_str("  nothing matched since nodediag started\n");
+    }
+    for e in s.events.iter().rev().take(REPORT_LOG_LINES).rev() {
+        let _ = writeln!(
+            out,
+            "  {}  {:<23}  {}",
+            rfc3339(e.seen_at),
+            e.event.kind().as_str(),
+            e.line
+        );
+    }
+}
+
 fn unavailable_parts(sample: &crate::collect::Sample) -> &[crate::collect::Unavailable] {
     use crate::collect::Sample;
     match sample {
         Sample::Conntrack(s) => &s.unavailable,
         Sample::Nic(s) => &s.unavailable,
         Sample::Cgroup(s) => &s.unavailable,
+        Sample::Pressure(s) => &s.unavailable,
+        Sample::Kmsg(s) => &s.unavailable,
     }
 }
 

@@ -3,7 +3,9 @@
 
 pub mod cgroup;
 pub mod conntrack;
+pub mod kmsg;
 pub mod nic;
+pub mod pressure;
 pub mod schedule;
 
 use crate::config::AgentArgs;
@@ -12,7 +14,9 @@ use std::time::Duration;
 
 pub use cgroup::CgroupSample;
 pub use conntrack::ConntrackSample;
+pub use kmsg::KmsgSample;
 pub use nic::NicSample;
+pub use pressure::PressureSample;
 
 pub trait Collector: Send + 'static {
     fn name(&self) -> &'static str;
@@ -58,6 +62,8 @@ pub enum Sample {
     Conntrack(ConntrackSample),
     Nic(NicSample),
     Cgroup(CgroupSample),
+    Pressure(Box<PressureSample>),
+    Kmsg(KmsgSample),
 }
 
 impl Sample {
@@ -67,6 +73,8 @@ impl Sample {
             Sample::Conntrack(s) => s.summary(),
             Sample::Nic(s) => s.summary(),
             Sample::Cgroup(s) => s.summary(),
+            Sample::Pressure(s) => s.summary(),
+            Sample::Kmsg(s) => s.summary(),
         }
     }
 }
@@ -94,6 +102,8 @@ macro_rules! sample_kind {
 sample_kind!(ConntrackSample, Conntrack, "conntrack");
 sample_kind!(NicSample, Nic, "nic");
 sample_kind!(CgroupSample, Cgroup, "cgroup");
+sample_kind!(PressureSample, Pressure, "pressure");
+sample_kind!(KmsgSample, Kmsg, "kmsg");
 
 /// A collector with the interval it runs on.
 pub struct Enabled {
@@ -127,6 +137,18 @@ pub fn enabled(args: &AgentArgs) -> Vec<Enabled> {
                 args.cgroup_root.clone(),
             )),
             interval: every(c.cgroup_interval),
+        });
+    }
+    if !c.no_pressure {
+        out.push(Enabled {
+            collector: Box::new(pressure::PressureCollector::new(root.clone())),
+            interval: every(c.pressure_interval),
+        });
+    }
+    if !c.no_kmsg {
+        out.push(Enabled {
+            collector: Box::new(kmsg::KmsgCollector::new(root.clone(), args.kmsg_path())),
+            interval: every(c.kmsg_interval),
         });
     }
     out

@@ -62,7 +62,7 @@ pub const CATALOG: &[FindingDef] = &[
     def("memory_pressure", "pressure",
         "Compare memory requests with allocatable; set kube-reserved and system-reserved; find the largest consumers."),
     def("oom_kills", "pressure",
-        "Raise the memory limit of the killed container or fix its memory use."),
+        "Raise the memory limit of the killed container or fix its memory use; a node-wide kill (constraint CONSTRAINT_NONE) means the node is overcommitted: compare memory requests with allocatable, set kube-reserved."),
     def("pid_exhaustion", "pressure",
         "Set pod PID limits (podPidsLimit); raise kernel.pid_max; find the process forking."),
     def("fd_exhaustion", "pressure",

@@ -3,7 +3,10 @@
 pub mod catalog;
 pub mod cgroup;
 pub mod conntrack;
+pub mod kmsg;
 pub mod nic;
+pub mod oom;
+pub mod pressure;
 pub mod window;
 
 use crate::config::Thresholds;
@@ -72,6 +75,9 @@ impl Finding {
     }
 }
 
+/// Kernel log lines kept in a finding's evidence.
+pub const KERNEL_LOG_LINES: usize = 5;
+
 /// What rules read besides samples.
 #[derive(Debug, Clone)]
 pub struct RuleContext<'a> {
@@ -85,6 +91,10 @@ pub fn evaluate(snapshot: &Snapshot, ctx: &RuleContext) -> Vec<Finding> {
     conntrack::rules(snapshot, ctx, &mut findings);
     nic::rules(snapshot, ctx, &mut findings);
     cgroup::rules(snapshot, ctx, &mut findings);
+    pressure::rules(snapshot, ctx, &mut findings);
+    oom::rules(snapshot, ctx, &mut findings);
+    kmsg::rules(snapshot, ctx, &mut findings);
+    kmsg::attach_evidence(snapshot, ctx, &mut findings);
     findings.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)

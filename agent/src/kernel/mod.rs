@@ -4,9 +4,16 @@ pub mod cgroup;
 pub mod conntrack;
 pub mod ctnetlink;
 pub mod ethtool;
+pub mod inotify;
+pub mod kmsg;
+pub mod limits;
+pub mod meminfo;
+pub mod neigh;
 pub mod net_class;
 pub mod netlink;
+pub mod psi;
 pub mod rtnetlink;
+pub mod vmstat;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@ mod cgroup;
 mod conntrack;
 pub mod encode;
 mod nic;
+mod pressure;
 
 use crate::store::{Snapshot, Status};
 use encode::{Encoder, Format, Kind};
@@ -26,6 +27,7 @@ pub fn render(snap: &Snapshot, format: Format) -> String {
     conntrack::render(snap, &mut e);
     nic::render(snap, &mut e);
     cgroup::render(snap, &mut e);
+    pressure::render(snap, &mut e);
     e.finish()
 }
 

@@ -1,0 +1,393 @@
+//! Node-level resource pressure from procfs: memory, PSI, PIDs, file handles,
+//! inotify, the neighbour tables, the forwarding sysctls and OOM kills.
+
+use super::{CollectError, Collector, Sample, Unavailable};
+use crate::host::HostRoot;
+use crate::kernel::inotify::{self, InotifyUsage};
+use crate::kernel::limits::{self, FileNr};
+use crate::kernel::meminfo::{self, KubeletAvailable};
+use crate::kernel::neigh::{self, NeighStats};
+use crate::kernel::psi::{self, Psi};
+use crate::kernel::{read_optional, read_optional_u64, read_string, vmstat};
+use serde::Serialize;
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemorySignal {
+    pub total_bytes: u64,
+    /// MemAvailable; None before Linux 3.14.
+    pub available_bytes: Option<u64>,
+    /// What the kubelet compares its memory.available eviction threshold with.
+    pub kubelet_available: Option<KubeletAvailable>,
+}
+
+impl MemorySignal {
+    pub fn available_ratio(&self) -> Option<f64> {
+        let a = self.available_bytes?;
+        (self.total_bytes > 0).then(|| a as f64 / self.total_bytes as f64)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PsiSignals {
+    pub cpu: Option<Psi>,
+    pub memory: Option<Psi>,
+    pub io: Option<Psi>,
+}
+
+impl PsiSignals {
+    pub fn resources(&self) -> [(&'static str, Option<&Psi>); 3] {
+        [
+            ("cpu", self.cpu.as_ref()),
+            ("memory", self.memory.as_ref()),
+            ("io", self.io.as_ref()),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TaskSignal {
+    /// Tasks (threads) on the node; each holds a PID.
+    pub tasks: u64,
+    pub pid_max: u64,
+    /// None on kernels or sandboxes that do not expose it.
+    pub threads_max: Option<u64>,
+}
+
+impl TaskSignal {
+    pub fn pid_ratio(&self) -> Option<f64> {
+        (self.pid_max > 0).then(|| self.tasks as f64 / self.pid_max as f64)
+    }
+    pub fn threads_ratio(&self) -> Option<f64> {
+        let m = self.threads_max.filter(|m| *m > 0)?;
+        Some(self.tasks as f64 / m as f64)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InotifySignal {
+    pub max_user_instances: u64,
+    pub max_user_watches: Option<u64>,
+    #[serde(flatten)]
+    pub usage: InotifyUsage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct NeighTable {
+    /// ipv4 (ARP) or ipv6 (NDP).
+    pub family: &'static str,
+    pub entries: u64,
+    pub table_fulls: Option<u64>,
+    /// net.ipv{4,6}.neigh.default.gc_thresh3: the hard limit on entries.
+    pub gc_thresh3: Option<u64>,
+}
+
+impl NeighTable {
+    pub fn usage_ratio(&self) -> Option<f64> {
+        let m = self.gc_thresh3.filter(|m| *m > 0)?;
+        Some(self.entries as f64 / m as f64)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Forwarding {
+    pub ipv4_forward: Option<u64>,
+    /// None when br_netfilter is not loaded (the sysctl does not exist then).
+    pub bridge_nf_call_iptables: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PressureSample {
+    pub memory: MemorySignal,
+    pub psi: PsiSignals,
+    pub tasks: Option<TaskSignal>,
+    pub files: Option<FileNr>,
+    pub inotify: Option<InotifySignal>,
+    pub neighbors: Vec<NeighTable>,
+    pub forwarding: Forwarding,
+    /// `oom_kill` of /proc/vmstat: every OOM kill since boot, cgroup limits included.
+    pub oom_kills: Option<u64>,
+    pub unavailable: Vec<Unavailable>,
+}
+
+impl PressureSample {
+    pub fn summary(&self) -> String {
+        let pct = |r: Option<f64>| r.map_or("?".into(), |r| format!("{:.1}%", r * 100.0));
+        let mut parts = vec![format!(
+            "memory {} available",
+            pct(self.memory.available_ratio())
+        )];
+        for (name, psi) in self.psi.resources() {
+            if let Some(some) = psi.and_then(|p| p.some) {
+                parts.push(format!("{name} psi {:.1}%", some.avg60 * 100.0));
+            }
+        }
+        if let Some(t) = self.tasks {
+            parts.push(format!(
+                "{} tasks ({} of pid_max)",
+                t.tasks,
+                pct(t.pid_ratio())
+            ));
+        }
+        if let Some(f) = self.files {
+            parts.push(format!("{} files open", f.allocated));
+        }
+        if let Some(k) = self.oom_kills {
+            parts.push(format!("{k} OOM kills since boot"));
+        }
+        parts.join(", ")
+    }
+}
+
+pub struct PressureCollector {
+    root: HostRoot,
+}
+
+impl PressureCollector {
+    pub fn new(root: HostRoot) -> Self {
+        Self { root }
+    }
+}
+
+impl Collector for PressureCollector {
+    fn name(&self) -> &'static str {
+        "pressure"
+    }
+
+    fn collect(&mut self) -> Result<Sample, CollectError> {
+        let root = &self.root;
+        let mut unavailable = Vec::new();
+        let mem = meminfo::read_meminfo(root)?;
+        let memory = MemorySignal {
+            total_bytes: mem.total,
+            available_bytes: mem.available,
+            kubelet_available: meminfo::kubelet_available(root, &mem),
+        };
+        if mem.available.is_none() {
+            unavailable.push(Unavailable::new(
+                "MemAvailable",
+                "/proc/meminfo has no MemAvailable (kernel before 3.14): memory_pressure uses PSI only",
+            ));
+        }
+        let psi = read_psi(root, &mut unavailable);
+        let tasks = read_tasks(root, &mut unavailable);
+        let files = parsed(
+            &root.proc(&["sys", "fs", "file-nr"]),
+            limits::parse_file_nr,
+            &mut unavailable,
+        );
+        let inotify = read_inotify(root, &mut unavailable);
+        let neighbors = read_neighbors(root, &mut unavailable);
+        let forwarding = Forwarding {
+            ipv4_forward: read_optional_u64(&root.proc(&["sys", "net", "ipv4", "ip_forward"])),
+            bridge_nf_call_iptables: read_optional_u64(&root.proc(&[
+                "sys",
+                "net",
+                "bridge",
+                "bridge-nf-call-iptables",
+            ])),
+        };
+        if forwarding.ipv4_forward.is_none() {
+            unavailable.push(Unavailable::new(
+                "net.ipv4.ip_forward",
+                "unreadable: forwarding_disabled cannot be judged",
+            ));
+        }
+        let oom_kills = read_optional(&root.proc(&["vmstat"]))
+            .and_then(|t| vmstat::vmstat_value(&t, "oom_kill"));
+        if oom_kills.is_none() {
+            unavailable.push(Unavailable::new(
+                "oom_kill in /proc/vmstat",
+                "needs Linux 4.13+: OOM kills are seen only in the kernel log (kmsg collector)",
+            ));
+        }
+        Ok(Sample::Pressure(Box::new(PressureSample {
+            memory,
+            psi,
+            tasks,
+            files,
+            inotify,
+            neighbors,
+            forwarding,
+            oom_kills,
+            unavailable,
+        })))
+    }
+}
+
+/// A file that must parse; a missing or malformed one is reported, not fatal.
+fn parsed<T>(
+    path: &Path,
+    parse: impl Fn(&str) -> Result<T, String>,
+    unavailable: &mut Vec<Unavailable>,
+) -> Option<T> {
+    match read_string(path) {
+        Ok(text) => match parse(&text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                unavailable.push(Unavailable::new(
+                    path.display().to_string(),
+                    format!("malformed: {e}"),
+                ));
+                None
+            }
+        },
+        Err(e) => {
+            unavailable.push(Unavailable::new(
+                path.display().to_string(),
+                e.source.to_string(),
+            ));
+            None
+        }
+    }
+}
+
+fn read_psi(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> PsiSignals {
+    let dir = root.proc(&["pressure"]);
+    if !dir.is_dir() {
+        unavailable.push(Unavailable::new(
+            "pressure stall information",
+            format!(
+                "{} does not exist: needs Linux 4.20+ with CONFIG_PSI, and not booted with psi=0 (psi=1 turns it on where the kernel defaults it off)",
+                dir.display()
+            ),
+        ));
+        return PsiSignals::default();
+    }
+    let mut one = |name: &str| -> Option<Psi> {
+        let path = root.proc(&["pressure", name]);
+        match read_string(&path) {
+            Ok(text) => match psi::parse_psi(&text) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    unavailable.push(Unavailable::new(
+                        path.display().to_string(),
+                        format!("malformed: {e}"),
+                    ));
+                    None
+                }
+            },
+            Err(e) => {
+                // psi=0 keeps the files but reading them fails with EOPNOTSUPP.
+                unavailable.push(Unavailable::new(
+                    path.display().to_string(),
+                    format!("{}: PSI is disabled (boot with psi=1)", e.source),
+                ));
+                None
+            }
+        }
+    };
+    PsiSignals {
+        cpu: one("cpu"),
+        memory: one("memory"),
+        io: one("io"),
+    }
+}
+
+fn read_tasks(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Option<TaskSignal> {
+    let tasks = parsed(
+        &root.proc(&["loadavg"]),
+        limits::parse_loadavg_tasks,
+        unavailable,
+    )?;
+    let pid_max_path = root.proc(&["sys", "kernel", "pid_max"]);
+    let Some(pid_max) = read_optional_u64(&pid_max_path) else {
+        unavailable.push(Unavailable::new(
+            pid_max_path.display().to_string(),
+            "unreadable: pid_exhaustion cannot be judged",
+        ));
+        return None;
+    };
+    let threads_max = read_optional_u64(&root.proc(&["sys", "kernel", "threads-max"]));
+    if threads_max.is_none() {
+        unavailable.push(Unavailable::new(
+            "kernel.threads-max",
+            "not exposed here: tasks are compared with pid_max only",
+        ));
+    }
+    Some(TaskSignal {
+        tasks,
+        pid_max,
+        threads_max,
+    })
+}
+
+fn read_inotify(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Option<InotifySignal> {
+    let dir = |n: &str| root.proc(&["sys", "fs", "inotify", n]);
+    let Some(max_user_instances) = read_optional_u64(&dir("max_user_instances")) else {
+        unavailable.push(Unavailable::new(
+            "fs.inotify.max_user_instances",
+            "unreadable (kernel without CONFIG_INOTIFY_USER?): inotify is not checked",
+        ));
+        return None;
+    };
+    let usage = match inotify::scan(root) {
+        Ok(u) => u,
+        Err(e) => {
+            unavailable.push(Unavailable::new(
+                "inotify usage",
+                format!("{}: {e}", root.proc.display()),
+            ));
+            return None;
+        }
+    };
+    if usage.unreadable_processes > 0 && usage.users.is_empty() {
+        unavailable.push(Unavailable::new(
+            "inotify usage",
+            format!(
+                "{} processes' file descriptors were unreadable: run with hostPID and CAP_SYS_PTRACE (or as root) to count every user's instances",
+                usage.unreadable_processes
+            ),
+        ));
+    }
+    Some(InotifySignal {
+        max_user_instances,
+        max_user_watches: read_optional_u64(&dir("max_user_watches")),
+        usage,
+    })
+}
+
+fn read_neighbors(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Vec<NeighTable> {
+    let mut out = Vec::new();
+    for (family, file, sysctl_dir) in [
+        ("ipv4", "arp_cache", "ipv4"),
+        ("ipv6", "ndisc_cache", "ipv6"),
+    ] {
+        let path = root.proc(&["net", "stat", file]);
+        let stats: NeighStats = match read_string(&path) {
+            Ok(text) => match neigh::parse_neigh_stat(&text) {
+                Ok(s) => s,
+                Err(e) => {
+                    unavailable.push(Unavailable::new(
+                        path.display().to_string(),
+                        format!("malformed: {e}"),
+                    ));
+                    continue;
+                }
+            },
+            // No IPv6 (ipv6.disable=1) is normal; a missing IPv4 table is not.
+            Err(e) if e.is_not_found() && family == "ipv6" => continue,
+            Err(e) => {
+                unavailable.push(Unavailable::new(
+                    path.display().to_string(),
+                    e.source.to_string(),
+                ));
+                continue;
+            }
+        };
+        out.push(NeighTable {
+            family,
+            entries: stats.entries,
+            table_fulls: stats.table_fulls,
+            gc_thresh3: read_optional_u64(&root.proc(&[
+                "sys",
+                "net",
+                sysctl_dir,
+                "neigh",
+                "default",
+                "gc_thresh3",
+            ])),
+        });
+    }
+    out
+}

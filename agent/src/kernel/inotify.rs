@@ -1,0 +1,132 @@
+//! inotify instances and watches per user, counted from the file descriptors of every
+//! process (`/proc/<pid>/fd/*` links to `anon_inode:inotify`; each watch is an
+//! `inotify wd:` line in `/proc/<pid>/fdinfo/<fd>`). The kernel keeps these counts
+//! per user (ucounts) but does not export them.
+
+use crate::host::HostRoot;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One process holding inotify instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InotifyHolder {
+    pub pid: u32,
+    pub comm: String,
+    pub instances: u64,
+    pub watches: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UserInotify {
+    pub instances: u64,
+    pub watches: u64,
+    /// The processes holding the most instances, most first (at most `TOP`).
+    pub top: Vec<InotifyHolder>,
+}
+
+pub const TOP: usize = 3;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct InotifyUsage {
+    /// By effective uid, which the kernel charges.
+    pub users: BTreeMap<u32, UserInotify>,
+    /// Processes whose fds could not be read (exited meanwhile, or no permission).
+    pub unreadable_processes: u64,
+}
+
+/// The effective uid from `/proc/<pid>/status` (`Uid: real effective saved fs`).
+pub fn parse_status_euid(status: &str) -> Option<u32> {
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Watches of one inotify instance: its `inotify wd:` lines.
+pub fn count_fdinfo_watches(fdinfo: &str) -> u64 {
+    fdinfo
+        .lines()
+        .filter(|l| l.starts_with("inotify wd:"))
+        .count() as u64
+}
+
+/// Walks every process. Threads share their process's fd table, so only the
+/// thread-group leaders under `/proc` are read.
+pub fn scan(root: &HostRoot) -> std::io::Result<InotifyUsage> {
+    let mut usage = InotifyUsage::default();
+    let mut holders: BTreeMap<u32, Vec<InotifyHolder>> = BTreeMap::new();
+    for entry in std::fs::read_dir(&root.proc)?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let pid_s = pid.to_string();
+        let fd_dir = root.proc(&[&pid_s, "fd"]);
+        let Ok(fds) = std::fs::read_dir(&fd_dir) else {
+            usage.unreadable_processes += 1;
+            continue;
+        };
+        let mut instances = 0u64;
+        let mut watches = 0u64;
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            if target.as_os_str() != "anon_inode:inotify" {
+                continue;
+            }
+            instances += 1;
+            let fd_name = fd.file_name();
+            let info = root.proc(&[&pid_s, "fdinfo", &fd_name.to_string_lossy()]);
+            if let Ok(text) = std::fs::read_to_string(info) {
+                watches += count_fdinfo_watches(&text);
+            }
+        }
+        if instances == 0 {
+            continue;
+        }
+        let status = std::fs::read_to_string(root.proc(&[&pid_s, "status"])).unwrap_or_default();
+        let Some(uid) = parse_status_euid(&status) else {
+            usage.unreadable_processes += 1;
+            continue;
+        };
+        let comm = std::fs::read_to_string(root.proc(&[&pid_s, "comm"]))
+            .map(|c| c.trim().to_string())
+            .unwrap_or_default();
+        let user = usage.users.entry(uid).or_default();
+        user.instances += instances;
+        user.watches += watches;
+        holders.entry(uid).or_default().push(InotifyHolder {
+            pid,
+            comm,
+            instances,
+            watches,
+        });
+    }
+    for (uid, mut list) in holders {
+        list.sort_by(|a, b| b.instances.cmp(&a.instances).then(a.pid.cmp(&b.pid)));
+        list.truncate(TOP);
+        if let Some(u) = usage.users.get_mut(&uid) {
+            u.top = list;
+        }
+    }
+    Ok(usage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn euid_is_the_second_uid() {
+        let status = "Name:\tkubelet\nUid:\t1000\t0\t0\t0\nGid:\t0\t0\t0\t0\n";
+        assert_eq!(parse_status_euid(status), Some(0));
+        assert_eq!(parse_status_euid("Name: x\n"), None);
+        assert_eq!(parse_status_euid("Uid:\tx\n"), None);
+    }
+
+    #[test]
+    fn watches_are_the_wd_lines() {
+        let fdinfo = "pos:\t0\nflags:\t02004000\nmnt_id:\t15\nino:\t1057\ninotify wd:2 ino:1a2b sdev:800001 mask:fc6 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:2b1a0000\ninotify wd:1 ino:2 sdev:800001 mask:fc6 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:02000000\n";
+        assert_eq!(count_fdinfo_watches(fdinfo), 2);
+        assert_eq!(count_fdinfo_watches("pos:\t0\n"), 0);
+    }
+}
