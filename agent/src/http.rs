@@ -24,6 +24,8 @@ pub fn router(store: Arc<Store>) -> Router {
         .route("/api/v1/findings", get(findings))
         .route("/api/v1/snapshot", get(snapshot))
         .route("/api/v1/collectors/{name}", get(collector))
+        .route("/api/v1/netns", get(netns_list))
+        .route("/api/v1/veths", get(veth_list))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(store)
@@ -148,19 +150,20 @@ fn envelope(node: &str) -> Value {
 
 async fn findings(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
     let params = query(q.0, &["severity", "finding", "subject"])?;
-    let min_severity =
-        match params.get("severity").map(String::as_str) {
-            None => Severity::Info,
-            Some("info") => Severity::Info,
-            Some("warning") => Severity::Warning,
-            Some("critical") => Severity::Critical,
-            Some(other) => return Err(ApiError::new(
+    let min_severity = match params.get("severity").map(String::as_str) {
+        None => Severity::Info,
+        Some("info") => Severity::Info,
+        Some("warning") => Severity::Warning,
+        Some("critical") => Severity::Critical,
+        Some(other) => {
+            return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "severity {other:?}: expected info, warning or critical (the minimum to show)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     if let Some(id) = params.get("finding") {
         if crate::diagnose::catalog::find(id).is_none() {
             return Err(ApiError::new(
@@ -237,6 +240,84 @@ async fn collector(
     })
 }
 
+/// Filters shared by /api/v1/netns and /api/v1/veths: a pod name or UID, a
+/// Kubernetes namespace, an interface name.
+const NETNS_FILTERS: &[&str] = &["pod", "namespace", "interface"];
+
+fn pod_matches(pod: Option<&crate::pods::Attribution>, params: &BTreeMap<String, String>) -> bool {
+    let by_pod = params.get("pod").is_none_or(|want| {
+        pod.is_some_and(|p| p.pod.as_deref() == Some(want.as_str()) || &p.pod_uid == want)
+    });
+    let by_ns = params
+        .get("namespace")
+        .is_none_or(|want| pod.is_some_and(|p| p.namespace.as_deref() == Some(want.as_str())));
+    by_pod && by_ns
+}
+
+/// The netns collector's latest sample with its time, or why there is none.
+fn with_netns_sample<R>(
+    store: &Store,
+    f: impl FnOnce(&str, SystemTime, &crate::collect::NetnsSample) -> R,
+) -> Result<R, ApiError> {
+    store.read(|s| match s.latest::<crate::collect::NetnsSample>() {
+        Some((at, sample)) => Ok(f(&s.node, at, sample)),
+        None => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the netns collector has no current sample",
+        )
+        .with(
+            "collector",
+            s.collectors
+                .get("netns")
+                .map(|c| json!(c.status))
+                .unwrap_or(json!("disabled")),
+        )),
+    })
+}
+
+async fn netns_list(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
+    let params = query(q.0, NETNS_FILTERS)?;
+    with_netns_sample(&store, |node, at, sample| {
+        let list: Vec<_> = sample
+            .namespaces
+            .iter()
+            .filter(|n| pod_matches(n.pod.as_ref().or(n.former_pod.as_ref()), &params))
+            .filter(|n| {
+                params.get("interface").is_none_or(|want| {
+                    n.interfaces.iter().any(|i| &i.name == want) || n.host_veths.contains(want)
+                })
+            })
+            .collect();
+        let mut v = envelope(node);
+        v["sampled_at"] = json!(crate::time::rfc3339(at));
+        v["namespaces"] = json!(list);
+        v["stale_pins"] = json!(sample.stale_pins);
+        v["unavailable"] = json!(sample.unavailable);
+        Json(v)
+    })
+}
+
+async fn veth_list(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
+    let params = query(q.0, NETNS_FILTERS)?;
+    with_netns_sample(&store, |node, at, sample| {
+        let list: Vec<_> = sample
+            .veths
+            .iter()
+            .filter(|v| pod_matches(v.pod.as_ref(), &params))
+            .filter(|v| {
+                params
+                    .get("interface")
+                    .is_none_or(|want| &v.name == want || v.peer_name.as_ref() == Some(want))
+            })
+            .collect();
+        let mut v = envelope(node);
+        v["sampled_at"] = json!(crate::time::rfc3339(at));
+        v["veths"] = json!(list);
+        v["unavailable"] = json!(sample.unavailable);
+        Json(v)
+    })
+}
+
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -251,7 +332,9 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
             "/readyz",
             "/api/v1/findings",
             "/api/v1/snapshot",
-            "/api/v1/collectors/{name}"
+            "/api/v1/collectors/{name}",
+            "/api/v1/netns",
+            "/api/v1/veths"
         ]),
     )
 }

@@ -2,6 +2,7 @@
 //! blocking thread and returns a typed sample; the scheduler stores it.
 
 pub mod conntrack;
+pub mod netns;
 pub mod nic;
 pub mod schedule;
 
@@ -10,6 +11,7 @@ use serde::Serialize;
 use std::time::Duration;
 
 pub use conntrack::ConntrackSample;
+pub use netns::NetnsSample;
 pub use nic::NicSample;
 
 pub trait Collector: Send + 'static {
@@ -55,6 +57,7 @@ impl From<crate::kernel::ReadError> for CollectError {
 pub enum Sample {
     Conntrack(ConntrackSample),
     Nic(NicSample),
+    Netns(NetnsSample),
 }
 
 impl Sample {
@@ -63,6 +66,7 @@ impl Sample {
         match self {
             Sample::Conntrack(s) => s.summary(),
             Sample::Nic(s) => s.summary(),
+            Sample::Netns(s) => s.summary(),
         }
     }
 }
@@ -89,6 +93,7 @@ macro_rules! sample_kind {
 }
 sample_kind!(ConntrackSample, Conntrack, "conntrack");
 sample_kind!(NicSample, Nic, "nic");
+sample_kind!(NetnsSample, Netns, "netns");
 
 /// A collector with the interval it runs on.
 pub struct Enabled {
@@ -113,6 +118,17 @@ pub fn enabled(args: &AgentArgs) -> Vec<Enabled> {
         out.push(Enabled {
             collector: Box::new(nic::NicCollector::new(root.clone(), netlink)),
             interval: every(c.nic_interval),
+        });
+    }
+    if !c.no_netns {
+        out.push(Enabled {
+            collector: Box::new(netns::NetnsCollector::new(
+                root.clone(),
+                netlink,
+                &c.netns_dirs,
+                &c.cni_conf_dirs,
+            )),
+            interval: every(c.netns_interval),
         });
     }
     out

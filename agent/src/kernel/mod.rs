@@ -1,10 +1,13 @@
 //! Pure readers and parsers, one file per kernel source. No metrics, no policy.
 
+pub mod cni;
 pub mod conntrack;
 pub mod ctnetlink;
 pub mod ethtool;
 pub mod net_class;
 pub mod netlink;
+pub mod netns;
+pub mod route;
 pub mod rtnetlink;
 
 use std::io;

@@ -3,6 +3,7 @@
 
 mod conntrack;
 pub mod encode;
+mod netns;
 mod nic;
 
 use crate::store::{Snapshot, Status};
@@ -24,6 +25,7 @@ pub fn render(snap: &Snapshot, format: Format) -> String {
     render_findings(snap, &mut e);
     conntrack::render(snap, &mut e);
     nic::render(snap, &mut e);
+    netns::render(snap, &mut e);
     e.finish()
 }
 
