@@ -284,7 +284,14 @@ async fn netns_list(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json
             .filter(|n| pod_matches(n.pod.as_ref().or(n.former_pod.as_ref()), &params))
             .filter(|n| {
                 params.get("interface").is_none_or(|want| {
-                    n.interfaces.iter().any(|i| &i.name == want) || n.host_veths.contains(want)
+                    // A host veth answers with the namespace at its other end.
+                    let leads_elsewhere = sample
+                        .veths
+                        .iter()
+                        .any(|v| &v.name == want && v.peer_netns.is_some());
+                    n.host_veths.contains(want)
+                        || (!(n.host && leads_elsewhere)
+                            && n.interfaces.iter().any(|i| &i.name == want))
                 })
             })
             .collect();

@@ -216,6 +216,9 @@ impl IpamNetwork {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NetnsSample {
     pub host_netns: Option<u64>,
+    /// Whether veth peers could be resolved (rtnetlink on): without it a peer is
+    /// unknown, not lost.
+    pub peers_known: bool,
     pub namespaces: Vec<NetnsInfo>,
     pub veths: Vec<VethPair>,
     pub ipam: Vec<IpamNetwork>,
@@ -496,7 +499,7 @@ fn host_links_from_sysfs(root: &HostRoot) -> Vec<Link> {
                 link: iflink,
                 link_netnsid: None,
                 master: None,
-                admin_up: s.admin_up,
+                admin_up: sysfs_admin_up(root, name),
                 operstate: Some(s.operstate.clone()),
                 stats: Some(LinkStats {
                     rx_packets: s.counters.rx_packets,
@@ -510,6 +513,21 @@ fn host_links_from_sysfs(root: &HostRoot) -> Vec<Link> {
             }
         })
         .collect()
+}
+
+/// IFF_UP from `/sys/class/net/<name>/flags`, which the kernel prints in hex (`0x1003`).
+fn sysfs_admin_up(root: &HostRoot, name: &str) -> bool {
+    crate::kernel::read_optional(&root.sys(&["class", "net", name, "flags"]))
+        .and_then(|f| parse_sysfs_flags(&f))
+        .is_some_and(|f| f & 0x1 != 0)
+}
+
+fn parse_sysfs_flags(s: &str) -> Option<u32> {
+    let s = s.trim();
+    match s.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
 }
 
 impl Collector for NetnsCollector {
@@ -692,6 +710,7 @@ impl Collector for NetnsCollector {
 
         Ok(Sample::Netns(NetnsSample {
             host_netns: procs.host,
+            peers_known: self.netlink,
             namespaces,
             veths,
             ipam,
@@ -937,5 +956,55 @@ impl NetnsCollector {
             stale_known,
             stale,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysfs_flags_are_hex() {
+        assert_eq!(parse_sysfs_flags("0x1003\n"), Some(0x1003));
+        assert_eq!(parse_sysfs_flags("0x1002"), Some(0x1002));
+        assert_eq!(parse_sysfs_flags("4099"), Some(4099));
+        assert_eq!(parse_sysfs_flags("0xzz"), None);
+    }
+
+    #[test]
+    fn interfaces_carry_their_addresses_and_veth_peers() {
+        let links = vec![
+            Link {
+                index: 1,
+                name: "lo".into(),
+                link: Some(1),
+                ..Link::default()
+            },
+            Link {
+                index: 2,
+                name: "eth0".into(),
+                kind: Some("veth".into()),
+                mtu: Some(1450),
+                link: Some(17),
+                link_netnsid: Some(0),
+                ..Link::default()
+            },
+        ];
+        let addrs = vec![Addr {
+            index: 2,
+            address: "10.244.1.5".parse().unwrap(),
+            prefix_len: 24,
+        }];
+        let got = interfaces_of(&links, &addrs);
+        assert_eq!(got[0].peer_ifindex, None, "a link to itself is no peer");
+        assert!(got[0].addresses.is_empty());
+        assert_eq!(got[1].addresses, vec!["10.244.1.5/24".to_string()]);
+        assert_eq!(got[1].peer_ifindex, Some(17));
+    }
+
+    #[test]
+    fn clock_ticks_become_durations() {
+        assert_eq!(ticks_to(250, 100), Duration::from_millis(2500));
+        assert_eq!(ticks_to(0, 100), Duration::ZERO);
     }
 }

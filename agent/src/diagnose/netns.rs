@@ -171,6 +171,7 @@ fn orphaned(s: &NetnsSample, v: &VethPair, min_age: u64, at: SystemTime) -> Opti
             }
             format!("its peer is in {}, pinned with no process", ns.name())
         }
+        PeerState::Unknown if !s.peers_known => return None,
         PeerState::Unknown => {
             let seen = at
                 .duration_since(v.first_seen)
@@ -372,6 +373,7 @@ mod tests {
     fn sample() -> NetnsSample {
         NetnsSample {
             host_netns: Some(1),
+            peers_known: true,
             namespaces: vec![],
             veths: vec![],
             ipam: vec![],
@@ -464,7 +466,7 @@ mod tests {
             veth("veth-new", PeerState::Unknown, None, T0 - 10),
             veth("veth-host", PeerState::Host, None, T0 - 3600),
         ];
-        let f = run(s, Thresholds::default());
+        let f = run(s.clone(), Thresholds::default());
         let orphans: Vec<&str> = f
             .iter()
             .filter(|f| f.id == "veth_orphaned")
@@ -474,6 +476,12 @@ mod tests {
         let lost = f.iter().find(|f| f.subject == "veth-lost").unwrap();
         assert_eq!(lost.evidence["peer_state"], "unknown");
         assert!(lost.summary.contains("namespace id 3"), "{}", lost.summary);
+        s.peers_known = false;
+        let f = run(s, Thresholds::default());
+        assert!(
+            !f.iter().any(|f| f.subject == "veth-lost"),
+            "without netlink a peer is unknown, not lost"
+        );
     }
 
     #[test]
