@@ -373,6 +373,33 @@ mod tests {
     }
 
     #[test]
+    fn netns_filters_match_pod_name_or_uid_and_namespace() {
+        let pod = crate::pods::Attribution {
+            pod_uid: "0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9".into(),
+            qos: crate::pods::Qos::Burstable,
+            namespace: Some("shop".into()),
+            pod: Some("web-1".into()),
+            container: None,
+            container_id: None,
+        };
+        let q = |raw: &str| query(Some(raw.into()), NETNS_FILTERS).unwrap();
+        assert!(pod_matches(Some(&pod), &q("pod=web-1&namespace=shop")));
+        assert!(pod_matches(
+            Some(&pod),
+            &q("pod=0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9")
+        ));
+        assert!(!pod_matches(Some(&pod), &q("namespace=kube-system")));
+        assert!(
+            !pod_matches(None, &q("pod=web-1")),
+            "no pod matches no pod filter"
+        );
+        assert!(
+            pod_matches(None, &q("interface=veth1")),
+            "pod filters absent"
+        );
+    }
+
+    #[test]
     fn percent_decoding_survives_bad_escapes() {
         assert_eq!(percent_decode("a%2Fb+c"), "a/b c");
         assert_eq!(percent_decode("100%"), "100%");
