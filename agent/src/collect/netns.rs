@@ -623,6 +623,60 @@ impl Collector for NetnsCollector {
             }
         }
 
+        let (host_links, host_addrs) =
+            self.look_inside(&pins, &procs, &mut namespaces, &mut unavailable);
+        if let Some(host) = namespaces.iter_mut().find(|n| n.host) {
+            host.interfaces = interfaces_of(&host_links, &host_addrs);
+        }
+
+        let veths = self.join_veths(&host_links, &mut namespaces, now);
+        let uplink = self.uplink(&host_links);
+        let overlays = host_links
+            .iter()
+            .filter(|l| l.admin_up)
+            .filter_map(|l| {
+                let kind = l.kind.as_deref()?;
+                let (_, overhead) = TUNNEL_OVERHEAD.iter().find(|(k, _)| *k == kind)?;
+                Some(Overlay {
+                    name: l.name.clone(),
+                    kind: kind.to_string(),
+                    mtu: l.mtu,
+                    overhead_bytes: *overhead,
+                })
+            })
+            .collect();
+        if uplink.is_none() {
+            unavailable.push(Unavailable::new(
+                "uplink",
+                "no default route in /proc/net/route or /proc/net/ipv6_route: pod MTUs are not checked",
+            ));
+        }
+        let ipam = self.ipam(&procs, &mut unavailable);
+
+        Ok(Sample::Netns(NetnsSample {
+            host_netns: procs.host,
+            peers_known: self.netlink,
+            namespaces,
+            veths,
+            ipam,
+            uplink,
+            overlays,
+            stale_pins: pins.stale,
+            unavailable,
+        }))
+    }
+}
+
+impl NetnsCollector {
+    /// The host's links and addresses, and each namespace's nsid and interfaces, over
+    /// rtnetlink (from sysfs, host only, when netlink is off).
+    fn look_inside(
+        &self,
+        pins: &PinScan,
+        procs: &ProcScan,
+        namespaces: &mut [NetnsInfo],
+        unavailable: &mut Vec<Unavailable>,
+    ) -> (Vec<Link>, Vec<Addr>) {
         let mut host_addrs = Vec::new();
         let host_links = if self.netlink {
             let host_path = if procs.host_from_pid1 {
@@ -680,49 +734,9 @@ impl Collector for NetnsCollector {
             ));
             host_links_from_sysfs(&self.root)
         };
-        if let Some(host) = namespaces.iter_mut().find(|n| n.host) {
-            host.interfaces = interfaces_of(&host_links, &host_addrs);
-        }
-
-        let veths = self.join_veths(&host_links, &mut namespaces, now);
-        let uplink = self.uplink(&host_links);
-        let overlays = host_links
-            .iter()
-            .filter(|l| l.admin_up)
-            .filter_map(|l| {
-                let kind = l.kind.as_deref()?;
-                let (_, overhead) = TUNNEL_OVERHEAD.iter().find(|(k, _)| *k == kind)?;
-                Some(Overlay {
-                    name: l.name.clone(),
-                    kind: kind.to_string(),
-                    mtu: l.mtu,
-                    overhead_bytes: *overhead,
-                })
-            })
-            .collect();
-        if uplink.is_none() {
-            unavailable.push(Unavailable::new(
-                "uplink",
-                "no default route in /proc/net/route or /proc/net/ipv6_route: pod MTUs are not checked",
-            ));
-        }
-        let ipam = self.ipam(&procs, &mut unavailable);
-
-        Ok(Sample::Netns(NetnsSample {
-            host_netns: procs.host,
-            peers_known: self.netlink,
-            namespaces,
-            veths,
-            ipam,
-            uplink,
-            overlays,
-            stale_pins: pins.stale,
-            unavailable,
-        }))
+        (host_links, host_addrs)
     }
-}
 
-impl NetnsCollector {
     fn join_veths(
         &mut self,
         host_links: &[Link],
