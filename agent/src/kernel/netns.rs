@@ -127,18 +127,27 @@ pub fn clock_ticks_per_second() -> u64 {
 }
 
 /// The cgroup path of `/proc/<pid>/cgroup` that names a pod: the v2 `0::` line or a v1
-/// line of a controller every kubelet sets up, whichever contains `kubepods`. None
-/// for a process outside any pod.
+/// line of a controller every kubelet sets up (cpu, memory, pids, name=systemd),
+/// whichever contains `kubepods`, else any other line that does. None for a process
+/// outside any pod.
 pub fn pod_cgroup(cgroup_file: &str) -> Option<&str> {
-    cgroup_file.lines().find_map(|line| {
-        let mut it = line.splitn(3, ':');
-        let (_, controllers, path) = (it.next()?, it.next()?, it.next()?);
-        let wanted = controllers.is_empty()
+    let lines = || {
+        cgroup_file.lines().filter_map(|line| {
+            let mut it = line.splitn(3, ':');
+            let (_, controllers, path) = (it.next()?, it.next()?, it.next()?);
+            path.contains("kubepods").then_some((controllers, path))
+        })
+    };
+    let preferred = |controllers: &str| {
+        controllers.is_empty()
             || controllers
                 .split(',')
-                .any(|c| matches!(c, "cpu" | "memory" | "pids" | "name=systemd"));
-        (wanted && path.contains("kubepods")).then_some(path)
-    })
+                .any(|c| matches!(c, "cpu" | "memory" | "pids" | "name=systemd"))
+    };
+    lines()
+        .find(|(c, _)| preferred(c))
+        .or_else(|| lines().next())
+        .map(|(_, path)| path)
 }
 
 /// What one namespace holds, from inside it.
@@ -264,8 +273,14 @@ mod tests {
         );
         let v2 = "0::/kubepods.slice/kubepods-pod0f3b2a1c_9d8e.slice/cri-containerd-abc.scope\n";
         assert!(pod_cgroup(v2).unwrap().starts_with("/kubepods.slice/"));
-        // A controller nodediag does not read (devices) alone does not count.
-        assert_eq!(pod_cgroup("5:devices:/kubepods/pod1/x\n0::/\n"), None);
+        // The usual controllers win over others; another one alone still names the pod.
+        let mixed = "5:devices:/kubepods/podA/x\n2:cpu,cpuacct:/kubepods/podB/y\n0::/\n";
+        assert_eq!(pod_cgroup(mixed), Some("/kubepods/podB/y"));
+        assert_eq!(
+            pod_cgroup("5:devices:/kubepods/podA/x\n0::/\n"),
+            Some("/kubepods/podA/x")
+        );
+        assert_eq!(pod_cgroup("garbage without colons\n"), None);
         assert_eq!(pod_cgroup("0::/system.slice/sshd.service\n"), None);
         assert_eq!(pod_cgroup(""), None);
     }
