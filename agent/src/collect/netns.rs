@@ -1017,6 +1017,28 @@ mod tests {
     }
 
     #[test]
+    fn pin_directories_reached_twice_through_a_link_are_read_once() {
+        let rootfs = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(rootfs.path().join("run/netns")).unwrap();
+        std::fs::write(rootfs.path().join("run/netns/cni-1234"), "").unwrap();
+        std::fs::create_dir_all(rootfs.path().join("var")).unwrap();
+        std::os::unix::fs::symlink("../run", rootfs.path().join("var/run")).unwrap();
+        let root = HostRoot {
+            rootfs: rootfs.path().to_path_buf(),
+            ..HostRoot::default()
+        };
+        let c = NetnsCollector::new(root, false, &[], &[]);
+        let scan = c.scan_pins();
+        assert!(scan.any_dir);
+        assert!(scan.by_ns.is_empty(), "a plain file pins no namespace");
+        assert_eq!(
+            scan.stale,
+            vec!["/run/netns/cni-1234".to_string()],
+            "shown as a host path, once"
+        );
+    }
+
+    #[test]
     fn clock_ticks_become_durations() {
         assert_eq!(ticks_to(250, 100), Duration::from_millis(2500));
         assert_eq!(ticks_to(0, 100), Duration::ZERO);
