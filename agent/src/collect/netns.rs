@@ -462,7 +462,10 @@ fn interfaces_of(links: &[Link], addrs: &[Addr]) -> Vec<NetnsInterface> {
                 .filter(|a| a.index == l.index)
                 .map(cidr)
                 .collect(),
-            peer_ifindex: l.link.filter(|p| *p != l.index && *p != 0),
+            // IFLA_LINK of a vlan or macvlan is its lower device, not a peer.
+            peer_ifindex: l
+                .link
+                .filter(|p| *p != l.index && *p != 0 && l.kind.as_deref() == Some("veth")),
         })
         .collect()
 }
@@ -995,6 +998,13 @@ mod tests {
                 ..Link::default()
             },
             Link {
+                index: 3,
+                name: "eth0.100".into(),
+                kind: Some("vlan".into()),
+                link: Some(2),
+                ..Link::default()
+            },
+            Link {
                 index: 2,
                 name: "eth0".into(),
                 kind: Some("veth".into()),
@@ -1012,8 +1022,12 @@ mod tests {
         let got = interfaces_of(&links, &addrs);
         assert_eq!(got[0].peer_ifindex, None, "a link to itself is no peer");
         assert!(got[0].addresses.is_empty());
-        assert_eq!(got[1].addresses, vec!["10.244.1.5/24".to_string()]);
-        assert_eq!(got[1].peer_ifindex, Some(17));
+        assert_eq!(
+            got[1].peer_ifindex, None,
+            "a vlan's lower device is no peer"
+        );
+        assert_eq!(got[2].addresses, vec!["10.244.1.5/24".to_string()]);
+        assert_eq!(got[2].peer_ifindex, Some(17));
     }
 
     #[test]
