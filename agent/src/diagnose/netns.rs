@@ -140,7 +140,7 @@ fn leaked(s: &NetnsSample, ns: &NetnsInfo, at: SystemTime) -> Finding {
         Severity::Warning,
         name.clone(),
         format!(
-            "network namespace {name} is pinned but has had no process for {}{}",
+            "network namespace {name} (pinned {} ago) has no process left{}",
             crate::time::age(at, at - std::time::Duration::from_secs(age)),
             pod.as_ref()
                 .map(|p| format!(" (was {p})"))
@@ -272,8 +272,9 @@ fn mtu_mismatch(s: &NetnsSample, at: SystemTime) -> Option<Finding> {
             Severity::Warning,
             uplink.name.clone(),
             format!(
-                "{} interfaces have an MTU above {max}: the uplink {} has MTU {uplink_mtu}{because}",
+                "{} interface{} with an MTU above {max}: the uplink {} has MTU {uplink_mtu}{because}",
                 over.len(),
+                if over.len() == 1 { "" } else { "s" },
                 uplink.name
             ),
             at,
@@ -431,6 +432,10 @@ mod tests {
         assert_eq!(ids(&f), vec![("netns_leaked", "cni-old")]);
         assert_eq!(f[0].evidence["age_seconds"], 600);
         assert_eq!(f[0].evidence["former_pod"], "default/web-0");
+        assert_eq!(
+            f[0].summary,
+            "network namespace cni-old (pinned 10m ago) has no process left (was default/web-0)"
+        );
         assert_eq!(
             f[0].evidence["ipam_reservation"],
             "10.244.1.5 in cbr0 by container abc123"
