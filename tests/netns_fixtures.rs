@@ -142,3 +142,27 @@ fn every_optional_source_absent_is_reported_not_failed() {
         (c["runs_total"].as_u64()? >= 2 && c["failures_total"] == 0).then_some(())
     });
 }
+
+#[test]
+fn the_netns_api_says_why_it_has_nothing_when_the_collector_is_off() {
+    let dir = fixture("netns/absent");
+    let rootfs = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&[
+        "--no-netlink",
+        "--path.procfs",
+        dir.join("proc").to_str().unwrap(),
+        "--path.sysfs",
+        dir.join("sys").to_str().unwrap(),
+        "--path.rootfs",
+        rootfs.path().to_str().unwrap(),
+        "--no-collector.netns",
+        "--no-collector.conntrack",
+    ]);
+    agent.wait_ready();
+    for path in ["/api/v1/netns", "/api/v1/veths"] {
+        let (status, body) = agent.get(path);
+        assert_eq!(status, 503, "{path}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["collector"], "disabled", "{body}");
+    }
+}
