@@ -199,6 +199,33 @@ pub struct CollectorArgs {
     /// Disable the kernel log follower.
     #[arg(long = "no-collector.kmsg", env = "NODEDIAG_NO_COLLECTOR_KMSG")]
     pub no_kmsg: bool,
+    /// Sampling interval of the netns collector (network namespaces, veths, IPAM)
+    /// [default: --interval].
+    #[arg(long = "collector.netns.interval", env = "NODEDIAG_COLLECTOR_NETNS_INTERVAL", value_parser = parse_duration)]
+    pub netns_interval: Option<Duration>,
+
+    /// Disable the netns collector.
+    #[arg(long = "no-collector.netns", env = "NODEDIAG_NO_COLLECTOR_NETNS")]
+    pub no_netns: bool,
+
+    /// A directory where runtimes pin network namespaces (repeatable, used as given,
+    /// not under --path.rootfs). Replaces the defaults: /run/netns, /var/run/netns and
+    /// /var/run/docker/netns under --path.rootfs.
+    #[arg(
+        long = "path.netns",
+        env = "NODEDIAG_PATH_NETNS",
+        value_delimiter = ','
+    )]
+    pub netns_dirs: Vec<PathBuf>,
+
+    /// A directory of CNI network configurations (repeatable, used as given).
+    /// Replaces the default /etc/cni/net.d under --path.rootfs.
+    #[arg(
+        long = "path.cni-conf",
+        env = "NODEDIAG_PATH_CNI_CONF",
+        value_delimiter = ','
+    )]
+    pub cni_conf_dirs: Vec<PathBuf>,
 }
 
 /// Finding thresholds; defaults from the catalog in the README.
@@ -276,6 +303,18 @@ pub struct Thresholds {
     /// Window for --kmsg.unregister-count.
     #[arg(long = "kmsg.unregister-window", env = "NODEDIAG_KMSG_UNREGISTER_WINDOW", default_value = "20m", value_parser = parse_duration)]
     pub kmsg_unregister_window: Duration,
+    /// netns_leaked when a pinned namespace has had no process for at least this long
+    /// (its pin is this old); veth_orphaned uses it too. 0s flags at once.
+    #[arg(long = "netns.leak-min-age", env = "NODEDIAG_NETNS_LEAK_MIN_AGE", default_value = "5m", value_parser = parse_duration_or_zero)]
+    pub netns_leak_min_age: Duration,
+
+    /// cni_ipam_exhausted (warning) at this fraction of a host-local range in use.
+    #[arg(long = "cni.ipam-warning-ratio", env = "NODEDIAG_CNI_IPAM_WARNING_RATIO", default_value = "0.90", value_parser = parse_ratio)]
+    pub cni_ipam_warning_ratio: f64,
+
+    /// cni_ipam_exhausted (critical) at this fraction of a host-local range in use.
+    #[arg(long = "cni.ipam-critical-ratio", env = "NODEDIAG_CNI_IPAM_CRITICAL_RATIO", default_value = "1.0", value_parser = parse_ratio)]
+    pub cni_ipam_critical_ratio: f64,
 }
 
 impl Default for Thresholds {
@@ -345,6 +384,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("must be greater than zero".into());
     }
     Ok(d)
+}
+
+/// A duration where zero means "at once" (a minimum age, not an interval).
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 0s, 30s, 5m)"))
 }
 
 fn parse_ratio(s: &str) -> Result<f64, String> {
@@ -554,6 +601,13 @@ mod tests {
         assert_eq!(t.kmsg_unregister_count, 3);
         assert_eq!(t.kmsg_unregister_window, Duration::from_secs(1200));
         assert_eq!(a.kmsg_path(), PathBuf::from("/dev/kmsg"));
+        assert_eq!(a.thresholds.netns_leak_min_age, Duration::from_secs(300));
+        assert_eq!(a.thresholds.cni_ipam_warning_ratio, 0.90);
+        assert_eq!(a.thresholds.cni_ipam_critical_ratio, 1.0);
+        assert!(
+            a.collectors.netns_dirs.is_empty(),
+            "defaults come from the rootfs"
+        );
     }
 
     #[test]
@@ -635,6 +689,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("between 0 and 1"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_leak_age_is_allowed_and_netns_dirs_repeat() {
+        let cli = Cli::try_parse_from([
+            "nodediag",
+            "check",
+            "--netns.leak-min-age",
+            "0s",
+            "--path.netns",
+            "/run/netns",
+            "--path.netns",
+            "/var/run/docker/netns",
+        ])
+        .unwrap();
+        let a = agent(&cli);
+        assert_eq!(a.thresholds.netns_leak_min_age, Duration::ZERO);
+        assert_eq!(a.collectors.netns_dirs.len(), 2);
+        let err = Cli::try_parse_from(["nodediag", "check", "--netns.leak-min-age", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("e.g. 0s"), "{err}");
     }
 
     #[test]

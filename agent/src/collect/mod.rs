@@ -4,6 +4,7 @@
 pub mod cgroup;
 pub mod conntrack;
 pub mod kmsg;
+pub mod netns;
 pub mod nic;
 pub mod pressure;
 pub mod schedule;
@@ -15,6 +16,7 @@ use std::time::Duration;
 pub use cgroup::CgroupSample;
 pub use conntrack::ConntrackSample;
 pub use kmsg::KmsgSample;
+pub use netns::NetnsSample;
 pub use nic::NicSample;
 pub use pressure::PressureSample;
 
@@ -64,6 +66,7 @@ pub enum Sample {
     Cgroup(CgroupSample),
     Pressure(Box<PressureSample>),
     Kmsg(KmsgSample),
+    Netns(NetnsSample),
 }
 
 impl Sample {
@@ -75,6 +78,7 @@ impl Sample {
             Sample::Cgroup(s) => s.summary(),
             Sample::Pressure(s) => s.summary(),
             Sample::Kmsg(s) => s.summary(),
+            Sample::Netns(s) => s.summary(),
         }
     }
 }
@@ -104,6 +108,7 @@ sample_kind!(NicSample, Nic, "nic");
 sample_kind!(CgroupSample, Cgroup, "cgroup");
 sample_kind!(PressureSample, Pressure, "pressure");
 sample_kind!(KmsgSample, Kmsg, "kmsg");
+sample_kind!(NetnsSample, Netns, "netns");
 
 /// A collector with the interval it runs on.
 pub struct Enabled {
@@ -149,6 +154,17 @@ pub fn enabled(args: &AgentArgs) -> Vec<Enabled> {
         out.push(Enabled {
             collector: Box::new(kmsg::KmsgCollector::new(root.clone(), args.kmsg_path())),
             interval: every(c.kmsg_interval),
+        });
+    }
+    if !c.no_netns {
+        out.push(Enabled {
+            collector: Box::new(netns::NetnsCollector::new(
+                root.clone(),
+                netlink,
+                &c.netns_dirs,
+                &c.cni_conf_dirs,
+            )),
+            interval: every(c.netns_interval),
         });
     }
     out

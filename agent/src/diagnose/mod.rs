@@ -4,6 +4,7 @@ pub mod catalog;
 pub mod cgroup;
 pub mod conntrack;
 pub mod kmsg;
+pub mod netns;
 pub mod nic;
 pub mod oom;
 pub mod pressure;
@@ -94,6 +95,8 @@ pub fn evaluate(snapshot: &Snapshot, ctx: &RuleContext) -> Vec<Finding> {
     pressure::rules(snapshot, ctx, &mut findings);
     oom::rules(snapshot, ctx, &mut findings);
     kmsg::rules(snapshot, ctx, &mut findings);
+    netns::rules(snapshot, ctx, &mut findings);
+    // Last: it decorates findings of any family with kernel log lines.
     kmsg::attach_evidence(snapshot, ctx, &mut findings);
     findings.sort_by(|a, b| {
         b.severity

@@ -1,6 +1,7 @@
 //! Pure readers and parsers, one file per kernel source. No metrics, no policy.
 
 pub mod cgroup;
+pub mod cni;
 pub mod conntrack;
 pub mod ctnetlink;
 pub mod ethtool;
@@ -11,7 +12,9 @@ pub mod meminfo;
 pub mod neigh;
 pub mod net_class;
 pub mod netlink;
+pub mod netns;
 pub mod psi;
+pub mod route;
 pub mod rtnetlink;
 pub mod vmstat;
 

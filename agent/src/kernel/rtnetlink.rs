@@ -1,19 +1,37 @@
 //! Links as rtnetlink reports them (`RTM_GETLINK` dump): the link kind (veth, vxlan,
-//! bridge, ...), which sysfs does not give for every type, and a veth's peer.
+//! bridge, ...), which sysfs does not give for every type, and a veth's peer; the
+//! addresses of a namespace (`RTM_GETADDR`) and the ids the calling namespace gives
+//! its peers (`RTM_GETNSID`), which is how a veth's IFLA_LINK_NETNSID is resolved.
 
 use super::netlink::{self, NetlinkSocket, NETLINK_ROUTE, NLM_F_DUMP};
+use serde::Serialize;
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::RawFd;
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
+const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
+const RTM_NEWNSID: u16 = 88;
+const RTM_GETNSID: u16 = 90;
 const IFINFOMSG_LEN: usize = 16;
+const IFADDRMSG_LEN: usize = 8;
+const RTGENMSG_LEN: usize = 4;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_LINK: u16 = 5;
 const IFLA_MASTER: u16 = 10;
+const IFLA_OPERSTATE: u16 = 16;
 const IFLA_LINKINFO: u16 = 18;
+const IFLA_STATS64: u16 = 23;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_LINK_NETNSID: u16 = 37;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const NETNSA_NSID: u16 = 1;
+const NETNSA_FD: u16 = 3;
+const IFF_UP: u32 = 0x1;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Link {
@@ -25,11 +43,42 @@ pub struct Link {
     pub link: Option<u32>,
     pub link_netnsid: Option<i32>,
     pub master: Option<u32>,
+    /// IFF_UP: administratively up.
+    pub admin_up: bool,
+    /// RFC 2863 operational state (IFLA_OPERSTATE): up, down, lowerlayerdown, ...
+    pub operstate: Option<String>,
+    pub stats: Option<LinkStats>,
+}
+
+/// The first counters of `struct rtnl_link_stats64`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LinkStats {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_errors: u64,
+    pub tx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_dropped: u64,
+}
+
+/// One address of an interface, as `ip addr` prints it (`10.244.1.5/24`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addr {
+    pub index: u32,
+    pub address: IpAddr,
+    pub prefix_len: u8,
 }
 
 /// Dumps every link of the calling thread's network namespace.
 pub fn dump_links() -> io::Result<Vec<Link>> {
     let mut sock = NetlinkSocket::open(NETLINK_ROUTE)?;
+    dump_links_on(&mut sock)
+}
+
+/// Dumps the links of the namespace `sock` was opened in.
+pub fn dump_links_on(sock: &mut NetlinkSocket) -> io::Result<Vec<Link>> {
     let request = [0u8; IFINFOMSG_LEN];
     let replies = sock.request(RTM_GETLINK, NLM_F_DUMP, &request)?;
     Ok(replies
@@ -39,10 +88,99 @@ pub fn dump_links() -> io::Result<Vec<Link>> {
         .collect())
 }
 
+/// Dumps the IPv4 and IPv6 addresses of the namespace `sock` was opened in.
+pub fn dump_addrs_on(sock: &mut NetlinkSocket) -> io::Result<Vec<Addr>> {
+    let request = [0u8; IFADDRMSG_LEN];
+    let replies = sock.request(RTM_GETADDR, NLM_F_DUMP, &request)?;
+    Ok(replies
+        .iter()
+        .filter(|m| m.kind == RTM_NEWADDR)
+        .filter_map(|m| parse_addr(&m.payload))
+        .collect())
+}
+
+/// The id the namespace of `sock` gives the namespace open at `ns_fd`; None when it
+/// has given it none (no link points there).
+pub fn nsid_of(sock: &mut NetlinkSocket, ns_fd: RawFd) -> io::Result<Option<i32>> {
+    let mut request = vec![0u8; RTGENMSG_LEN];
+    netlink::push_attr(&mut request, NETNSA_FD, &(ns_fd as u32).to_ne_bytes());
+    let replies = sock.request(RTM_GETNSID, 0, &request)?;
+    Ok(replies
+        .iter()
+        .filter(|m| m.kind == RTM_NEWNSID)
+        .find_map(|m| parse_nsid(&m.payload))
+        .filter(|id| *id >= 0))
+}
+
+pub fn parse_nsid(payload: &[u8]) -> Option<i32> {
+    netlink::attrs(payload.get(RTGENMSG_LEN..)?)
+        .find(|(k, _)| *k == NETNSA_NSID)
+        .and_then(|(_, v)| netlink::u32_ne(v))
+        .map(|v| v as i32)
+}
+
+pub fn parse_addr(payload: &[u8]) -> Option<Addr> {
+    let family = *payload.first()?;
+    let prefix_len = *payload.get(1)?;
+    let index = u32::from_ne_bytes(payload.get(4..8)?.try_into().ok()?);
+    let mut local = None;
+    let mut address = None;
+    for (kind, value) in netlink::attrs(payload.get(IFADDRMSG_LEN..)?) {
+        let ip = match (family as i32, value.len()) {
+            (libc::AF_INET, 4) => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(value).ok()?)),
+            (libc::AF_INET6, 16) => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(value).ok()?)),
+            _ => continue,
+        };
+        match kind {
+            IFA_LOCAL => local = Some(ip),
+            IFA_ADDRESS => address = Some(ip),
+            _ => {}
+        }
+    }
+    // On point-to-point links IFA_ADDRESS is the far end; IFA_LOCAL is ours.
+    Some(Addr {
+        index,
+        address: local.or(address)?,
+        prefix_len,
+    })
+}
+
+fn operstate_name(v: u8) -> &'static str {
+    match v {
+        1 => "notpresent",
+        2 => "down",
+        3 => "lowerlayerdown",
+        4 => "testing",
+        5 => "dormant",
+        6 => "up",
+        _ => "unknown",
+    }
+}
+
+fn parse_stats64(b: &[u8]) -> Option<LinkStats> {
+    let at = |i: usize| -> Option<u64> {
+        Some(u64::from_ne_bytes(
+            b.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+        ))
+    };
+    Some(LinkStats {
+        rx_packets: at(0)?,
+        tx_packets: at(1)?,
+        rx_bytes: at(2)?,
+        tx_bytes: at(3)?,
+        rx_errors: at(4)?,
+        tx_errors: at(5)?,
+        rx_dropped: at(6)?,
+        tx_dropped: at(7)?,
+    })
+}
+
 pub fn parse_link(payload: &[u8]) -> Option<Link> {
     let index = u32::from_ne_bytes(payload.get(4..8)?.try_into().ok()?);
+    let flags = u32::from_ne_bytes(payload.get(8..12)?.try_into().ok()?);
     let mut link = Link {
         index,
+        admin_up: flags & IFF_UP != 0,
         ..Link::default()
     };
     for (kind, value) in netlink::attrs(payload.get(IFINFOMSG_LEN..)?) {
@@ -52,6 +190,10 @@ pub fn parse_link(payload: &[u8]) -> Option<Link> {
             IFLA_LINK => link.link = netlink::u32_ne(value),
             IFLA_MASTER => link.master = netlink::u32_ne(value),
             IFLA_LINK_NETNSID => link.link_netnsid = netlink::u32_ne(value).map(|v| v as i32),
+            IFLA_OPERSTATE => {
+                link.operstate = value.first().map(|v| operstate_name(*v).to_string())
+            }
+            IFLA_STATS64 => link.stats = parse_stats64(value),
             IFLA_LINKINFO => {
                 link.kind = netlink::attrs(value)
                     .find(|(k, _)| *k == IFLA_INFO_KIND)
@@ -87,5 +229,59 @@ mod tests {
         assert_eq!(link.link, Some(2));
         assert_eq!(link.link_netnsid, Some(3));
         assert_eq!(link.master, None);
+        assert!(!link.admin_up);
+        assert_eq!(link.stats, None);
+    }
+
+    #[test]
+    fn flags_operstate_and_counters_are_read() {
+        let mut msg = vec![0u8; IFINFOMSG_LEN];
+        msg[4..8].copy_from_slice(&9u32.to_ne_bytes());
+        msg[8..12].copy_from_slice(&0x1043u32.to_ne_bytes());
+        push_attr(&mut msg, IFLA_OPERSTATE, &[6]);
+        let stats: Vec<u8> = (1..=24u64).flat_map(|v| v.to_ne_bytes()).collect();
+        push_attr(&mut msg, IFLA_STATS64, &stats);
+        let link = parse_link(&msg).unwrap();
+        assert!(link.admin_up);
+        assert_eq!(link.operstate.as_deref(), Some("up"));
+        let s = link.stats.unwrap();
+        assert_eq!((s.rx_packets, s.tx_bytes, s.tx_dropped), (1, 4, 8));
+        // A short stats attribute (older or corrupt) is absent, not garbage.
+        let mut short = vec![0u8; IFINFOMSG_LEN];
+        push_attr(&mut short, IFLA_STATS64, &[0u8; 20]);
+        assert_eq!(parse_link(&short).unwrap().stats, None);
+        assert_eq!(parse_link(&[0u8; 6]), None, "truncated header");
+    }
+
+    #[test]
+    fn addresses_prefer_the_local_address() {
+        let mut msg = vec![libc::AF_INET as u8, 24, 0, 0];
+        msg.extend_from_slice(&3u32.to_ne_bytes());
+        push_attr(&mut msg, IFA_ADDRESS, &[10, 244, 1, 1]);
+        push_attr(&mut msg, IFA_LOCAL, &[10, 244, 1, 5]);
+        let a = parse_addr(&msg).unwrap();
+        assert_eq!(a.index, 3);
+        assert_eq!(a.address.to_string(), "10.244.1.5");
+        assert_eq!(a.prefix_len, 24);
+        let mut v6 = vec![libc::AF_INET6 as u8, 64, 0, 0];
+        v6.extend_from_slice(&3u32.to_ne_bytes());
+        let ip: std::net::Ipv6Addr = "fd00::5".parse().unwrap();
+        push_attr(&mut v6, IFA_ADDRESS, &ip.octets());
+        assert_eq!(parse_addr(&v6).unwrap().address.to_string(), "fd00::5");
+        let mut bad = vec![libc::AF_INET as u8, 24, 0, 0];
+        bad.extend_from_slice(&3u32.to_ne_bytes());
+        push_attr(&mut bad, IFA_ADDRESS, &[10, 244]);
+        assert_eq!(parse_addr(&bad), None, "an address of the wrong length");
+    }
+
+    #[test]
+    fn nsid_replies_are_read_and_unassigned_is_negative() {
+        let mut msg = vec![0u8; RTGENMSG_LEN];
+        push_attr(&mut msg, NETNSA_NSID, &4i32.to_ne_bytes());
+        assert_eq!(parse_nsid(&msg), Some(4));
+        let mut none = vec![0u8; RTGENMSG_LEN];
+        push_attr(&mut none, NETNSA_NSID, &(-1i32).to_ne_bytes());
+        assert_eq!(parse_nsid(&none), Some(-1));
+        assert_eq!(parse_nsid(&[0u8; 2]), None);
     }
 }

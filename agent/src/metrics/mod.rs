@@ -4,6 +4,7 @@
 mod cgroup;
 mod conntrack;
 pub mod encode;
+mod netns;
 mod nic;
 mod pressure;
 
@@ -28,6 +29,7 @@ pub fn render(snap: &Snapshot, format: Format) -> String {
     nic::render(snap, &mut e);
     cgroup::render(snap, &mut e);
     pressure::render(snap, &mut e);
+    netns::render(snap, &mut e);
     e.finish()
 }
 

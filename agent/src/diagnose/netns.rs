@@ -1,0 +1,554 @@
+//! netns_leaked, veth_orphaned, mtu_mismatch, cni_ipam_exhausted: what a failed CNI
+//! DEL or a wrong CNI setting leaves on a node.
+
+use super::{Finding, RuleContext, Severity};
+use crate::collect::netns::{NetnsInfo, PeerState, VethPair};
+use crate::collect::NetnsSample;
+use crate::pods::Attribution;
+use crate::store::Snapshot;
+use serde_json::json;
+use std::time::SystemTime;
+
+/// Evidence lists are cut here; the API has them all.
+const MAX_LISTED: usize = 10;
+
+pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
+    let Some((at, s)) = snapshot.latest::<NetnsSample>() else {
+        return;
+    };
+    let min_age = ctx.thresholds.netns_leak_min_age.as_secs();
+    for ns in s.namespaces.iter().filter(|n| is_leaked(n, min_age)) {
+        out.push(leaked(s, ns, at));
+    }
+    for v in &s.veths {
+        if let Some(f) = orphaned(s, v, min_age, at) {
+            out.push(f);
+        }
+    }
+    if let Some(f) = mtu_mismatch(s, at) {
+        out.push(f);
+    }
+    for net in &s.ipam {
+        let Some(ratio) = net.usage_ratio() else {
+            continue;
+        };
+        let severity = if ratio >= ctx.thresholds.cni_ipam_critical_ratio {
+            Severity::Critical
+        } else if ratio >= ctx.thresholds.cni_ipam_warning_ratio {
+            Severity::Warning
+        } else {
+            continue;
+        };
+        let stale: Vec<String> = net
+            .stale
+            .iter()
+            .take(MAX_LISTED)
+            .map(|r| {
+                format!(
+                    "{} ({})",
+                    r.ip,
+                    r.container_id.as_deref().map(short_id).unwrap_or("no id")
+                )
+            })
+            .collect();
+        let mut f = Finding::new(
+            "cni_ipam_exhausted",
+            severity,
+            net.name.clone(),
+            format!(
+                "host-local IPAM network {} has {} of {} addresses reserved ({:.0}%){}",
+                net.name,
+                net.allocated,
+                net.capacity.unwrap_or(0),
+                ratio * 100.0,
+                if net.stale.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", {} of them by containers that no longer run",
+                        net.stale.len()
+                    )
+                }
+            ),
+            at,
+        )
+        .with("allocated", net.allocated)
+        .with("capacity", net.capacity)
+        .with("usage_ratio", (ratio * 10_000.0).round() / 10_000.0)
+        .with("data_dir", net.data_dir.clone())
+        .with("config_file", net.config_file.clone());
+        if net.stale_known {
+            f = f
+                .with("stale_reservations", net.stale.len())
+                .with("stale_examples", json!(stale));
+        }
+        out.push(f);
+    }
+}
+
+fn is_leaked(ns: &NetnsInfo, min_age: u64) -> bool {
+    ns.is_empty_pin() && ns.age_seconds.is_some_and(|a| a >= min_age)
+}
+
+fn pod_name(p: &Attribution) -> String {
+    match (&p.namespace, &p.pod) {
+        (Some(ns), Some(pod)) => format!("{ns}/{pod}"),
+        _ => format!("pod {}", p.pod_uid),
+    }
+}
+
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// The host-local reservation of one of the namespace's addresses, which names the
+/// sandbox that took it when no process is left to say.
+fn reservation_of(s: &NetnsSample, ns: &NetnsInfo) -> Option<String> {
+    ns.interfaces
+        .iter()
+        .flat_map(|i| &i.addresses)
+        .filter_map(|a| a.split('/').next())
+        .find_map(|ip| {
+            s.ipam.iter().find_map(|net| {
+                net.stale.iter().find(|r| r.ip == ip).map(|r| {
+                    format!(
+                        "{ip} in {} by container {}",
+                        net.name,
+                        r.container_id.as_deref().unwrap_or("?")
+                    )
+                })
+            })
+        })
+}
+
+fn leaked(s: &NetnsSample, ns: &NetnsInfo, at: SystemTime) -> Finding {
+    let name = ns.name();
+    let age = ns.age_seconds.unwrap_or(0);
+    let pod = ns.former_pod.as_ref().map(pod_name);
+    let addresses: Vec<String> = ns
+        .interfaces
+        .iter()
+        .filter(|i| i.name != "lo")
+        .map(|i| {
+            format!("{} {}", i.name, i.addresses.join(","))
+                .trim()
+                .to_string()
+        })
+        .collect();
+    let mut f = Finding::new(
+        "netns_leaked",
+        Severity::Warning,
+        name.clone(),
+        format!(
+            "network namespace {name} (pinned {} ago) has no process left{}",
+            crate::time::age(at, at - std::time::Duration::from_secs(age)),
+            pod.as_ref()
+                .map(|p| format!(" (was {p})"))
+                .unwrap_or_default()
+        ),
+        at,
+    )
+    .with("inode", ns.inode)
+    .with("pins", json!(ns.pins))
+    .with("age_seconds", age)
+    .with("interfaces", json!(addresses))
+    .with("host_veths", json!(ns.host_veths));
+    if let Some(p) = pod {
+        f = f.with("former_pod", p);
+    }
+    if let Some(r) = reservation_of(s, ns) {
+        f = f.with("ipam_reservation", r);
+    }
+    f
+}
+
+fn orphaned(s: &NetnsSample, v: &VethPair, min_age: u64, at: SystemTime) -> Option<Finding> {
+    let why = match v.peer_state {
+        PeerState::Empty => {
+            let ns = s.namespace(v.peer_netns?)?;
+            if !is_leaked(ns, min_age) {
+                return None;
+            }
+            format!("its peer is in {}, pinned with no process", ns.name())
+        }
+        PeerState::Unknown if !s.peers_known => return None,
+        PeerState::Unknown => {
+            let seen = at
+                .duration_since(v.first_seen)
+                .unwrap_or_default()
+                .as_secs();
+            if seen < min_age {
+                return None;
+            }
+            match v.peer_netnsid {
+                Some(id) => format!(
+                    "its peer is in namespace id {id}, which no pin or process on the node holds"
+                ),
+                None => "its peer's namespace is unknown".to_string(),
+            }
+        }
+        PeerState::Host | PeerState::Live => return None,
+    };
+    let pod = v.pod.as_ref().map(pod_name);
+    let mut f = Finding::new(
+        "veth_orphaned",
+        Severity::Warning,
+        v.name.clone(),
+        format!(
+            "veth {} has no live peer: {why}{}",
+            v.name,
+            pod.as_ref()
+                .map(|p| format!(" (was {p})"))
+                .unwrap_or_default()
+        ),
+        at,
+    )
+    .with("peer_state", v.peer_state.as_str())
+    .with("peer_ifindex", v.peer_ifindex)
+    .with("peer_netnsid", v.peer_netnsid)
+    .with("peer_netns_inode", v.peer_netns)
+    .with("peer_pins", json!(v.peer_pins))
+    .with("master", v.master.clone());
+    if let Some(p) = pod {
+        f = f.with("former_pod", p);
+    }
+    Some(f)
+}
+
+fn mtu_mismatch(s: &NetnsSample, at: SystemTime) -> Option<Finding> {
+    let uplink = s.uplink.as_ref()?;
+    let uplink_mtu = uplink.mtu?;
+    let overhead = s
+        .overlays
+        .iter()
+        .map(|o| o.overhead_bytes)
+        .max()
+        .unwrap_or(0);
+    let max = uplink_mtu.saturating_sub(overhead);
+    let mut over: Vec<String> = Vec::new();
+    for o in &s.overlays {
+        if let Some(m) = o
+            .mtu
+            .filter(|m| *m > uplink_mtu.saturating_sub(o.overhead_bytes))
+        {
+            over.push(format!("{} ({}) mtu {m}", o.name, o.kind));
+        }
+    }
+    for v in s.veths.iter().filter(|v| v.peer_state != PeerState::Host) {
+        let host_side = v.mtu.filter(|m| *m > max);
+        let pod_side = v.peer_mtu.filter(|m| *m > max);
+        if host_side.is_none() && pod_side.is_none() {
+            continue;
+        }
+        let mut line = format!(
+            "{} mtu {}",
+            v.name,
+            v.mtu.map_or("?".into(), |m| m.to_string())
+        );
+        if let (Some(name), Some(m)) = (&v.peer_name, v.peer_mtu) {
+            line.push_str(&format!(", pod {name} mtu {m}"));
+        }
+        if let Some(p) = &v.pod {
+            line.push_str(&format!(" ({})", pod_name(p)));
+        }
+        over.push(line);
+    }
+    if over.is_empty() {
+        return None;
+    }
+    let overlays: Vec<String> = s
+        .overlays
+        .iter()
+        .map(|o| format!("{} ({}, {} B)", o.name, o.kind, o.overhead_bytes))
+        .collect();
+    let because = if overlays.is_empty() {
+        String::new()
+    } else {
+        format!(" minus {overhead} B of tunnel overhead")
+    };
+    Some(
+        Finding::new(
+            "mtu_mismatch",
+            Severity::Warning,
+            uplink.name.clone(),
+            format!(
+                "{} interface{} with an MTU above {max}: the uplink {} has MTU {uplink_mtu}{because}",
+                over.len(),
+                if over.len() == 1 { "" } else { "s" },
+                uplink.name
+            ),
+            at,
+        )
+        .with("uplink", uplink.name.clone())
+        .with("uplink_mtu", uplink_mtu)
+        .with("overlays", json!(overlays))
+        .with("overhead_bytes", overhead)
+        .with("max_mtu", max)
+        .with("interfaces_over", over.len())
+        .with(
+            "examples",
+            json!(over.iter().take(MAX_LISTED).collect::<Vec<_>>()),
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::netns::{
+        AgeSource, IpamNetwork, IpamRangeSet, NetnsInterface, Overlay, Reservation, Uplink,
+    };
+    use crate::collect::Sample;
+    use crate::config::Thresholds;
+    use crate::pods::Qos;
+    use crate::store::Store;
+    use std::time::Duration;
+
+    const T0: u64 = 1_800_000_000;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn pod(name: &str) -> Attribution {
+        Attribution {
+            pod_uid: "0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9".into(),
+            qos: Qos::Burstable,
+            namespace: Some("default".into()),
+            pod: Some(name.into()),
+            container: None,
+            container_id: None,
+        }
+    }
+
+    fn ns(inode: u64, pin: &str, processes: u32, age: u64) -> NetnsInfo {
+        NetnsInfo {
+            inode,
+            host: false,
+            pins: vec![format!("/run/netns/{pin}")],
+            nsid: Some(inode as i32 % 100),
+            processes,
+            pids: vec![],
+            created: Some(at(T0 - age)),
+            age_seconds: Some(age),
+            age_from: Some(AgeSource::Pin),
+            pod: (processes > 0).then(|| pod("web-1")),
+            former_pod: (processes == 0).then(|| pod("web-0")),
+            interfaces: vec![NetnsInterface {
+                index: 2,
+                name: "eth0".into(),
+                kind: Some("veth".into()),
+                mtu: Some(1450),
+                operstate: Some("up".into()),
+                addresses: vec!["10.244.1.5/24".into()],
+                peer_ifindex: Some(9),
+            }],
+            interfaces_error: None,
+            host_veths: vec![],
+        }
+    }
+
+    fn veth(name: &str, state: PeerState, peer: Option<u64>, first_seen: u64) -> VethPair {
+        VethPair {
+            name: name.into(),
+            index: 9,
+            mtu: Some(1450),
+            admin_up: true,
+            operstate: Some("up".into()),
+            master: Some("cni0".into()),
+            stats: None,
+            peer_ifindex: Some(2),
+            peer_netnsid: Some(3),
+            peer_netns: peer,
+            peer_state: state,
+            peer_name: Some("eth0".into()),
+            peer_mtu: Some(1450),
+            peer_addresses: vec![],
+            peer_pins: vec![],
+            pod: None,
+            pod_gone: false,
+            first_seen: at(first_seen),
+        }
+    }
+
+    fn sample() -> NetnsSample {
+        NetnsSample {
+            host_netns: Some(1),
+            peers_known: true,
+            namespaces: vec![],
+            veths: vec![],
+            ipam: vec![],
+            uplink: Some(Uplink {
+                name: "eth0".into(),
+                mtu: Some(1500),
+            }),
+            overlays: vec![],
+            stale_pins: vec![],
+            unavailable: vec![],
+        }
+    }
+
+    fn run(s: NetnsSample, thresholds: Thresholds) -> Vec<Finding> {
+        let store = Store::new("n".into(), Duration::from_secs(300));
+        store.register("netns", Duration::from_secs(15));
+        store.record("netns", at(T0), Duration::ZERO, Ok(Sample::Netns(s)));
+        let ctx = RuleContext {
+            thresholds: &thresholds,
+            window: Duration::from_secs(300),
+        };
+        let mut out = Vec::new();
+        rules(&store.snapshot(), &ctx, &mut out);
+        out
+    }
+
+    fn ids(f: &[Finding]) -> Vec<(&str, &str)> {
+        f.iter().map(|f| (f.id, f.subject.as_str())).collect()
+    }
+
+    #[test]
+    fn an_empty_pin_older_than_the_minimum_age_is_leaked() {
+        let mut s = sample();
+        s.namespaces = vec![
+            ns(10, "cni-live", 2, 3600),
+            ns(11, "cni-young", 0, 60),
+            ns(12, "cni-old", 0, 600),
+        ];
+        s.ipam = vec![IpamNetwork {
+            name: "cbr0".into(),
+            plugin: Some("bridge".into()),
+            config_file: None,
+            data_dir: "/var/lib/cni/networks/cbr0".into(),
+            range_sets: vec![],
+            allocated: 1,
+            capacity: None,
+            stale_known: true,
+            stale: vec![Reservation {
+                ip: "10.244.1.5".into(),
+                container_id: Some("abc123".into()),
+                interface: Some("eth0".into()),
+            }],
+        }];
+        let f = run(s.clone(), Thresholds::default());
+        assert_eq!(ids(&f), vec![("netns_leaked", "cni-old")]);
+        assert_eq!(f[0].evidence["age_seconds"], 600);
+        assert_eq!(f[0].evidence["former_pod"], "default/web-0");
+        assert_eq!(
+            f[0].summary,
+            "network namespace cni-old (pinned 10m ago) has no process left (was default/web-0)"
+        );
+        assert_eq!(
+            f[0].evidence["ipam_reservation"],
+            "10.244.1.5 in cbr0 by container abc123"
+        );
+        let t = Thresholds {
+            netns_leak_min_age: Duration::ZERO,
+            ..Thresholds::default()
+        };
+        assert_eq!(
+            run(s, t).len(),
+            2,
+            "with no minimum age the young one counts"
+        );
+    }
+
+    #[test]
+    fn a_namespace_without_a_pin_is_never_leaked() {
+        let mut s = sample();
+        let mut unpinned = ns(10, "x", 0, 3600);
+        unpinned.pins.clear();
+        s.namespaces = vec![unpinned];
+        assert!(run(s, Thresholds::default()).is_empty());
+    }
+
+    #[test]
+    fn veths_into_leaked_or_unknown_namespaces_are_orphaned() {
+        let mut s = sample();
+        s.namespaces = vec![ns(10, "cni-live", 1, 3600), ns(12, "cni-old", 0, 600)];
+        s.veths = vec![
+            veth("veth-live", PeerState::Live, Some(10), T0 - 3600),
+            veth("veth-empty", PeerState::Empty, Some(12), T0 - 3600),
+            veth("veth-lost", PeerState::Unknown, None, T0 - 3600),
+            veth("veth-new", PeerState::Unknown, None, T0 - 10),
+            veth("veth-host", PeerState::Host, None, T0 - 3600),
+        ];
+        let f = run(s.clone(), Thresholds::default());
+        let orphans: Vec<&str> = f
+            .iter()
+            .filter(|f| f.id == "veth_orphaned")
+            .map(|f| f.subject.as_str())
+            .collect();
+        assert_eq!(orphans, vec!["veth-empty", "veth-lost"]);
+        let lost = f.iter().find(|f| f.subject == "veth-lost").unwrap();
+        assert_eq!(lost.evidence["peer_state"], "unknown");
+        assert!(lost.summary.contains("namespace id 3"), "{}", lost.summary);
+        s.peers_known = false;
+        let f = run(s, Thresholds::default());
+        assert!(
+            !f.iter().any(|f| f.subject == "veth-lost"),
+            "without netlink a peer is unknown, not lost"
+        );
+    }
+
+    #[test]
+    fn mtu_above_the_uplink_minus_the_overlay_overhead() {
+        let mut s = sample();
+        s.veths = vec![veth("veth-ok", PeerState::Live, Some(10), T0)];
+        assert!(run(s.clone(), Thresholds::default()).is_empty());
+        s.overlays = vec![Overlay {
+            name: "flannel.1".into(),
+            kind: "vxlan".into(),
+            mtu: Some(1450),
+            overhead_bytes: 50,
+        }];
+        let mut big = veth("veth-big", PeerState::Live, Some(10), T0);
+        big.peer_mtu = Some(1500);
+        big.pod = Some(pod("web-1"));
+        s.veths.push(big);
+        let f = run(s.clone(), Thresholds::default());
+        assert_eq!(ids(&f), vec![("mtu_mismatch", "eth0")]);
+        assert_eq!(f[0].evidence["max_mtu"], 1450);
+        assert_eq!(f[0].evidence["interfaces_over"], 1);
+        assert_eq!(
+            f[0].evidence["examples"][0],
+            "veth-big mtu 1450, pod eth0 mtu 1500 (default/web-1)"
+        );
+        s.overlays[0].kind = "wireguard".into();
+        s.overlays[0].overhead_bytes = 60;
+        let f = run(s, Thresholds::default());
+        assert_eq!(f[0].evidence["max_mtu"], 1440);
+        assert_eq!(
+            f[0].evidence["interfaces_over"], 3,
+            "the overlay itself and both veths"
+        );
+    }
+
+    #[test]
+    fn ipam_at_90_percent_warns_and_full_is_critical() {
+        let net = |allocated: u64| IpamNetwork {
+            name: "cbr0".into(),
+            plugin: Some("bridge".into()),
+            config_file: Some("/etc/cni/net.d/10-bridge.conflist".into()),
+            data_dir: "/var/lib/cni/networks/cbr0".into(),
+            range_sets: vec![IpamRangeSet {
+                ranges: vec!["10.244.1.0/28 10.244.1.1-10.244.1.14".into()],
+                capacity: 13,
+                allocated,
+            }],
+            allocated,
+            capacity: Some(13),
+            stale_known: true,
+            stale: vec![],
+        };
+        let mut s = sample();
+        s.ipam = vec![net(11)];
+        assert!(run(s.clone(), Thresholds::default()).is_empty(), "85%");
+        s.ipam = vec![net(12)];
+        let f = run(s.clone(), Thresholds::default());
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert_eq!(f[0].evidence["usage_ratio"], 0.9231);
+        s.ipam = vec![net(13)];
+        let f = run(s, Thresholds::default());
+        assert_eq!(f[0].severity, Severity::Critical);
+        assert_eq!(f[0].evidence["stale_reservations"], 0);
+    }
+}
