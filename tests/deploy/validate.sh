@@ -346,10 +346,10 @@ def daemonset():
 
     def resources():
         r = c.get("resources", {})
-        want = {"requests": {"cpu": "20m", "memory": "32Mi"},
+        want = {"requests": {"cpu": "10m", "memory": "32Mi"},
                 "limits": {"cpu": "200m", "memory": "128Mi"}}
         assert r == want, r
-    check("resources are 20m/32Mi requested, 200m/128Mi limit", resources)
+    check("resources are 10m/32Mi requested, 200m/128Mi limit (README: measured usage)", resources)
 
     def strategy():
         s = ds["spec"].get("updateStrategy", {})
