@@ -59,6 +59,21 @@ PENDING_METRICS = {
     "nodediag_cni_ipam_allocated_addresses": "netns",
     "nodediag_cni_ipam_capacity_addresses": "netns",
     "nodediag_cni_ipam_stale_reservations": "netns",
+    # pressure collector: meminfo, PSI, kernel limits, neighbour table, OOM kills.
+    "nodediag_memory_available_bytes": "pressure",
+    "nodediag_memory_total_bytes": "pressure",
+    "nodediag_pressure_stall_ratio": "pressure",
+    "nodediag_tasks": "pressure",
+    "nodediag_tasks_pid_max": "pressure",
+    "nodediag_tasks_threads_max": "pressure",
+    "nodediag_file_handles_allocated": "pressure",
+    "nodediag_file_handles_limit": "pressure",
+    "nodediag_inotify_instances": "pressure",
+    "nodediag_inotify_max_user_instances": "pressure",
+    "nodediag_neighbor_entries": "pressure",
+    "nodediag_neighbor_gc_thresh3": "pressure",
+    "nodediag_oom_kills_total": "pressure",
+    "nodediag_neighbor_table_fulls_total": "pressure",
 }
 
 # Finding ids whose README section arrives with their collector (same reason).
@@ -87,6 +102,8 @@ REQUIRED_PANELS = {
     "Host-side veths": "nodediag_netns_veths",
     "Leaked namespaces and orphaned veths": "nodediag_netns_veths",
     "Node pressure findings": "nodediag_finding_active",
+    "Memory available": "nodediag_memory_available_bytes",
+    "Pressure stall (avg60)": "nodediag_pressure_stall_ratio",
     "Collectors": "nodediag_collector_success",
     "Collection duration": "nodediag_collector_duration_seconds",
 }
