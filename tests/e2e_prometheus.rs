@@ -292,7 +292,7 @@ fn a_full_conntrack_table_fires_the_alert_in_prometheus_and_the_dashboard_querie
         },
     );
     eprintln!(
-        "NodediagConntrack fired for conntrack_table_full and conntrack_drops {:.1?} after the table filled",
+        "NodediagConntrack fired for conntrack_table_full and conntrack_drops {:.1?} after the test started sending the UDP flows",
         started.elapsed()
     );
     for (finding, labels, annotations) in &alerts {
