@@ -3,76 +3,9 @@
 
 mod common;
 
-use common::{sh, wait_for, Agent};
-use std::process::Command;
+use common::conntrack::{have, ConntrackMax, Netns};
+use common::{wait_for, Agent};
 use std::time::Duration;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found && std::env::var_os("CI").is_some() {
-        panic!("{tool} is required in CI (tests/run.sh installs it)");
-    }
-    found
-}
-
-/// A network namespace removed on drop, whatever the test did.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Option<Netns> {
-        if !is_root() {
-            eprintln!("skipped: needs root to create network namespaces");
-            return None;
-        }
-        let name = format!("nd-{tag}-{}", std::process::id());
-        sh("ip", &["netns", "add", &name]);
-        sh("ip", &["-n", &name, "link", "set", "lo", "up"]);
-        Some(Netns(name))
-    }
-
-    fn exec(&self, cmd: &[&str]) -> String {
-        let mut args = vec!["netns", "exec", &self.0];
-        args.extend_from_slice(cmd);
-        sh("ip", &args)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// Lowers the global `nf_conntrack_max` and restores it on drop. The limit applies to
-/// each namespace's own count, so the host's table is only affected if it already
-/// holds more entries than the temporary limit.
-struct ConntrackMax {
-    path: &'static str,
-    old: String,
-}
-
-impl ConntrackMax {
-    fn set(v: u64) -> ConntrackMax {
-        let path = "/proc/sys/net/netfilter/nf_conntrack_max";
-        let old = std::fs::read_to_string(path).expect("nf_conntrack_max");
-        std::fs::write(path, v.to_string()).expect("lower nf_conntrack_max");
-        ConntrackMax { path, old }
-    }
-}
-
-impl Drop for ConntrackMax {
-    fn drop(&mut self) {
-        let _ = std::fs::write(self.path, self.old.trim());
-    }
-}
 
 /// Findings of this signal only: a fresh namespace has forwarding off, and a busy
 /// test machine may be under CPU pressure, both real findings of other collectors.
@@ -133,44 +66,7 @@ fn a_full_table_is_flagged_with_drops_within_two_intervals() {
         return;
     }
     let Some(ns) = Netns::new("full") else { return };
-    // conntrack only tracks a namespace's packets once a rule there needs it.
-    ns.exec(&["nft", "add", "table", "inet", "nodediag_test"]);
-    ns.exec(&[
-        "nft",
-        "add chain inet nodediag_test out { type filter hook output priority 0 ; }",
-    ]);
-    ns.exec(&[
-        "nft",
-        "add",
-        "rule",
-        "inet",
-        "nodediag_test",
-        "out",
-        "ct",
-        "state",
-        "new",
-        "accept",
-    ]);
-    // The test's own HTTP requests to the agent must not need a place in the full
-    // table: TCP is left untracked, UDP fills it.
-    for hook in ["output", "prerouting"] {
-        ns.exec(&[
-            "nft",
-            &format!("add chain inet nodediag_test raw_{hook} {{ type filter hook {hook} priority -300 ; }}"),
-        ]);
-        ns.exec(&[
-            "nft",
-            "add",
-            "rule",
-            "inet",
-            "nodediag_test",
-            &format!("raw_{hook}"),
-            "meta",
-            "l4proto",
-            "tcp",
-            "notrack",
-        ]);
-    }
+    ns.track_udp_only();
     let _max = ConntrackMax::set(64);
     let agent = Agent::start_in_netns(&ns.0, &["--interval", "500ms"]);
     agent.wait_ready();
@@ -182,11 +78,7 @@ fn a_full_table_is_flagged_with_drops_within_two_intervals() {
 
     // 100 UDP flows to closed loopback ports inside the namespace: the first 64 fill
     // the table, the rest are dropped by conntrack.
-    ns.exec(&[
-        "bash",
-        "-c",
-        "for p in $(seq 20000 20099); do echo x 2>/dev/null >/dev/udp/127.0.0.1/$p || true; done",
-    ]);
+    ns.send_udp_flows(100);
     let found = wait_for(
         "conntrack_table_full and conntrack_drops",
         Duration::from_secs(1) + Duration::from_secs(10),

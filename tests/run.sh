@@ -2,7 +2,8 @@
 # The whole nodediag test suite, from a fresh Debian machine: installs what the tests
 # need (Debian packages via apt-get, Rust components via rustup), then runs formatting,
 # lints, unit and integration tests (fixture trees and the real kernel), the golden
-# /metrics check, the deployment manifest checks and the alert rule tests.
+# /metrics check, the deployment manifest checks, the alert rule tests, the dashboard
+# check, and the end-to-end test against a real Prometheus.
 #
 # Real-kernel tests need root (network namespaces, veth pairs, cgroups, conntrack).
 set -euo pipefail
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 # tool -> Debian package
 declare -A packages=(
-  [promtool]=prometheus   # promtool check metrics / rules, and the end-to-end Prometheus
+  [promtool]=prometheus   # promtool check metrics / rules, and /usr/bin/prometheus for tests/e2e_prometheus.rs
   [conntrack]=conntrack   # creates conntrack entries in the real-kernel tests
   [nft]=nftables          # makes conntrack track a test namespace's packets
   [ip]=iproute2           # network namespaces and veth pairs
@@ -45,6 +46,10 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== alert rules and dashboard"
+promtool check rules dashboards/alerts.yaml
+promtool test rules dashboards/alerts_test.yaml
+python3 tests/dashboard/check.py
 echo "== deployment manifests"
 bash tests/deploy/validate.sh
 echo "== cargo test (unit, fixture, golden, real kernel, benches once)"

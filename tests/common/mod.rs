@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod conntrack;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_nodediag");
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -90,15 +92,8 @@ impl Agent {
         match &self.netns {
             None => get_with(&self.url(path), None),
             Some(ns) => {
-                // Sockets belong to the namespace of the thread that opens them: ask
-                // from a thread that entered the agent's namespace.
-                let (ns, url) = (ns.clone(), self.url(path));
-                std::thread::spawn(move || {
-                    enter_netns(&ns);
-                    get_with(&url, None)
-                })
-                .join()
-                .expect("request thread")
+                let url = self.url(path);
+                in_netns(ns, move || get_with(&url, None))
             }
         }
     }
@@ -155,6 +150,19 @@ pub fn enter_netns(name: &str) {
     assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
 }
 
+/// Runs `f` on a thread that entered the named network namespace and returns its
+/// result. Sockets belong to the namespace of the thread that opens them, so this is
+/// how a test talks to a server listening on a namespace's loopback.
+pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let netns = netns.to_string();
+    std::thread::spawn(move || {
+        enter_netns(&netns);
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
 pub fn get_with(url: &str, accept: Option<&str>) -> (u16, String) {
     let mut req = ureq::get(url).timeout(Duration::from_secs(10));
     if let Some(a) = accept {
@@ -199,4 +207,42 @@ pub fn sh(cmd: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An exclusive lock shared by every test process on the machine, held until drop.
+/// For host-global state that tests change (a sysctl such as `nf_conntrack_max`):
+/// `cargo test` runs test binaries one after another but the tests inside one
+/// binary in parallel, and a developer may run two binaries at once. flock(2) locks
+/// belong to the open file, so two opens in one process exclude each other too; the
+/// kernel drops the lock if the holder dies.
+pub struct CrossProcessLock {
+    _file: std::fs::File,
+}
+
+impl CrossProcessLock {
+    pub fn acquire(name: &str) -> CrossProcessLock {
+        use std::os::fd::AsRawFd;
+        let path = std::env::temp_dir().join(format!("nodediag-test-{name}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        loop {
+            // SAFETY: flock on a descriptor we own; blocks until the lock is free.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                break;
+            }
+            let err = std::io::Error::last_os_error();
+            assert_eq!(
+                err.kind(),
+                std::io::ErrorKind::Interrupted,
+                "flock {}: {err}",
+                path.display()
+            );
+        }
+        CrossProcessLock { _file: file }
+    }
 }
