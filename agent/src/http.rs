@@ -24,6 +24,7 @@ pub fn router(store: Arc<Store>) -> Router {
         .route("/api/v1/findings", get(findings))
         .route("/api/v1/snapshot", get(snapshot))
         .route("/api/v1/collectors/{name}", get(collector))
+        .route("/api/v1/disks", get(disks))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(store)
@@ -148,19 +149,20 @@ fn envelope(node: &str) -> Value {
 
 async fn findings(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
     let params = query(q.0, &["severity", "finding", "subject"])?;
-    let min_severity =
-        match params.get("severity").map(String::as_str) {
-            None => Severity::Info,
-            Some("info") => Severity::Info,
-            Some("warning") => Severity::Warning,
-            Some("critical") => Severity::Critical,
-            Some(other) => return Err(ApiError::new(
+    let min_severity = match params.get("severity").map(String::as_str) {
+        None => Severity::Info,
+        Some("info") => Severity::Info,
+        Some("warning") => Severity::Warning,
+        Some("critical") => Severity::Critical,
+        Some(other) => {
+            return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "severity {other:?}: expected info, warning or critical (the minimum to show)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     if let Some(id) = params.get("finding") {
         if crate::diagnose::catalog::find(id).is_none() {
             return Err(ApiError::new(
@@ -237,6 +239,39 @@ async fn collector(
     })
 }
 
+/// Each watched directory with its fsync p50/p99/max over the rule window, space,
+/// inodes and read-only state, and the latency of the disks behind them.
+/// `?path=DIR` keeps one directory.
+async fn disks(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
+    let params = query(q.0, &["path"])?;
+    store.read(|s| {
+        let state = s.collectors.get("disk").ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "the disk collector is disabled")
+        })?;
+        let mut v = envelope(&s.node);
+        v["status"] = json!(state.status);
+        let Some(mut view) = crate::diagnose::disk::view(s, None) else {
+            v["sampled_at"] = Value::Null;
+            v["dirs"] = json!([]);
+            v["devices"] = json!([]);
+            return Ok(Json(v));
+        };
+        if let Some(path) = params.get("path") {
+            view.dirs.retain(|d| &d.dir.path == path);
+            if view.dirs.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("directory {path:?} is not watched"),
+                ));
+            }
+        }
+        if let Value::Object(m) = json!(view) {
+            v.as_object_mut().expect("object").extend(m);
+        }
+        Ok(Json(v))
+    })
+}
+
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -251,7 +286,8 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
             "/readyz",
             "/api/v1/findings",
             "/api/v1/snapshot",
-            "/api/v1/collectors/{name}"
+            "/api/v1/collectors/{name}",
+            "/api/v1/disks"
         ]),
     )
 }

@@ -2,6 +2,7 @@
 //! blocking thread and returns a typed sample; the scheduler stores it.
 
 pub mod conntrack;
+pub mod disk;
 pub mod nic;
 pub mod schedule;
 
@@ -10,6 +11,7 @@ use serde::Serialize;
 use std::time::Duration;
 
 pub use conntrack::ConntrackSample;
+pub use disk::DiskSample;
 pub use nic::NicSample;
 
 pub trait Collector: Send + 'static {
@@ -55,6 +57,7 @@ impl From<crate::kernel::ReadError> for CollectError {
 pub enum Sample {
     Conntrack(ConntrackSample),
     Nic(NicSample),
+    Disk(DiskSample),
 }
 
 impl Sample {
@@ -63,6 +66,7 @@ impl Sample {
         match self {
             Sample::Conntrack(s) => s.summary(),
             Sample::Nic(s) => s.summary(),
+            Sample::Disk(s) => s.summary(),
         }
     }
 }
@@ -89,6 +93,7 @@ macro_rules! sample_kind {
 }
 sample_kind!(ConntrackSample, Conntrack, "conntrack");
 sample_kind!(NicSample, Nic, "nic");
+sample_kind!(DiskSample, Disk, "disk");
 
 /// A collector with the interval it runs on.
 pub struct Enabled {
@@ -113,6 +118,26 @@ pub fn enabled(args: &AgentArgs) -> Vec<Enabled> {
         out.push(Enabled {
             collector: Box::new(nic::NicCollector::new(root.clone(), netlink)),
             interval: every(c.nic_interval),
+        });
+    }
+    if !c.no_disk {
+        let interval = every(c.disk_interval);
+        let d = &args.disk;
+        out.push(Enabled {
+            collector: Box::new(disk::DiskCollector::new(
+                root.clone(),
+                disk::DiskConfig {
+                    probe_dirs: d.fsync_paths.clone(),
+                    space_dirs: d.disk_paths.clone(),
+                    interval,
+                    probes_per_interval: d.fsync_probes,
+                    file_size: d.fsync_file_size,
+                    min_free: d.fsync_min_free,
+                    stall_timeout: d.fsync_stall_timeout,
+                    window: args.window,
+                },
+            )),
+            interval,
         });
     }
     out

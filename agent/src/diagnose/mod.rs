@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod conntrack;
+pub mod disk;
 pub mod nic;
 pub mod window;
 
@@ -83,6 +84,7 @@ pub fn evaluate(snapshot: &Snapshot, ctx: &RuleContext) -> Vec<Finding> {
     let mut findings = Vec::new();
     conntrack::rules(snapshot, ctx, &mut findings);
     nic::rules(snapshot, ctx, &mut findings);
+    disk::rules(snapshot, ctx, &mut findings);
     findings.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)

@@ -2,10 +2,13 @@
 
 pub mod conntrack;
 pub mod ctnetlink;
+pub mod diskstats;
 pub mod ethtool;
+pub mod mountinfo;
 pub mod net_class;
 pub mod netlink;
 pub mod rtnetlink;
+pub mod statfs;
 
 use std::io;
 use std::path::{Path, PathBuf};

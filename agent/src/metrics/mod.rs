@@ -2,6 +2,7 @@
 //! from the samples already stored.
 
 mod conntrack;
+mod disk;
 pub mod encode;
 mod nic;
 
@@ -24,6 +25,7 @@ pub fn render(snap: &Snapshot, format: Format) -> String {
     render_findings(snap, &mut e);
     conntrack::render(snap, &mut e);
     nic::render(snap, &mut e);
+    disk::render(snap, &mut e);
     e.finish()
 }
 
