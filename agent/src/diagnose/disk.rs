@@ -336,6 +336,19 @@ fn fsync_slow(d: &DirView, v: &DiskView, ctx: &RuleContext, at: SystemTime) -> O
             .with("probes", fig.probes)
             .with("window_seconds", round(v.window_seconds, 1));
     }
+    if let (Some(dev), Some(fig)) = (dev, d.fsync) {
+        // The device's own average says where the time goes: a fast device under a
+        // slow sync means the wait is above it (cgroup I/O throttling, the journal).
+        if let Some(w) = dev
+            .avg_write_latency_seconds
+            .filter(|w| *w * 10.0 < fig.p50_seconds)
+        {
+            f.summary.push_str(&format!(
+                "; the device itself completes writes in {:.2} ms on average: the delay is above it (I/O throttling, the filesystem journal)",
+                w * 1e3
+            ));
+        }
+    }
     if let Some(dev) = dev {
         f = f
             .with(

@@ -307,7 +307,18 @@ impl Collector for DiskCollector {
                 })
             };
             if let Some(b) = &block {
-                if !devices.iter().any(|d| d.name == b.disk) {
+                let iostats = self.root.sys(&["block", &b.disk, "queue", "iostats"]);
+                let accounted = crate::kernel::read_optional(&iostats).is_none_or(|v| v != "0");
+                if !accounted && !unavailable.iter().any(|u| u.what.ends_with(&b.disk)) {
+                    unavailable.push(Unavailable::new(
+                        format!("I/O counters of {}", b.disk),
+                        format!(
+                            "{} is 0: the kernel does not count its I/O",
+                            iostats.display()
+                        ),
+                    ));
+                }
+                if accounted && !devices.iter().any(|d| d.name == b.disk) {
                     match lines.iter().find(|l| l.name == b.disk) {
                         Some(l) => devices.push(DeviceCounters {
                             name: b.disk.clone(),

@@ -344,8 +344,8 @@ fn run(dir: &Path, file: &Path, cfg: &WatchConfig, shared: &Shared) {
             shared.changed.notify_all();
         }
         // The first round is a burst so the first sample has figures; later ones are
-        // spread over the interval, one probe every interval / N.
-        let rest = if cfg.probe && probe.is_some() && !first {
+        // spread over the interval, one probe every interval / N, back to back.
+        let rest = if cfg.probe && probe.is_some() {
             Duration::ZERO
         } else {
             cfg.interval
