@@ -250,6 +250,14 @@ impl DiskCollector {
     }
 }
 
+impl Drop for DiskCollector {
+    fn drop(&mut self) {
+        for w in &self.watches {
+            w.request_stop();
+        }
+    }
+}
+
 impl Collector for DiskCollector {
     fn name(&self) -> &'static str {
         "disk"

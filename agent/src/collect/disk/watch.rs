@@ -243,13 +243,21 @@ impl DirWatch {
     }
 }
 
+impl DirWatch {
+    /// Asks the thread to stop without waiting: stopping several watches at once
+    /// then costs one wait, not one per stuck directory.
+    pub fn request_stop(&self) {
+        self.shared.lock().stop = true;
+        self.shared.changed.notify_all();
+    }
+}
+
 impl Drop for DirWatch {
     /// Stops the thread, which removes the probe file. A thread stuck in a hung
     /// filesystem cannot answer: after a bound, shutdown goes on without it.
     fn drop(&mut self) {
+        self.request_stop();
         let mut st = self.shared.lock();
-        st.stop = true;
-        self.shared.changed.notify_all();
         let deadline = Instant::now() + STOP_WAIT;
         while !st.exited {
             let now = Instant::now();
