@@ -46,7 +46,8 @@ fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
 /// A mount point in a temporary directory, unmounted (and its loop device detached)
 /// on drop.
 struct Mount {
-    dir: tempfile::TempDir,
+    /// Removed (with the image file) after the unmount in drop: fields drop last.
+    _dir: tempfile::TempDir,
     point: PathBuf,
     loop_dev: Option<String>,
 }
@@ -64,7 +65,7 @@ impl Mount {
             &["-t", "tmpfs", "-o", options, "nodediag-test", path(&point)],
         )?;
         Ok(Mount {
-            dir,
+            _dir: dir,
             point,
             loop_dev: None,
         })
@@ -83,7 +84,7 @@ impl Mount {
         run("mkfs.ext4", &["-q", "-F", path(&image)])?;
         let loop_dev = run("losetup", &["--find", "--show", path(&image)])?;
         let mut m = Mount {
-            dir,
+            _dir: dir,
             point,
             loop_dev: Some(loop_dev.clone()),
         };
@@ -122,11 +123,6 @@ struct BlkioThrottle {
 }
 
 impl BlkioThrottle {
-    /// Limits writes to `write_iops` per second.
-    fn new(dev: &str, write_iops: u32) -> Result<Self, String> {
-        Self::with_limit(dev, "blkio.throttle.write_iops_device", write_iops)
-    }
-
     fn with_limit(dev: &str, file: &str, limit: u32) -> Result<Self, String> {
         let root = Path::new("/sys/fs/cgroup/blkio");
         if !root.join("blkio.throttle.write_iops_device").exists() {
