@@ -508,6 +508,26 @@ mod tests {
     }
 
     #[test]
+    fn latencies_older_than_the_window_no_longer_count() {
+        // 25 samples 15 s apart: the first (slow) one is 360 s older than the newest.
+        let mut samples = vec![vec![dir("/var/lib/etcd", vec![0.5; 10])]];
+        samples.extend((0..24).map(|_| vec![dir("/var/lib/etcd", vec![0.001; 10])]));
+        assert!(
+            run(samples.clone()).is_empty(),
+            "the slow sample left the window"
+        );
+        samples.truncate(20);
+        let f = run(samples);
+        assert_eq!(
+            f[0].severity,
+            Severity::Critical,
+            "within 300 s it still counts"
+        );
+        assert_eq!(f[0].evidence["probes"], 200);
+        assert_eq!(f[0].evidence["max_seconds"], 0.5);
+    }
+
+    #[test]
     fn a_stall_is_critical_even_without_figures() {
         let mut d = dir("/var/lib/etcd", vec![]);
         let p = d.probe.as_mut().unwrap();

@@ -129,6 +129,29 @@ struct Shared {
     changed: Condvar,
 }
 
+impl State {
+    /// Logs when the probe starts, stops or changes why it cannot run, not on
+    /// every round.
+    fn set_probe(&mut self, dir: &Path, next: ProbeState) {
+        if std::mem::discriminant(&self.probe) != std::mem::discriminant(&next) {
+            match &next {
+                ProbeState::Running => tracing::info!(dir = %dir.display(), "fsync probe running"),
+                ProbeState::Refused { reason } => {
+                    tracing::warn!(dir = %dir.display(), %reason, "fsync probe paused: low free space")
+                }
+                ProbeState::ReadOnly { error } => {
+                    tracing::warn!(dir = %dir.display(), %error, "fsync probe stopped: read-only filesystem")
+                }
+                ProbeState::Failed { error } => {
+                    tracing::warn!(dir = %dir.display(), %error, "fsync probe cannot run")
+                }
+                ProbeState::Idle => {}
+            }
+        }
+        self.probe = next;
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -326,9 +349,12 @@ fn run(dir: &Path, file: &Path, cfg: &WatchConfig, shared: &Shared) {
                         }
                     }
                     Some(Err(e)) if is_erofs(&e) => {
-                        st.probe = ProbeState::ReadOnly {
-                            error: format!("write {}: {e}", file.display()),
-                        };
+                        st.set_probe(
+                            dir,
+                            ProbeState::ReadOnly {
+                                error: format!("write {}: {e}", file.display()),
+                            },
+                        );
                         // Nothing can be removed from a read-only filesystem; it goes
                         // when the filesystem is writable again and a new file is made.
                         probe = None;
@@ -388,12 +414,15 @@ fn prepare(
             if let Some(p) = probe.take() {
                 let _ = shared.io("remove", || p.remove());
             }
-            shared.lock().probe = ProbeState::Refused {
-                reason: format!(
-                    "{} bytes available, the probe needs {} (--fsync.min-free {} plus its file)",
-                    u.avail_bytes, needed, cfg.min_free
-                ),
-            };
+            shared.lock().set_probe(
+                dir,
+                ProbeState::Refused {
+                    reason: format!(
+                        "{} bytes available, the probe needs {} (--fsync.min-free {} plus its file)",
+                        u.avail_bytes, needed, cfg.min_free
+                    ),
+                },
+            );
             return false;
         }
     }
@@ -405,20 +434,23 @@ fn prepare(
     match created {
         Ok(p) => {
             *probe = Some(p);
-            st.probe = ProbeState::Running;
+            st.set_probe(dir, ProbeState::Running);
             true
         }
         Err(e) if is_erofs(&e) => {
-            st.probe = ProbeState::ReadOnly {
-                error: format!("create {}: {e}", file.display()),
-            };
+            st.set_probe(
+                dir,
+                ProbeState::ReadOnly {
+                    error: format!("create {}: {e}", file.display()),
+                },
+            );
             false
         }
         Err(e) => {
             st.errors_total += 1;
             let error = format!("create {} in {}: {e}", file.display(), dir.display());
             st.last_error = Some(error.clone());
-            st.probe = ProbeState::Failed { error };
+            st.set_probe(dir, ProbeState::Failed { error });
             false
         }
     }
