@@ -189,7 +189,8 @@ pub struct DiskArgs {
     pub fsync_paths: Vec<PathBuf>,
 
     /// Probes (2300-byte write + fdatasync) per directory per collector interval,
-    /// spread evenly over it. 10 per 15 s adds 0.67 syncs/s and 1.5 kB/s per directory.
+    /// spread evenly over it. 10 per 15 s adds 0.67 syncs/s per directory: on ext4
+    /// about 2 writes, 1.3 cache flushes and 4 KiB a second at the device.
     #[arg(long = "fsync.probes", env = "NODEDIAG_FSYNC_PROBES", default_value = "10", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub fsync_probes: u32,
 
@@ -209,7 +210,12 @@ pub struct DiskArgs {
 
     /// Directory watched for free space and inodes only (repeatable) [default:
     /// /var/lib/cni, /var/log and the container runtime roots under --path.rootfs].
-    #[arg(long = "disk.path", env = "NODEDIAG_DISK_PATH", value_delimiter = ',')]
+    #[arg(
+        long = "disk.path",
+        env = "NODEDIAG_DISK_PATH",
+        value_name = "DIR",
+        value_delimiter = ','
+    )]
     pub disk_paths: Vec<PathBuf>,
 }
 
