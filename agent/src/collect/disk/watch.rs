@@ -337,6 +337,12 @@ fn run(dir: &Path, file: &Path, cfg: &WatchConfig, shared: &Shared) {
                 if !ready || probe.is_none() {
                     break;
                 }
+                // The first burst does not pause between probes: look for a stop here
+                // so shutdown does not wait for the whole burst on a slow disk.
+                if shared.lock().stop {
+                    stopped = true;
+                    break;
+                }
                 let result =
                     shared.io("write+fdatasync", || probe.as_mut().map(|p| p.probe_once()));
                 let mut st = shared.lock();
