@@ -138,7 +138,6 @@ pub struct DiskCollector {
     root: HostRoot,
     config: DiskConfig,
     watches: Vec<DirWatch>,
-    started: bool,
 }
 
 impl DiskCollector {
@@ -147,7 +146,6 @@ impl DiskCollector {
             root,
             config,
             watches: Vec::new(),
-            started: false,
         }
     }
 
@@ -178,9 +176,15 @@ impl DiskCollector {
         out
     }
 
-    fn start(&mut self) -> Result<(), CollectError> {
-        let dirs = self.directories();
-        if dirs.is_empty() {
+    /// Starts a watch for each directory not watched yet: at the first sample, and
+    /// later for default directories that appear (etcd's after `kubeadm init`).
+    fn watch_new_dirs(&mut self) -> Result<(), CollectError> {
+        let new: Vec<(PathBuf, bool)> = self
+            .directories()
+            .into_iter()
+            .filter(|(p, _)| !self.watches.iter().any(|w| w.path == *p))
+            .collect();
+        if new.is_empty() && self.watches.is_empty() {
             return Err(CollectError::Unavailable(Unavailable::new(
                 "disk directories",
                 format!(
@@ -195,7 +199,8 @@ impl DiskCollector {
                 ),
             )));
         }
-        for (path, probe) in dirs {
+        let first_new = self.watches.len();
+        for (path, probe) in new {
             let cfg = WatchConfig {
                 probe,
                 interval: self.config.interval,
@@ -211,13 +216,13 @@ impl DiskCollector {
             })?;
             self.watches.push(w);
         }
-        // The first sample waits for the first burst of probes (bounded), so even a
-        // one-shot `check` has figures; a hung disk shows as stalled at the bound.
+        // A new directory's first sample waits for its first burst of probes
+        // (bounded), so even a one-shot `check` has figures; a hung disk shows as
+        // stalled at the bound.
         let deadline = Instant::now() + self.config.stall_timeout;
-        for w in &self.watches {
+        for w in &self.watches[first_new..] {
             w.wait_first_round(deadline);
         }
-        self.started = true;
         Ok(())
     }
 
@@ -264,9 +269,7 @@ impl Collector for DiskCollector {
     }
 
     fn collect(&mut self) -> Result<Sample, CollectError> {
-        if !self.started {
-            self.start()?;
-        }
+        self.watch_new_dirs()?;
         let mut unavailable = Vec::new();
         let mounts = self.mounts(&mut unavailable);
         let diskstats_path = self.root.proc(&["diskstats"]);
@@ -380,5 +383,74 @@ impl Collector for DiskCollector {
             window: self.config.window,
             unavailable,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collector(rootfs: &Path) -> DiskCollector {
+        DiskCollector::new(
+            HostRoot {
+                rootfs: rootfs.to_path_buf(),
+                ..HostRoot::default()
+            },
+            DiskConfig {
+                probe_dirs: vec![],
+                space_dirs: vec![],
+                interval: Duration::from_secs(60),
+                probes_per_interval: 3,
+                file_size: 64 * 1024,
+                min_free: 0,
+                stall_timeout: Duration::from_secs(20),
+                window: Duration::from_secs(300),
+            },
+        )
+    }
+
+    fn sample(c: &mut DiskCollector) -> DiskSample {
+        match c.collect().unwrap() {
+            Sample::Disk(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_directories_are_found_under_the_rootfs_even_when_they_appear_later() {
+        let root = tempfile::tempdir().unwrap();
+        let mut c = collector(root.path());
+        assert!(
+            matches!(c.collect(), Err(CollectError::Unavailable(_))),
+            "nothing to watch yet"
+        );
+        std::fs::create_dir_all(root.path().join("var/log")).unwrap();
+        let s = sample(&mut c);
+        assert_eq!(s.dirs.len(), 1);
+        assert_eq!(s.dirs[0].path, "/var/log", "named as the host names it");
+        assert!(!s.dirs[0].probed);
+        assert!(s.dirs[0].space.is_some());
+
+        std::fs::create_dir_all(root.path().join("var/lib/etcd")).unwrap();
+        let s = sample(&mut c);
+        let etcd = s
+            .dirs
+            .iter()
+            .find(|d| d.path == "/var/lib/etcd")
+            .expect("etcd picked up");
+        let probe = etcd.probe.as_ref().unwrap();
+        assert_eq!(
+            probe.probes_in_sample, 3,
+            "its first burst is in the sample"
+        );
+        assert!(s.dirs.iter().filter(|d| d.path == "/var/log").count() == 1);
+        drop(c);
+        let left: Vec<_> = std::fs::read_dir(root.path().join("var/lib/etcd"))
+            .unwrap()
+            .collect();
+        assert!(
+            left.is_empty(),
+            "probe file removed when the collector is dropped"
+        );
     }
 }
