@@ -78,7 +78,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "nodediag serving"
     );
     let refresher = agent.clone();
-    let _tasks = schedule::spawn_all(
+    let tasks = schedule::spawn_all(
         agent.store.clone(),
         collectors,
         args.agent.collector_timeout,
@@ -89,6 +89,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("HTTP server failed")?;
     tracing::info!("shutting down");
+    // Dropping the collectors releases what they hold on the host (the disk probe
+    // removes its files), instead of leaving it to the runtime's teardown.
+    for t in tasks {
+        t.abort();
+        let _ = t.await;
+    }
     Ok(())
 }
 

@@ -28,6 +28,7 @@ pub fn router(store: Arc<Store>) -> Router {
         .route("/api/v1/kernel-log", get(kernel_log))
         .route("/api/v1/netns", get(netns_list))
         .route("/api/v1/veths", get(veth_list))
+        .route("/api/v1/disks", get(disks))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(store)
@@ -368,6 +369,39 @@ async fn kernel_log(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json
     })
 }
 
+/// Each watched directory with its fsync p50/p99/max over the rule window, space,
+/// inodes and read-only state, and the latency of the disks behind them.
+/// `?path=DIR` keeps one directory.
+async fn disks(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
+    let params = query(q.0, &["path"])?;
+    store.read(|s| {
+        let state = s.collectors.get("disk").ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "the disk collector is disabled")
+        })?;
+        let mut v = envelope(&s.node);
+        v["status"] = json!(state.status);
+        let Some(mut view) = crate::diagnose::disk::view(s, None) else {
+            v["sampled_at"] = Value::Null;
+            v["dirs"] = json!([]);
+            v["devices"] = json!([]);
+            return Ok(Json(v));
+        };
+        if let Some(path) = params.get("path") {
+            view.dirs.retain(|d| &d.dir.path == path);
+            if view.dirs.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("directory {path:?} is not watched"),
+                ));
+            }
+        }
+        if let Value::Object(m) = json!(view) {
+            v.as_object_mut().expect("object").extend(m);
+        }
+        Ok(Json(v))
+    })
+}
+
 /// Filters shared by /api/v1/netns and /api/v1/veths: a pod name or UID, a
 /// Kubernetes namespace, an interface name.
 const NETNS_FILTERS: &[&str] = &["pod", "namespace", "interface"];
@@ -471,7 +505,8 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
             "/api/v1/throttling",
             "/api/v1/kernel-log",
             "/api/v1/netns",
-            "/api/v1/veths"
+            "/api/v1/veths",
+            "/api/v1/disks"
         ]),
     )
 }

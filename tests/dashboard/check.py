@@ -31,28 +31,16 @@ ALERTS_TEST = ROOT / "dashboards" / "alerts_test.yaml"
 README = ROOT / "README.md"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
-# Metrics of collectors that are still being written: the dashboard has their
-# panels ready so that they work the day the collector ships. Each name is
+# Metrics of collectors that are still being written (none today): a dashboard
+# panel may be ready before its collector ships. Each name is
 # checked against agent/src once it appears there; until then it must be
 # listed here, with the collector that will export it. When a name shows up in
 # agent/src this check says so, and the entry can go.
-PENDING_METRICS = {
-    # disk collector: fsync probe histogram and statvfs of the watched dirs.
-    "nodediag_fsync_duration_seconds_bucket": "disk",
-    "nodediag_fsync_probe_up": "disk",
-    "nodediag_fsync_probe_stalled": "disk",
-    "nodediag_filesystem_avail_bytes": "disk",
-    "nodediag_filesystem_size_bytes": "disk",
-    "nodediag_filesystem_files": "disk",
-    "nodediag_filesystem_files_free": "disk",
-    "nodediag_filesystem_readonly": "disk",
-}
+PENDING_METRICS: dict[str, str] = {}
 
 # Finding ids whose README section arrives with their collector (same reason).
 # The family alerts link to README.md#<finding id> for every id.
-PENDING_DOCS = {
-    "fsync_slow", "disk_space_low", "inodes_low", "filesystem_readonly",
-}
+PENDING_DOCS: set[str] = set()
 
 # Panels the dashboard must have (title -> a metric its queries must use).
 REQUIRED_PANELS = {

@@ -3,6 +3,7 @@
 
 pub mod cgroup;
 pub mod conntrack;
+pub mod disk;
 pub mod kmsg;
 pub mod netns;
 pub mod nic;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use cgroup::CgroupSample;
 pub use conntrack::ConntrackSample;
+pub use disk::DiskSample;
 pub use kmsg::KmsgSample;
 pub use netns::NetnsSample;
 pub use nic::NicSample;
@@ -67,6 +69,7 @@ pub enum Sample {
     Pressure(Box<PressureSample>),
     Kmsg(KmsgSample),
     Netns(NetnsSample),
+    Disk(DiskSample),
 }
 
 impl Sample {
@@ -79,6 +82,7 @@ impl Sample {
             Sample::Pressure(s) => s.summary(),
             Sample::Kmsg(s) => s.summary(),
             Sample::Netns(s) => s.summary(),
+            Sample::Disk(s) => s.summary(),
         }
     }
 }
@@ -109,6 +113,7 @@ sample_kind!(CgroupSample, Cgroup, "cgroup");
 sample_kind!(PressureSample, Pressure, "pressure");
 sample_kind!(KmsgSample, Kmsg, "kmsg");
 sample_kind!(NetnsSample, Netns, "netns");
+sample_kind!(DiskSample, Disk, "disk");
 
 /// A collector with the interval it runs on.
 pub struct Enabled {
@@ -165,6 +170,26 @@ pub fn enabled(args: &AgentArgs) -> Vec<Enabled> {
                 &c.cni_conf_dirs,
             )),
             interval: every(c.netns_interval),
+        });
+    }
+    if !c.no_disk {
+        let interval = every(c.disk_interval);
+        let d = &args.disk;
+        out.push(Enabled {
+            collector: Box::new(disk::DiskCollector::new(
+                root.clone(),
+                disk::DiskConfig {
+                    probe_dirs: d.fsync_paths.clone(),
+                    space_dirs: d.disk_paths.clone(),
+                    interval,
+                    probes_per_interval: d.fsync_probes,
+                    file_size: d.fsync_file_size,
+                    min_free: d.fsync_min_free,
+                    stall_timeout: d.fsync_stall_timeout,
+                    window: args.window,
+                },
+            )),
+            interval,
         });
     }
     out

@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod cgroup;
 pub mod conntrack;
+pub mod disk;
 pub mod kmsg;
 pub mod netns;
 pub mod nic;
@@ -96,6 +97,7 @@ pub fn evaluate(snapshot: &Snapshot, ctx: &RuleContext) -> Vec<Finding> {
     oom::rules(snapshot, ctx, &mut findings);
     kmsg::rules(snapshot, ctx, &mut findings);
     netns::rules(snapshot, ctx, &mut findings);
+    disk::rules(snapshot, ctx, &mut findings);
     // Last: it decorates findings of any family with kernel log lines.
     kmsg::attach_evidence(snapshot, ctx, &mut findings);
     findings.sort_by(|a, b| {

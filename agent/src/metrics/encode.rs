@@ -84,6 +84,37 @@ impl Encoder {
         self.out.push('\n');
     }
 
+    /// The series of one histogram: `_bucket` per upper bound (cumulative counts,
+    /// ending with +Inf), `_sum` and `_count`. The family is started by the caller.
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        buckets: &[(f64, u64)],
+        sum: f64,
+        count: u64,
+    ) {
+        let bucket = format!("{name}_bucket");
+        for &(le, n) in buckets {
+            let le = self.le_label(le);
+            let mut with_le: Vec<(&str, &str)> = labels.to_vec();
+            with_le.push(("le", &le));
+            self.sample(&bucket, &with_le, n as f64);
+        }
+        self.sample(&format!("{name}_sum"), labels, sum);
+        self.sample(&format!("{name}_count"), labels, count as f64);
+    }
+
+    /// OpenMetrics wants canonical floats in `le` ("1.0", not "1").
+    fn le_label(&self, le: f64) -> String {
+        let mut s = String::new();
+        write_value(&mut s, le);
+        if self.format == Format::OpenMetrics && le.is_finite() && le.fract() == 0.0 {
+            s.push_str(".0");
+        }
+        s
+    }
+
     /// A family with a single unlabelled sample.
     pub fn single(&mut self, name: &str, kind: Kind, help: &str, value: f64) {
         self.family(name, kind, help);
@@ -156,6 +187,37 @@ mod tests {
         assert!(out.contains("g{a=\"q\\\"uo\\\\te\\n\"} 0.25\n"));
         assert!(out.contains("g{a=\"x\",b=\"y\"} +Inf\n"));
         assert!(out.contains("g NaN\n"));
+    }
+
+    #[test]
+    fn histograms_have_cumulative_buckets_sum_and_count() {
+        for (format, one) in [(Format::Text, "1"), (Format::OpenMetrics, "1.0")] {
+            let mut e = Encoder::new(format);
+            e.family("h_seconds", Kind::Histogram, "help");
+            e.histogram(
+                "h_seconds",
+                &[("path", "/a")],
+                &[(0.01, 2), (1.0, 3), (f64::INFINITY, 4)],
+                9.5,
+                4,
+            );
+            let out = e.finish();
+            assert!(out.contains("# TYPE h_seconds histogram\n"), "{out}");
+            assert!(
+                out.contains("h_seconds_bucket{path=\"/a\",le=\"0.01\"} 2\n"),
+                "{out}"
+            );
+            assert!(
+                out.contains(&format!("h_seconds_bucket{{path=\"/a\",le=\"{one}\"}} 3\n")),
+                "{out}"
+            );
+            assert!(
+                out.contains("h_seconds_bucket{path=\"/a\",le=\"+Inf\"} 4\n"),
+                "{out}"
+            );
+            assert!(out.contains("h_seconds_sum{path=\"/a\"} 9.5\n"), "{out}");
+            assert!(out.contains("h_seconds_count{path=\"/a\"} 4\n"), "{out}");
+        }
     }
 
     #[test]

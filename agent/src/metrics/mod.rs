@@ -3,6 +3,7 @@
 
 mod cgroup;
 mod conntrack;
+mod disk;
 pub mod encode;
 mod netns;
 mod nic;
@@ -30,6 +31,7 @@ pub fn render(snap: &Snapshot, format: Format) -> String {
     cgroup::render(snap, &mut e);
     pressure::render(snap, &mut e);
     netns::render(snap, &mut e);
+    disk::render(snap, &mut e);
     e.finish()
 }
 

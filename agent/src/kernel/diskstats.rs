@@ -1,0 +1,125 @@
+//! Block device I/O counters from `/proc/diskstats`
+//! (Documentation/admin-guide/iostats.rst).
+//!
+//! The number of fields grew with the kernel: 11 after the name until 4.18, 15 with
+//! the discard fields (4.18), 17 with the flush fields (5.5). Older kernels printed
+//! only 4 fields for partitions; such lines carry no latency and are skipped.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DiskStats {
+    pub reads_completed: u64,
+    pub read_time_ms: u64,
+    pub writes_completed: u64,
+    pub sectors_written: u64,
+    pub write_time_ms: u64,
+    pub in_progress: u64,
+    /// Milliseconds the device had I/O in flight: utilisation over an interval.
+    pub io_time_ms: u64,
+    /// Flush requests completed and the time spent on them; kernel 5.5+.
+    pub flushes_completed: Option<u64>,
+    pub flush_time_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiskLine {
+    pub major: u32,
+    pub minor: u32,
+    pub name: String,
+    pub stats: DiskStats,
+}
+
+/// Parses the whole file. A line that is not numbers where numbers belong is an
+/// error naming the line; short partition lines of old kernels are skipped.
+pub fn parse(text: &str) -> Result<Vec<DiskLine>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.is_empty() {
+            continue;
+        }
+        let bad = |what: &str| format!("line {}: {what}: {line:?}", i + 1);
+        if cols.len() < 3 {
+            return Err(bad("expected major, minor and a device name"));
+        }
+        let major = cols[0].parse().map_err(|_| bad("major is not a number"))?;
+        let minor = cols[1].parse().map_err(|_| bad("minor is not a number"))?;
+        let fields: Vec<u64> = cols[3..]
+            .iter()
+            .map(|c| c.parse::<u64>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| bad("a counter is not a number"))?;
+        if fields.len() < 11 {
+            continue;
+        }
+        let flush = fields.len() >= 17;
+        out.push(DiskLine {
+            major,
+            minor,
+            name: cols[2].to_string(),
+            stats: DiskStats {
+                reads_completed: fields[0],
+                read_time_ms: fields[3],
+                writes_completed: fields[4],
+                sectors_written: fields[6],
+                write_time_ms: fields[7],
+                in_progress: fields[8],
+                io_time_ms: fields[9],
+                flushes_completed: flush.then(|| fields[15]),
+                flush_time_ms: flush.then(|| fields[16]),
+            },
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Kernel 6.x: 17 fields after the name.
+    const WITH_FLUSH: &str = "   7       0 loop0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0
+ 254       0 vda 65911 9325 6838850 72261 9980 61515 18818080 90060 0 14716 163809 6944 31 241776 1468 462 19
+";
+    // Kernel 4.19: discard fields, no flush fields.
+    const WITH_DISCARD: &str =
+        "   8       0 sda 1200 30 90000 800 5000 700 120000 6000 2 7000 6800 0 0 0 0\n";
+    // Kernel 4.14: 11 fields; a 2.6-era short partition line.
+    const OLD: &str = "   8       0 sda 1200 30 90000 800 5000 700 120000 6000 0 7000 6800
+   8       1 sda1 1100 88000 4900 118000
+";
+
+    #[test]
+    fn flush_fields_are_read_from_kernel_5_5() {
+        let lines = parse(WITH_FLUSH).unwrap();
+        assert_eq!(lines.len(), 2);
+        let vda = &lines[1];
+        assert_eq!((vda.major, vda.minor, vda.name.as_str()), (254, 0, "vda"));
+        assert_eq!(vda.stats.writes_completed, 9980);
+        assert_eq!(vda.stats.write_time_ms, 90060);
+        assert_eq!(vda.stats.io_time_ms, 14716);
+        assert_eq!(vda.stats.flushes_completed, Some(462));
+        assert_eq!(vda.stats.flush_time_ms, Some(19));
+    }
+
+    #[test]
+    fn older_formats_have_no_flush_fields() {
+        let sda = &parse(WITH_DISCARD).unwrap()[0];
+        assert_eq!(sda.stats.writes_completed, 5000);
+        assert_eq!(sda.stats.in_progress, 2);
+        assert_eq!(sda.stats.flushes_completed, None);
+        let old = parse(OLD).unwrap();
+        assert_eq!(old.len(), 1, "the 4-field partition line is skipped");
+        assert_eq!(old[0].stats.io_time_ms, 7000);
+        assert_eq!(old[0].stats.flush_time_ms, None);
+    }
+
+    #[test]
+    fn garbage_is_an_error_naming_the_line() {
+        let err = parse("8 0 sda 1 2 x 4 5 6 7 8 9 10 11\n").unwrap_err();
+        assert!(err.contains("line 1"), "{err}");
+        assert!(parse("8\n").is_err());
+        assert!(parse("\n\n").unwrap().is_empty());
+    }
+}

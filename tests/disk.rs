@@ -1,0 +1,732 @@
+//! The disk collector against real filesystems: a temporary directory on the machine's
+//! disk, a loop-mounted ext4 made slow with blkio throttling, read-only and filled
+//! tmpfs mounts. Everything a test mounts or creates is undone by a guard, even when
+//! the test fails.
+
+mod common;
+
+use common::{check, get_with, wait_for, BIN};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn unique(what: &str) -> String {
+    format!(
+        "nodediag-test-{what}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A mount point in a temporary directory, unmounted (and its loop device detached)
+/// on drop.
+struct Mount {
+    /// Removed (with the image file) after the unmount in drop: fields drop last.
+    _dir: tempfile::TempDir,
+    point: PathBuf,
+    loop_dev: Option<String>,
+}
+
+impl Mount {
+    fn tmpfs(options: &str) -> Result<Mount, String> {
+        let dir = tempfile::Builder::new()
+            .prefix(&unique("tmpfs"))
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let point = dir.path().join("mnt");
+        std::fs::create_dir(&point).map_err(|e| e.to_string())?;
+        run(
+            "mount",
+            &["-t", "tmpfs", "-o", options, "nodediag-test", path(&point)],
+        )?;
+        Ok(Mount {
+            _dir: dir,
+            point,
+            loop_dev: None,
+        })
+    }
+
+    /// An ext4 filesystem on a loop device over a file on the machine's disk.
+    fn loop_ext4(size: &str) -> Result<Mount, String> {
+        let dir = tempfile::Builder::new()
+            .prefix(&unique("loop"))
+            .tempdir_in("/var/tmp")
+            .map_err(|e| e.to_string())?;
+        let image = dir.path().join("disk.img");
+        let point = dir.path().join("mnt");
+        std::fs::create_dir(&point).map_err(|e| e.to_string())?;
+        run("truncate", &["-s", size, path(&image)])?;
+        run("mkfs.ext4", &["-q", "-F", path(&image)])?;
+        let loop_dev = run("losetup", &["--find", "--show", path(&image)])?;
+        let mut m = Mount {
+            _dir: dir,
+            point,
+            loop_dev: Some(loop_dev.clone()),
+        };
+        run("mount", &[&loop_dev, path(&m.point)]).inspect_err(|_| {
+            let _ = run("losetup", &["-d", &loop_dev]);
+            m.loop_dev = None;
+        })?;
+        Ok(m)
+    }
+
+    fn path(&self) -> &str {
+        path(&self.point)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if run("umount", &[path(&self.point)]).is_err() {
+            let _ = run("umount", &["-l", path(&self.point)]);
+        }
+        if let Some(dev) = &self.loop_dev {
+            let _ = run("losetup", &["-d", dev]);
+        }
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A cgroup v1 blkio group limiting write IOPS on one device; its processes go
+/// back to the root group and it is removed on drop.
+struct BlkioThrottle {
+    dir: PathBuf,
+    dev: String,
+}
+
+impl BlkioThrottle {
+    fn with_limit(dev: &str, file: &str, limit: u32) -> Result<Self, String> {
+        let root = Path::new("/sys/fs/cgroup/blkio");
+        if !root.join("blkio.throttle.write_iops_device").exists() {
+            return Err("no cgroup v1 blkio controller with throttling".into());
+        }
+        let dir = root.join(unique("blkio"));
+        std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let g = Self {
+            dir,
+            dev: dev.to_string(),
+        };
+        std::fs::write(g.dir.join(file), format!("{dev} {limit}\n"))
+            .map_err(|e| format!("{file}: {e}"))?;
+        Ok(g)
+    }
+
+    /// Lifts the limits: I/O held back by them is let through.
+    fn release(&self) {
+        for file in [
+            "blkio.throttle.write_iops_device",
+            "blkio.throttle.write_bps_device",
+        ] {
+            let _ = std::fs::write(self.dir.join(file), format!("{} 0\n", self.dev));
+        }
+    }
+}
+
+impl Drop for BlkioThrottle {
+    fn drop(&mut self) {
+        self.release();
+        let root = self.dir.parent().expect("parent").join("cgroup.procs");
+        if let Ok(procs) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
+            for pid in procs.lines() {
+                let _ = std::fs::write(&root, pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// `nodediag serve`, optionally started inside a cgroup; SIGTERMed (then killed)
+/// on drop.
+struct Serve {
+    child: Child,
+    addr: String,
+}
+
+impl Serve {
+    fn start(args: &[&str], cgroup: Option<&Path>) -> Serve {
+        let mut cmd = match cgroup {
+            Some(cg) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!(
+                        "echo $$ > '{}/cgroup.procs' && exec \"$0\" \"$@\"",
+                        cg.display()
+                    ))
+                    .arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = cmd
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--no-collector.nic"])
+            .args(["--no-collector.conntrack"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start nodediag");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listen=").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+                eprintln!("[nodediag] {line}");
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("nodediag did not report its listen address");
+        Serve { child, addr }
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        get_with(&format!("http://{}{path}", self.addr), None)
+    }
+
+    fn json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).expect("json")
+    }
+
+    /// SIGTERM and wait for a graceful exit; true when it exited within the bound.
+    fn terminate(&mut self) -> bool {
+        // SAFETY: kill on the pid of our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        wait_for("nodediag to exit", Duration::from_secs(20), || {
+            self.child.try_wait().ok().flatten()
+        })
+        .success()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn probe_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(".nodediag-fsync-probe."))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn dir_json<'a>(disks: &'a Value, dir: &str) -> Option<&'a Value> {
+    disks["dirs"].as_array()?.iter().find(|d| d["path"] == dir)
+}
+
+#[test]
+fn probe_on_the_real_disk_wraps_its_file_and_removes_it_on_sigterm() {
+    let dir = tempfile::Builder::new()
+        .prefix(&unique("probe"))
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let d = path(dir.path()).to_string();
+    let size: u64 = 128 * 1024; // 56 records: the file wraps within seconds
+    let mut agent = Serve::start(
+        &[
+            "--fsync.path",
+            &d,
+            "--disk.path",
+            &d,
+            "--fsync.file-size",
+            "128KiB",
+            "--fsync.min-free",
+            "1MiB",
+            "--collector.disk.interval",
+            "1s",
+            "--fsync.probes",
+            "40",
+        ],
+        None,
+    );
+    let mut largest = 0;
+    let disks = wait_for(
+        "the probe to wrap around its file",
+        Duration::from_secs(60),
+        || {
+            for f in probe_files(dir.path()) {
+                largest = largest.max(std::fs::metadata(f).map(|m| m.len()).unwrap_or(0));
+            }
+            let v = agent.json("/api/v1/disks");
+            let total = dir_json(&v, &d)?["probe"]["probes_total"].as_u64()?;
+            (total > 2 * size / 2300).then_some(v)
+        },
+    );
+    assert_eq!(
+        largest, size,
+        "the probe file has exactly its configured size"
+    );
+    let files = probe_files(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(std::fs::metadata(&files[0]).unwrap().len(), size);
+
+    let entry = dir_json(&disks, &d).unwrap();
+    assert_eq!(entry["probe"]["state"], "running");
+    assert_eq!(entry["probe"]["stalled"], false);
+    let (p50, p99, max) = (
+        entry["fsync"]["p50_seconds"].as_f64().unwrap(),
+        entry["fsync"]["p99_seconds"].as_f64().unwrap(),
+        entry["fsync"]["max_seconds"].as_f64().unwrap(),
+    );
+    assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{p50} {p99} {max}");
+    assert!(max < 5.0, "a 2300-byte fdatasync on a healthy disk: {max}s");
+    let device = entry["device"]
+        .as_str()
+        .expect("a block device under /var/tmp");
+    assert!(entry["space"]["size_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        disks["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|dev| dev["name"] == entry["disk"] && dev["write_iops"].as_f64().unwrap() > 0.0),
+        "the disk's own counters saw the probe's writes: {disks}"
+    );
+
+    let (_, metrics) = agent.get("/metrics");
+    let bucket = format!(
+        "nodediag_fsync_duration_seconds_bucket{{path=\"{d}\",device=\"{device}\",le=\"0.01\"}}"
+    );
+    assert!(metrics.contains(&bucket), "{bucket} missing");
+    assert!(metrics.contains(&format!(
+        "nodediag_fsync_duration_seconds_bucket{{path=\"{d}\",device=\"{device}\",le=\"+Inf\"}}"
+    )));
+    assert!(metrics.contains(&format!("nodediag_fsync_probe_up{{path=\"{d}\"}} 1")));
+    let (_, report) = agent.get("/");
+    assert!(report.contains("fsync p50"), "{report}");
+
+    assert!(agent.terminate(), "graceful exit on SIGTERM");
+    assert!(
+        probe_files(dir.path()).is_empty(),
+        "probe file left after shutdown"
+    );
+
+    // A one-shot check probes too and leaves nothing behind.
+    let (code, out) = check(&[
+        "--finding",
+        "fsync_slow",
+        "--fsync.path",
+        &d,
+        "--disk.path",
+        &d,
+        "--fsync.min-free",
+        "1MiB",
+        "--fsync.warn",
+        "5s",
+        "--fsync.critical",
+        "8s",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        probe_files(dir.path()).is_empty(),
+        "check left a probe file"
+    );
+}
+
+/// fio's fdatasync latency percentiles (seconds) for etcd's recipe in `dir`, run
+/// inside `cgroup`; None when fio is not installed.
+fn fio_p50_p99(dir: &str, cgroup: &Path, writes: u64) -> Option<(f64, f64)> {
+    if run("fio", &["--version"]).is_err() {
+        return None;
+    }
+    let script = format!(
+        "echo $$ > '{}/cgroup.procs' && exec fio --rw=write --ioengine=sync --fdatasync=1 \
+         --directory='{dir}' --size={} --bs=2300 --name=nodediag-test-fio --output-format=json",
+        cgroup.display(),
+        writes * 2300
+    );
+    let out = run("sh", &["-c", &script]).expect("fio");
+    let _ = std::fs::remove_file(Path::new(dir).join("nodediag-test-fio.0.0"));
+    let v: Value = serde_json::from_str(&out).expect("fio json");
+    let pct = |p: &str| {
+        v["jobs"][0]["sync"]["lat_ns"]["percentile"][p]
+            .as_f64()
+            .unwrap()
+            / 1e9
+    };
+    Some((pct("50.000000"), pct("99.000000")))
+}
+
+#[test]
+fn a_disk_throttled_by_blkio_is_fsync_slow_and_agrees_with_fio() {
+    if !is_root() {
+        eprintln!("skipped: needs root for losetup, mount and blkio cgroups");
+        return;
+    }
+    let mount = match Mount::loop_ext4("1G") {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("skipped: cannot make a loop-mounted ext4: {e}");
+            return;
+        }
+    };
+    let loop_dev = mount.loop_dev.clone().unwrap();
+    let name = loop_dev.trim_start_matches("/dev/");
+    let majmin = std::fs::read_to_string(format!("/sys/block/{name}/dev")).unwrap();
+    // 16 KiB/s of writes on this device: each 4 KiB page a sync writes waits about
+    // 250 ms for its share, whether the disk was idle before or not (an IOPS limit
+    // would let a write after an idle spell straight through).
+    let throttle =
+        match BlkioThrottle::with_limit(majmin.trim(), "blkio.throttle.write_bps_device", 16384) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+        };
+    let mut agent = Serve::start(
+        &[
+            "--fsync.path",
+            mount.path(),
+            "--disk.path",
+            mount.path(),
+            "--fsync.file-size",
+            "1MiB",
+            "--fsync.min-free",
+            "1MiB",
+            "--collector.disk.interval",
+            "2s",
+            "--fsync.probes",
+            "5",
+        ],
+        Some(&throttle.dir),
+    );
+    let finding = wait_for(
+        "fsync_slow over 40 probes",
+        Duration::from_secs(120),
+        || {
+            let v = agent.json("/api/v1/findings?finding=fsync_slow");
+            v["findings"]
+                .as_array()?
+                .iter()
+                .find(|f| {
+                    f["subject"] == mount.path() && f["evidence"]["probes"].as_u64() >= Some(40)
+                })
+                .cloned()
+        },
+    );
+    assert_eq!(finding["severity"], "critical", "{finding}");
+    let ev = &finding["evidence"];
+    let p99 = ev["p99_seconds"].as_f64().unwrap();
+    assert!(
+        p99 > 0.1,
+        "p99 {p99}s is over the 100 ms critical threshold"
+    );
+    assert!(p99 < 5.0, "p99 {p99}s: throttled, not hung");
+    assert_eq!(ev["stalled"], false);
+    assert_eq!(ev["device"], name);
+    // Device figures need two samples of the counters; the throttle holds writes
+    // back before they reach the device, so the device itself looks fast.
+    let dev = wait_for("the loop device's figures", Duration::from_secs(30), || {
+        let disks = agent.json("/api/v1/disks");
+        disks["devices"]
+            .as_array()?
+            .iter()
+            .find(|d| d["name"] == name && d["write_iops"].as_f64() > Some(0.0))
+            .cloned()
+    });
+    eprintln!("throttled: nodediag p99 {p99}s; device {dev}");
+    assert!(agent.terminate());
+
+    // etcd's own disk check on the same directory, under the same limit.
+    match fio_p50_p99(mount.path(), &throttle.dir, 40) {
+        None => eprintln!("skipped the fio comparison: fio is not installed"),
+        Some((fio50, fio99)) => {
+            eprintln!(
+                "fio p50 {fio50}s p99 {fio99}s; nodediag p50 {} p99 {p99}",
+                ev["p50_seconds"]
+            );
+            let p50 = ev["p50_seconds"].as_f64().unwrap();
+            for (what, ours, theirs) in [("p50", p50, fio50), ("p99", p99, fio99)] {
+                assert!(
+                    (0.75..=1.25).contains(&(ours / theirs)),
+                    "{what}: nodediag {ours}s vs fio {theirs}s"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_write_held_back_indefinitely_is_a_stall_and_shutdown_still_cleans_up() {
+    if !is_root() {
+        eprintln!("skipped: needs root for losetup, mount and blkio cgroups");
+        return;
+    }
+    let mount = match Mount::loop_ext4("64M") {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("skipped: cannot make a loop-mounted ext4: {e}");
+            return;
+        }
+    };
+    let name = mount
+        .loop_dev
+        .clone()
+        .unwrap()
+        .trim_start_matches("/dev/")
+        .to_string();
+    let majmin = std::fs::read_to_string(format!("/sys/block/{name}/dev")).unwrap();
+    // One byte a second: the probe's first 4 KiB data write does not get through
+    // for an hour, the way a write to a hung disk or NFS server never returns.
+    let throttle =
+        match BlkioThrottle::with_limit(majmin.trim(), "blkio.throttle.write_bps_device", 1) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+        };
+    let mut agent = Serve::start(
+        &[
+            "--fsync.path",
+            mount.path(),
+            "--disk.path",
+            mount.path(),
+            "--fsync.file-size",
+            "1MiB",
+            "--fsync.min-free",
+            "1MiB",
+            "--collector.disk.interval",
+            "1s",
+            "--fsync.stall-timeout",
+            "2s",
+        ],
+        Some(&throttle.dir),
+    );
+    let finding = wait_for("a stalled fsync_slow", Duration::from_secs(60), || {
+        let v = agent.json("/api/v1/findings?finding=fsync_slow");
+        v["findings"]
+            .as_array()?
+            .iter()
+            .find(|f| f["subject"] == mount.path() && f["evidence"]["stalled"] == true)
+            .cloned()
+    });
+    assert_eq!(finding["severity"], "critical", "{finding}");
+    eprintln!("stall finding: {finding}");
+    assert!(finding["evidence"]["stalled_seconds"].as_f64().unwrap() >= 2.0);
+    assert_eq!(finding["evidence"]["stalled_operation"], "write+fdatasync");
+    let (_, metrics) = agent.get("/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "nodediag_fsync_probe_stalled{{path=\"{}\"}} 1",
+            mount.path()
+        )),
+        "{metrics}"
+    );
+    // The collector keeps sampling: one stuck thread, no pile-up of new probes.
+    let runs = |a: &Serve| {
+        a.json("/api/v1/collectors/disk")["runs_total"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = runs(&agent);
+    wait_for("two more samples", Duration::from_secs(20), || {
+        (runs(&agent) >= before + 2).then_some(())
+    });
+    let threads = std::fs::read_dir(format!("/proc/{}/task", agent.child.id()))
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "nodediag-disk")
+        })
+        .count();
+    assert_eq!(threads, 1, "one probe thread for the one directory");
+
+    throttle.release();
+    assert!(
+        agent.terminate(),
+        "graceful exit once the disk answers again"
+    );
+    assert!(
+        probe_files(Path::new(mount.path())).is_empty(),
+        "probe file left behind"
+    );
+}
+
+#[test]
+fn a_read_only_filesystem_is_flagged_from_mountinfo_and_from_erofs() {
+    if !is_root() {
+        eprintln!("skipped: needs root to mount");
+        return;
+    }
+    let mount = match Mount::tmpfs("ro,size=1m") {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("skipped: cannot mount tmpfs: {e}");
+            return;
+        }
+    };
+    let args = |procfs: &str| -> (i32, Value) {
+        let (code, out) = check(&[
+            "--finding",
+            "filesystem_readonly",
+            "--path.procfs",
+            procfs,
+            "--fsync.path",
+            mount.path(),
+            "--disk.path",
+            mount.path(),
+            "--fsync.min-free",
+            "0",
+            "--fsync.file-size",
+            "64KiB",
+            "--format",
+            "json",
+        ]);
+        (
+            code,
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}")),
+        )
+    };
+    let (code, v) = args("/proc");
+    assert_eq!(code, 1, "{v}");
+    let f = &v["findings"][0];
+    assert_eq!(f["id"], "filesystem_readonly");
+    assert_eq!(f["severity"], "critical");
+    assert_eq!(f["subject"], mount.path());
+    assert_eq!(
+        f["evidence"]["source"], "EROFS",
+        "the failed write is the first evidence"
+    );
+
+    // Without a mount table (a procfs without mountinfo), the write's EROFS alone
+    // still says it; with the mount table, an idle watched directory is judged by it.
+    let empty_proc = tempfile::tempdir().unwrap();
+    let (code, v) = args(path(empty_proc.path()));
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["findings"][0]["evidence"]["source"], "EROFS");
+
+    let (code, out) = check(&[
+        "--finding",
+        "filesystem_readonly",
+        "--fsync.path",
+        "/var/tmp",
+        "--disk.path",
+        mount.path(),
+        "--format",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(code, 1, "{v}");
+    let f = &v["findings"][0];
+    assert_eq!(f["evidence"]["source"], "mountinfo");
+    assert!(
+        f["evidence"]["detail"].as_str().unwrap().contains("ro"),
+        "{f}"
+    );
+}
+
+#[test]
+fn a_filled_filesystem_is_disk_space_low_and_inodes_low() {
+    if !is_root() {
+        eprintln!("skipped: needs root to mount");
+        return;
+    }
+    let mount = match Mount::tmpfs("size=4m,nr_inodes=200") {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("skipped: cannot mount tmpfs: {e}");
+            return;
+        }
+    };
+    let root = Path::new(mount.path());
+    // Most inodes first (empty files take no blocks), then every block.
+    for i in 0..195 {
+        std::fs::File::create(root.join(format!("f{i}"))).unwrap();
+    }
+    let big = vec![0xa5u8; 64 * 1024];
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(root.join("fill")).unwrap();
+        while f.write_all(&big).is_ok() {}
+    }
+    let (code, out) = check(&[
+        "--finding",
+        "disk_space_low",
+        "--finding",
+        "inodes_low",
+        "--fsync.path",
+        mount.path(),
+        "--disk.path",
+        mount.path(),
+        "--format",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(code, 1, "{v}");
+    let findings = v["findings"].as_array().unwrap();
+    let get = |id: &str| {
+        findings
+            .iter()
+            .find(|f| f["id"] == id)
+            .unwrap_or_else(|| panic!("{id} missing: {v}"))
+    };
+    let space = get("disk_space_low");
+    assert_eq!(space["severity"], "critical");
+    assert_eq!(space["subject"], mount.path());
+    assert!(space["evidence"]["free_ratio"].as_f64().unwrap() < 0.05);
+    assert_eq!(space["evidence"]["size_bytes"], 4 * 1024 * 1024);
+    let inodes = get("inodes_low");
+    assert_eq!(inodes["severity"], "critical");
+    assert_eq!(inodes["evidence"]["inodes"], 200);
+    assert!(inodes["evidence"]["inodes_free"].as_u64().unwrap() < 10);
+    // The probe does not write into a full filesystem.
+    let (_, text) = check(&[
+        "--finding",
+        "disk_space_low",
+        "--fsync.path",
+        mount.path(),
+        "--disk.path",
+        mount.path(),
+    ]);
+    assert!(text.contains("probe refused"), "{text}");
+    assert!(probe_files(root).is_empty());
+}
