@@ -337,6 +337,12 @@ fn run(dir: &Path, file: &Path, cfg: &WatchConfig, shared: &Shared) {
                 if !ready || probe.is_none() {
                     break;
                 }
+                // After the first burst, each probe waits its turn first, so a round
+                // never starts with a probe right behind the previous one.
+                if !first && shared.pause(per_probe) {
+                    stopped = true;
+                    break;
+                }
                 // The first burst does not pause between probes: look for a stop here
                 // so shutdown does not wait for the whole burst on a slow disk.
                 if shared.lock().stop {
@@ -372,10 +378,6 @@ fn run(dir: &Path, file: &Path, cfg: &WatchConfig, shared: &Shared) {
                     None => {}
                 }
                 drop(st);
-                if !first && shared.pause(per_probe) {
-                    stopped = true;
-                    break;
-                }
             }
         }
         {
