@@ -47,7 +47,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to serve HTTP on.
-    #[arg(long, env = "NODEDIAG_LISTEN", default_value = DEFAULT_LISTEN)]
+    #[arg(long, env = "NODEDIAG_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: SocketAddr,
 
     #[command(flatten)]
@@ -71,11 +71,11 @@ pub struct CheckArgs {
     pub format: OutputFormat,
 
     /// Check only this finding id (repeatable); default: every finding.
-    #[arg(long = "finding", env = "NODEDIAG_FINDING", value_delimiter = ',', value_parser = parse_finding_id)]
+    #[arg(long = "finding", env = "NODEDIAG_FINDING", value_delimiter = ',', value_parser = parse_finding_id, value_name = "ID")]
     pub findings: Vec<String>,
 
     /// Delay between the two samples that rules needing a rate (counters rising) compare.
-    #[arg(long = "check.delay", env = "NODEDIAG_CHECK_DELAY", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long = "check.delay", env = "NODEDIAG_CHECK_DELAY", default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
     pub delay: Duration,
 
     #[command(flatten)]
@@ -85,14 +85,15 @@ pub struct CheckArgs {
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
     /// Config file (YAML, or TOML when it ends in .toml) with the long flags as keys.
-    #[arg(long, env = "NODEDIAG_CONFIG")]
+    #[arg(long, env = "NODEDIAG_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// Where the host's procfs is mounted.
     #[arg(
         long = "path.procfs",
         env = "NODEDIAG_PATH_PROCFS",
-        default_value = "/proc"
+        default_value = "/proc",
+        value_name = "DIR"
     )]
     pub procfs: PathBuf,
 
@@ -100,7 +101,8 @@ pub struct AgentArgs {
     #[arg(
         long = "path.sysfs",
         env = "NODEDIAG_PATH_SYSFS",
-        default_value = "/sys"
+        default_value = "/sys",
+        value_name = "DIR"
     )]
     pub sysfs: PathBuf,
 
@@ -108,33 +110,34 @@ pub struct AgentArgs {
     #[arg(
         long = "path.rootfs",
         env = "NODEDIAG_PATH_ROOTFS",
-        default_value = "/"
+        default_value = "/",
+        value_name = "DIR"
     )]
     pub rootfs: PathBuf,
 
     /// Where the host's /sys/fs/cgroup is mounted [default: each cgroup mount point of
     /// the host's mount table under --path.rootfs, else under --path.sysfs].
-    #[arg(long = "path.cgroup", env = "NODEDIAG_PATH_CGROUP")]
+    #[arg(long = "path.cgroup", env = "NODEDIAG_PATH_CGROUP", value_name = "DIR")]
     pub cgroup_root: Option<PathBuf>,
     /// The host's kernel log device, followed by the kmsg collector
     /// [default: <path.rootfs>/dev/kmsg].
-    #[arg(long = "path.kmsg", env = "NODEDIAG_PATH_KMSG")]
+    #[arg(long = "path.kmsg", env = "NODEDIAG_PATH_KMSG", value_name = "FILE")]
     pub kmsg: Option<PathBuf>,
 
     /// Node name in reports and the API [default: the hostname].
-    #[arg(long = "node-name", env = "NODE_NAME")]
+    #[arg(long = "node-name", env = "NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
 
     /// Default sampling interval of every collector.
-    #[arg(long, env = "NODEDIAG_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "NODEDIAG_INTERVAL", default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
     pub interval: Duration,
 
     /// Window over which rules compute rates (drops rising, errors per packet).
-    #[arg(long, env = "NODEDIAG_WINDOW", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "NODEDIAG_WINDOW", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub window: Duration,
 
     /// A collection that has not returned after this long is reported as hung.
-    #[arg(long = "collector.timeout", env = "NODEDIAG_COLLECTOR_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long = "collector.timeout", env = "NODEDIAG_COLLECTOR_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub collector_timeout: Duration,
 
     /// Read files only: no netlink sockets (ctnetlink, rtnetlink, ethtool). For
@@ -143,7 +146,12 @@ pub struct AgentArgs {
     pub no_netlink: bool,
 
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
-    #[arg(long = "log-level", env = "NODEDIAG_LOG_LEVEL", default_value = "info")]
+    #[arg(
+        long = "log-level",
+        env = "NODEDIAG_LOG_LEVEL",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
     pub log_level: String,
 
     #[command(flatten)]
@@ -160,7 +168,7 @@ pub struct AgentArgs {
 #[command(next_help_heading = "Collectors")]
 pub struct CollectorArgs {
     /// Sampling interval of the conntrack collector [default: --interval].
-    #[arg(long = "collector.conntrack.interval", env = "NODEDIAG_COLLECTOR_CONNTRACK_INTERVAL", value_parser = parse_duration)]
+    #[arg(long = "collector.conntrack.interval", env = "NODEDIAG_COLLECTOR_CONNTRACK_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
     pub conntrack_interval: Option<Duration>,
 
     /// Disable the conntrack collector.
@@ -171,7 +179,7 @@ pub struct CollectorArgs {
     pub no_conntrack: bool,
 
     /// Sampling interval of the NIC collector [default: --interval].
-    #[arg(long = "collector.nic.interval", env = "NODEDIAG_COLLECTOR_NIC_INTERVAL", value_parser = parse_duration)]
+    #[arg(long = "collector.nic.interval", env = "NODEDIAG_COLLECTOR_NIC_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
     pub nic_interval: Option<Duration>,
 
     /// Disable the NIC collector.
@@ -179,14 +187,14 @@ pub struct CollectorArgs {
     pub no_nic: bool,
 
     /// Sampling interval of the cgroup (CPU throttling) collector [default: --interval].
-    #[arg(long = "collector.cgroup.interval", env = "NODEDIAG_COLLECTOR_CGROUP_INTERVAL", value_parser = parse_duration)]
+    #[arg(long = "collector.cgroup.interval", env = "NODEDIAG_COLLECTOR_CGROUP_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
     pub cgroup_interval: Option<Duration>,
 
     /// Disable the cgroup (CPU throttling) collector.
     #[arg(long = "no-collector.cgroup", env = "NODEDIAG_NO_COLLECTOR_CGROUP")]
     pub no_cgroup: bool,
     /// Sampling interval of the pressure collector [default: --interval].
-    #[arg(long = "collector.pressure.interval", env = "NODEDIAG_COLLECTOR_PRESSURE_INTERVAL", value_parser = parse_duration)]
+    #[arg(long = "collector.pressure.interval", env = "NODEDIAG_COLLECTOR_PRESSURE_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
     pub pressure_interval: Option<Duration>,
 
     /// Disable the pressure collector (memory, PSI, PIDs, files, inotify, neighbours,
@@ -196,7 +204,7 @@ pub struct CollectorArgs {
 
     /// How often the kmsg collector publishes what the kernel log follower matched
     /// [default: --interval].
-    #[arg(long = "collector.kmsg.interval", env = "NODEDIAG_COLLECTOR_KMSG_INTERVAL", value_parser = parse_duration)]
+    #[arg(long = "collector.kmsg.interval", env = "NODEDIAG_COLLECTOR_KMSG_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
     pub kmsg_interval: Option<Duration>,
 
     /// Disable the kernel log follower.
@@ -204,7 +212,7 @@ pub struct CollectorArgs {
     pub no_kmsg: bool,
     /// Sampling interval of the netns collector (network namespaces, veths, IPAM)
     /// [default: --interval].
-    #[arg(long = "collector.netns.interval", env = "NODEDIAG_COLLECTOR_NETNS_INTERVAL", value_parser = parse_duration)]
+    #[arg(long = "collector.netns.interval", env = "NODEDIAG_COLLECTOR_NETNS_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
     pub netns_interval: Option<Duration>,
 
     /// Disable the netns collector.
@@ -217,7 +225,8 @@ pub struct CollectorArgs {
     #[arg(
         long = "path.netns",
         env = "NODEDIAG_PATH_NETNS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_name = "DIR"
     )]
     pub netns_dirs: Vec<PathBuf>,
 
@@ -226,12 +235,13 @@ pub struct CollectorArgs {
     #[arg(
         long = "path.cni-conf",
         env = "NODEDIAG_PATH_CNI_CONF",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_name = "DIR"
     )]
     pub cni_conf_dirs: Vec<PathBuf>,
     /// Sampling interval of the disk collector, and the period over which the fsync
     /// probe spreads its --fsync.probes writes [default: --interval].
-    #[arg(long = "collector.disk.interval", env = "NODEDIAG_COLLECTOR_DISK_INTERVAL", value_parser = parse_duration)]
+    #[arg(long = "collector.disk.interval", env = "NODEDIAG_COLLECTOR_DISK_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
     pub disk_interval: Option<Duration>,
 
     /// Disable the disk collector (fsync probe, space, inodes, device latency).
@@ -249,28 +259,29 @@ pub struct DiskArgs {
     #[arg(
         long = "fsync.path",
         env = "NODEDIAG_FSYNC_PATH",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_name = "DIR"
     )]
     pub fsync_paths: Vec<PathBuf>,
 
     /// Probes (2300-byte write + fdatasync) per directory per collector interval,
     /// spread evenly over it. 10 per 15 s adds 0.67 syncs/s per directory: on ext4
     /// about 2 writes, 1.3 cache flushes and 4 KiB a second at the device.
-    #[arg(long = "fsync.probes", env = "NODEDIAG_FSYNC_PROBES", default_value = "10", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long = "fsync.probes", env = "NODEDIAG_FSYNC_PROBES", default_value = "10", value_parser = clap::value_parser!(u32).range(1..=1000), value_name = "N")]
     pub fsync_probes: u32,
 
     /// Size of each probe file (preallocated; written round and round, never larger).
-    #[arg(long = "fsync.file-size", env = "NODEDIAG_FSYNC_FILE_SIZE", default_value = "16MiB", value_parser = parse_probe_file_size)]
+    #[arg(long = "fsync.file-size", env = "NODEDIAG_FSYNC_FILE_SIZE", default_value = "16MiB", value_parser = parse_probe_file_size, value_name = "SIZE")]
     pub fsync_file_size: u64,
 
     /// The probe removes its file and pauses while less than this is available on
     /// the filesystem (plus the file's size when it must create it).
-    #[arg(long = "fsync.min-free", env = "NODEDIAG_FSYNC_MIN_FREE", default_value = "1GiB", value_parser = parse_bytes)]
+    #[arg(long = "fsync.min-free", env = "NODEDIAG_FSYNC_MIN_FREE", default_value = "1GiB", value_parser = parse_bytes, value_name = "SIZE")]
     pub fsync_min_free: u64,
 
     /// A probe or statvfs that has not returned after this long is a stall
     /// (fsync_slow, critical).
-    #[arg(long = "fsync.stall-timeout", env = "NODEDIAG_FSYNC_STALL_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long = "fsync.stall-timeout", env = "NODEDIAG_FSYNC_STALL_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub fsync_stall_timeout: Duration,
 
     /// Directory watched for free space and inodes only (repeatable) [default:
@@ -289,112 +300,112 @@ pub struct DiskArgs {
 #[command(next_help_heading = "Finding thresholds")]
 pub struct Thresholds {
     /// conntrack_table_full (critical) at this fraction of nf_conntrack_max.
-    #[arg(long = "conntrack.full-ratio", env = "NODEDIAG_CONNTRACK_FULL_RATIO", default_value = "0.95", value_parser = parse_ratio)]
+    #[arg(long = "conntrack.full-ratio", env = "NODEDIAG_CONNTRACK_FULL_RATIO", default_value = "0.95", value_parser = parse_ratio, value_name = "RATIO")]
     pub conntrack_full_ratio: f64,
 
     /// conntrack_table_high (warning) at this fraction of nf_conntrack_max.
-    #[arg(long = "conntrack.high-ratio", env = "NODEDIAG_CONNTRACK_HIGH_RATIO", default_value = "0.80", value_parser = parse_ratio)]
+    #[arg(long = "conntrack.high-ratio", env = "NODEDIAG_CONNTRACK_HIGH_RATIO", default_value = "0.80", value_parser = parse_ratio, value_name = "RATIO")]
     pub conntrack_high_ratio: f64,
 
     /// nic_errors when errors + drops exceed this fraction of packets over the window.
-    #[arg(long = "nic.errors-ratio", env = "NODEDIAG_NIC_ERRORS_RATIO", default_value = "0.01", value_parser = parse_ratio)]
+    #[arg(long = "nic.errors-ratio", env = "NODEDIAG_NIC_ERRORS_RATIO", default_value = "0.01", value_parser = parse_ratio, value_name = "RATIO")]
     pub nic_errors_ratio: f64,
 
     /// Expected speed of a physical NIC, NAME=MBPS (NAME may end in *), repeatable:
     /// nic_speed_degraded when the negotiated speed is lower.
-    #[arg(long = "nic.expected-speed", env = "NODEDIAG_NIC_EXPECTED_SPEED", value_delimiter = ',', value_parser = parse_expected_speed)]
+    #[arg(long = "nic.expected-speed", env = "NODEDIAG_NIC_EXPECTED_SPEED", value_delimiter = ',', value_parser = parse_expected_speed, value_name = "NAME=MBPS")]
     pub nic_expected_speed: Vec<ExpectedSpeed>,
 
     /// cpu_throttled when a container was throttled in at least this fraction of its
     /// CFS periods over the window (kubernetes-mixin CPUThrottlingHigh: 0.25).
-    #[arg(long = "cgroup.throttled-ratio", env = "NODEDIAG_CGROUP_THROTTLED_RATIO", default_value = "0.25", value_parser = parse_ratio)]
+    #[arg(long = "cgroup.throttled-ratio", env = "NODEDIAG_CGROUP_THROTTLED_RATIO", default_value = "0.25", value_parser = parse_ratio, value_name = "RATIO")]
     pub cgroup_throttled_ratio: f64,
 
     /// cpu_throttled_kernel_bug when a container so throttled used less than this
     /// fraction of its quota, on a kernel without the CFS bandwidth fix.
-    #[arg(long = "cgroup.kernel-bug-usage-ratio", env = "NODEDIAG_CGROUP_KERNEL_BUG_USAGE_RATIO", default_value = "0.5", value_parser = parse_ratio)]
+    #[arg(long = "cgroup.kernel-bug-usage-ratio", env = "NODEDIAG_CGROUP_KERNEL_BUG_USAGE_RATIO", default_value = "0.5", value_parser = parse_ratio, value_name = "RATIO")]
     pub cgroup_kernel_bug_usage_ratio: f64,
     /// memory_pressure when MemAvailable is below this fraction of MemTotal.
-    #[arg(long = "memory.available-ratio", env = "NODEDIAG_MEMORY_AVAILABLE_RATIO", default_value = "0.10", value_parser = parse_ratio)]
+    #[arg(long = "memory.available-ratio", env = "NODEDIAG_MEMORY_AVAILABLE_RATIO", default_value = "0.10", value_parser = parse_ratio, value_name = "RATIO")]
     pub memory_available_ratio: f64,
 
     /// memory_pressure when /proc/pressure/memory `full avg60` exceeds this fraction.
-    #[arg(long = "memory.psi-full-ratio", env = "NODEDIAG_MEMORY_PSI_FULL_RATIO", default_value = "0.10", value_parser = parse_ratio)]
+    #[arg(long = "memory.psi-full-ratio", env = "NODEDIAG_MEMORY_PSI_FULL_RATIO", default_value = "0.10", value_parser = parse_ratio, value_name = "RATIO")]
     pub memory_psi_full_ratio: f64,
 
     /// cpu_pressure when /proc/pressure/cpu `some avg60` exceeds this fraction.
-    #[arg(long = "cpu.psi-some-ratio", env = "NODEDIAG_CPU_PSI_SOME_RATIO", default_value = "0.50", value_parser = parse_ratio)]
+    #[arg(long = "cpu.psi-some-ratio", env = "NODEDIAG_CPU_PSI_SOME_RATIO", default_value = "0.50", value_parser = parse_ratio, value_name = "RATIO")]
     pub cpu_psi_some_ratio: f64,
 
     /// pid_exhaustion (warning) above this fraction of kernel.pid_max or threads-max.
-    #[arg(long = "pids.warning-ratio", env = "NODEDIAG_PIDS_WARNING_RATIO", default_value = "0.90", value_parser = parse_ratio)]
+    #[arg(long = "pids.warning-ratio", env = "NODEDIAG_PIDS_WARNING_RATIO", default_value = "0.90", value_parser = parse_ratio, value_name = "RATIO")]
     pub pids_warning_ratio: f64,
 
     /// pid_exhaustion (critical) above this fraction.
-    #[arg(long = "pids.critical-ratio", env = "NODEDIAG_PIDS_CRITICAL_RATIO", default_value = "0.95", value_parser = parse_ratio)]
+    #[arg(long = "pids.critical-ratio", env = "NODEDIAG_PIDS_CRITICAL_RATIO", default_value = "0.95", value_parser = parse_ratio, value_name = "RATIO")]
     pub pids_critical_ratio: f64,
 
     /// fd_exhaustion (warning) above this fraction of fs.file-max.
-    #[arg(long = "fd.warning-ratio", env = "NODEDIAG_FD_WARNING_RATIO", default_value = "0.80", value_parser = parse_ratio)]
+    #[arg(long = "fd.warning-ratio", env = "NODEDIAG_FD_WARNING_RATIO", default_value = "0.80", value_parser = parse_ratio, value_name = "RATIO")]
     pub fd_warning_ratio: f64,
 
     /// fd_exhaustion (critical) above this fraction of fs.file-max.
-    #[arg(long = "fd.critical-ratio", env = "NODEDIAG_FD_CRITICAL_RATIO", default_value = "0.90", value_parser = parse_ratio)]
+    #[arg(long = "fd.critical-ratio", env = "NODEDIAG_FD_CRITICAL_RATIO", default_value = "0.90", value_parser = parse_ratio, value_name = "RATIO")]
     pub fd_critical_ratio: f64,
 
     /// inotify_watches_exhausted above this fraction of fs.inotify.max_user_instances
     /// (or max_user_watches) for a user.
-    #[arg(long = "inotify.ratio", env = "NODEDIAG_INOTIFY_RATIO", default_value = "0.90", value_parser = parse_ratio)]
+    #[arg(long = "inotify.ratio", env = "NODEDIAG_INOTIFY_RATIO", default_value = "0.90", value_parser = parse_ratio, value_name = "RATIO")]
     pub inotify_ratio: f64,
 
     /// neighbor_table_overflow (warning) above this fraction of gc_thresh3.
-    #[arg(long = "neighbor.ratio", env = "NODEDIAG_NEIGHBOR_RATIO", default_value = "0.90", value_parser = parse_ratio)]
+    #[arg(long = "neighbor.ratio", env = "NODEDIAG_NEIGHBOR_RATIO", default_value = "0.90", value_parser = parse_ratio, value_name = "RATIO")]
     pub neighbor_ratio: f64,
 
     /// netdev_unregister_stuck after this many kernel log lines within
     /// --kmsg.unregister-window.
-    #[arg(long = "kmsg.unregister-count", env = "NODEDIAG_KMSG_UNREGISTER_COUNT", default_value = "3", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long = "kmsg.unregister-count", env = "NODEDIAG_KMSG_UNREGISTER_COUNT", default_value = "3", value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub kmsg_unregister_count: u64,
 
     /// Window for --kmsg.unregister-count.
-    #[arg(long = "kmsg.unregister-window", env = "NODEDIAG_KMSG_UNREGISTER_WINDOW", default_value = "20m", value_parser = parse_duration)]
+    #[arg(long = "kmsg.unregister-window", env = "NODEDIAG_KMSG_UNREGISTER_WINDOW", default_value = "20m", value_parser = parse_duration, value_name = "DURATION")]
     pub kmsg_unregister_window: Duration,
     /// netns_leaked when a pinned namespace has had no process for at least this long
     /// (its pin is this old); veth_orphaned uses it too. 0s flags at once.
-    #[arg(long = "netns.leak-min-age", env = "NODEDIAG_NETNS_LEAK_MIN_AGE", default_value = "5m", value_parser = parse_duration_or_zero)]
+    #[arg(long = "netns.leak-min-age", env = "NODEDIAG_NETNS_LEAK_MIN_AGE", default_value = "5m", value_parser = parse_duration_or_zero, value_name = "DURATION")]
     pub netns_leak_min_age: Duration,
 
     /// cni_ipam_exhausted (warning) at this fraction of a host-local range in use.
-    #[arg(long = "cni.ipam-warning-ratio", env = "NODEDIAG_CNI_IPAM_WARNING_RATIO", default_value = "0.90", value_parser = parse_ratio)]
+    #[arg(long = "cni.ipam-warning-ratio", env = "NODEDIAG_CNI_IPAM_WARNING_RATIO", default_value = "0.90", value_parser = parse_ratio, value_name = "RATIO")]
     pub cni_ipam_warning_ratio: f64,
 
     /// cni_ipam_exhausted (critical) at this fraction of a host-local range in use.
-    #[arg(long = "cni.ipam-critical-ratio", env = "NODEDIAG_CNI_IPAM_CRITICAL_RATIO", default_value = "1.0", value_parser = parse_ratio)]
+    #[arg(long = "cni.ipam-critical-ratio", env = "NODEDIAG_CNI_IPAM_CRITICAL_RATIO", default_value = "1.0", value_parser = parse_ratio, value_name = "RATIO")]
     pub cni_ipam_critical_ratio: f64,
     /// fsync_slow (warning) when the probe's p99 over the window exceeds this
     /// (etcd's guidance for WAL fsync).
-    #[arg(long = "fsync.warn", env = "NODEDIAG_FSYNC_WARN", default_value = "10ms", value_parser = parse_duration)]
+    #[arg(long = "fsync.warn", env = "NODEDIAG_FSYNC_WARN", default_value = "10ms", value_parser = parse_duration, value_name = "DURATION")]
     pub fsync_warn: Duration,
 
     /// fsync_slow (critical) when the probe's p99 over the window exceeds this.
-    #[arg(long = "fsync.critical", env = "NODEDIAG_FSYNC_CRITICAL", default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long = "fsync.critical", env = "NODEDIAG_FSYNC_CRITICAL", default_value = "100ms", value_parser = parse_duration, value_name = "DURATION")]
     pub fsync_critical: Duration,
 
     /// disk_space_low (warning) below this fraction of space available (the
     /// kubelet's default nodefs.available eviction threshold).
-    #[arg(long = "disk.space-warn-ratio", env = "NODEDIAG_DISK_SPACE_WARN_RATIO", default_value = "0.10", value_parser = parse_ratio)]
+    #[arg(long = "disk.space-warn-ratio", env = "NODEDIAG_DISK_SPACE_WARN_RATIO", default_value = "0.10", value_parser = parse_ratio, value_name = "RATIO")]
     pub disk_space_warn_ratio: f64,
 
     /// disk_space_low (critical) below this fraction of space available.
-    #[arg(long = "disk.space-critical-ratio", env = "NODEDIAG_DISK_SPACE_CRITICAL_RATIO", default_value = "0.05", value_parser = parse_ratio)]
+    #[arg(long = "disk.space-critical-ratio", env = "NODEDIAG_DISK_SPACE_CRITICAL_RATIO", default_value = "0.05", value_parser = parse_ratio, value_name = "RATIO")]
     pub disk_space_critical_ratio: f64,
 
     /// inodes_low (warning) below this fraction of inodes free.
-    #[arg(long = "disk.inodes-warn-ratio", env = "NODEDIAG_DISK_INODES_WARN_RATIO", default_value = "0.10", value_parser = parse_ratio)]
+    #[arg(long = "disk.inodes-warn-ratio", env = "NODEDIAG_DISK_INODES_WARN_RATIO", default_value = "0.10", value_parser = parse_ratio, value_name = "RATIO")]
     pub disk_inodes_warn_ratio: f64,
 
     /// inodes_low (critical) below this fraction of inodes free.
-    #[arg(long = "disk.inodes-critical-ratio", env = "NODEDIAG_DISK_INODES_CRITICAL_RATIO", default_value = "0.05", value_parser = parse_ratio)]
+    #[arg(long = "disk.inodes-critical-ratio", env = "NODEDIAG_DISK_INODES_CRITICAL_RATIO", default_value = "0.05", value_parser = parse_ratio, value_name = "RATIO")]
     pub disk_inodes_critical_ratio: f64,
 }
 

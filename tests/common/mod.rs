@@ -176,7 +176,18 @@ pub fn get_with(url: &str, accept: Option<&str>) -> (u16, String) {
 }
 
 impl Drop for Agent {
+    /// SIGTERM first, as the kubelet does, so the agent shuts down cleanly (the fsync
+    /// probe removes its files); SIGKILL if it has not exited within 5 s.
     fn drop(&mut self) {
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
