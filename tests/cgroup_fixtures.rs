@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{fixture, wait_for, Agent};
+use common::{fixture, promtool_check, wait_for, Agent};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -233,35 +233,6 @@ fn without_the_override_a_hybrid_tree_elsewhere_is_unavailable_with_a_hint() {
     );
     let (code, body) = agent.get("/api/v1/throttling");
     assert_eq!(code, 503, "{body}");
-}
-
-/// The exposition must satisfy Prometheus' own linter where it is installed.
-fn promtool_check(metrics: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let Ok(mut child) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    else {
-        eprintln!("skipped promtool: not installed (apt-get install prometheus)");
-        return;
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Copies a fixture tree so a test can move its counters.

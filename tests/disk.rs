@@ -5,11 +5,10 @@
 
 mod common;
 
-use common::{check, get_with, wait_for, BIN};
+use common::{check, wait_for, Agent};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -163,80 +162,14 @@ impl Drop for BlkioThrottle {
     }
 }
 
-/// `nodediag serve`, optionally started inside a cgroup; SIGTERMed (then killed)
-/// on drop.
-struct Serve {
-    child: Child,
-    addr: String,
-}
-
-impl Serve {
-    fn start(args: &[&str], cgroup: Option<&Path>) -> Serve {
-        let mut cmd = match cgroup {
-            Some(cg) => {
-                let mut c = Command::new("sh");
-                c.arg("-c")
-                    .arg(format!(
-                        "echo $$ > '{}/cgroup.procs' && exec \"$0\" \"$@\"",
-                        cg.display()
-                    ))
-                    .arg(BIN);
-                c
-            }
-            None => Command::new(BIN),
-        };
-        let mut child = cmd
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--no-collector.nic"])
-            .args(["--no-collector.conntrack"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start nodediag");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listen=").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                }
-                eprintln!("[nodediag] {line}");
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("nodediag did not report its listen address");
-        Serve { child, addr }
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        get_with(&format!("http://{}{path}", self.addr), None)
-    }
-
-    fn json(&self, path: &str) -> Value {
-        let (status, body) = self.get(path);
-        assert_eq!(status, 200, "GET {path}: {body}");
-        serde_json::from_str(&body).expect("json")
-    }
-
-    /// SIGTERM and wait for a graceful exit; true when it exited within the bound.
-    fn terminate(&mut self) -> bool {
-        // SAFETY: kill on the pid of our own child.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        wait_for("nodediag to exit", Duration::from_secs(20), || {
-            self.child.try_wait().ok().flatten()
-        })
-        .success()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+/// `nodediag serve` with only the disk-related collectors, optionally started inside
+/// a cgroup.
+fn serve(args: &[&str], cgroup: Option<&Path>) -> Agent {
+    let mut all = vec!["--no-collector.nic", "--no-collector.conntrack"];
+    all.extend_from_slice(args);
+    match cgroup {
+        Some(cg) => Agent::start_in_cgroup(cg, &all),
+        None => Agent::start(&all),
     }
 }
 
@@ -266,7 +199,7 @@ fn probe_on_the_real_disk_wraps_its_file_and_removes_it_on_sigterm() {
         .unwrap();
     let d = path(dir.path()).to_string();
     let size: u64 = 128 * 1024; // 56 records: the file wraps within seconds
-    let mut agent = Serve::start(
+    let mut agent = serve(
         &[
             "--fsync.path",
             &d,
@@ -291,7 +224,7 @@ fn probe_on_the_real_disk_wraps_its_file_and_removes_it_on_sigterm() {
             for f in probe_files(dir.path()) {
                 largest = largest.max(std::fs::metadata(f).map(|m| m.len()).unwrap_or(0));
             }
-            let v = agent.json("/api/v1/disks");
+            let v = agent.get_json("/api/v1/disks");
             let total = dir_json(&v, &d)?["probe"]["probes_total"].as_u64()?;
             (total > 2 * size / 2300).then_some(v)
         },
@@ -420,7 +353,7 @@ fn a_disk_throttled_by_blkio_is_fsync_slow_and_agrees_with_fio() {
                 return;
             }
         };
-    let mut agent = Serve::start(
+    let mut agent = serve(
         &[
             "--fsync.path",
             mount.path(),
@@ -441,7 +374,7 @@ fn a_disk_throttled_by_blkio_is_fsync_slow_and_agrees_with_fio() {
         "fsync_slow over 40 probes",
         Duration::from_secs(120),
         || {
-            let v = agent.json("/api/v1/findings?finding=fsync_slow");
+            let v = agent.get_json("/api/v1/findings?finding=fsync_slow");
             v["findings"]
                 .as_array()?
                 .iter()
@@ -464,7 +397,7 @@ fn a_disk_throttled_by_blkio_is_fsync_slow_and_agrees_with_fio() {
     // Device figures need two samples of the counters; the throttle holds writes
     // back before they reach the device, so the device itself looks fast.
     let dev = wait_for("the loop device's figures", Duration::from_secs(30), || {
-        let disks = agent.json("/api/v1/disks");
+        let disks = agent.get_json("/api/v1/disks");
         disks["devices"]
             .as_array()?
             .iter()
@@ -523,7 +456,7 @@ fn a_write_held_back_indefinitely_is_a_stall_and_shutdown_still_cleans_up() {
                 return;
             }
         };
-    let mut agent = Serve::start(
+    let mut agent = serve(
         &[
             "--fsync.path",
             mount.path(),
@@ -541,7 +474,7 @@ fn a_write_held_back_indefinitely_is_a_stall_and_shutdown_still_cleans_up() {
         Some(&throttle.dir),
     );
     let finding = wait_for("a stalled fsync_slow", Duration::from_secs(60), || {
-        let v = agent.json("/api/v1/findings?finding=fsync_slow");
+        let v = agent.get_json("/api/v1/findings?finding=fsync_slow");
         v["findings"]
             .as_array()?
             .iter()
@@ -561,8 +494,8 @@ fn a_write_held_back_indefinitely_is_a_stall_and_shutdown_still_cleans_up() {
         "{metrics}"
     );
     // The collector keeps sampling: one stuck thread, no pile-up of new probes.
-    let runs = |a: &Serve| {
-        a.json("/api/v1/collectors/disk")["runs_total"]
+    let runs = |a: &Agent| {
+        a.get_json("/api/v1/collectors/disk")["runs_total"]
             .as_u64()
             .unwrap()
     };
@@ -570,7 +503,7 @@ fn a_write_held_back_indefinitely_is_a_stall_and_shutdown_still_cleans_up() {
     wait_for("two more samples", Duration::from_secs(20), || {
         (runs(&agent) >= before + 2).then_some(())
     });
-    let threads = std::fs::read_dir(format!("/proc/{}/task", agent.child.id()))
+    let threads = std::fs::read_dir(format!("/proc/{}/task", agent.pid()))
         .unwrap()
         .flatten()
         .filter(|t| {

@@ -6,9 +6,8 @@
 
 mod common;
 
-use common::{fixture, get_with, Agent};
+use common::{fixture, get_with, promtool_check, Agent};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 /// Values that change from run to run are masked before the diff.
 const VOLATILE: &[&str] = &[
@@ -50,37 +49,6 @@ fn normalise(metrics: &str) -> String {
             }
         })
         .collect()
-}
-
-fn promtool_check(metrics: &str) {
-    let Ok(mut child) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is required in CI (apt-get install prometheus)"
-        );
-        eprintln!("skipped promtool: not installed (apt-get install prometheus)");
-        return;
-    };
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

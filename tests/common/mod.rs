@@ -53,6 +53,19 @@ impl Agent {
         Self::start_with(cmd, args, Some(netns.to_string()))
     }
 
+    /// Runs the agent inside a cgroup (v1 or v2 directory) from its first instruction,
+    /// so everything it does (the fsync probe's writes) is accounted there.
+    pub fn start_in_cgroup(cgroup: &Path, args: &[&str]) -> Agent {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "echo $$ > '{}/cgroup.procs' && exec \"$0\" \"$@\"",
+                cgroup.display()
+            ))
+            .arg(BIN);
+        Self::start_with(cmd, args, None)
+    }
+
     fn start_with(mut cmd: Command, args: &[&str], netns: Option<String>) -> Agent {
         let mut child = cmd
             .arg("serve")
@@ -175,10 +188,61 @@ pub fn get_with(url: &str, accept: Option<&str>) -> (u16, String) {
     }
 }
 
+impl Agent {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM and wait for the exit; true when it exited successfully within 20 s.
+    pub fn terminate(&mut self) -> bool {
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        wait_for("nodediag to exit", Duration::from_secs(20), || {
+            self.child.try_wait().ok().flatten()
+        })
+        .success()
+    }
+}
+
+/// `promtool check metrics` on a scrape; required in CI, skipped with a note elsewhere.
+pub fn promtool_check(metrics: &str) {
+    use std::io::Write;
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is required in CI (apt-get install prometheus)"
+        );
+        eprintln!("skipped promtool: not installed (apt-get install prometheus)");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl Drop for Agent {
     /// SIGTERM first, as the kubelet does, so the agent shuts down cleanly (the fsync
     /// probe removes its files); SIGKILL if it has not exited within 5 s.
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         // SAFETY: kill(2) on the pid of a child we have not reaped yet.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(5);

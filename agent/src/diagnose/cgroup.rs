@@ -309,8 +309,8 @@ mod tests {
     use crate::collect::cgroup::{CgroupVersion, ContainerCpu};
     use crate::collect::Sample;
     use crate::config::Thresholds;
+    use crate::diagnose::testing::{run_rules, store_with};
     use crate::kernel::cgroup::{CpuQuota, CpuStat};
-    use crate::store::Store;
 
     const UID: &str = "0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9";
     const CID: &str = "4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d";
@@ -372,21 +372,8 @@ mod tests {
     }
 
     fn run(samples: &[Option<(u64, u64, u64)>], fix: Option<bool>) -> Vec<Finding> {
-        let store = Store::new("n".into(), Duration::from_secs(300));
-        store.register("cgroup", Duration::from_secs(15));
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        for (i, c) in samples.iter().enumerate() {
-            let at = t0 + Duration::from_secs(15 * i as u64);
-            store.record("cgroup", at, Duration::ZERO, Ok(sample(*c, fix)));
-        }
-        let thresholds = Thresholds::default();
-        let ctx = RuleContext {
-            thresholds: &thresholds,
-            window: Duration::from_secs(300),
-        };
-        let mut out = Vec::new();
-        rules(&store.snapshot(), &ctx, &mut out);
-        out
+        let store = store_with("cgroup", samples.iter().map(|c| sample(*c, fix)));
+        run_rules(rules, &store, &Thresholds::default())
     }
 
     #[test]

@@ -105,14 +105,13 @@ fn round(v: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::{CollectError, Sample};
+    use crate::collect::Sample;
     use crate::config::Thresholds;
+    use crate::diagnose::testing::{run_rules, store_with};
     use crate::kernel::conntrack::ConntrackStats;
-    use crate::store::Store;
-    use std::time::{Duration, SystemTime};
 
-    fn sample(entries: u64, drop: u64, insert_failed: u64) -> Result<Sample, CollectError> {
-        Ok(Sample::Conntrack(ConntrackSample {
+    fn sample(entries: u64, drop: u64, insert_failed: u64) -> Sample {
+        Sample::Conntrack(ConntrackSample {
             entries,
             max: 1000,
             buckets: Some(256),
@@ -124,25 +123,15 @@ mod tests {
             }),
             stats_source: None,
             unavailable: vec![],
-        }))
+        })
     }
 
     fn run(samples: &[(u64, u64, u64)]) -> Vec<Finding> {
-        let store = Store::new("n".into(), Duration::from_secs(300));
-        store.register("conntrack", Duration::from_secs(15));
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        for (i, (e, d, f)) in samples.iter().enumerate() {
-            let at = t0 + Duration::from_secs(15 * i as u64);
-            store.record("conntrack", at, Duration::ZERO, sample(*e, *d, *f));
-        }
-        let thresholds = Thresholds::default();
-        let ctx = RuleContext {
-            thresholds: &thresholds,
-            window: Duration::from_secs(300),
-        };
-        let mut out = Vec::new();
-        rules(&store.snapshot(), &ctx, &mut out);
-        out
+        let store = store_with(
+            "conntrack",
+            samples.iter().map(|(e, d, f)| sample(*e, *d, *f)),
+        );
+        run_rules(rules, &store, &Thresholds::default())
     }
 
     fn ids(f: &[Finding]) -> Vec<&str> {

@@ -129,6 +129,47 @@ impl SinceTracker {
     }
 }
 
+/// Shared by the rule tests of every family: a store of one collector's samples
+/// 15 s apart, and one family's rules run on it with the default 5 min window.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Finding, RuleContext};
+    use crate::collect::Sample;
+    use crate::config::Thresholds;
+    use crate::store::{Snapshot, Store};
+    use std::time::{Duration, SystemTime};
+
+    pub const INTERVAL: Duration = Duration::from_secs(15);
+    pub const WINDOW: Duration = Duration::from_secs(300);
+
+    /// A fixed start, so times in evidence are reproducible.
+    pub fn t0() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)
+    }
+
+    /// A store holding `samples` of one collector, the i-th taken at t0 + i * 15 s.
+    pub fn store_with(collector: &'static str, samples: impl IntoIterator<Item = Sample>) -> Store {
+        let store = Store::new("n".into(), WINDOW);
+        store.register(collector, INTERVAL);
+        for (i, s) in samples.into_iter().enumerate() {
+            store.record(collector, t0() + INTERVAL * i as u32, Duration::ZERO, Ok(s));
+        }
+        store
+    }
+
+    pub type Rules = fn(&Snapshot, &RuleContext, &mut Vec<Finding>);
+
+    pub fn run_rules(rules: Rules, store: &Store, thresholds: &Thresholds) -> Vec<Finding> {
+        let ctx = RuleContext {
+            thresholds,
+            window: WINDOW,
+        };
+        let mut out = Vec::new();
+        rules(&store.snapshot(), &ctx, &mut out);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -300,8 +300,10 @@ mod tests {
     };
     use crate::collect::Sample;
     use crate::config::Thresholds;
+    use crate::diagnose::testing::run_rules;
     use crate::pods::Qos;
     use crate::store::Store;
+
     use std::time::Duration;
 
     const T0: u64 = 1_800_000_000;
@@ -389,16 +391,11 @@ mod tests {
     }
 
     fn run(s: NetnsSample, thresholds: Thresholds) -> Vec<Finding> {
+        // Sampled at T0, which the namespace and veth ages in these tests count from.
         let store = Store::new("n".into(), Duration::from_secs(300));
         store.register("netns", Duration::from_secs(15));
         store.record("netns", at(T0), Duration::ZERO, Ok(Sample::Netns(s)));
-        let ctx = RuleContext {
-            thresholds: &thresholds,
-            window: Duration::from_secs(300),
-        };
-        let mut out = Vec::new();
-        rules(&store.snapshot(), &ctx, &mut out);
-        out
+        run_rules(rules, &store, &thresholds)
     }
 
     fn ids(f: &[Finding]) -> Vec<(&str, &str)> {

@@ -154,10 +154,9 @@ mod tests {
     use super::*;
     use crate::collect::Sample;
     use crate::config::{ExpectedSpeed, Thresholds};
+    use crate::diagnose::testing::{run_rules, store_with};
     use crate::kernel::ethtool::LinkModes;
     use crate::kernel::net_class::NicCounters;
-    use crate::store::Store;
-    use std::time::{Duration, SystemTime};
 
     fn eth(name: &str) -> Nic {
         Nic {
@@ -177,27 +176,13 @@ mod tests {
     }
 
     fn run_with(samples: Vec<Vec<Nic>>, thresholds: Thresholds) -> Vec<Finding> {
-        let store = Store::new("n".into(), Duration::from_secs(300));
-        store.register("nic", Duration::from_secs(15));
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        for (i, interfaces) in samples.into_iter().enumerate() {
-            store.record(
-                "nic",
-                t0 + Duration::from_secs(15 * i as u64),
-                Duration::ZERO,
-                Ok(Sample::Nic(NicSample {
-                    interfaces,
-                    unavailable: vec![],
-                })),
-            );
-        }
-        let ctx = RuleContext {
-            thresholds: &thresholds,
-            window: Duration::from_secs(300),
-        };
-        let mut out = Vec::new();
-        rules(&store.snapshot(), &ctx, &mut out);
-        out
+        let samples = samples.into_iter().map(|interfaces| {
+            Sample::Nic(NicSample {
+                interfaces,
+                unavailable: vec![],
+            })
+        });
+        run_rules(rules, &store_with("nic", samples), &thresholds)
     }
 
     fn run(samples: Vec<Vec<Nic>>) -> Vec<Finding> {
