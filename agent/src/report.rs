@@ -295,7 +295,7 @@ fn write_netns(out: &mut String, snap: &Snapshot, now: SystemTime) {
     let Some((_, s)) = snap.latest::<crate::collect::NetnsSample>() else {
         return;
     };
-    let _ = writeln!(out, "\nnetwork namespaces: {}", s.summary());
+    let _ = writeln!(out, "\nCNI: {}", s.summary());
     let pod_of = |p: Option<&crate::pods::Attribution>| match p {
         Some(p) => match (&p.namespace, &p.pod) {
             (Some(ns), Some(pod)) => format!("{ns}/{pod}"),
