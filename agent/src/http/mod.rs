@@ -1,0 +1,310 @@
+//! The HTTP surface: `/` (text report), `/metrics`, `/healthz`, `/readyz` and the JSON
+//! API under `/api/v1/`. Handlers only read the store.
+
+use crate::diagnose::Severity;
+use crate::metrics::{self, encode::Format};
+use crate::report;
+use crate::store::Store;
+
+mod disks;
+mod kernel_log;
+mod netns;
+mod throttling;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub fn router(store: Arc<Store>) -> Router {
+    Router::new()
+        .route("/", get(text_report))
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/findings", get(findings))
+        .route("/api/v1/snapshot", get(snapshot))
+        .route("/api/v1/collectors/{name}", get(collector))
+        .route("/api/v1/throttling", get(throttling::throttling))
+        .route("/api/v1/kernel-log", get(kernel_log::kernel_log))
+        .route("/api/v1/netns", get(netns::netns_list))
+        .route("/api/v1/veths", get(netns::veth_list))
+        .route("/api/v1/disks", get(disks::disks))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(store)
+}
+
+/// A 4xx/5xx with a JSON body: `{"error": "...", ...}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: json!({ "error": message.into() }),
+        }
+    }
+
+    fn with(mut self, key: &str, value: Value) -> Self {
+        self.body[key] = value;
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+/// Parses the query string, refusing parameters the endpoint does not know.
+pub(crate) fn query(
+    raw: Option<String>,
+    allowed: &[&str],
+) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut out = BTreeMap::new();
+    for pair in raw
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = percent_decode(k);
+        if !allowed.contains(&k.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("unknown query parameter {k:?}"),
+            )
+            .with("allowed", json!(allowed)));
+        }
+        out.insert(k, percent_decode(v));
+    }
+    Ok(out)
+}
+
+pub(crate) fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn text_report(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Response, ApiError> {
+    query(q.0, &[])?;
+    let body = store.read(|s| report::render(s, SystemTime::now()));
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}
+
+async fn metrics_handler(
+    State(store): State<Arc<Store>>,
+    headers: HeaderMap,
+    q: RawQuery,
+) -> Result<Response, ApiError> {
+    query(q.0, &[])?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    let body = store.read(|s| metrics::render(s, format));
+    Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(store): State<Arc<Store>>) -> Result<&'static str, ApiError> {
+    let pending: Vec<&str> = store.read(|s| {
+        s.collectors
+            .iter()
+            .filter(|(_, c)| c.status == crate::store::Status::Pending)
+            .map(|(n, _)| *n)
+            .collect()
+    });
+    if pending.is_empty() {
+        Ok("ready\n")
+    } else {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not every collector has sampled yet",
+        )
+        .with("pending", json!(pending)))
+    }
+}
+
+pub(crate) fn envelope(node: &str) -> Value {
+    json!({ "node": node, "generated_at": crate::time::rfc3339(SystemTime::now()) })
+}
+
+async fn findings(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
+    let params = query(q.0, &["severity", "finding", "subject"])?;
+    let min_severity = match params.get("severity").map(String::as_str) {
+        None => Severity::Info,
+        Some("info") => Severity::Info,
+        Some("warning") => Severity::Warning,
+        Some("critical") => Severity::Critical,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "severity {other:?}: expected info, warning or critical (the minimum to show)"
+                ),
+            ))
+        }
+    };
+    if let Some(id) = params.get("finding") {
+        if crate::diagnose::catalog::find(id).is_none() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("unknown finding id {id:?}"),
+            ));
+        }
+    }
+    Ok(Json(store.read(|s| {
+        let list: Vec<_> = s
+            .findings
+            .iter()
+            .filter(|f| f.severity >= min_severity)
+            .filter(|f| params.get("finding").is_none_or(|id| f.id == id))
+            .filter(|f| params.get("subject").is_none_or(|sub| &f.subject == sub))
+            .collect();
+        let mut v = envelope(&s.node);
+        v["findings"] = json!(list);
+        v
+    })))
+}
+
+fn collector_json(name: &str, c: &crate::store::CollectorState) -> Value {
+    let mut v = json!(c);
+    v["collector"] = json!(name);
+    match c.latest() {
+        Some(s) => {
+            v["sampled_at"] = json!(crate::time::rfc3339(s.at));
+            v["sample"] = json!(s.sample);
+        }
+        None => {
+            v["sampled_at"] = Value::Null;
+            v["sample"] = Value::Null;
+        }
+    }
+    v
+}
+
+async fn snapshot(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
+    query(q.0, &[])?;
+    Ok(Json(store.read(|s| {
+        let mut v = envelope(&s.node);
+        v["ready"] = json!(s.ready());
+        v["findings"] = json!(s.findings);
+        v["collectors"] = s
+            .collectors
+            .iter()
+            .map(|(n, c)| (n.to_string(), collector_json(n, c)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        v
+    })))
+}
+
+async fn collector(
+    State(store): State<Arc<Store>>,
+    Path(name): Path<String>,
+    q: RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    query(q.0, &[])?;
+    store.read(|s| match s.collectors.get(name.as_str()) {
+        Some(c) => {
+            let mut v = envelope(&s.node);
+            if let Value::Object(m) = collector_json(&name, c) {
+                v.as_object_mut().expect("object").extend(m);
+            }
+            Ok(Json(v))
+        }
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no collector named {name:?} is enabled"),
+        )
+        .with("collectors", json!(s.collectors.keys().collect::<Vec<_>>()))),
+    })
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {}", uri.path()),
+    )
+    .with(
+        "endpoints",
+        json!([
+            "/",
+            "/metrics",
+            "/healthz",
+            "/readyz",
+            "/api/v1/findings",
+            "/api/v1/snapshot",
+            "/api/v1/collectors/{name}",
+            "/api/v1/throttling",
+            "/api/v1/kernel-log",
+            "/api/v1/netns",
+            "/api/v1/veths",
+            "/api/v1/disks"
+        ]),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} not allowed: nodediag's endpoints are read-only (GET)"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_rejects_unknown_parameters_and_decodes_values() {
+        let q = query(
+            Some("severity=warning&subject=eth%300".into()),
+            &["severity", "subject"],
+        )
+        .unwrap();
+        assert_eq!(q["subject"], "eth00");
+        let err = query(Some("sevrity=1".into()), &["severity"])
+            .err()
+            .unwrap();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert_eq!(err.body["error"], "unknown query parameter \"sevrity\"");
+    }
+
+    #[test]
+    fn percent_decoding_survives_bad_escapes() {
+        assert_eq!(percent_decode("a%2Fb+c"), "a/b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}

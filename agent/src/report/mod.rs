@@ -1,0 +1,263 @@
+//! The plain-text report an SRE reads in a terminal (`curl node:10360/` and
+//! `nodediag check`). Its first line is a one-line summary: node-problem-detector keeps
+//! the first 80 bytes of a plugin's output as the condition message.
+
+use crate::diagnose::{Finding, Severity};
+use crate::store::{Snapshot, Status};
+use crate::time::{age, rfc3339};
+use std::fmt::Write;
+
+mod disks;
+mod kernel_log;
+mod netns;
+mod pressure;
+mod throttling;
+use std::time::SystemTime;
+
+pub fn summary_line(snap: &Snapshot) -> String {
+    let findings = &snap.findings;
+    let failing: Vec<&str> = snap
+        .collectors
+        .iter()
+        .filter(|(_, c)| matches!(c.status, Status::Error { .. } | Status::Hung { .. }))
+        .map(|(n, _)| *n)
+        .collect();
+    if let Some(worst) = findings.first() {
+        let more = if findings.len() > 1 {
+            format!(" (+{} more)", findings.len() - 1)
+        } else {
+            String::new()
+        };
+        return format!(
+            "{}: {} {}: {}{more}",
+            worst.severity.as_str().to_uppercase(),
+            worst.id,
+            worst.subject,
+            worst.summary
+        );
+    }
+    if !failing.is_empty() {
+        return format!("UNKNOWN: could not sample {}", failing.join(", "));
+    }
+    let nothing_sampled =
+        !snap.collectors.is_empty() && !snap.collectors.values().any(|c| c.is_ok());
+    if nothing_sampled {
+        let names: Vec<&str> = snap.collectors.keys().copied().collect();
+        return format!("UNKNOWN: unavailable on this host: {}", names.join(", "));
+    }
+    format!("OK: no problems found on {}", snap.node)
+}
+
+pub fn render(snap: &Snapshot, now: SystemTime) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", summary_line(snap));
+    let _ = writeln!(out, "node {} at {}", snap.node, rfc3339(now));
+    let counts = |s: Severity| snap.findings.iter().filter(|f| f.severity == s).count();
+    let _ = writeln!(
+        out,
+        "{} findings: {} critical, {} warning, {} info",
+        snap.findings.len(),
+        counts(Severity::Critical),
+        counts(Severity::Warning),
+        counts(Severity::Info)
+    );
+    for f in snap.findings.iter() {
+        out.push('\n');
+        write_finding(&mut out, f, now);
+    }
+    disks::write_disks(&mut out, snap);
+    throttling::throttling_section(&mut out, snap);
+    pressure::write_pressure(&mut out, snap);
+    kernel_log::write_kernel_log(&mut out, snap);
+    netns::write_netns(&mut out, snap, now);
+    out.push_str("\ncollectors:\n");
+    let width = snap.collectors.keys().map(|n| n.len()).max().unwrap_or(0);
+    for (name, c) in &snap.collectors {
+        let when = c
+            .last_attempt
+            .map(|t| format!("{} ago", age(now, t)))
+            .unwrap_or_else(|| "never".into());
+        let detail = match &c.status {
+            Status::Ok => c.latest().map(|s| s.sample.summary()).unwrap_or_default(),
+            Status::Pending => "waiting for the first sample".into(),
+            Status::Unavailable { what, hint } => format!("{what}: {hint}"),
+            Status::Error { message } => message.clone(),
+            Status::Hung { since } => format!("no answer since {}", rfc3339(*since)),
+        };
+        let state = match c.status {
+            Status::Pending => "pending",
+            Status::Ok => "ok",
+            Status::Unavailable { .. } => "unavailable",
+            Status::Error { .. } => "error",
+            Status::Hung { .. } => "hung",
+        };
+        let _ = writeln!(out, "  {name:<width$}  {state:<11}  {when:>8}  {detail}");
+        if let Some(s) = c.latest().filter(|_| c.is_ok()) {
+            for u in unavailable_parts(&s.sample) {
+                let _ = writeln!(
+                    out,
+                    "  {:<width$}  {:<11}  {:>8}  {}: {}",
+                    "", "partial", "", u.what, u.hint
+                );
+            }
+        }
+    }
+    out
+}
+
+/// 1536 -> "1.5KiB": sizes in the report, in powers of 1024.
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b}B")
+    } else {
+        format!("{v:.1}{}", UNITS[i])
+    }
+}
+
+fn unavailable_parts(sample: &crate::collect::Sample) -> &[crate::collect::Unavailable] {
+    use crate::collect::Sample;
+    match sample {
+        Sample::Conntrack(s) => &s.unavailable,
+        Sample::Nic(s) => &s.unavailable,
+        Sample::Disk(s) => &s.unavailable,
+        Sample::Cgroup(s) => &s.unavailable,
+        Sample::Pressure(s) => &s.unavailable,
+        Sample::Kmsg(s) => &s.unavailable,
+        Sample::Netns(s) => &s.unavailable,
+    }
+}
+
+fn write_finding(out: &mut String, f: &Finding, now: SystemTime) {
+    let _ = writeln!(
+        out,
+        "{:<8}  {}  {}",
+        f.severity.as_str().to_uppercase(),
+        f.id,
+        f.subject
+    );
+    let _ = writeln!(out, "  {}", f.summary);
+    let evidence: Vec<String> = f
+        .evidence
+        .iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            v => format!("{k}={v}"),
+        })
+        .collect();
+    let _ = writeln!(out, "  evidence: {}", evidence.join(" "));
+    let _ = writeln!(out, "  remedy:   {}", f.remedy);
+    let _ = writeln!(
+        out,
+        "  since:    {} ({} ago)",
+        rfc3339(f.since),
+        age(now, f.since)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn summary_names_the_worst_finding_first() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let snap = Snapshot {
+            node: "node-a".into(),
+            findings: Arc::new(vec![
+                Finding::new(
+                    "conntrack_table_full",
+                    Severity::Critical,
+                    "host",
+                    "conntrack table 97% full",
+                    t,
+                ),
+                Finding::new(
+                    "nic_half_duplex",
+                    Severity::Warning,
+                    "eth1",
+                    "eth1 negotiated half duplex",
+                    t,
+                ),
+            ]),
+            ..Snapshot::default()
+        };
+        assert_eq!(
+            summary_line(&snap),
+            "CRITICAL: conntrack_table_full host: conntrack table 97% full (+1 more)"
+        );
+        let text = render(&snap, t + Duration::from_secs(90));
+        assert!(text.contains("remedy:   Raise net.netfilter.nf_conntrack_max"));
+        assert!(text.contains("(1m ago)"));
+        assert!(text.contains("2 findings: 1 critical, 1 warning, 0 info"));
+    }
+
+    #[test]
+    fn leaks_come_with_commands_and_long_lists_are_cut() {
+        use crate::collect::netns::{NetnsInfo, NetnsSample};
+        use crate::collect::Sample;
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let empty = |i: u64, pin: String| NetnsInfo {
+            inode: 4026532000 + i,
+            host: false,
+            pins: vec![pin],
+            nsid: None,
+            processes: 0,
+            pids: vec![],
+            created: Some(t - Duration::from_secs(600)),
+            age_seconds: Some(600),
+            age_from: None,
+            pod: None,
+            former_pod: None,
+            interfaces: vec![],
+            interfaces_error: None,
+            host_veths: vec![],
+        };
+        let mut namespaces: Vec<NetnsInfo> = (0..25)
+            .map(|i| empty(i, format!("/run/netns/cni-{i}")))
+            .collect();
+        namespaces[0].pins = vec!["/var/run/docker/netns/abc".into()];
+        let store = crate::store::Store::new("node-a".into(), Duration::from_secs(300));
+        store.register("netns", Duration::from_secs(15));
+        store.record(
+            "netns",
+            t,
+            Duration::ZERO,
+            Ok(Sample::Netns(NetnsSample {
+                host_netns: None,
+                peers_known: true,
+                namespaces,
+                veths: vec![],
+                ipam: vec![],
+                uplink: None,
+                overlays: vec![],
+                stale_pins: vec!["/run/netns/gone".into()],
+                unavailable: vec![],
+            })),
+        );
+        let text = render(&store.snapshot(), t);
+        assert!(text.contains("umount /var/run/docker/netns/abc && rm /var/run/docker/netns/abc"));
+        assert!(text.contains("ip netns delete cni-1 "));
+        assert!(text.contains("nsenter --net=/run/netns/cni-1 ip addr"));
+        assert_eq!(text.matches("  empty    ").count(), 20);
+        assert!(text.contains("... and 5 more empty namespaces (GET /api/v1/netns)"));
+        assert!(text.contains("rm /run/netns/gone"));
+    }
+
+    #[test]
+    fn a_healthy_node_says_so() {
+        let snap = Snapshot {
+            node: "node-a".into(),
+            ..Snapshot::default()
+        };
+        assert_eq!(summary_line(&snap), "OK: no problems found on node-a");
+    }
+}
