@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{wait_for, Agent};
+use common::{skip, wait_for, Agent};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -96,15 +96,15 @@ fn metric(body: &str, prefix: &str) -> Option<f64> {
 fn a_busy_pod_limited_to_a_tenth_of_a_core_is_flagged_by_name() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to create cgroups");
+        skip("needs root to create cgroups");
         return;
     }
     let Some((cpu, acct)) = v1_mounts() else {
-        eprintln!("skipped: no cgroup v1 cpu controller mounted");
+        skip("no cgroup v1 cpu controller mounted");
         return;
     };
     if !cpu.join("cpu.cfs_quota_us").exists() {
-        eprintln!("skipped: kernel without CFS bandwidth control");
+        skip("kernel without CFS bandwidth control");
         return;
     }
     let pid = std::process::id();

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{check, wait_for, Agent};
+use common::{check, skip, wait_for, Agent};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -329,13 +329,13 @@ fn fio_p50_p99(dir: &str, cgroup: &Path, writes: u64) -> Option<(f64, f64)> {
 #[test]
 fn a_disk_throttled_by_blkio_is_fsync_slow_and_agrees_with_fio() {
     if !is_root() {
-        eprintln!("skipped: needs root for losetup, mount and blkio cgroups");
+        skip("needs root for losetup, mount and blkio cgroups");
         return;
     }
     let mount = match Mount::loop_ext4("1G") {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("skipped: cannot make a loop-mounted ext4: {e}");
+            skip(&format!("cannot make a loop-mounted ext4: {e}"));
             return;
         }
     };
@@ -349,7 +349,7 @@ fn a_disk_throttled_by_blkio_is_fsync_slow_and_agrees_with_fio() {
         match BlkioThrottle::with_limit(majmin.trim(), "blkio.throttle.write_bps_device", 16384) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("skipped: {e}");
+                skip(&e.to_string());
                 return;
             }
         };
@@ -409,7 +409,7 @@ fn a_disk_throttled_by_blkio_is_fsync_slow_and_agrees_with_fio() {
 
     // etcd's own disk check on the same directory, under the same limit.
     match fio_p50_p99(mount.path(), &throttle.dir, 40) {
-        None => eprintln!("skipped the fio comparison: fio is not installed"),
+        None => skip("the fio comparison: fio is not installed"),
         Some((fio50, fio99)) => {
             eprintln!(
                 "fio p50 {fio50}s p99 {fio99}s; nodediag p50 {} p99 {p99}",
@@ -429,13 +429,13 @@ fn a_disk_throttled_by_blkio_is_fsync_slow_and_agrees_with_fio() {
 #[test]
 fn a_write_held_back_indefinitely_is_a_stall_and_shutdown_still_cleans_up() {
     if !is_root() {
-        eprintln!("skipped: needs root for losetup, mount and blkio cgroups");
+        skip("needs root for losetup, mount and blkio cgroups");
         return;
     }
     let mount = match Mount::loop_ext4("64M") {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("skipped: cannot make a loop-mounted ext4: {e}");
+            skip(&format!("cannot make a loop-mounted ext4: {e}"));
             return;
         }
     };
@@ -452,7 +452,7 @@ fn a_write_held_back_indefinitely_is_a_stall_and_shutdown_still_cleans_up() {
         match BlkioThrottle::with_limit(majmin.trim(), "blkio.throttle.write_bps_device", 1) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("skipped: {e}");
+                skip(&e.to_string());
                 return;
             }
         };
@@ -527,13 +527,13 @@ fn a_write_held_back_indefinitely_is_a_stall_and_shutdown_still_cleans_up() {
 #[test]
 fn a_read_only_filesystem_is_flagged_from_mountinfo_and_from_erofs() {
     if !is_root() {
-        eprintln!("skipped: needs root to mount");
+        skip("needs root to mount");
         return;
     }
     let mount = match Mount::tmpfs("ro,size=1m") {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("skipped: cannot mount tmpfs: {e}");
+            skip(&format!("cannot mount tmpfs: {e}"));
             return;
         }
     };
@@ -600,13 +600,13 @@ fn a_read_only_filesystem_is_flagged_from_mountinfo_and_from_erofs() {
 #[test]
 fn a_filled_filesystem_is_disk_space_low_and_inodes_low() {
     if !is_root() {
-        eprintln!("skipped: needs root to mount");
+        skip("needs root to mount");
         return;
     }
     let mount = match Mount::tmpfs("size=4m,nr_inodes=200") {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("skipped: cannot mount tmpfs: {e}");
+            skip(&format!("cannot mount tmpfs: {e}"));
             return;
         }
     };

@@ -9,7 +9,7 @@
 mod common;
 
 use common::conntrack::{have, is_root, ConntrackMax, Netns};
-use common::{in_netns, wait_for, Agent};
+use common::{in_netns, skip, wait_for, Agent};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -229,7 +229,7 @@ const CORE_PANELS: &[&str] = &[
 #[test]
 fn a_full_conntrack_table_fires_the_alert_in_prometheus_and_the_dashboard_queries_work() {
     if !is_root() {
-        eprintln!("skipped: needs root (network namespaces, nf_conntrack_max)");
+        skip("needs root (network namespaces, nf_conntrack_max)");
         return;
     }
     if !Path::new(PROMETHEUS).exists() {
@@ -237,11 +237,13 @@ fn a_full_conntrack_table_fires_the_alert_in_prometheus_and_the_dashboard_querie
             std::env::var_os("CI").is_none(),
             "{PROMETHEUS} is required in CI (tests/run.sh installs the prometheus package)"
         );
-        eprintln!("skipped: {PROMETHEUS} not installed (apt-get install prometheus)");
+        skip(&format!(
+            "{PROMETHEUS} not installed (apt-get install prometheus)"
+        ));
         return;
     }
     if !have("nft") {
-        eprintln!("skipped: nft not installed");
+        skip("nft not installed");
         return;
     }
     // Dropped in reverse: Prometheus, the agent, nf_conntrack_max, the namespace.

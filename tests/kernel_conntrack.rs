@@ -4,7 +4,7 @@
 mod common;
 
 use common::conntrack::{have, ConntrackMax, Netns};
-use common::{wait_for, Agent};
+use common::{skip, wait_for, Agent};
 use std::time::Duration;
 
 /// Findings of this signal only: a fresh namespace has forwarding off, and a busy
@@ -24,7 +24,7 @@ fn conntrack_sample(agent: &Agent) -> serde_json::Value {
 #[test]
 fn entries_created_in_a_fresh_namespace_move_the_count() {
     if !have("conntrack") {
-        eprintln!("skipped: conntrack(8) not installed");
+        skip("conntrack(8) not installed");
         return;
     }
     let Some(ns) = Netns::new("ct") else { return };
@@ -62,7 +62,7 @@ fn entries_created_in_a_fresh_namespace_move_the_count() {
 #[test]
 fn a_full_table_is_flagged_with_drops_within_two_intervals() {
     if !have("nft") {
-        eprintln!("skipped: nft not installed");
+        skip("nft not installed");
         return;
     }
     let Some(ns) = Netns::new("full") else { return };

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{wait_for, Agent};
+use common::{skip, wait_for, Agent};
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -86,7 +86,7 @@ impl Drop for Inotify {
 #[test]
 fn inotify_instances_opened_here_are_counted_for_our_uid() {
     if !is_root() {
-        eprintln!("skipped: reading every process's fds needs root");
+        skip("reading every process's fds needs root");
         return;
     }
     let max: f64 = fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
@@ -213,10 +213,10 @@ impl TestCgroup {
 fn v1_memory_controller() -> Option<&'static Path> {
     let memory = Path::new("/sys/fs/cgroup/memory");
     if !is_root() || !memory.join("memory.limit_in_bytes").exists() {
-        eprintln!(
-            "skipped: needs root and the cgroup v1 memory controller at {}",
+        skip(&format!(
+            "needs root and the cgroup v1 memory controller at {}",
             memory.display()
-        );
+        ));
         return None;
     }
     Some(memory)
@@ -224,16 +224,11 @@ fn v1_memory_controller() -> Option<&'static Path> {
 
 #[test]
 fn an_oom_kill_in_a_pod_cgroup_names_the_pod() {
-    let memory = Path::new("/sys/fs/cgroup/memory");
-    if !is_root() || !memory.join("memory.limit_in_bytes").exists() {
-        eprintln!(
-            "skipped: needs root and the cgroup v1 memory controller at {}",
-            memory.display()
-        );
+    let Some(memory) = v1_memory_controller() else {
         return;
-    }
+    };
     if !Path::new("/dev/kmsg").exists() {
-        eprintln!("skipped: no /dev/kmsg");
+        skip("no /dev/kmsg");
         return;
     }
     let pid = std::process::id();
@@ -372,7 +367,7 @@ fn without_permission_the_kernel_log_is_unavailable_with_a_hint() {
         fs::read_to_string("/proc/sys/kernel/dmesg_restrict").is_ok_and(|s| s.trim() == "1");
     let setpriv = Path::new("/usr/bin/setpriv");
     if !is_root() || !restricted || !setpriv.exists() {
-        eprintln!("skipped: needs root, setpriv and kernel.dmesg_restrict=1 to drop to an unprivileged user");
+        skip("needs root, setpriv and kernel.dmesg_restrict=1 to drop to an unprivileged user");
         return;
     }
     let out = Command::new(setpriv)

@@ -1,7 +1,7 @@
 //! Real-kernel set-up shared by the conntrack tests: a throw-away network
 //! namespace, a lowered `nf_conntrack_max`, and a table filled with UDP flows.
 
-use super::{sh, CrossProcessLock};
+use super::{sh, skip, CrossProcessLock};
 use std::process::Command;
 
 pub fn is_root() -> bool {
@@ -28,7 +28,7 @@ impl Netns {
     /// `nd-TAG-PID`, with loopback up; None (and a "skipped" line) when not root.
     pub fn new(tag: &str) -> Option<Netns> {
         if !is_root() {
-            eprintln!("skipped: needs root to create network namespaces");
+            skip("needs root to create network namespaces");
             return None;
         }
         let name = format!("nd-{tag}-{}", std::process::id());

@@ -18,6 +18,17 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A test whose prerequisite is missing (not root, no cgroup controller, a tool not
+/// installed) returns after calling this. In CI, which runs as root on machines that
+/// have all of them, a missing prerequisite is a failure, never a silent pass.
+pub fn skip(reason: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "required in CI but missing: {reason} (tests/run.sh installs the tools)"
+    );
+    eprintln!("skipped: {reason}");
+}
+
 /// Polls `cond` until it returns Some or the deadline passes (then panics with `what`).
 pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -204,7 +215,7 @@ impl Agent {
     }
 }
 
-/// `promtool check metrics` on a scrape; required in CI, skipped with a note elsewhere.
+/// `promtool check metrics` on a scrape.
 pub fn promtool_check(metrics: &str) {
     use std::io::Write;
     let Ok(mut child) = Command::new("promtool")
@@ -214,11 +225,7 @@ pub fn promtool_check(metrics: &str) {
         .stderr(Stdio::piped())
         .spawn()
     else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is required in CI (apt-get install prometheus)"
-        );
-        eprintln!("skipped promtool: not installed (apt-get install prometheus)");
+        skip("promtool is not installed (apt-get install prometheus)");
         return;
     };
     child
