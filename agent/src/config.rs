@@ -58,6 +58,7 @@ pub struct ServeArgs {
 pub enum OutputFormat {
     /// The full report: summary line, findings with evidence and remedy, collectors.
     Text,
+    /// The report as JSON: summary, exit code, findings and every collector's status.
     Json,
     /// The summary line only: node-problem-detector keeps a plugin's whole output
     /// (cut at 80 bytes) as the condition message.
