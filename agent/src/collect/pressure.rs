@@ -221,6 +221,16 @@ fn parsed<T>(
     parse: impl Fn(&str) -> Result<T, String>,
     unavailable: &mut Vec<Unavailable>,
 ) -> Option<T> {
+    parsed_or_explain(path, parse, None, unavailable)
+}
+
+/// `parsed`, with what an unreadable file means added to its hint.
+fn parsed_or_explain<T>(
+    path: &Path,
+    parse: impl Fn(&str) -> Result<T, String>,
+    unreadable_means: Option<&str>,
+    unavailable: &mut Vec<Unavailable>,
+) -> Option<T> {
     match read_string(path) {
         Ok(text) => match parse(&text) {
             Ok(v) => Some(v),
@@ -233,10 +243,11 @@ fn parsed<T>(
             }
         },
         Err(e) => {
-            unavailable.push(Unavailable::new(
-                path.display().to_string(),
-                e.source.to_string(),
-            ));
+            let hint = match unreadable_means {
+                Some(means) => format!("{}: {means}", e.source),
+                None => e.source.to_string(),
+            };
+            unavailable.push(Unavailable::new(path.display().to_string(), hint));
             None
         }
     }
@@ -255,27 +266,13 @@ fn read_psi(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> PsiSignals {
         return PsiSignals::default();
     }
     let mut one = |name: &str| -> Option<Psi> {
-        let path = root.proc(&["pressure", name]);
-        match read_string(&path) {
-            Ok(text) => match psi::parse_psi(&text) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    unavailable.push(Unavailable::new(
-                        path.display().to_string(),
-                        format!("malformed: {e}"),
-                    ));
-                    None
-                }
-            },
-            Err(e) => {
-                // psi=0 keeps the files but reading them fails with EOPNOTSUPP.
-                unavailable.push(Unavailable::new(
-                    path.display().to_string(),
-                    format!("{}: PSI is disabled (boot with psi=1)", e.source),
-                ));
-                None
-            }
-        }
+        // psi=0 keeps the files but reading them fails with EOPNOTSUPP.
+        parsed_or_explain(
+            &root.proc(&["pressure", name]),
+            psi::parse_psi,
+            Some("PSI is disabled (boot with psi=1)"),
+            unavailable,
+        )
     };
     PsiSignals {
         cpu: one("cpu"),
