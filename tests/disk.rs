@@ -110,6 +110,13 @@ impl Drop for Mount {
     }
 }
 
+/// These tests time real I/O (and compare it with fio's at 25%); run side by side,
+/// their loop devices and probes share the same backing disk and skew each other.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static DISK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    DISK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
@@ -193,6 +200,7 @@ fn dir_json<'a>(disks: &'a Value, dir: &str) -> Option<&'a Value> {
 
 #[test]
 fn probe_on_the_real_disk_wraps_its_file_and_removes_it_on_sigterm() {
+    let _one_at_a_time = serial();
     let dir = tempfile::Builder::new()
         .prefix(&unique("probe"))
         .tempdir_in("/var/tmp")
@@ -326,33 +334,48 @@ fn fio_p50_p99(dir: &str, cgroup: &Path, writes: u64) -> Option<(f64, f64)> {
     Some((pct("50.000000"), pct("99.000000")))
 }
 
-#[test]
-fn a_disk_throttled_by_blkio_is_fsync_slow_and_agrees_with_fio() {
+/// An ext4 on a loop device of `size`, its writes limited to `bytes_per_second` by a
+/// blkio cgroup (which the agent is started in). None, after saying why, where the
+/// machine cannot do it.
+fn throttled_loop_ext4(size: &str, bytes_per_second: u32) -> Option<(Mount, BlkioThrottle)> {
     if !is_root() {
         skip("needs root for losetup, mount and blkio cgroups");
-        return;
+        return None;
     }
-    let mount = match Mount::loop_ext4("1G") {
+    let mount = match Mount::loop_ext4(size) {
         Ok(m) => m,
         Err(e) => {
             skip(&format!("cannot make a loop-mounted ext4: {e}"));
-            return;
+            return None;
         }
     };
-    let loop_dev = mount.loop_dev.clone().unwrap();
+    let loop_dev = mount.loop_dev.clone().expect("a loop mount has a device");
     let name = loop_dev.trim_start_matches("/dev/");
     let majmin = std::fs::read_to_string(format!("/sys/block/{name}/dev")).unwrap();
+    match BlkioThrottle::with_limit(
+        majmin.trim(),
+        "blkio.throttle.write_bps_device",
+        bytes_per_second,
+    ) {
+        Ok(t) => Some((mount, t)),
+        Err(e) => {
+            skip(&e.to_string());
+            None
+        }
+    }
+}
+
+#[test]
+fn a_disk_throttled_by_blkio_is_fsync_slow_and_agrees_with_fio() {
+    let _one_at_a_time = serial();
     // 16 KiB/s of writes on this device: each 4 KiB page a sync writes waits about
     // 250 ms for its share, whether the disk was idle before or not (an IOPS limit
     // would let a write after an idle spell straight through).
-    let throttle =
-        match BlkioThrottle::with_limit(majmin.trim(), "blkio.throttle.write_bps_device", 16384) {
-            Ok(t) => t,
-            Err(e) => {
-                skip(&e.to_string());
-                return;
-            }
-        };
+    let Some((mount, throttle)) = throttled_loop_ext4("1G", 16384) else {
+        return;
+    };
+    let loop_dev = mount.loop_dev.clone().unwrap();
+    let name = loop_dev.trim_start_matches("/dev/");
     let mut agent = serve(
         &[
             "--fsync.path",
@@ -428,34 +451,12 @@ fn a_disk_throttled_by_blkio_is_fsync_slow_and_agrees_with_fio() {
 
 #[test]
 fn a_write_held_back_indefinitely_is_a_stall_and_shutdown_still_cleans_up() {
-    if !is_root() {
-        skip("needs root for losetup, mount and blkio cgroups");
-        return;
-    }
-    let mount = match Mount::loop_ext4("64M") {
-        Ok(m) => m,
-        Err(e) => {
-            skip(&format!("cannot make a loop-mounted ext4: {e}"));
-            return;
-        }
-    };
-    let name = mount
-        .loop_dev
-        .clone()
-        .unwrap()
-        .trim_start_matches("/dev/")
-        .to_string();
-    let majmin = std::fs::read_to_string(format!("/sys/block/{name}/dev")).unwrap();
+    let _one_at_a_time = serial();
     // One byte a second: the probe's first 4 KiB data write does not get through
     // for an hour, the way a write to a hung disk or NFS server never returns.
-    let throttle =
-        match BlkioThrottle::with_limit(majmin.trim(), "blkio.throttle.write_bps_device", 1) {
-            Ok(t) => t,
-            Err(e) => {
-                skip(&e.to_string());
-                return;
-            }
-        };
+    let Some((mount, throttle)) = throttled_loop_ext4("64M", 1) else {
+        return;
+    };
     let mut agent = serve(
         &[
             "--fsync.path",
@@ -526,6 +527,7 @@ fn a_write_held_back_indefinitely_is_a_stall_and_shutdown_still_cleans_up() {
 
 #[test]
 fn a_read_only_filesystem_is_flagged_from_mountinfo_and_from_erofs() {
+    let _one_at_a_time = serial();
     if !is_root() {
         skip("needs root to mount");
         return;
@@ -599,6 +601,7 @@ fn a_read_only_filesystem_is_flagged_from_mountinfo_and_from_erofs() {
 
 #[test]
 fn a_filled_filesystem_is_disk_space_low_and_inodes_low() {
+    let _one_at_a_time = serial();
     if !is_root() {
         skip("needs root to mount");
         return;
