@@ -7,12 +7,14 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use nodediag::collect::cgroup::CgroupCollector;
-use nodediag::collect::{CgroupSample, Collector, Sample};
+use nodediag::collect::{CgroupSample, Collector};
 use nodediag::diagnose::cgroup::throttling;
 use nodediag::host::HostRoot;
-use nodediag::metrics::{self, encode::Format};
+use nodediag::metrics::encode::Format;
+use nodediag::signals;
 use nodediag::store::Store;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 const PODS: usize = 100;
@@ -134,10 +136,7 @@ fn bench(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();
     let root = file_tree(tmp.path());
     let mut collector = CgroupCollector::new(root, None);
-    let sample = match collector.collect() {
-        Ok(Sample::Cgroup(s)) => s,
-        other => panic!("{other:?}"),
-    };
+    let sample = collector.collect().expect("a cgroup sample");
     assert_eq!(
         sample.containers().count(),
         PODS * CONTAINERS_PER_POD,
@@ -151,10 +150,11 @@ fn bench(c: &mut Criterion) {
     });
     if let Some(real) = RealCgroups::create() {
         let mut host = CgroupCollector::new(HostRoot::default(), None);
-        let n = match host.collect() {
-            Ok(Sample::Cgroup(s)) => s.containers().count(),
-            other => panic!("{other:?}"),
-        };
+        let n = host
+            .collect()
+            .expect("a cgroup sample")
+            .containers()
+            .count();
         assert!(n >= PODS * CONTAINERS_PER_POD, "{n} containers");
         group.bench_function("cgroupfs_300_containers", |b| {
             b.iter(|| host.collect().unwrap())
@@ -181,7 +181,7 @@ fn bench(c: &mut Criterion) {
             "cgroup",
             t0 + Duration::from_secs(15 * i),
             Duration::ZERO,
-            Ok(Sample::Cgroup(s)),
+            Ok(Arc::new(s)),
         );
     }
     let snap = store.snapshot();
@@ -189,7 +189,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| throttling(&snap.history::<CgroupSample>(), snap.window))
     });
     c.bench_function("metrics/render_300_containers", |b| {
-        b.iter(|| metrics::render(&snap, Format::Text))
+        b.iter(|| signals::render_metrics(&snap, Format::Text))
     });
 }
 

@@ -4,12 +4,14 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nodediag::collect::nic::{Nic, NicClass};
-use nodediag::collect::{ConntrackSample, NicSample, Sample};
+use nodediag::collect::{ConntrackSample, NicSample};
 use nodediag::diagnose::{Finding, Severity};
 use nodediag::kernel::conntrack::ConntrackStats;
 use nodediag::kernel::net_class::{Duplex, NicCounters};
-use nodediag::metrics::{self, encode::Format};
+use nodediag::metrics::encode::Format;
+use nodediag::signals;
 use nodediag::store::Store;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 fn large_node() -> Store {
@@ -52,7 +54,7 @@ fn large_node() -> Store {
         "nic",
         now,
         Duration::from_millis(3),
-        Ok(Sample::Nic(NicSample {
+        Ok(Arc::new(NicSample {
             interfaces,
             unavailable: vec![],
         })),
@@ -61,7 +63,7 @@ fn large_node() -> Store {
         "conntrack",
         now,
         Duration::from_millis(1),
-        Ok(Sample::Conntrack(ConntrackSample {
+        Ok(Arc::new(ConntrackSample {
             entries: 120_000,
             max: 262_144,
             buckets: Some(65_536),
@@ -79,7 +81,7 @@ fn large_node() -> Store {
         (0..20)
             .map(|i| {
                 Finding::new(
-                    "nic_errors",
+                    &nodediag::diagnose::nic::ERRORS,
                     Severity::Warning,
                     format!("veth{i:08x}"),
                     "errors",
@@ -93,14 +95,16 @@ fn large_node() -> Store {
 
 fn encode(c: &mut Criterion) {
     let store = large_node();
-    let size = store.read(|s| metrics::render(s, Format::Text)).len();
+    let size = store
+        .read(|s| signals::render_metrics(s, Format::Text))
+        .len();
     let mut group = c.benchmark_group("metrics_encode_500_interfaces");
     group.throughput(Throughput::Bytes(size as u64));
     group.bench_function("text_0.0.4", |b| {
-        b.iter(|| store.read(|s| metrics::render(s, Format::Text)))
+        b.iter(|| store.read(|s| signals::render_metrics(s, Format::Text)))
     });
     group.bench_function("openmetrics", |b| {
-        b.iter(|| store.read(|s| metrics::render(s, Format::OpenMetrics)))
+        b.iter(|| store.read(|s| signals::render_metrics(s, Format::OpenMetrics)))
     });
     group.finish();
 }

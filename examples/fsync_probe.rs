@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     let count: usize = args.get(2).map_or(Ok(1000), |s| s.parse()).unwrap_or(1000);
     let size = match args
         .get(3)
-        .map_or(Ok(16 << 20), |s| nodediag::config::parse_bytes(s))
+        .map_or(Ok(16 << 20), |s| nodediag::flags::parse_bytes(s))
     {
         Ok(s) => s,
         Err(e) => {

@@ -1,8 +1,8 @@
 //! The latest samples of each collector, a short history for rates, each collector's
 //! status, and the current findings. Scrapes and API calls only read from here.
 
-use crate::collect::{CollectError, Sample, SampleKind, Unavailable};
-use crate::diagnose::Finding;
+use crate::finding::Finding;
+use crate::sample::{AnySample, CollectError, Sample, Unavailable};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -31,11 +31,10 @@ pub enum Status {
     },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Stamped {
-    #[serde(serialize_with = "crate::time::serialize")]
     pub at: SystemTime,
-    pub sample: Arc<Sample>,
+    pub sample: Arc<dyn AnySample>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,18 +88,18 @@ pub struct Snapshot {
 impl Snapshot {
     /// The samples of a collector currently sampling fine, oldest first. A collector
     /// in error contributes nothing, so no rule judges the node on stale data.
-    pub fn history<T: SampleKind>(&self) -> Vec<(SystemTime, &T)> {
+    pub fn history<T: Sample>(&self) -> Vec<(SystemTime, &T)> {
         match self.collectors.get(T::COLLECTOR) {
             Some(state) if state.is_ok() => state
                 .history
                 .iter()
-                .filter_map(|s| Some((s.at, T::from_sample(&s.sample)?)))
+                .filter_map(|s| Some((s.at, s.sample.downcast::<T>()?)))
                 .collect(),
             _ => Vec::new(),
         }
     }
 
-    pub fn latest<T: SampleKind>(&self) -> Option<(SystemTime, &T)> {
+    pub fn latest<T: Sample>(&self) -> Option<(SystemTime, &T)> {
         self.history::<T>().pop()
     }
 
@@ -141,7 +140,7 @@ impl Store {
         name: &'static str,
         at: SystemTime,
         took: Duration,
-        result: Result<Sample, CollectError>,
+        result: Result<Arc<dyn AnySample>, CollectError>,
     ) {
         let mut inner = self.write();
         let Some(state) = inner.collectors.get_mut(name) else {
@@ -153,10 +152,7 @@ impl Store {
         match result {
             Ok(sample) => {
                 state.status = Status::Ok;
-                state.history.push_back(Stamped {
-                    at,
-                    sample: Arc::new(sample),
-                });
+                state.history.push_back(Stamped { at, sample });
                 let horizon = self.retention + state.interval * 2;
                 while state.history.len() > 2
                     && (state.history.len() > MAX_HISTORY
@@ -170,9 +166,11 @@ impl Store {
             Err(CollectError::Unavailable(Unavailable { what, hint })) => {
                 state.status = Status::Unavailable { what, hint };
             }
-            Err(CollectError::Failed(message)) => {
+            Err(e) => {
                 state.failures_total += 1;
-                state.status = Status::Error { message };
+                state.status = Status::Error {
+                    message: e.to_string(),
+                };
             }
         }
     }
@@ -206,30 +204,35 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::{NicSample, Sample};
 
-    fn nic_sample() -> Sample {
-        Sample::Nic(NicSample {
-            interfaces: vec![],
-            unavailable: vec![],
-        })
+    #[derive(Debug, Serialize)]
+    struct Probe;
+    impl Sample for Probe {
+        const COLLECTOR: &'static str = "probe";
+        fn unavailable(&self) -> &[Unavailable] {
+            &[]
+        }
+    }
+
+    fn sample() -> Result<Arc<dyn AnySample>, CollectError> {
+        Ok(Arc::new(Probe))
     }
 
     #[test]
     fn history_is_trimmed_to_the_retention() {
         let store = Store::new("n".into(), Duration::from_secs(60));
-        store.register("nic", Duration::from_secs(10));
+        store.register("probe", Duration::from_secs(10));
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         for i in 0..30 {
             store.record(
-                "nic",
+                "probe",
                 t0 + Duration::from_secs(10 * i),
                 Duration::ZERO,
-                Ok(nic_sample()),
+                sample(),
             );
         }
         let snap = store.snapshot();
-        let h = snap.history::<NicSample>();
+        let h = snap.history::<Probe>();
         // 60 s window + 2 intervals of slack = 80 s: samples at most 80 s old remain.
         assert_eq!(h.len(), 9);
         assert_eq!(h.last().unwrap().0, t0 + Duration::from_secs(290));
@@ -238,21 +241,21 @@ mod tests {
     #[test]
     fn a_failing_collector_hides_its_stale_samples_from_rules() {
         let store = Store::new("n".into(), Duration::from_secs(60));
-        store.register("nic", Duration::from_secs(10));
+        store.register("probe", Duration::from_secs(10));
         let t0 = SystemTime::now();
-        store.record("nic", t0, Duration::ZERO, Ok(nic_sample()));
+        store.record("probe", t0, Duration::ZERO, sample());
         assert!(store.snapshot().ready());
         store.record(
-            "nic",
+            "probe",
             t0,
             Duration::ZERO,
             Err(CollectError::Failed("boom".into())),
         );
         let snap = store.snapshot();
-        assert!(snap.latest::<NicSample>().is_none());
-        assert_eq!(snap.collectors["nic"].failures_total, 1);
+        assert!(snap.latest::<Probe>().is_none());
+        assert_eq!(snap.collectors["probe"].failures_total, 1);
         assert_eq!(
-            snap.collectors["nic"].status,
+            snap.collectors["probe"].status,
             Status::Error {
                 message: "boom".into()
             }
@@ -262,9 +265,9 @@ mod tests {
     #[test]
     fn not_ready_until_every_collector_sampled() {
         let store = Store::new("n".into(), Duration::from_secs(60));
-        store.register("nic", Duration::from_secs(10));
+        store.register("probe", Duration::from_secs(10));
         store.register("conntrack", Duration::from_secs(10));
-        store.record("nic", SystemTime::now(), Duration::ZERO, Ok(nic_sample()));
+        store.record("probe", SystemTime::now(), Duration::ZERO, sample());
         assert!(!store.snapshot().ready());
     }
 }

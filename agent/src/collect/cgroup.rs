@@ -9,11 +9,12 @@
 //! 2. the same path under `--path.rootfs`,
 //! 3. the same path under `--path.sysfs` when it starts with `/sys/`.
 
-use super::{CollectError, Collector, Sample, Unavailable};
+use super::Collector;
+use crate::collect::pods::{parse_cgroup_path, PodIndex, Qos};
 use crate::host::HostRoot;
 use crate::kernel::cgroup::{self, CpuHierarchy, CpuQuota, CpuStat, Mount};
 use crate::kernel::read_optional;
-use crate::pods::{parse_cgroup_path, PodIndex, Qos};
+use crate::sample::{CollectError, Sample, Unavailable};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -76,30 +77,19 @@ pub struct CgroupSample {
     pub unavailable: Vec<Unavailable>,
 }
 
+impl Sample for CgroupSample {
+    const COLLECTOR: &'static str = "cgroup";
+
+    fn unavailable(&self) -> &[Unavailable] {
+        &self.unavailable
+    }
+}
+
 impl CgroupSample {
     pub fn containers(&self) -> impl Iterator<Item = (&PodCpu, &ContainerCpu)> {
         self.pods
             .iter()
             .flat_map(|p| p.containers.iter().map(move |c| (p, c)))
-    }
-
-    pub fn summary(&self) -> String {
-        let containers = self.containers().count();
-        let limited = self
-            .containers()
-            .filter(|(_, c)| c.cgroup.quota.is_some())
-            .count();
-        format!(
-            "cgroup {} at {}: {} pods, {} containers, {} with a CPU limit",
-            match self.version {
-                CgroupVersion::V1 => "v1",
-                CgroupVersion::V2 => "v2",
-            },
-            self.mount_point,
-            self.pods.len(),
-            containers,
-            limited
-        )
     }
 }
 
@@ -189,11 +179,9 @@ impl Dirs {
 }
 
 impl Collector for CgroupCollector {
-    fn name(&self) -> &'static str {
-        "cgroup"
-    }
+    type Sample = CgroupSample;
 
-    fn collect(&mut self) -> Result<Sample, CollectError> {
+    fn collect(&mut self) -> Result<CgroupSample, CollectError> {
         let mounts = read_mounts(&self.root)?;
         let mut unavailable = Vec::new();
         let hierarchy = cgroup::cpu_hierarchy(&mounts).ok_or_else(|| {
@@ -225,7 +213,7 @@ impl Collector for CgroupCollector {
                 ),
             )),
         }
-        Ok(Sample::Cgroup(CgroupSample {
+        Ok(CgroupSample {
             version: dirs.version,
             mount_point,
             kubepods,
@@ -233,7 +221,7 @@ impl Collector for CgroupCollector {
             cfs_bandwidth_fix,
             pods,
             unavailable,
-        }))
+        })
     }
 }
 
@@ -326,7 +314,7 @@ fn read_mounts(root: &HostRoot) -> Result<Vec<Mount>, CollectError> {
             Ok(t) => t,
             // No mount table at all: this procfs is not a live one (a partial copy).
             Err(_) if first.is_not_found() => {
-                return Err(CollectError::Unavailable(crate::collect::Unavailable::new(
+                return Err(CollectError::Unavailable(Unavailable::new(
                     "cgroup mount table",
                     format!(
                         "{}: no such file: --path.procfs must be the host's /proc to find cgroups",
@@ -490,9 +478,7 @@ mod tests {
         write(b, &format!("{bad}/cpu.stat"), "nr_periods\tmany\n");
         write(b, &format!("{bad}/cpu.max"), "max 100000\n");
         let mut c = CgroupCollector::new(root(b), None);
-        let Ok(Sample::Cgroup(s)) = c.collect() else {
-            panic!("expected a sample");
-        };
+        let s = c.collect().expect("a sample");
         assert_eq!(s.version, CgroupVersion::V2);
         assert_eq!(s.cfs_bandwidth_fix, None, "no osrelease in this tree");
         assert_eq!(s.pods.len(), 1);

@@ -1,9 +1,10 @@
 //! Conntrack table usage and failure counters of the host network namespace.
 
-use super::{CollectError, Collector, Sample, Unavailable};
+use super::Collector;
 use crate::host::HostRoot;
 use crate::kernel::conntrack::{self, ConntrackStats};
 use crate::kernel::ctnetlink;
+use crate::sample::{CollectError, Sample, Unavailable};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -24,6 +25,14 @@ pub struct ConntrackSample {
     pub unavailable: Vec<Unavailable>,
 }
 
+impl Sample for ConntrackSample {
+    const COLLECTOR: &'static str = "conntrack";
+
+    fn unavailable(&self) -> &[Unavailable] {
+        &self.unavailable
+    }
+}
+
 impl ConntrackSample {
     pub fn usage_ratio(&self) -> Option<f64> {
         (self.max > 0).then(|| self.entries as f64 / self.max as f64)
@@ -33,29 +42,6 @@ impl ConntrackSample {
     pub fn dropped(&self) -> Option<u64> {
         let s = self.stats?;
         Some(s.drop.unwrap_or(0) + s.early_drop.unwrap_or(0))
-    }
-
-    pub fn summary(&self) -> String {
-        let mut out = format!(
-            "{}/{} entries ({:.1}%)",
-            self.entries,
-            self.max,
-            self.usage_ratio().unwrap_or(0.0) * 100.0
-        );
-        match (self.stats, self.stats_source) {
-            (Some(s), Some(src)) => out.push_str(&format!(
-                ", drop {}, early_drop {}, insert_failed {} (from {})",
-                s.drop.unwrap_or(0),
-                s.early_drop.unwrap_or(0),
-                s.insert_failed.unwrap_or(0),
-                match src {
-                    StatsSource::Netlink => "ctnetlink",
-                    StatsSource::Procfs => "/proc/net/stat",
-                }
-            )),
-            _ => out.push_str(", no failure counters"),
-        }
-        out
     }
 }
 
@@ -71,11 +57,9 @@ impl ConntrackCollector {
 }
 
 impl Collector for ConntrackCollector {
-    fn name(&self) -> &'static str {
-        "conntrack"
-    }
+    type Sample = ConntrackSample;
 
-    fn collect(&mut self) -> Result<Sample, CollectError> {
+    fn collect(&mut self) -> Result<ConntrackSample, CollectError> {
         let table = conntrack::read_table(&self.root).map_err(|e| {
             if e.is_not_found() {
                 CollectError::Unavailable(Unavailable::new(
@@ -122,13 +106,13 @@ impl Collector for ConntrackCollector {
                 )),
             }
         }
-        Ok(Sample::Conntrack(ConntrackSample {
+        Ok(ConntrackSample {
             entries: table.entries,
             max: table.max,
             buckets: table.buckets,
             stats,
             stats_source: source,
             unavailable,
-        }))
+        })
     }
 }

@@ -4,10 +4,11 @@
 //! read-only). Where the device is refused (a device cgroup in an unprivileged
 //! container), syslog(2) is polled instead, which needs only CAP_SYSLOG.
 
-use super::{CollectError, Collector, Sample, Unavailable};
+use super::Collector;
+use crate::collect::pods::{Attribution, PodIndex};
 use crate::host::HostRoot;
 use crate::kernel::kmsg::{self, EventKind, KernelEvent, LogRecord, Matcher};
-use crate::pods::{Attribution, PodIndex};
+use crate::sample::{CollectError, Sample, Unavailable};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Read;
@@ -50,7 +51,7 @@ fn needs_pod(e: &LoggedEvent) -> bool {
         KernelEvent::OomKill(k) if !e.attributed => k
             .memory_cgroup
             .as_deref()
-            .is_some_and(|c| crate::pods::parse_cgroup_path(c).is_some()),
+            .is_some_and(|c| crate::collect::pods::parse_cgroup_path(c).is_some()),
         _ => false,
     }
 }
@@ -67,26 +68,17 @@ pub struct KmsgSample {
     pub unavailable: Vec<Unavailable>,
 }
 
+impl Sample for KmsgSample {
+    const COLLECTOR: &'static str = "kmsg";
+
+    fn unavailable(&self) -> &[Unavailable] {
+        &self.unavailable
+    }
+}
+
 impl KmsgSample {
     pub fn of_kind(&self, kind: EventKind) -> impl DoubleEndedIterator<Item = &LoggedEvent> {
         self.events.iter().filter(move |e| e.event.kind() == kind)
-    }
-
-    pub fn summary(&self) -> String {
-        let totals: Vec<String> = self
-            .totals
-            .iter()
-            .map(|(k, v)| format!("{} {v}", k.as_str()))
-            .collect();
-        format!(
-            "following {} ({} records read); matched since start: {}",
-            match self.source {
-                LogSource::Kmsg => self.path.clone().unwrap_or_else(|| "/dev/kmsg".into()),
-                LogSource::Syslog => "syslog(2)".into(),
-            },
-            self.records_read,
-            totals.join(", ")
-        )
     }
 }
 
@@ -280,11 +272,9 @@ impl KmsgCollector {
 }
 
 impl Collector for KmsgCollector {
-    fn name(&self) -> &'static str {
-        "kmsg"
-    }
+    type Sample = KmsgSample;
 
-    fn collect(&mut self) -> Result<Sample, CollectError> {
+    fn collect(&mut self) -> Result<KmsgSample, CollectError> {
         if matches!(self.state, State::NotStarted) {
             self.start()?;
         }
@@ -330,14 +320,14 @@ impl Collector for KmsgCollector {
         let records_read = guard.records_read;
         drop(guard);
         let unavailable = self.pod_index_missing.clone();
-        Ok(Sample::Kmsg(KmsgSample {
+        Ok(KmsgSample {
             source,
             path: (source == LogSource::Kmsg).then(|| self.path.display().to_string()),
             events,
             totals,
             records_read,
             unavailable,
-        }))
+        })
     }
 }
 
@@ -423,7 +413,7 @@ mod tests {
         };
         let mut c = KmsgCollector::new(root, fifo);
         let first = c.collect().unwrap();
-        assert!(matches!(&first, Sample::Kmsg(k) if k.events.is_empty()));
+        assert!(first.events.is_empty());
         let cg = format!("/kubepods/burstable/pod{UID}/{CID}");
         writeln!(w, "6,1,100,-;oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg={cg},task_memcg={cg},task=app,pid=9,uid=0").unwrap();
         writeln!(
@@ -433,13 +423,12 @@ mod tests {
         .unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let sample = loop {
-            match c.collect().unwrap() {
-                Sample::Kmsg(k) if k.records_read == 2 => break k,
-                _ => {
-                    assert!(std::time::Instant::now() < deadline, "records not read");
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
+            let k = c.collect().unwrap();
+            if k.records_read == 2 {
+                break k;
             }
+            assert!(std::time::Instant::now() < deadline, "records not read");
+            std::thread::sleep(std::time::Duration::from_millis(20));
         };
         let pod = sample.events[0].pod.clone().expect("attributed");
         assert_eq!(pod.pod.as_deref(), Some("cart-0"));
@@ -450,9 +439,7 @@ mod tests {
             .iter()
             .any(|u| u.what.contains("container log")));
         std::fs::remove_dir_all(&pods).unwrap();
-        let Sample::Kmsg(again) = c.collect().unwrap() else {
-            panic!("not a kmsg sample")
-        };
+        let again = c.collect().unwrap();
         assert_eq!(again.events[0].pod, Some(pod));
     }
 

@@ -7,13 +7,14 @@
 //! veths with IFLA_LINK_NETNSID, resolved through the host's nsid table, and each
 //! namespace's own interfaces, read from a thread that enters it).
 
-use super::{CollectError, Collector, Sample, Unavailable};
+use super::Collector;
+use crate::collect::pods::{Attribution, PodIndex};
 use crate::host::HostRoot;
 use crate::kernel::cni::{self, NetworkConfig};
 use crate::kernel::netns::{self, Inspection, PinEntry};
 use crate::kernel::rtnetlink::{Addr, Link, LinkStats};
 use crate::kernel::{net_class, route};
-use crate::pods::{Attribution, PodIndex};
+use crate::sample::{CollectError, Sample, Unavailable};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -229,26 +230,15 @@ pub struct NetnsSample {
     pub unavailable: Vec<Unavailable>,
 }
 
-impl NetnsSample {
-    pub fn summary(&self) -> String {
-        let empty = self.namespaces.iter().filter(|n| n.is_empty_pin()).count();
-        let pods = self.namespaces.iter().filter(|n| n.pod.is_some()).count();
-        let lost = self
-            .veths
-            .iter()
-            .filter(|v| matches!(v.peer_state, PeerState::Empty | PeerState::Unknown))
-            .count();
-        format!(
-            "{} network namespaces ({} of pods, {} pinned without a process), {} veths ({} without a live peer), {} host-local IPAM networks",
-            self.namespaces.len(),
-            pods,
-            empty,
-            self.veths.len(),
-            lost,
-            self.ipam.len()
-        )
-    }
+impl Sample for NetnsSample {
+    const COLLECTOR: &'static str = "netns";
 
+    fn unavailable(&self) -> &[Unavailable] {
+        &self.unavailable
+    }
+}
+
+impl NetnsSample {
     pub fn namespace(&self, inode: u64) -> Option<&NetnsInfo> {
         self.namespaces.iter().find(|n| n.inode == inode)
     }
@@ -534,11 +524,9 @@ fn parse_sysfs_flags(s: &str) -> Option<u32> {
 }
 
 impl Collector for NetnsCollector {
-    fn name(&self) -> &'static str {
-        "netns"
-    }
+    type Sample = NetnsSample;
 
-    fn collect(&mut self) -> Result<Sample, CollectError> {
+    fn collect(&mut self) -> Result<NetnsSample, CollectError> {
         let now = SystemTime::now();
         let mut unavailable = Vec::new();
         let (index, missing) = PodIndex::read(&self.root);
@@ -656,7 +644,7 @@ impl Collector for NetnsCollector {
         }
         let ipam = self.ipam(&procs, &mut unavailable);
 
-        Ok(Sample::Netns(NetnsSample {
+        Ok(NetnsSample {
             host_netns: procs.host,
             peers_known: self.netlink,
             namespaces,
@@ -666,7 +654,7 @@ impl Collector for NetnsCollector {
             overlays,
             stale_pins: pins.stale,
             unavailable,
-        }))
+        })
     }
 }
 

@@ -1,11 +1,12 @@
 //! Every network interface: physical or virtual, link state, speed, duplex, counters,
 //! and for physical NICs the link modes over ethtool netlink.
 
-use super::{CollectError, Collector, Sample, Unavailable};
+use super::Collector;
 use crate::host::HostRoot;
 use crate::kernel::ethtool::{EthtoolSocket, LinkModes};
 use crate::kernel::net_class::{self, Duplex, NicCounters};
 use crate::kernel::rtnetlink;
+use crate::sample::{CollectError, Sample, Unavailable};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -41,30 +42,11 @@ pub struct NicSample {
     pub unavailable: Vec<Unavailable>,
 }
 
-impl NicSample {
-    pub fn summary(&self) -> String {
-        let physical: Vec<&Nic> = self
-            .interfaces
-            .iter()
-            .filter(|n| n.class == NicClass::Physical)
-            .collect();
-        let described: Vec<String> = physical
-            .iter()
-            .map(|n| {
-                let speed = n
-                    .speed_mbps
-                    .map(|s| format!("{s}Mb/s"))
-                    .unwrap_or_else(|| "speed unknown".into());
-                format!("{} {} {}", n.name, n.operstate, speed)
-            })
-            .collect();
-        format!(
-            "{} interfaces, {} physical{}{}",
-            self.interfaces.len(),
-            physical.len(),
-            if described.is_empty() { "" } else { ": " },
-            described.join(", ")
-        )
+impl Sample for NicSample {
+    const COLLECTOR: &'static str = "nic";
+
+    fn unavailable(&self) -> &[Unavailable] {
+        &self.unavailable
     }
 }
 
@@ -103,11 +85,9 @@ fn sysfs_kind(i: &net_class::SysInterface) -> Option<String> {
 }
 
 impl Collector for NicCollector {
-    fn name(&self) -> &'static str {
-        "nic"
-    }
+    type Sample = NicSample;
 
-    fn collect(&mut self) -> Result<Sample, CollectError> {
+    fn collect(&mut self) -> Result<NicSample, CollectError> {
         let names = net_class::list(&self.root).map_err(|e| {
             if e.is_not_found() {
                 CollectError::Unavailable(Unavailable::new(
@@ -182,9 +162,9 @@ impl Collector for NicCollector {
                 name,
             });
         }
-        Ok(Sample::Nic(NicSample {
+        Ok(NicSample {
             interfaces,
             unavailable,
-        }))
+        })
     }
 }

@@ -1,7 +1,7 @@
 //! Node-level resource pressure from procfs: memory, PSI, PIDs, file handles,
 //! inotify, the neighbour tables, the forwarding sysctls and OOM kills.
 
-use super::{CollectError, Collector, Sample, Unavailable};
+use super::Collector;
 use crate::host::HostRoot;
 use crate::kernel::inotify::{self, InotifyUsage};
 use crate::kernel::limits::{self, FileNr};
@@ -9,6 +9,7 @@ use crate::kernel::meminfo::{self, KubeletAvailable};
 use crate::kernel::neigh::{self, NeighStats};
 use crate::kernel::psi::{self, Psi};
 use crate::kernel::{read_optional, read_optional_u64, read_string, vmstat};
+use crate::sample::{CollectError, Sample, Unavailable};
 use serde::Serialize;
 use std::path::Path;
 
@@ -110,32 +111,11 @@ pub struct PressureSample {
     pub unavailable: Vec<Unavailable>,
 }
 
-impl PressureSample {
-    pub fn summary(&self) -> String {
-        let pct = |r: Option<f64>| r.map_or("?".into(), |r| format!("{:.1}%", r * 100.0));
-        let mut parts = vec![format!(
-            "memory {} available",
-            pct(self.memory.available_ratio())
-        )];
-        for (name, psi) in self.psi.resources() {
-            if let Some(some) = psi.and_then(|p| p.some) {
-                parts.push(format!("{name} psi {:.1}%", some.avg60 * 100.0));
-            }
-        }
-        if let Some(t) = self.tasks {
-            parts.push(format!(
-                "{} tasks ({} of pid_max)",
-                t.tasks,
-                pct(t.pid_ratio())
-            ));
-        }
-        if let Some(f) = self.files {
-            parts.push(format!("{} files open", f.allocated));
-        }
-        if let Some(k) = self.oom_kills {
-            parts.push(format!("{k} OOM kills since boot"));
-        }
-        parts.join(", ")
+impl Sample for PressureSample {
+    const COLLECTOR: &'static str = "pressure";
+
+    fn unavailable(&self) -> &[Unavailable] {
+        &self.unavailable
     }
 }
 
@@ -150,11 +130,9 @@ impl PressureCollector {
 }
 
 impl Collector for PressureCollector {
-    fn name(&self) -> &'static str {
-        "pressure"
-    }
+    type Sample = PressureSample;
 
-    fn collect(&mut self) -> Result<Sample, CollectError> {
+    fn collect(&mut self) -> Result<PressureSample, CollectError> {
         let root = &self.root;
         let mut unavailable = Vec::new();
         let mem = meminfo::read_meminfo(root)?;
@@ -201,7 +179,7 @@ impl Collector for PressureCollector {
                 "needs Linux 4.13+: OOM kills are seen only in the kernel log (kmsg collector)",
             ));
         }
-        Ok(Sample::Pressure(Box::new(PressureSample {
+        Ok(PressureSample {
             memory,
             psi,
             tasks,
@@ -211,7 +189,7 @@ impl Collector for PressureCollector {
             forwarding,
             oom_kills,
             unavailable,
-        })))
+        })
     }
 }
 

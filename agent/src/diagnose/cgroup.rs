@@ -2,14 +2,47 @@
 //! the window that the API and the report show.
 
 use super::window::within;
-use super::{Finding, RuleContext, Severity};
+use super::{Finding, FindingDef, RuleContext, Severity};
 use crate::collect::cgroup::{CpuCgroup, PodCpu};
+use crate::collect::pods::Qos;
 use crate::collect::CgroupSample;
-use crate::pods::Qos;
+use crate::flags::parse_ratio;
 use crate::store::Snapshot;
+use crate::text::{format_cores, round4, short_id};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
+
+pub const CPU_THROTTLED: FindingDef = FindingDef {
+    id: "cpu_throttled",
+    remedy: "Raise or remove the CPU limit of the named container, or reduce its CPU use.",
+};
+pub const CPU_THROTTLED_KERNEL_BUG: FindingDef = FindingDef {
+    id: "cpu_throttled_kernel_bug",
+    remedy: "Throttled while far under quota: upgrade to a kernel with the CFS bandwidth fix (5.4+, 4.19.84+, 4.14.154+).",
+};
+pub const FINDINGS: &[&FindingDef] = &[&CPU_THROTTLED, &CPU_THROTTLED_KERNEL_BUG];
+
+#[derive(Debug, Clone, clap::Args)]
+#[group(skip)]
+#[command(next_help_heading = "CPU throttling")]
+pub struct Thresholds {
+    /// cpu_throttled when a container was throttled in at least this fraction of its
+    /// CFS periods over the window (kubernetes-mixin CPUThrottlingHigh: 0.25).
+    #[arg(long = "cgroup.throttled-ratio", env = "NODEDIAG_CGROUP_THROTTLED_RATIO", default_value = "0.25", value_parser = parse_ratio, value_name = "RATIO")]
+    pub throttled_ratio: f64,
+
+    /// cpu_throttled_kernel_bug when a container so throttled used less than this
+    /// fraction of its quota, on a kernel without the CFS bandwidth fix.
+    #[arg(long = "cgroup.kernel-bug-usage-ratio", env = "NODEDIAG_CGROUP_KERNEL_BUG_USAGE_RATIO", default_value = "0.5", value_parser = parse_ratio, value_name = "RATIO")]
+    pub kernel_bug_usage_ratio: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        crate::flags::defaults()
+    }
+}
 
 /// One cgroup's throttling over the rule window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -46,20 +79,17 @@ impl Throttling {
     /// `namespace/pod/container` when the names are known, else the pod UID and the
     /// container id (short form) stand in.
     pub fn subject(&self) -> String {
-        let pod = match (&self.namespace, &self.pod) {
-            (Some(ns), Some(p)) => format!("{ns}/{p}"),
-            _ => format!("pod {}", self.pod_uid),
-        };
+        let pod = crate::collect::pods::pod_name(
+            self.namespace.as_deref(),
+            self.pod.as_deref(),
+            &self.pod_uid,
+        );
         match (&self.container, &self.container_id) {
             (Some(c), _) => format!("{pod}/{c}"),
             (None, Some(id)) => format!("{pod}/{}", short_id(id)),
             (None, None) => pod,
         }
     }
-}
-
-pub fn short_id(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
 }
 
 /// Deltas of one cgroup's counters across its samples, oldest first.
@@ -177,14 +207,14 @@ fn summarise(
         cgroup: cg.path.clone(),
         limit_cores,
         period_seconds: cg.quota.map(|q| q.period_us as f64 / 1e6),
-        window_seconds: round(d.seconds),
+        window_seconds: round4(d.seconds),
         periods: d.periods,
         throttled_periods: d.throttled,
-        throttled_seconds: round(d.throttled_ns as f64 / 1e9),
-        throttled_ratio: (d.periods > 0).then(|| round(d.throttled as f64 / d.periods as f64)),
-        usage_cores: usage_cores.map(round),
+        throttled_seconds: round4(d.throttled_ns as f64 / 1e9),
+        throttled_ratio: (d.periods > 0).then(|| round4(d.throttled as f64 / d.periods as f64)),
+        usage_cores: usage_cores.map(round4),
         usage_ratio_of_limit: match (usage_cores, limit_cores) {
-            (Some(u), Some(l)) if l > 0.0 => Some(round(u / l)),
+            (Some(u), Some(l)) if l > 0.0 => Some(round4(u / l)),
             _ => None,
         },
         counter_reset: d.reset,
@@ -202,71 +232,84 @@ fn sort_worst_first(v: &mut [Throttling]) {
     });
 }
 
-pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
+pub fn rules(snapshot: &Snapshot, t: &Thresholds, ctx: &RuleContext, out: &mut Vec<Finding>) {
     let history = snapshot.history::<CgroupSample>();
     let Some(&(at, latest)) = history.last() else {
         return;
     };
-    let t = ctx.thresholds;
     let (containers, _) = throttling(&history, ctx.window);
-    for c in containers {
-        let (Some(ratio), Some(limit)) = (c.throttled_ratio, c.limit_cores) else {
+    for c in &containers {
+        let Some(throttled) = cpu_throttled(c, t, at) else {
             continue;
         };
-        if ratio < t.cgroup_throttled_ratio {
-            continue;
-        }
-        let subject = c.subject();
-        let usage = c
-            .usage_cores
-            .map(|u| format!(", using {u:.2} cores on average"))
-            .unwrap_or_default();
-        let summary = format!(
-            "{subject} was throttled in {:.0}% of its CPU periods over {:.0}s (limit {} cores{usage})",
-            ratio * 100.0,
-            c.window_seconds,
-            format_cores(limit)
-        );
-        let finding = with_evidence(
+        out.push(throttled);
+        out.extend(cpu_throttled_kernel_bug(c, latest, t, at));
+    }
+}
+
+fn cpu_throttled(c: &Throttling, t: &Thresholds, at: SystemTime) -> Option<Finding> {
+    let (Some(ratio), Some(limit)) = (c.throttled_ratio, c.limit_cores) else {
+        return None;
+    };
+    if ratio < t.throttled_ratio {
+        return None;
+    }
+    let subject = c.subject();
+    let usage = c
+        .usage_cores
+        .map(|u| format!(", using {u:.2} cores on average"))
+        .unwrap_or_default();
+    let summary = format!(
+        "{subject} was throttled in {:.0}% of its CPU periods over {:.0}s (limit {} cores{usage})",
+        ratio * 100.0,
+        c.window_seconds,
+        format_cores(limit)
+    );
+    Some(
+        with_evidence(
+            Finding::new(&CPU_THROTTLED, Severity::Warning, subject, summary, at),
+            c,
+        )
+        .with("threshold_ratio", t.throttled_ratio),
+    )
+}
+
+/// Throttled far under quota on a kernel without the CFS bandwidth fix: the throttling
+/// is the kernel's, not the container's.
+fn cpu_throttled_kernel_bug(
+    c: &Throttling,
+    latest: &CgroupSample,
+    t: &Thresholds,
+    at: SystemTime,
+) -> Option<Finding> {
+    let far_under = c
+        .usage_ratio_of_limit
+        .is_some_and(|u| u < t.kernel_bug_usage_ratio);
+    if !far_under || latest.cfs_bandwidth_fix != Some(false) {
+        return None;
+    }
+    let kernel = latest.kernel_release.clone().unwrap_or_default();
+    let summary = format!(
+        "{} was throttled in {:.0}% of its periods while using {:.0}% of its limit: \
+         kernel {kernel} lacks the CFS bandwidth fix",
+        c.subject(),
+        c.throttled_ratio.unwrap_or(0.0) * 100.0,
+        c.usage_ratio_of_limit.unwrap_or(0.0) * 100.0
+    );
+    Some(
+        with_evidence(
             Finding::new(
-                "cpu_throttled",
+                &CPU_THROTTLED_KERNEL_BUG,
                 Severity::Warning,
-                subject.clone(),
+                c.subject(),
                 summary,
                 at,
             ),
-            &c,
+            c,
         )
-        .with("threshold_ratio", t.cgroup_throttled_ratio);
-        out.push(finding);
-
-        let far_under = c
-            .usage_ratio_of_limit
-            .is_some_and(|u| u < t.cgroup_kernel_bug_usage_ratio);
-        if far_under && latest.cfs_bandwidth_fix == Some(false) {
-            let kernel = latest.kernel_release.clone().unwrap_or_default();
-            let summary = format!(
-                "{subject} was throttled in {:.0}% of its periods while using {:.0}% of its limit: \
-                 kernel {kernel} lacks the CFS bandwidth fix",
-                ratio * 100.0,
-                c.usage_ratio_of_limit.unwrap_or(0.0) * 100.0
-            );
-            out.push(
-                with_evidence(
-                    Finding::new(
-                        "cpu_throttled_kernel_bug",
-                        Severity::Warning,
-                        subject,
-                        summary,
-                        at,
-                    ),
-                    &c,
-                )
-                .with("kernel_release", kernel)
-                .with("usage_threshold_ratio", t.cgroup_kernel_bug_usage_ratio),
-            );
-        }
-    }
+        .with("kernel_release", kernel)
+        .with("usage_threshold_ratio", t.kernel_bug_usage_ratio),
+    )
 }
 
 fn with_evidence(mut f: Finding, c: &Throttling) -> Finding {
@@ -293,22 +336,10 @@ fn with_evidence(mut f: Finding, c: &Throttling) -> Finding {
     f
 }
 
-/// `0.1`, `2`, `0.25`: limits as a person writes them.
-pub fn format_cores(v: f64) -> String {
-    let s = format!("{v:.3}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-fn round(v: f64) -> f64 {
-    (v * 10_000.0).round() / 10_000.0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::collect::cgroup::{CgroupVersion, ContainerCpu};
-    use crate::collect::Sample;
-    use crate::config::Thresholds;
     use crate::diagnose::testing::{run_rules, store_with};
     use crate::kernel::cgroup::{CpuQuota, CpuStat};
 
@@ -332,7 +363,7 @@ mod tests {
     }
 
     /// (periods, throttled, usage ms) of one container per sample; None: absent.
-    fn sample(c: Option<(u64, u64, u64)>, fix: Option<bool>) -> Sample {
+    fn sample(c: Option<(u64, u64, u64)>, fix: Option<bool>) -> CgroupSample {
         let pod_path = format!("/kubepods/burstable/pod{UID}");
         let containers = c
             .map(|(p, t, u)| ContainerCpu {
@@ -343,7 +374,7 @@ mod tests {
             })
             .into_iter()
             .collect();
-        Sample::Cgroup(CgroupSample {
+        CgroupSample {
             version: CgroupVersion::V1,
             mount_point: "/sys/fs/cgroup/cpu".into(),
             kubepods: Some("/kubepods".into()),
@@ -368,11 +399,11 @@ mod tests {
                 containers,
             }],
             unavailable: vec![],
-        })
+        }
     }
 
     fn run(samples: &[Option<(u64, u64, u64)>], fix: Option<bool>) -> Vec<Finding> {
-        let store = store_with("cgroup", samples.iter().map(|c| sample(*c, fix)));
+        let store = store_with(samples.iter().map(|c| sample(*c, fix)));
         run_rules(rules, &store, &Thresholds::default())
     }
 
@@ -408,15 +439,12 @@ mod tests {
         );
         assert!(d.is_empty(), "5% after the reset is not throttling: {d:?}");
         let snap_values = |s: &[Option<(u64, u64, u64)>]| {
-            let samples: Vec<Sample> = s.iter().map(|c| sample(*c, None)).collect();
+            let samples: Vec<CgroupSample> = s.iter().map(|c| sample(*c, None)).collect();
             let t0 = SystemTime::UNIX_EPOCH;
             let h: Vec<(SystemTime, &CgroupSample)> = samples
                 .iter()
                 .enumerate()
-                .map(|(i, s)| match s {
-                    Sample::Cgroup(c) => (t0 + Duration::from_secs(15 * i as u64), c),
-                    _ => unreachable!(),
-                })
+                .map(|(i, c)| (t0 + Duration::from_secs(15 * i as u64), c))
                 .collect();
             throttling(&h, Duration::from_secs(300)).0
         };

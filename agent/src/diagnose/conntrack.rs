@@ -1,117 +1,155 @@
 //! conntrack_table_full, conntrack_table_high, conntrack_drops, conntrack_insert_failed.
 
 use super::window::{increase, span, within};
-use super::{Finding, RuleContext, Severity};
+use super::{Finding, FindingDef, RuleContext, Severity};
 use crate::collect::ConntrackSample;
+use crate::finding::worst_level;
+use crate::flags::parse_ratio;
 use crate::store::Snapshot;
+use crate::text::round4;
+use std::time::SystemTime;
+
+pub const TABLE_FULL: FindingDef = FindingDef {
+    id: "conntrack_table_full",
+    remedy: "Raise net.netfilter.nf_conntrack_max (and the hashsize module parameter); find the pods opening the flows (conntrack -L | sort by source).",
+};
+pub const TABLE_HIGH: FindingDef = FindingDef {
+    id: "conntrack_table_high",
+    remedy: "Raise net.netfilter.nf_conntrack_max before the table fills and drops packets; find the pods opening the flows.",
+};
+pub const DROPS: FindingDef = FindingDef {
+    id: "conntrack_drops",
+    remedy: "The table is full now and packets (DNS first) are being dropped: raise net.netfilter.nf_conntrack_max, shorten timeouts, find the flow source.",
+};
+pub const INSERT_FAILED: FindingDef = FindingDef {
+    id: "conntrack_insert_failed",
+    remedy: "The UDP conntrack insert race behind 5 s DNS timeouts: run NodeLocal DNSCache, use --random-fully SNAT, or a kernel with the clash-resolution fix.",
+};
+pub const FINDINGS: &[&FindingDef] = &[&TABLE_FULL, &TABLE_HIGH, &DROPS, &INSERT_FAILED];
+
+#[derive(Debug, Clone, clap::Args)]
+#[group(skip)]
+#[command(next_help_heading = "Conntrack")]
+pub struct Thresholds {
+    /// conntrack_table_full (critical) at this fraction of nf_conntrack_max.
+    #[arg(long = "conntrack.full-ratio", env = "NODEDIAG_CONNTRACK_FULL_RATIO", default_value = "0.95", value_parser = parse_ratio, value_name = "RATIO")]
+    pub full_ratio: f64,
+
+    /// conntrack_table_high (warning) at this fraction of nf_conntrack_max.
+    #[arg(long = "conntrack.high-ratio", env = "NODEDIAG_CONNTRACK_HIGH_RATIO", default_value = "0.80", value_parser = parse_ratio, value_name = "RATIO")]
+    pub high_ratio: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        crate::flags::defaults()
+    }
+}
 
 const SUBJECT: &str = "host";
 
-pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
+pub fn rules(snapshot: &Snapshot, t: &Thresholds, ctx: &RuleContext, out: &mut Vec<Finding>) {
     let history = snapshot.history::<ConntrackSample>();
     let Some(&(at, latest)) = history.last() else {
         return;
     };
-    let t = ctx.thresholds;
-    if let Some(ratio) = latest.usage_ratio() {
-        let (id, severity, threshold) = if ratio >= t.conntrack_full_ratio {
-            (
-                "conntrack_table_full",
-                Severity::Critical,
-                t.conntrack_full_ratio,
-            )
-        } else if ratio >= t.conntrack_high_ratio {
-            (
-                "conntrack_table_high",
-                Severity::Warning,
-                t.conntrack_high_ratio,
-            )
-        } else {
-            ("", Severity::Info, 0.0)
-        };
-        if !id.is_empty() {
-            out.push(
-                Finding::new(
-                    id,
-                    severity,
-                    SUBJECT,
-                    format!(
-                        "conntrack table {:.0}% full ({} of {} entries)",
-                        ratio * 100.0,
-                        latest.entries,
-                        latest.max
-                    ),
-                    at,
-                )
-                .with("entries", latest.entries)
-                .with("max", latest.max)
-                .with("usage_ratio", round(ratio))
-                .with("threshold_ratio", threshold),
-            );
-        }
-    }
-
     let recent = within(&history, ctx.window);
-    let seconds = span(recent).as_secs();
-    let dropped = increase(recent.iter().filter_map(|(_, s)| s.dropped()));
-    if dropped > 0 {
-        out.push(
-            Finding::new(
-                "conntrack_drops",
-                Severity::Critical,
-                SUBJECT,
-                format!("conntrack dropped {dropped} packets in the last {seconds}s"),
-                at,
-            )
-            .with("dropped_in_window", dropped)
-            .with("window_seconds", seconds)
-            .with("entries", latest.entries)
-            .with("max", latest.max),
-        );
-    }
-    let failed = increase(
-        recent
-            .iter()
-            .filter_map(|(_, s)| s.stats.and_then(|st| st.insert_failed)),
-    );
-    if failed > 0 {
-        let mut f = Finding::new(
-            "conntrack_insert_failed",
-            Severity::Warning,
+    out.extend(table_usage(latest, t, at));
+    out.extend(drops(recent, latest, at));
+    out.extend(insert_failed(recent, latest, at));
+}
+
+/// conntrack_table_full or, below it, conntrack_table_high.
+fn table_usage(latest: &ConntrackSample, t: &Thresholds, at: SystemTime) -> Option<Finding> {
+    let ratio = latest.usage_ratio()?;
+    let levels = [
+        (t.full_ratio, Severity::Critical),
+        (t.high_ratio, Severity::Warning),
+    ];
+    let (severity, threshold) = worst_level(&levels, |t| ratio >= t)?;
+    let def = match severity {
+        Severity::Critical => &TABLE_FULL,
+        _ => &TABLE_HIGH,
+    };
+    Some(
+        Finding::new(
+            def,
+            severity,
             SUBJECT,
             format!(
-                "{failed} conntrack inserts failed in the last {seconds}s (DNS over UDP races)"
+                "conntrack table {:.0}% full ({} of {} entries)",
+                ratio * 100.0,
+                latest.entries,
+                latest.max
             ),
             at,
         )
-        .with("insert_failed_in_window", failed)
-        .with("window_seconds", seconds);
-        let clash = increase(
-            recent
-                .iter()
-                .filter_map(|(_, s)| s.stats.and_then(|st| st.clash_resolve)),
-        );
-        if latest.stats.is_some_and(|s| s.clash_resolve.is_some()) {
-            f = f.with("clash_resolve_in_window", clash);
-        }
-        out.push(f);
-    }
+        .with("entries", latest.entries)
+        .with("max", latest.max)
+        .with("usage_ratio", round4(ratio))
+        .with("threshold_ratio", threshold),
+    )
 }
 
-fn round(v: f64) -> f64 {
-    (v * 10_000.0).round() / 10_000.0
+type Window<'a> = &'a [(SystemTime, &'a ConntrackSample)];
+
+fn drops(recent: Window, latest: &ConntrackSample, at: SystemTime) -> Option<Finding> {
+    let dropped = increase(recent.iter().filter_map(|(_, s)| s.dropped()));
+    if dropped == 0 {
+        return None;
+    }
+    let seconds = span(recent).as_secs();
+    Some(
+        Finding::new(
+            &DROPS,
+            Severity::Critical,
+            SUBJECT,
+            format!("conntrack dropped {dropped} packets in the last {seconds}s"),
+            at,
+        )
+        .with("dropped_in_window", dropped)
+        .with("window_seconds", seconds)
+        .with("entries", latest.entries)
+        .with("max", latest.max),
+    )
+}
+
+fn insert_failed(recent: Window, latest: &ConntrackSample, at: SystemTime) -> Option<Finding> {
+    let stat = |pick: fn(&crate::kernel::conntrack::ConntrackStats) -> Option<u64>| {
+        increase(
+            recent
+                .iter()
+                .filter_map(|(_, s)| s.stats.as_ref().and_then(pick)),
+        )
+    };
+    let failed = stat(|s| s.insert_failed);
+    if failed == 0 {
+        return None;
+    }
+    let seconds = span(recent).as_secs();
+    let mut f = Finding::new(
+        &INSERT_FAILED,
+        Severity::Warning,
+        SUBJECT,
+        format!("{failed} conntrack inserts failed in the last {seconds}s (DNS over UDP races)"),
+        at,
+    )
+    .with("insert_failed_in_window", failed)
+    .with("window_seconds", seconds);
+    if latest.stats.is_some_and(|s| s.clash_resolve.is_some()) {
+        f = f.with("clash_resolve_in_window", stat(|s| s.clash_resolve));
+    }
+    Some(f)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::Sample;
-    use crate::config::Thresholds;
     use crate::diagnose::testing::{run_rules, store_with};
     use crate::kernel::conntrack::ConntrackStats;
 
-    fn sample(entries: u64, drop: u64, insert_failed: u64) -> Sample {
-        Sample::Conntrack(ConntrackSample {
+    fn sample(entries: u64, drop: u64, insert_failed: u64) -> ConntrackSample {
+        ConntrackSample {
             entries,
             max: 1000,
             buckets: Some(256),
@@ -123,14 +161,11 @@ mod tests {
             }),
             stats_source: None,
             unavailable: vec![],
-        })
+        }
     }
 
     fn run(samples: &[(u64, u64, u64)]) -> Vec<Finding> {
-        let store = store_with(
-            "conntrack",
-            samples.iter().map(|(e, d, f)| sample(*e, *d, *f)),
-        );
+        let store = store_with(samples.iter().map(|(e, d, f)| sample(*e, *d, *f)));
         run_rules(rules, &store, &Thresholds::default())
     }
 

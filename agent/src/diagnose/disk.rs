@@ -2,13 +2,77 @@
 //! the window (fsync percentiles, device latency) that the API and report show too.
 
 use super::window::{increase, span, within};
-use super::{Finding, RuleContext, Severity};
+use super::{Finding, FindingDef, RuleContext, Severity};
 use crate::collect::disk::{DiskDir, DiskSample};
+use crate::finding::worst_level;
+use crate::flags::{parse_duration, parse_ratio};
 use crate::kernel::diskstats::DiskStats;
 use crate::store::Snapshot;
+use crate::text::round;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
+
+pub const FSYNC_SLOW: FindingDef = FindingDef {
+    id: "fsync_slow",
+    remedy: "Move etcd / the kubelet directory to a dedicated SSD; look for a noisy neighbour on the device (iostat -x, the device figures in the evidence) or I/O throttling when the device itself is fast; a stall means the disk or NFS server stopped answering: check dmesg for I/O errors.",
+};
+pub const DISK_SPACE_LOW: FindingDef = FindingDef {
+    id: "disk_space_low",
+    remedy: "Free space before the kubelet evicts pods: image garbage collection (crictl rmi --prune), container log cleanup (du -sh /var/log/pods/*), leaked IPAM and netns files.",
+};
+pub const INODES_LOW: FindingDef = FindingDef {
+    id: "inodes_low",
+    remedy:
+        "Free inodes: remove small files (container logs, leaked IPAM reservations, unused images).",
+};
+pub const FILESYSTEM_READONLY: FindingDef = FindingDef {
+    id: "filesystem_readonly",
+    remedy: "The filesystem went read-only (usually after I/O errors): cordon, drain, fsck and check the disk.",
+};
+pub const FINDINGS: &[&FindingDef] = &[
+    &FSYNC_SLOW,
+    &DISK_SPACE_LOW,
+    &INODES_LOW,
+    &FILESYSTEM_READONLY,
+];
+
+#[derive(Debug, Clone, clap::Args)]
+#[group(skip)]
+#[command(next_help_heading = "Disk")]
+pub struct Thresholds {
+    /// fsync_slow (warning) when the probe's p99 over the window exceeds this
+    /// (etcd's guidance for WAL fsync).
+    #[arg(long = "fsync.warn", env = "NODEDIAG_FSYNC_WARN", default_value = "10ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub fsync_warn: Duration,
+
+    /// fsync_slow (critical) when the probe's p99 over the window exceeds this.
+    #[arg(long = "fsync.critical", env = "NODEDIAG_FSYNC_CRITICAL", default_value = "100ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub fsync_critical: Duration,
+
+    /// disk_space_low (warning) below this fraction of space available (the
+    /// kubelet's default nodefs.available eviction threshold).
+    #[arg(long = "disk.space-warn-ratio", env = "NODEDIAG_DISK_SPACE_WARN_RATIO", default_value = "0.10", value_parser = parse_ratio, value_name = "RATIO")]
+    pub space_warn_ratio: f64,
+
+    /// disk_space_low (critical) below this fraction of space available.
+    #[arg(long = "disk.space-critical-ratio", env = "NODEDIAG_DISK_SPACE_CRITICAL_RATIO", default_value = "0.05", value_parser = parse_ratio, value_name = "RATIO")]
+    pub space_critical_ratio: f64,
+
+    /// inodes_low (warning) below this fraction of inodes free.
+    #[arg(long = "disk.inodes-warn-ratio", env = "NODEDIAG_DISK_INODES_WARN_RATIO", default_value = "0.10", value_parser = parse_ratio, value_name = "RATIO")]
+    pub inodes_warn_ratio: f64,
+
+    /// inodes_low (critical) below this fraction of inodes free.
+    #[arg(long = "disk.inodes-critical-ratio", env = "NODEDIAG_DISK_INODES_CRITICAL_RATIO", default_value = "0.05", value_parser = parse_ratio, value_name = "RATIO")]
+    pub inodes_critical_ratio: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        crate::flags::defaults()
+    }
+}
 
 /// Nearest-rank percentile (the smallest value with at least p of the values at or
 /// below it) of sorted values; None when empty.
@@ -105,7 +169,7 @@ pub struct DiskView<'a> {
     pub window_seconds: f64,
     pub dirs: Vec<DirView<'a>>,
     pub devices: Vec<DeviceFigures>,
-    pub unavailable: &'a [crate::collect::Unavailable],
+    pub unavailable: &'a [crate::sample::Unavailable],
 }
 
 impl DiskView<'_> {
@@ -160,20 +224,13 @@ pub fn view(snapshot: &Snapshot, window: Option<Duration>) -> Option<DiskView<'_
     })
 }
 
-fn round(v: f64, digits: i32) -> f64 {
-    let m = 10f64.powi(digits);
-    (v * m).round() / m
-}
-
-pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
+pub fn rules(snapshot: &Snapshot, t: &Thresholds, ctx: &RuleContext, out: &mut Vec<Finding>) {
     let Some(v) = view(snapshot, Some(ctx.window)) else {
         return;
     };
     let at = v.sampled_at;
     for d in &v.dirs {
-        if let Some(f) = fsync_slow(d, &v, ctx, at) {
-            out.push(f);
-        }
+        out.extend(fsync_slow(d, &v, t, at));
     }
     // Space and read-only findings are about a filesystem: once per filesystem,
     // naming every watched directory on it.
@@ -185,74 +242,121 @@ pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
             .push(d.dir);
     }
     for dirs in filesystems.values() {
+        let fs = Filesystem::of(dirs);
+        out.extend(filesystem_readonly(&fs, at));
+        out.extend(space_low(&fs, t, at));
+        out.extend(inodes_low(&fs, t, at));
+    }
+}
+
+/// The directories watched on one filesystem, as findings about it name them.
+struct Filesystem<'a> {
+    dirs: &'a [&'a DiskDir],
+    subject: String,
+    paths: String,
+}
+
+impl<'a> Filesystem<'a> {
+    fn of(dirs: &'a [&'a DiskDir]) -> Self {
         let first = dirs[0];
-        let subject = first
-            .mount_point
-            .clone()
-            .unwrap_or_else(|| first.path.clone());
-        let paths = dirs
-            .iter()
-            .map(|d| d.path.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
-        let with_fs = |f: Finding| {
-            f.with("paths", paths.clone())
-                .with("mount_point", first.mount_point.clone())
-                .with("fstype", first.fstype.clone())
-                .with("device", first.device.clone())
-        };
-        if let Some(ro) = dirs.iter().find_map(|d| d.read_only.as_ref()) {
-            out.push(with_fs(
-                Finding::new(
-                    "filesystem_readonly",
-                    Severity::Critical,
-                    subject.clone(),
-                    format!(
-                        "{subject} is read-only ({}): {paths} cannot be written",
-                        ro.source
-                    ),
-                    at,
-                )
-                .with("source", ro.source)
-                .with("detail", ro.detail.clone()),
-            ));
+        Self {
+            dirs,
+            subject: first
+                .mount_point
+                .clone()
+                .unwrap_or_else(|| first.path.clone()),
+            paths: dirs
+                .iter()
+                .map(|d| d.path.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
         }
-        let Some(usage) = dirs.iter().find_map(|d| d.space) else {
-            continue;
-        };
-        let t = ctx.thresholds;
-        let checks = [
-            (
-                "disk_space_low",
-                "space",
-                usage.avail_ratio(),
-                t.disk_space_warn_ratio,
-                t.disk_space_critical_ratio,
-            ),
-            (
-                "inodes_low",
-                "inodes",
-                usage.inodes_free_ratio(),
-                t.disk_inodes_warn_ratio,
-                t.disk_inodes_critical_ratio,
-            ),
-        ];
-        for (id, what, ratio, warn, critical) in checks {
-            let Some(ratio) = ratio else { continue };
-            let severity = if ratio < critical {
-                Severity::Critical
-            } else if ratio < warn {
-                Severity::Warning
-            } else {
-                continue;
-            };
-            let threshold = if severity == Severity::Critical {
-                critical
-            } else {
-                warn
-            };
-            let f = Finding::new(
-                id,
+    }
+
+    fn describe(&self, f: Finding) -> Finding {
+        let first = self.dirs[0];
+        f.with("paths", self.paths.clone())
+            .with("mount_point", first.mount_point.clone())
+            .with("fstype", first.fstype.clone())
+            .with("device", first.device.clone())
+    }
+}
+
+fn filesystem_readonly(fs: &Filesystem, at: SystemTime) -> Option<Finding> {
+    let ro = fs.dirs.iter().find_map(|d| d.read_only.as_ref())?;
+    let subject = &fs.subject;
+    Some(
+        fs.describe(
+            Finding::new(
+                &FILESYSTEM_READONLY,
+                Severity::Critical,
+                subject.clone(),
+                format!(
+                    "{subject} is read-only ({}): {} cannot be written",
+                    ro.source, fs.paths
+                ),
+                at,
+            )
+            .with("source", ro.source)
+            .with("detail", ro.detail.clone()),
+        ),
+    )
+}
+
+fn space_low(fs: &Filesystem, t: &Thresholds, at: SystemTime) -> Option<Finding> {
+    let usage = fs.dirs.iter().find_map(|d| d.space)?;
+    let levels = [
+        (t.space_critical_ratio, Severity::Critical),
+        (t.space_warn_ratio, Severity::Warning),
+    ];
+    let f = free_below(
+        fs,
+        &DISK_SPACE_LOW,
+        "space",
+        usage.avail_ratio()?,
+        &levels,
+        at,
+    )?;
+    Some(
+        f.with("avail_bytes", usage.avail_bytes)
+            .with("size_bytes", usage.size_bytes),
+    )
+}
+
+fn inodes_low(fs: &Filesystem, t: &Thresholds, at: SystemTime) -> Option<Finding> {
+    let usage = fs.dirs.iter().find_map(|d| d.space)?;
+    let levels = [
+        (t.inodes_critical_ratio, Severity::Critical),
+        (t.inodes_warn_ratio, Severity::Warning),
+    ];
+    let f = free_below(
+        fs,
+        &INODES_LOW,
+        "inodes",
+        usage.inodes_free_ratio()?,
+        &levels,
+        at,
+    )?;
+    Some(
+        f.with("inodes_free", usage.inodes_free)
+            .with("inodes", usage.inodes),
+    )
+}
+
+fn free_below(
+    fs: &Filesystem,
+    def: &'static FindingDef,
+    what: &str,
+    ratio: f64,
+    levels: &[(f64, Severity)],
+    at: SystemTime,
+) -> Option<Finding> {
+    let (severity, threshold) = worst_level(levels, |l| ratio < l)?;
+    let subject = &fs.subject;
+    Some(
+        fs.describe(
+            Finding::new(
+                def,
                 severity,
                 subject.clone(),
                 format!(
@@ -263,25 +367,16 @@ pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
                 at,
             )
             .with("free_ratio", round(ratio, 4))
-            .with("threshold_ratio", threshold);
-            let f = if what == "space" {
-                f.with("avail_bytes", usage.avail_bytes)
-                    .with("size_bytes", usage.size_bytes)
-            } else {
-                f.with("inodes_free", usage.inodes_free)
-                    .with("inodes", usage.inodes)
-            };
-            out.push(with_fs(f));
-        }
-    }
+            .with("threshold_ratio", threshold),
+        ),
+    )
 }
 
-fn fsync_slow(d: &DirView, v: &DiskView, ctx: &RuleContext, at: SystemTime) -> Option<Finding> {
+fn fsync_slow(d: &DirView, v: &DiskView, t: &Thresholds, at: SystemTime) -> Option<Finding> {
     let probe = d.dir.probe.as_ref()?;
     let path = &d.dir.path;
     let device = d.dir.device.clone();
     let dev = v.device(d.dir.disk.as_deref());
-    let t = ctx.thresholds;
     let mut f = if probe.stalled {
         let (op, secs) = probe
             .in_flight
@@ -289,7 +384,7 @@ fn fsync_slow(d: &DirView, v: &DiskView, ctx: &RuleContext, at: SystemTime) -> O
             .map(|i| (i.operation, i.seconds))
             .unwrap_or(("?", 0.0));
         Finding::new(
-            "fsync_slow",
+            &FSYNC_SLOW,
             Severity::Critical,
             path.clone(),
             format!(
@@ -302,16 +397,14 @@ fn fsync_slow(d: &DirView, v: &DiskView, ctx: &RuleContext, at: SystemTime) -> O
         .with("stalled_seconds", round(secs, 1))
     } else {
         let fig = d.fsync?;
-        let p99 = Duration::from_secs_f64(fig.p99_seconds);
-        let (severity, threshold) = if p99 > t.fsync_critical {
-            (Severity::Critical, t.fsync_critical)
-        } else if p99 > t.fsync_warn {
-            (Severity::Warning, t.fsync_warn)
-        } else {
-            return None;
-        };
+        let p99 = fig.p99_seconds;
+        let levels = [
+            (t.fsync_critical.as_secs_f64(), Severity::Critical),
+            (t.fsync_warn.as_secs_f64(), Severity::Warning),
+        ];
+        let (severity, threshold) = worst_level(&levels, |l| p99 > l)?;
         Finding::new(
-            "fsync_slow",
+            &FSYNC_SLOW,
             severity,
             path.clone(),
             format!(
@@ -319,14 +412,14 @@ fn fsync_slow(d: &DirView, v: &DiskView, ctx: &RuleContext, at: SystemTime) -> O
                 device.as_deref().map(|d| format!(" on {d}")).unwrap_or_default(),
                 fig.p99_seconds * 1e3,
                 fig.probes,
-                threshold.as_secs_f64() * 1e3,
+                threshold * 1e3,
                 fig.p50_seconds * 1e3,
                 fig.max_seconds * 1e3,
             ),
             at,
         )
         .with("stalled", false)
-        .with("threshold_seconds", threshold.as_secs_f64())
+        .with("threshold_seconds", threshold)
     };
     if let Some(fig) = d.fsync {
         f = f
@@ -374,10 +467,8 @@ mod tests {
     use super::*;
     use crate::collect::disk::watch::{Histogram, ProbeState};
     use crate::collect::disk::{DeviceCounters, InFlight, ProbeReport, ReadOnly};
-    use crate::collect::Sample;
-    use crate::config::Thresholds;
+    use crate::diagnose::testing;
     use crate::kernel::statfs::FsUsage;
-    use crate::store::Store;
 
     #[test]
     fn nearest_rank_percentiles() {
@@ -456,33 +547,16 @@ mod tests {
     }
 
     fn run(samples: Vec<Vec<DiskDir>>) -> Vec<Finding> {
-        let store = Store::new("n".into(), Duration::from_secs(300));
-        store.register("disk", Duration::from_secs(15));
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        for (i, dirs) in samples.into_iter().enumerate() {
-            store.record(
-                "disk",
-                t0 + Duration::from_secs(15 * i as u64),
-                Duration::ZERO,
-                Ok(Sample::Disk(DiskSample {
-                    dirs,
-                    devices: vec![DeviceCounters {
-                        name: "vda".into(),
-                        stats: stats(100 * i as u64, 300 * i as u64, None, 0),
-                    }],
-                    window: Duration::from_secs(300),
-                    unavailable: vec![],
-                })),
-            );
-        }
-        let t = Thresholds::default();
-        let ctx = RuleContext {
-            thresholds: &t,
+        let samples = samples.into_iter().enumerate().map(|(i, dirs)| DiskSample {
+            dirs,
+            devices: vec![DeviceCounters {
+                name: "vda".into(),
+                stats: stats(100 * i as u64, 300 * i as u64, None, 0),
+            }],
             window: Duration::from_secs(300),
-        };
-        let mut out = Vec::new();
-        rules(&store.snapshot(), &ctx, &mut out);
-        out
+            unavailable: vec![],
+        });
+        testing::run_rules(rules, &testing::store_with(samples), &Thresholds::default())
     }
 
     #[test]

@@ -1,11 +1,39 @@
 //! netdev_unregister_stuck from the kernel log, and the kernel log lines attached as
 //! evidence to findings other rules produce.
 
-use super::{Finding, RuleContext, Severity, KERNEL_LOG_LINES};
+use super::{Finding, FindingDef, RuleContext, Severity, KERNEL_LOG_LINES};
 use crate::collect::KmsgSample;
+use crate::flags::parse_duration;
 use crate::kernel::kmsg::{EventKind, KernelEvent};
 use crate::store::Snapshot;
 use std::collections::BTreeSet;
+use std::time::Duration;
+
+pub const NETDEV_UNREGISTER_STUCK: FindingDef = FindingDef {
+    id: "netdev_unregister_stuck",
+    remedy: "A kernel refcount leak on a network device: new network namespaces can hang; drain and reboot, upgrade the kernel.",
+};
+pub const FINDINGS: &[&FindingDef] = &[&NETDEV_UNREGISTER_STUCK];
+
+#[derive(Debug, Clone, clap::Args)]
+#[group(skip)]
+#[command(next_help_heading = "Kernel log")]
+pub struct Thresholds {
+    /// netdev_unregister_stuck after this many kernel log lines within
+    /// --kmsg.unregister-window.
+    #[arg(long = "kmsg.unregister-count", env = "NODEDIAG_KMSG_UNREGISTER_COUNT", default_value = "3", value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub unregister_count: u64,
+
+    /// Window for --kmsg.unregister-count.
+    #[arg(long = "kmsg.unregister-window", env = "NODEDIAG_KMSG_UNREGISTER_WINDOW", default_value = "20m", value_parser = parse_duration, value_name = "DURATION")]
+    pub unregister_window: Duration,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        crate::flags::defaults()
+    }
+}
 
 /// Findings whose evidence gains the matching kernel log lines, when both exist.
 pub const KERNEL_LOG_EVIDENCE: &[(&str, EventKind)] = &[
@@ -14,12 +42,11 @@ pub const KERNEL_LOG_EVIDENCE: &[(&str, EventKind)] = &[
     ("filesystem_readonly", EventKind::FilesystemReadonly),
 ];
 
-pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
+pub fn rules(snapshot: &Snapshot, t: &Thresholds, _ctx: &RuleContext, out: &mut Vec<Finding>) {
     let Some((at, log)) = snapshot.latest::<KmsgSample>() else {
         return;
     };
-    let t = ctx.thresholds;
-    let window = t.kmsg_unregister_window;
+    let window = t.unregister_window;
     let recent: Vec<_> = log
         .of_kind(EventKind::NetdevUnregisterStuck)
         .filter(|e| {
@@ -27,7 +54,7 @@ pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
                 .map_or(true, |age| age <= window)
         })
         .collect();
-    if (recent.len() as u64) < t.kmsg_unregister_count {
+    if (recent.len() as u64) < t.unregister_count {
         return;
     }
     let mut devices = BTreeSet::new();
@@ -43,7 +70,7 @@ pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
         }
     }
     let mut f = Finding::new(
-        "netdev_unregister_stuck",
+        &NETDEV_UNREGISTER_STUCK,
         Severity::Warning,
         "host",
         format!(
@@ -56,7 +83,7 @@ pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
     )
     .with("messages_in_window", recent.len())
     .with("window_seconds", window.as_secs())
-    .with("threshold_count", t.kmsg_unregister_count)
+    .with("threshold_count", t.unregister_count)
     .with("devices", devices.into_iter().collect::<Vec<_>>())
     .with("kernel_log", last_lines(recent.iter().copied()));
     if let Some(u) = max_usage {
@@ -101,12 +128,12 @@ fn last_lines<'a>(
 mod tests {
     use super::*;
     use crate::collect::kmsg::{LogSource, LoggedEvent};
-    use crate::collect::{CollectError, Sample};
-    use crate::config::Thresholds;
+    use crate::collect::pods::{Attribution, Qos};
+    use crate::diagnose::testing::evaluate_all;
     use crate::kernel::conntrack::ConntrackStats;
     use crate::kernel::kmsg::Matcher;
-    use crate::pods::{Attribution, Qos};
     use crate::store::Store;
+    use std::sync::Arc;
     use std::time::{Duration, SystemTime};
 
     const T0: u64 = 1_000_000;
@@ -145,35 +172,29 @@ mod tests {
         let store = Store::new("n".into(), Duration::from_secs(300));
         if let Some(k) = kmsg {
             store.register("kmsg", Duration::from_secs(15));
-            store.record("kmsg", at(now), Duration::ZERO, Ok(Sample::Kmsg(k)));
+            store.record("kmsg", at(now), Duration::ZERO, Ok(Arc::new(k)));
         }
         store.register("conntrack", Duration::from_secs(15));
         for (i, d) in conntrack_drops.iter().enumerate() {
-            let s: Result<Sample, CollectError> =
-                Ok(Sample::Conntrack(crate::collect::ConntrackSample {
-                    entries: 10,
-                    max: 1000,
-                    buckets: None,
-                    stats: Some(ConntrackStats {
-                        drop: Some(*d),
-                        ..Default::default()
-                    }),
-                    stats_source: None,
-                    unavailable: vec![],
-                }));
+            let s = crate::collect::ConntrackSample {
+                entries: 10,
+                max: 1000,
+                buckets: None,
+                stats: Some(ConntrackStats {
+                    drop: Some(*d),
+                    ..Default::default()
+                }),
+                stats_source: None,
+                unavailable: vec![],
+            };
             store.record(
                 "conntrack",
                 at(now - 15 * (conntrack_drops.len() - 1 - i) as u64),
                 Duration::ZERO,
-                s,
+                Ok(Arc::new(s)),
             );
         }
-        let thresholds = Thresholds::default();
-        let ctx = RuleContext {
-            thresholds: &thresholds,
-            window: Duration::from_secs(300),
-        };
-        crate::diagnose::evaluate(&store.snapshot(), &ctx)
+        evaluate_all(&store)
     }
 
     const STUCK: &str = "unregister_netdevice: waiting for lo to become free. Usage count = 1";
@@ -221,23 +242,28 @@ mod tests {
         let store = Store::new("n".into(), Duration::from_secs(300));
         store.register("kmsg", Duration::from_secs(15));
         let k = log(&[(10, "EXT4-fs (sda1): Remounting filesystem read-only")]);
-        store.record("kmsg", at(20), Duration::ZERO, Ok(Sample::Kmsg(k)));
-        let thresholds = Thresholds::default();
-        let ctx = RuleContext {
-            thresholds: &thresholds,
-            window: Duration::from_secs(300),
-        };
+        store.record("kmsg", at(20), Duration::ZERO, Ok(Arc::new(k)));
         let mut findings = vec![
             Finding::new(
-                "filesystem_readonly",
+                &crate::diagnose::disk::FILESYSTEM_READONLY,
                 Severity::Critical,
                 "/var/lib/kubelet",
                 "ro",
                 at(20),
             ),
-            Finding::new("nic_link_down", Severity::Critical, "eth0", "down", at(20)),
+            Finding::new(
+                &crate::diagnose::nic::LINK_DOWN,
+                Severity::Critical,
+                "eth0",
+                "down",
+                at(20),
+            ),
         ];
-        attach_evidence(&store.snapshot(), &ctx, &mut findings);
+        attach_evidence(
+            &store.snapshot(),
+            &crate::diagnose::testing::ctx(),
+            &mut findings,
+        );
         assert_eq!(
             findings[0].evidence["kernel_log"],
             serde_json::json!(["EXT4-fs (sda1): Remounting filesystem read-only"])
@@ -296,12 +322,7 @@ mod tests {
             b.oom_kills = Some(5);
             vec![a, b]
         });
-        let thresholds = Thresholds::default();
-        let ctx = RuleContext {
-            thresholds: &thresholds,
-            window: Duration::from_secs(300),
-        };
-        let f = crate::diagnose::evaluate(&store.snapshot(), &ctx);
+        let f = evaluate_all(&store);
         assert_eq!(f.len(), 1);
         assert_eq!((f[0].id, f[0].subject.as_str()), ("oom_kills", "host"));
         assert_eq!(f[0].evidence["oom_kills_in_window"], 2);

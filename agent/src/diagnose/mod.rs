@@ -1,6 +1,5 @@
 //! Rules: pure functions from the store's samples (and their history) to findings.
 
-pub mod catalog;
 pub mod cgroup;
 pub mod conntrack;
 pub mod disk;
@@ -11,93 +10,29 @@ pub mod oom;
 pub mod pressure;
 pub mod window;
 
-use crate::config::Thresholds;
+pub use crate::finding::{Finding, FindingDef, Severity};
 use crate::store::Snapshot;
-use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Finding {
-    pub id: &'static str,
-    pub severity: Severity,
-    /// What the finding is about: an interface, a directory, a pod, or `host`.
-    pub subject: String,
-    pub summary: String,
-    /// The numbers that triggered it.
-    pub evidence: BTreeMap<&'static str, serde_json::Value>,
-    pub remedy: &'static str,
-    /// When it was first seen active (continuously since).
-    #[serde(serialize_with = "crate::time::serialize")]
-    pub since: SystemTime,
-}
-
-impl Finding {
-    /// `id` must be in the catalog; the remedy comes from there.
-    pub fn new(
-        id: &'static str,
-        severity: Severity,
-        subject: impl Into<String>,
-        summary: impl Into<String>,
-        at: SystemTime,
-    ) -> Self {
-        let def = catalog::find(id).unwrap_or_else(|| panic!("finding {id} not in catalog"));
-        Self {
-            id: def.id,
-            severity,
-            subject: subject.into(),
-            summary: summary.into(),
-            evidence: BTreeMap::new(),
-            remedy: def.remedy,
-            since: at,
-        }
-    }
-
-    pub fn with(mut self, name: &'static str, value: impl Into<serde_json::Value>) -> Self {
-        self.evidence.insert(name, value.into());
-        self
-    }
-}
 
 /// Kernel log lines kept in a finding's evidence.
 pub const KERNEL_LOG_LINES: usize = 5;
 
-/// What rules read besides samples.
+/// What every rule reads besides samples and its own family's thresholds.
 #[derive(Debug, Clone)]
-pub struct RuleContext<'a> {
-    pub thresholds: &'a Thresholds,
+pub struct RuleContext {
     pub window: Duration,
 }
 
-/// Evaluates every rule; findings sorted worst first.
-pub fn evaluate(snapshot: &Snapshot, ctx: &RuleContext) -> Vec<Finding> {
+/// One family's rules with their thresholds bound (see `signals`).
+pub type RuleSet = Box<dyn Fn(&Snapshot, &RuleContext, &mut Vec<Finding>) + Send + Sync>;
+
+/// Evaluates every family's rules; findings sorted worst first.
+pub fn evaluate(snapshot: &Snapshot, ctx: &RuleContext, families: &[RuleSet]) -> Vec<Finding> {
     let mut findings = Vec::new();
-    conntrack::rules(snapshot, ctx, &mut findings);
-    nic::rules(snapshot, ctx, &mut findings);
-    cgroup::rules(snapshot, ctx, &mut findings);
-    pressure::rules(snapshot, ctx, &mut findings);
-    oom::rules(snapshot, ctx, &mut findings);
-    kmsg::rules(snapshot, ctx, &mut findings);
-    netns::rules(snapshot, ctx, &mut findings);
-    disk::rules(snapshot, ctx, &mut findings);
+    for rules in families {
+        rules(snapshot, ctx, &mut findings);
+    }
     // Last: it decorates findings of any family with kernel log lines.
     kmsg::attach_evidence(snapshot, ctx, &mut findings);
     findings.sort_by(|a, b| {
@@ -134,9 +69,9 @@ impl SinceTracker {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::{Finding, RuleContext};
-    use crate::collect::Sample;
-    use crate::config::Thresholds;
+    use crate::sample::Sample;
     use crate::store::{Snapshot, Store};
+    use std::sync::Arc;
     use std::time::{Duration, SystemTime};
 
     pub const INTERVAL: Duration = Duration::from_secs(15);
@@ -148,24 +83,53 @@ pub(crate) mod testing {
     }
 
     /// A store holding `samples` of one collector, the i-th taken at t0 + i * 15 s.
-    pub fn store_with(collector: &'static str, samples: impl IntoIterator<Item = Sample>) -> Store {
+    pub fn store_with<S: Sample>(samples: impl IntoIterator<Item = S>) -> Store {
         let store = Store::new("n".into(), WINDOW);
-        store.register(collector, INTERVAL);
-        for (i, s) in samples.into_iter().enumerate() {
-            store.record(collector, t0() + INTERVAL * i as u32, Duration::ZERO, Ok(s));
-        }
+        add_samples(&store, samples);
         store
     }
 
-    pub type Rules = fn(&Snapshot, &RuleContext, &mut Vec<Finding>);
+    /// Registers a second collector's samples in a store, on the same clock.
+    pub fn add_samples<S: Sample>(store: &Store, samples: impl IntoIterator<Item = S>) {
+        store.register(S::COLLECTOR, INTERVAL);
+        for (i, s) in samples.into_iter().enumerate() {
+            store.record(
+                S::COLLECTOR,
+                t0() + INTERVAL * i as u32,
+                Duration::ZERO,
+                Ok(Arc::new(s)),
+            );
+        }
+    }
 
-    pub fn run_rules(rules: Rules, store: &Store, thresholds: &Thresholds) -> Vec<Finding> {
-        let ctx = RuleContext {
-            thresholds,
-            window: WINDOW,
-        };
+    /// Every family's rules at their default thresholds, as `nodediag serve` runs them.
+    pub fn evaluate_all(store: &Store) -> Vec<Finding> {
+        use super::*;
+        let families: Vec<super::RuleSet> = vec![
+            Box::new(|s, c, o| conntrack::rules(s, &Default::default(), c, o)),
+            Box::new(|s, c, o| nic::rules(s, &Default::default(), c, o)),
+            Box::new(|s, c, o| cgroup::rules(s, &Default::default(), c, o)),
+            Box::new(|s, c, o| pressure::rules(s, &Default::default(), c, o)),
+            Box::new(oom::rules),
+            Box::new(|s, c, o| kmsg::rules(s, &Default::default(), c, o)),
+            Box::new(|s, c, o| netns::rules(s, &Default::default(), c, o)),
+            Box::new(|s, c, o| disk::rules(s, &Default::default(), c, o)),
+        ];
+        super::evaluate(&store.snapshot(), &ctx(), &families)
+    }
+
+    pub fn ctx() -> RuleContext {
+        RuleContext { window: WINDOW }
+    }
+
+    /// Runs one family's rules, its thresholds given, on a store.
+    pub fn run_rules<T>(
+        rules: fn(&Snapshot, &T, &RuleContext, &mut Vec<Finding>),
+        store: &Store,
+        thresholds: &T,
+    ) -> Vec<Finding> {
         let mut out = Vec::new();
-        rules(&store.snapshot(), &ctx, &mut out);
+        rules(&store.snapshot(), thresholds, &ctx(), &mut out);
         out
     }
 }
@@ -178,7 +142,7 @@ mod tests {
     fn since_is_kept_while_active_and_reset_after() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
         let t1 = t0 + Duration::from_secs(15);
-        let f = |at| Finding::new("nic_link_down", Severity::Critical, "eth0", "down", at);
+        let f = |at| Finding::new(&nic::LINK_DOWN, Severity::Critical, "eth0", "down", at);
         let mut tracker = SinceTracker::default();
         assert_eq!(tracker.update(vec![f(t0)])[0].since, t0);
         assert_eq!(tracker.update(vec![f(t1)])[0].since, t0);

@@ -1,104 +1,138 @@
 //! netns_leaked, veth_orphaned, mtu_mismatch, cni_ipam_exhausted: what a failed CNI
 //! DEL or a wrong CNI setting leaves on a node.
 
-use super::{Finding, RuleContext, Severity};
-use crate::collect::netns::{NetnsInfo, PeerState, VethPair};
+use super::{Finding, FindingDef, RuleContext, Severity};
+use crate::collect::netns::{IpamNetwork, NetnsInfo, PeerState, VethPair};
 use crate::collect::NetnsSample;
-use crate::pods::Attribution;
+use crate::finding::worst_level;
+use crate::flags::{parse_duration_or_zero, parse_ratio};
 use crate::store::Snapshot;
+use crate::text::{round4, short_id};
 use serde_json::json;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+pub const NETNS_LEAKED: FindingDef = FindingDef {
+    id: "netns_leaked",
+    remedy: "CNI DEL failed and the pod is gone: check the runtime has no sandbox for it, then unmount and delete the pin (ip netns delete NAME).",
+};
+pub const VETH_ORPHANED: FindingDef = FindingDef {
+    id: "veth_orphaned",
+    remedy: "Delete the link (ip link delete NAME) after checking no pod owns it (/api/v1/veths?interface=NAME); look at the CNI plugin logs.",
+};
+pub const CNI_IPAM_EXHAUSTED: FindingDef = FindingDef {
+    id: "cni_ipam_exhausted",
+    remedy: "After draining the node, remove stale host-local reservations (rm /var/lib/cni/networks/NET/IP for addresses whose container no longer runs); widen the node's pod CIDR.",
+};
+pub const MTU_MISMATCH: FindingDef = FindingDef {
+    id: "mtu_mismatch",
+    remedy: "Set the CNI MTU to the uplink MTU minus the tunnel overhead.",
+};
+pub const FINDINGS: &[&FindingDef] = &[
+    &NETNS_LEAKED,
+    &VETH_ORPHANED,
+    &CNI_IPAM_EXHAUSTED,
+    &MTU_MISMATCH,
+];
+
+#[derive(Debug, Clone, clap::Args)]
+#[group(skip)]
+#[command(next_help_heading = "Network namespaces and CNI")]
+pub struct Thresholds {
+    /// netns_leaked when a pinned namespace has had no process for at least this long
+    /// (its pin is this old); veth_orphaned uses it too. 0s flags at once.
+    #[arg(long = "netns.leak-min-age", env = "NODEDIAG_NETNS_LEAK_MIN_AGE", default_value = "5m", value_parser = parse_duration_or_zero, value_name = "DURATION")]
+    pub leak_min_age: Duration,
+
+    /// cni_ipam_exhausted (warning) at this fraction of a host-local range in use.
+    #[arg(long = "cni.ipam-warning-ratio", env = "NODEDIAG_CNI_IPAM_WARNING_RATIO", default_value = "0.90", value_parser = parse_ratio, value_name = "RATIO")]
+    pub ipam_warning_ratio: f64,
+
+    /// cni_ipam_exhausted (critical) at this fraction of a host-local range in use.
+    #[arg(long = "cni.ipam-critical-ratio", env = "NODEDIAG_CNI_IPAM_CRITICAL_RATIO", default_value = "1.0", value_parser = parse_ratio, value_name = "RATIO")]
+    pub ipam_critical_ratio: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        crate::flags::defaults()
+    }
+}
 
 /// Evidence lists are cut here; the API has them all.
 const MAX_LISTED: usize = 10;
 
-pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
+pub fn rules(snapshot: &Snapshot, t: &Thresholds, _ctx: &RuleContext, out: &mut Vec<Finding>) {
     let Some((at, s)) = snapshot.latest::<NetnsSample>() else {
         return;
     };
-    let min_age = ctx.thresholds.netns_leak_min_age.as_secs();
+    let min_age = t.leak_min_age.as_secs();
     for ns in s.namespaces.iter().filter(|n| is_leaked(n, min_age)) {
         out.push(leaked(s, ns, at));
     }
     for v in &s.veths {
-        if let Some(f) = orphaned(s, v, min_age, at) {
-            out.push(f);
-        }
+        out.extend(orphaned(s, v, min_age, at));
     }
-    if let Some(f) = mtu_mismatch(s, at) {
-        out.push(f);
-    }
+    out.extend(mtu_mismatch(s, at));
     for net in &s.ipam {
-        let Some(ratio) = net.usage_ratio() else {
-            continue;
-        };
-        let severity = if ratio >= ctx.thresholds.cni_ipam_critical_ratio {
-            Severity::Critical
-        } else if ratio >= ctx.thresholds.cni_ipam_warning_ratio {
-            Severity::Warning
-        } else {
-            continue;
-        };
-        let stale: Vec<String> = net
-            .stale
-            .iter()
-            .take(MAX_LISTED)
-            .map(|r| {
-                format!(
-                    "{} ({})",
-                    r.ip,
-                    r.container_id.as_deref().map(short_id).unwrap_or("no id")
-                )
-            })
-            .collect();
-        let mut f = Finding::new(
-            "cni_ipam_exhausted",
-            severity,
-            net.name.clone(),
-            format!(
-                "host-local IPAM network {} has {} of {} addresses reserved ({:.0}%){}",
-                net.name,
-                net.allocated,
-                net.capacity.unwrap_or(0),
-                ratio * 100.0,
-                if net.stale.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        ", {} of them by containers that no longer run",
-                        net.stale.len()
-                    )
-                }
-            ),
-            at,
-        )
-        .with("allocated", net.allocated)
-        .with("capacity", net.capacity)
-        .with("usage_ratio", (ratio * 10_000.0).round() / 10_000.0)
-        .with("data_dir", net.data_dir.clone())
-        .with("config_file", net.config_file.clone());
-        if net.stale_known {
-            f = f
-                .with("stale_reservations", net.stale.len())
-                .with("stale_examples", json!(stale));
-        }
-        out.push(f);
+        out.extend(ipam_exhausted(net, t, at));
     }
+}
+
+fn ipam_exhausted(net: &IpamNetwork, t: &Thresholds, at: SystemTime) -> Option<Finding> {
+    let ratio = net.usage_ratio()?;
+    let levels = [
+        (t.ipam_critical_ratio, Severity::Critical),
+        (t.ipam_warning_ratio, Severity::Warning),
+    ];
+    let (severity, _) = worst_level(&levels, |l| ratio >= l)?;
+    let stale: Vec<String> = net
+        .stale
+        .iter()
+        .take(MAX_LISTED)
+        .map(|r| {
+            format!(
+                "{} ({})",
+                r.ip,
+                r.container_id.as_deref().map(short_id).unwrap_or("no id")
+            )
+        })
+        .collect();
+    let mut f = Finding::new(
+        &CNI_IPAM_EXHAUSTED,
+        severity,
+        net.name.clone(),
+        format!(
+            "host-local IPAM network {} has {} of {} addresses reserved ({:.0}%){}",
+            net.name,
+            net.allocated,
+            net.capacity.unwrap_or(0),
+            ratio * 100.0,
+            if net.stale.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} of them by containers that no longer run",
+                    net.stale.len()
+                )
+            }
+        ),
+        at,
+    )
+    .with("allocated", net.allocated)
+    .with("capacity", net.capacity)
+    .with("usage_ratio", round4(ratio))
+    .with("data_dir", net.data_dir.clone())
+    .with("config_file", net.config_file.clone());
+    if net.stale_known {
+        f = f
+            .with("stale_reservations", net.stale.len())
+            .with("stale_examples", json!(stale));
+    }
+    Some(f)
 }
 
 fn is_leaked(ns: &NetnsInfo, min_age: u64) -> bool {
     ns.is_empty_pin() && ns.age_seconds.is_some_and(|a| a >= min_age)
-}
-
-fn pod_name(p: &Attribution) -> String {
-    match (&p.namespace, &p.pod) {
-        (Some(ns), Some(pod)) => format!("{ns}/{pod}"),
-        _ => format!("pod {}", p.pod_uid),
-    }
-}
-
-fn short_id(id: &str) -> &str {
-    &id[..id.len().min(12)]
 }
 
 /// The host-local reservation of one of the namespace's addresses, which names the
@@ -124,7 +158,7 @@ fn reservation_of(s: &NetnsSample, ns: &NetnsInfo) -> Option<String> {
 fn leaked(s: &NetnsSample, ns: &NetnsInfo, at: SystemTime) -> Finding {
     let name = ns.name();
     let age = ns.age_seconds.unwrap_or(0);
-    let pod = ns.former_pod.as_ref().map(pod_name);
+    let pod = ns.former_pod.as_ref().map(|p| p.name());
     let addresses: Vec<String> = ns
         .interfaces
         .iter()
@@ -136,7 +170,7 @@ fn leaked(s: &NetnsSample, ns: &NetnsInfo, at: SystemTime) -> Finding {
         })
         .collect();
     let mut f = Finding::new(
-        "netns_leaked",
+        &NETNS_LEAKED,
         Severity::Warning,
         name.clone(),
         format!(
@@ -189,9 +223,9 @@ fn orphaned(s: &NetnsSample, v: &VethPair, min_age: u64, at: SystemTime) -> Opti
         }
         PeerState::Host | PeerState::Live => return None,
     };
-    let pod = v.pod.as_ref().map(pod_name);
+    let pod = v.pod.as_ref().map(|p| p.name());
     let mut f = Finding::new(
-        "veth_orphaned",
+        &VETH_ORPHANED,
         Severity::Warning,
         v.name.clone(),
         format!(
@@ -249,7 +283,7 @@ fn mtu_mismatch(s: &NetnsSample, at: SystemTime) -> Option<Finding> {
             line.push_str(&format!(", pod {name} mtu {m}"));
         }
         if let Some(p) = &v.pod {
-            line.push_str(&format!(" ({})", pod_name(p)));
+            line.push_str(&format!(" ({})", p.name()));
         }
         over.push(line);
     }
@@ -268,7 +302,7 @@ fn mtu_mismatch(s: &NetnsSample, at: SystemTime) -> Option<Finding> {
     };
     Some(
         Finding::new(
-            "mtu_mismatch",
+            &MTU_MISMATCH,
             Severity::Warning,
             uplink.name.clone(),
             format!(
@@ -298,11 +332,10 @@ mod tests {
     use crate::collect::netns::{
         AgeSource, IpamNetwork, IpamRangeSet, NetnsInterface, Overlay, Reservation, Uplink,
     };
-    use crate::collect::Sample;
-    use crate::config::Thresholds;
+    use crate::collect::pods::{Attribution, Qos};
     use crate::diagnose::testing::run_rules;
-    use crate::pods::Qos;
     use crate::store::Store;
+    use std::sync::Arc;
 
     use std::time::Duration;
 
@@ -394,7 +427,7 @@ mod tests {
         // Sampled at T0, which the namespace and veth ages in these tests count from.
         let store = Store::new("n".into(), Duration::from_secs(300));
         store.register("netns", Duration::from_secs(15));
-        store.record("netns", at(T0), Duration::ZERO, Ok(Sample::Netns(s)));
+        store.record("netns", at(T0), Duration::ZERO, Ok(Arc::new(s)));
         run_rules(rules, &store, &thresholds)
     }
 
@@ -438,7 +471,7 @@ mod tests {
             "10.244.1.5 in cbr0 by container abc123"
         );
         let t = Thresholds {
-            netns_leak_min_age: Duration::ZERO,
+            leak_min_age: Duration::ZERO,
             ..Thresholds::default()
         };
         assert_eq!(

@@ -2,13 +2,83 @@
 //! a virtual link's speed and duplex are made up by its driver.
 
 use super::window::{increase, span, within};
-use super::{Finding, RuleContext, Severity};
+use super::{Finding, FindingDef, RuleContext, Severity};
 use crate::collect::nic::{Nic, NicClass};
 use crate::collect::NicSample;
+use crate::flags::parse_ratio;
 use crate::kernel::net_class::Duplex;
 use crate::store::Snapshot;
+use crate::text::round4;
+use std::time::SystemTime;
 
-pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
+pub const LINK_DOWN: FindingDef = FindingDef {
+    id: "nic_link_down",
+    remedy: "Check the cable, the switch port and the driver (ethtool NAME, dmesg).",
+};
+pub const SPEED_DEGRADED: FindingDef = FindingDef {
+    id: "nic_speed_degraded",
+    remedy: "Autonegotiation fell back to a lower speed: reseat or replace the cable, check the switch port.",
+};
+pub const HALF_DUPLEX: FindingDef = FindingDef {
+    id: "nic_half_duplex",
+    remedy: "Fix autonegotiation on both ends (ethtool -s NAME autoneg on); half duplex causes collisions.",
+};
+pub const ERRORS: FindingDef = FindingDef {
+    id: "nic_errors",
+    remedy: "Look at ring buffer sizes (ethtool -g), driver and firmware, and the hardware (ethtool -S NAME).",
+};
+pub const FINDINGS: &[&FindingDef] = &[&LINK_DOWN, &SPEED_DEGRADED, &HALF_DUPLEX, &ERRORS];
+
+#[derive(Debug, Clone, clap::Args)]
+#[group(skip)]
+#[command(next_help_heading = "NIC")]
+pub struct Thresholds {
+    /// nic_errors when errors + drops exceed this fraction of packets over the window.
+    #[arg(long = "nic.errors-ratio", env = "NODEDIAG_NIC_ERRORS_RATIO", default_value = "0.01", value_parser = parse_ratio, value_name = "RATIO")]
+    pub errors_ratio: f64,
+
+    /// Expected speed of a physical NIC, NAME=MBPS (NAME may end in *), repeatable:
+    /// nic_speed_degraded when the negotiated speed is lower.
+    #[arg(long = "nic.expected-speed", env = "NODEDIAG_NIC_EXPECTED_SPEED", value_delimiter = ',', value_parser = parse_expected_speed, value_name = "NAME=MBPS")]
+    pub expected_speed: Vec<ExpectedSpeed>,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        crate::flags::defaults()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedSpeed {
+    pub pattern: String,
+    pub mbps: u64,
+}
+
+impl ExpectedSpeed {
+    pub fn matches(&self, name: &str) -> bool {
+        match self.pattern.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == self.pattern,
+        }
+    }
+}
+
+fn parse_expected_speed(s: &str) -> Result<ExpectedSpeed, String> {
+    let (pattern, mbps) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=MBPS, e.g. eth0=25000"))?;
+    let mbps = mbps
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?}: speed in Mb/s: {e}"))?;
+    Ok(ExpectedSpeed {
+        pattern: pattern.trim().to_string(),
+        mbps,
+    })
+}
+
+pub fn rules(snapshot: &Snapshot, t: &Thresholds, ctx: &RuleContext, out: &mut Vec<Finding>) {
     let history = snapshot.history::<NicSample>();
     let Some(&(at, latest)) = history.last() else {
         return;
@@ -19,51 +89,53 @@ pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
         .iter()
         .filter(|n| n.class == NicClass::Physical)
     {
-        let name = nic.name.as_str();
-        if nic.admin_up && nic.carrier == Some(false) {
-            out.push(
-                Finding::new(
-                    "nic_link_down",
-                    Severity::Critical,
-                    name,
-                    format!("{name} is up but has no carrier"),
-                    at,
-                )
-                .with("operstate", nic.operstate.clone())
-                .with("carrier", 0),
-            );
+        if let Some(f) = link_down(nic, at) {
+            out.push(f);
             continue;
         }
         if nic.carrier != Some(true) {
             continue;
         }
-        if let Some(f) = speed_degraded(nic, ctx, at) {
-            out.push(f);
-        }
-        if nic.duplex == Some(Duplex::Half) {
-            out.push(
-                Finding::new(
-                    "nic_half_duplex",
-                    Severity::Warning,
-                    name,
-                    format!("{name} negotiated half duplex"),
-                    at,
-                )
-                .with("duplex", "half")
-                .with("speed_mbps", nic.speed_mbps),
-            );
-        }
-        if let Some(f) = errors(name, recent, ctx, at) {
-            out.push(f);
-        }
+        out.extend(speed_degraded(nic, t, at));
+        out.extend(half_duplex(nic, at));
+        out.extend(errors(&nic.name, recent, t, at));
     }
 }
 
-fn speed_degraded(nic: &Nic, ctx: &RuleContext, at: std::time::SystemTime) -> Option<Finding> {
+fn link_down(nic: &Nic, at: SystemTime) -> Option<Finding> {
+    let name = nic.name.as_str();
+    (nic.admin_up && nic.carrier == Some(false)).then(|| {
+        Finding::new(
+            &LINK_DOWN,
+            Severity::Critical,
+            name,
+            format!("{name} is up but has no carrier"),
+            at,
+        )
+        .with("operstate", nic.operstate.clone())
+        .with("carrier", 0)
+    })
+}
+
+fn half_duplex(nic: &Nic, at: SystemTime) -> Option<Finding> {
+    let name = nic.name.as_str();
+    (nic.duplex == Some(Duplex::Half)).then(|| {
+        Finding::new(
+            &HALF_DUPLEX,
+            Severity::Warning,
+            name,
+            format!("{name} negotiated half duplex"),
+            at,
+        )
+        .with("duplex", "half")
+        .with("speed_mbps", nic.speed_mbps)
+    })
+}
+
+fn speed_degraded(nic: &Nic, t: &Thresholds, at: SystemTime) -> Option<Finding> {
     let speed = nic.speed_mbps?;
-    let expected = ctx
-        .thresholds
-        .nic_expected_speed
+    let expected = t
+        .expected_speed
         .iter()
         .find(|e| e.matches(&nic.name))
         .map(|e| e.mbps);
@@ -77,7 +149,7 @@ fn speed_degraded(nic: &Nic, ctx: &RuleContext, at: std::time::SystemTime) -> Op
         _ => return None,
     };
     let mut f = Finding::new(
-        "nic_speed_degraded",
+        &SPEED_DEGRADED,
         Severity::Warning,
         nic.name.clone(),
         format!(
@@ -99,9 +171,9 @@ fn speed_degraded(nic: &Nic, ctx: &RuleContext, at: std::time::SystemTime) -> Op
 
 fn errors(
     name: &str,
-    recent: &[(std::time::SystemTime, &NicSample)],
-    ctx: &RuleContext,
-    at: std::time::SystemTime,
+    recent: &[(SystemTime, &NicSample)],
+    t: &Thresholds,
+    at: SystemTime,
 ) -> Option<Finding> {
     let series: Vec<_> = recent
         .iter()
@@ -123,13 +195,13 @@ fn errors(
     } else {
         bad as f64 / packets as f64
     };
-    if ratio <= ctx.thresholds.nic_errors_ratio {
+    if ratio <= t.errors_ratio {
         return None;
     }
     let seconds = span(recent).as_secs();
     Some(
         Finding::new(
-            "nic_errors",
+            &ERRORS,
             Severity::Warning,
             name,
             format!(
@@ -140,7 +212,7 @@ fn errors(
         )
         .with("errors_and_drops_in_window", bad)
         .with("packets_in_window", packets)
-        .with("ratio", (ratio * 10_000.0).round() / 10_000.0)
+        .with("ratio", round4(ratio))
         .with("rx_errors_in_window", rise(|c| c.rx_errors))
         .with("tx_errors_in_window", rise(|c| c.tx_errors))
         .with("rx_dropped_in_window", rise(|c| c.rx_dropped))
@@ -152,8 +224,6 @@ fn errors(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::Sample;
-    use crate::config::{ExpectedSpeed, Thresholds};
     use crate::diagnose::testing::{run_rules, store_with};
     use crate::kernel::ethtool::LinkModes;
     use crate::kernel::net_class::NicCounters;
@@ -176,13 +246,11 @@ mod tests {
     }
 
     fn run_with(samples: Vec<Vec<Nic>>, thresholds: Thresholds) -> Vec<Finding> {
-        let samples = samples.into_iter().map(|interfaces| {
-            Sample::Nic(NicSample {
-                interfaces,
-                unavailable: vec![],
-            })
+        let samples = samples.into_iter().map(|interfaces| NicSample {
+            interfaces,
+            unavailable: vec![],
         });
-        run_rules(rules, &store_with("nic", samples), &thresholds)
+        run_rules(rules, &store_with(samples), &thresholds)
     }
 
     fn run(samples: Vec<Vec<Nic>>) -> Vec<Finding> {
@@ -235,7 +303,7 @@ mod tests {
             "nothing to compare with"
         );
         let t = Thresholds {
-            nic_expected_speed: vec![ExpectedSpeed {
+            expected_speed: vec![ExpectedSpeed {
                 pattern: "eth*".into(),
                 mbps: 25000,
             }],

@@ -3,13 +3,18 @@
 //! limit to raise.
 
 use super::window::{increase, span, within};
-use super::{Finding, RuleContext, Severity};
+use super::{Finding, FindingDef, RuleContext, Severity};
 use crate::collect::kmsg::LoggedEvent;
 use crate::collect::{KmsgSample, PressureSample};
 use crate::kernel::kmsg::{EventKind, KernelEvent, OomKill};
 use crate::store::Snapshot;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
+
+pub const OOM_KILLS: FindingDef = FindingDef {
+    id: "oom_kills",
+    remedy: "Raise the memory limit of the killed container or fix its memory use; a node-wide kill (constraint CONSTRAINT_NONE) means the node is overcommitted: compare memory requests with allocatable, set kube-reserved.",
+};
 
 pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
     let history = snapshot.history::<PressureSample>();
@@ -40,7 +45,7 @@ pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
         if counted > 0 {
             out.push(
                 Finding::new(
-                    "oom_kills",
+                    &OOM_KILLS,
                     Severity::Warning,
                     "host",
                     format!(
@@ -75,7 +80,7 @@ pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
             _ => "was OOM-killed",
         };
         let mut f = Finding::new(
-            "oom_kills",
+            &OOM_KILLS,
             Severity::Warning,
             subject.clone(),
             format!(
@@ -124,10 +129,7 @@ pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
 /// memory cgroup, else `host`.
 fn subject(e: &LoggedEvent, k: &OomKill) -> String {
     if let Some(p) = &e.pod {
-        return match (&p.namespace, &p.pod) {
-            (Some(ns), Some(pod)) => format!("{ns}/{pod}"),
-            _ => format!("pod {}", p.pod_uid),
-        };
+        return p.name();
     }
     k.memory_cgroup.clone().unwrap_or_else(|| "host".into())
 }

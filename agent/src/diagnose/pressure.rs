@@ -3,190 +3,305 @@
 //! (oom_kills, which also reads the kernel log, is in `oom.rs`.)
 
 use super::window::{increase, span, within};
-use super::{Finding, RuleContext, Severity};
+use super::{Finding, FindingDef, RuleContext, Severity};
 use crate::collect::PressureSample;
+use crate::finding::worst_level;
+use crate::flags::parse_ratio;
 use crate::store::Snapshot;
+use crate::text::round4;
+use std::time::SystemTime;
+
+pub const CPU_PRESSURE: FindingDef = FindingDef {
+    id: "cpu_pressure",
+    remedy: "The node is CPU-starved: compare pod CPU requests with allocatable and move load.",
+};
+pub const MEMORY_PRESSURE: FindingDef = FindingDef {
+    id: "memory_pressure",
+    remedy: "Compare memory requests with allocatable; set kube-reserved and system-reserved; find the largest consumers.",
+};
+pub const PID_EXHAUSTION: FindingDef = FindingDef {
+    id: "pid_exhaustion",
+    remedy: "Set pod PID limits (podPidsLimit); raise kernel.pid_max; find the process forking.",
+};
+pub const FD_EXHAUSTION: FindingDef = FindingDef {
+    id: "fd_exhaustion",
+    remedy: "Find the process leaking file descriptors (ls /proc/*/fd | wc -l); raise fs.file-max.",
+};
+pub const INOTIFY_EXHAUSTED: FindingDef = FindingDef {
+    id: "inotify_watches_exhausted",
+    remedy: "Raise fs.inotify.max_user_instances (and max_user_watches).",
+};
+pub const NEIGHBOR_OVERFLOW: FindingDef = FindingDef {
+    id: "neighbor_table_overflow",
+    remedy: "Raise net.ipv4.neigh.default.gc_thresh1/2/3 to fit the number of pods and peers.",
+};
+pub const FORWARDING_DISABLED: FindingDef = FindingDef {
+    id: "forwarding_disabled",
+    remedy: "Enable net.ipv4.ip_forward; modprobe br_netfilter and set net.bridge.bridge-nf-call-iptables=1.",
+};
+pub const FINDINGS: &[&FindingDef] = &[
+    &CPU_PRESSURE,
+    &MEMORY_PRESSURE,
+    &super::oom::OOM_KILLS,
+    &PID_EXHAUSTION,
+    &FD_EXHAUSTION,
+    &INOTIFY_EXHAUSTED,
+    &NEIGHBOR_OVERFLOW,
+    &FORWARDING_DISABLED,
+];
+
+#[derive(Debug, Clone, clap::Args)]
+#[group(skip)]
+#[command(next_help_heading = "Node pressure")]
+pub struct Thresholds {
+    /// memory_pressure when MemAvailable is below this fraction of MemTotal.
+    #[arg(long = "memory.available-ratio", env = "NODEDIAG_MEMORY_AVAILABLE_RATIO", default_value = "0.10", value_parser = parse_ratio, value_name = "RATIO")]
+    pub memory_available_ratio: f64,
+
+    /// memory_pressure when /proc/pressure/memory `full avg60` exceeds this fraction.
+    #[arg(long = "memory.psi-full-ratio", env = "NODEDIAG_MEMORY_PSI_FULL_RATIO", default_value = "0.10", value_parser = parse_ratio, value_name = "RATIO")]
+    pub memory_psi_full_ratio: f64,
+
+    /// cpu_pressure when /proc/pressure/cpu `some avg60` exceeds this fraction.
+    #[arg(long = "cpu.psi-some-ratio", env = "NODEDIAG_CPU_PSI_SOME_RATIO", default_value = "0.50", value_parser = parse_ratio, value_name = "RATIO")]
+    pub cpu_psi_some_ratio: f64,
+
+    /// pid_exhaustion (warning) above this fraction of kernel.pid_max or threads-max.
+    #[arg(long = "pids.warning-ratio", env = "NODEDIAG_PIDS_WARNING_RATIO", default_value = "0.90", value_parser = parse_ratio, value_name = "RATIO")]
+    pub pids_warning_ratio: f64,
+
+    /// pid_exhaustion (critical) above this fraction.
+    #[arg(long = "pids.critical-ratio", env = "NODEDIAG_PIDS_CRITICAL_RATIO", default_value = "0.95", value_parser = parse_ratio, value_name = "RATIO")]
+    pub pids_critical_ratio: f64,
+
+    /// fd_exhaustion (warning) above this fraction of fs.file-max.
+    #[arg(long = "fd.warning-ratio", env = "NODEDIAG_FD_WARNING_RATIO", default_value = "0.80", value_parser = parse_ratio, value_name = "RATIO")]
+    pub fd_warning_ratio: f64,
+
+    /// fd_exhaustion (critical) above this fraction of fs.file-max.
+    #[arg(long = "fd.critical-ratio", env = "NODEDIAG_FD_CRITICAL_RATIO", default_value = "0.90", value_parser = parse_ratio, value_name = "RATIO")]
+    pub fd_critical_ratio: f64,
+
+    /// inotify_watches_exhausted above this fraction of fs.inotify.max_user_instances
+    /// (or max_user_watches) for a user.
+    #[arg(long = "inotify.ratio", env = "NODEDIAG_INOTIFY_RATIO", default_value = "0.90", value_parser = parse_ratio, value_name = "RATIO")]
+    pub inotify_ratio: f64,
+
+    /// neighbor_table_overflow (warning) above this fraction of gc_thresh3.
+    #[arg(long = "neighbor.ratio", env = "NODEDIAG_NEIGHBOR_RATIO", default_value = "0.90", value_parser = parse_ratio, value_name = "RATIO")]
+    pub neighbor_ratio: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        crate::flags::defaults()
+    }
+}
 
 const HOST: &str = "host";
 
-pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
+type Window<'a> = &'a [(SystemTime, &'a PressureSample)];
+
+pub fn rules(snapshot: &Snapshot, t: &Thresholds, ctx: &RuleContext, out: &mut Vec<Finding>) {
     let history = snapshot.history::<PressureSample>();
     let Some(&(at, s)) = history.last() else {
         return;
     };
-    let t = ctx.thresholds;
+    let recent = within(&history, ctx.window);
+    out.extend(memory_pressure(s, t, at));
+    out.extend(cpu_pressure(s, t, at));
+    out.extend(pid_exhaustion(s, t, at));
+    out.extend(fd_exhaustion(s, t, at));
+    inotify_exhausted(s, t, at, out);
+    neighbor_overflow(recent, s, t, at, out);
+    forwarding_disabled(s, at, out);
+}
 
+fn memory_pressure(s: &PressureSample, t: &Thresholds, at: SystemTime) -> Option<Finding> {
     let mem_ratio = s.memory.available_ratio();
     let mem_full = s.psi.memory.and_then(|p| p.full).map(|f| f.avg60);
     let low = mem_ratio.is_some_and(|r| r < t.memory_available_ratio);
     let stalled = mem_full.is_some_and(|f| f > t.memory_psi_full_ratio);
-    if low || stalled {
-        let why = match (low, stalled) {
-            (true, true) => format!(
-                "{:.1}% of memory available and all tasks stalled on memory {:.1}% of the last minute",
-                pct(mem_ratio),
-                pct(mem_full)
+    let why = match (low, stalled) {
+        (false, false) => return None,
+        (true, true) => format!(
+            "{:.1}% of memory available and all tasks stalled on memory {:.1}% of the last minute",
+            pct(mem_ratio),
+            pct(mem_full)
+        ),
+        (true, false) => format!("only {:.1}% of memory available", pct(mem_ratio)),
+        (false, true) => format!(
+            "all non-idle tasks stalled on memory {:.1}% of the last minute",
+            pct(mem_full)
+        ),
+    };
+    let mut f = Finding::new(&MEMORY_PRESSURE, Severity::Warning, HOST, why, at)
+        .with("mem_total_bytes", s.memory.total_bytes)
+        .with("available_ratio_threshold", t.memory_available_ratio)
+        .with("psi_full_avg60_threshold", t.memory_psi_full_ratio);
+    if let Some(a) = s.memory.available_bytes {
+        f = f.with("mem_available_bytes", a);
+    }
+    if let Some(r) = mem_ratio {
+        f = f.with("available_ratio", round4(r));
+    }
+    if let Some(k) = s.memory.kubelet_available {
+        f = f.with("kubelet_available_bytes", k.bytes);
+    }
+    if let Some(v) = mem_full {
+        f = f.with("psi_full_avg60", round4(v));
+    }
+    Some(f)
+}
+
+fn cpu_pressure(s: &PressureSample, t: &Thresholds, at: SystemTime) -> Option<Finding> {
+    let some = s.psi.cpu.and_then(|p| p.some)?;
+    (some.avg60 > t.cpu_psi_some_ratio).then(|| {
+        Finding::new(
+            &CPU_PRESSURE,
+            Severity::Warning,
+            HOST,
+            format!(
+                "runnable tasks waited for a CPU {:.1}% of the last minute",
+                some.avg60 * 100.0
             ),
-            (true, false) => format!("only {:.1}% of memory available", pct(mem_ratio)),
-            _ => format!(
-                "all non-idle tasks stalled on memory {:.1}% of the last minute",
-                pct(mem_full)
+            at,
+        )
+        .with("psi_some_avg10", round4(some.avg10))
+        .with("psi_some_avg60", round4(some.avg60))
+        .with("psi_some_avg300", round4(some.avg300))
+        .with("threshold_ratio", t.cpu_psi_some_ratio)
+    })
+}
+
+fn pid_exhaustion(s: &PressureSample, t: &Thresholds, at: SystemTime) -> Option<Finding> {
+    let tasks = s.tasks?;
+    let limits = [
+        ("kernel.pid_max", Some(tasks.pid_max), tasks.pid_ratio()),
+        (
+            "kernel.threads-max",
+            tasks.threads_max,
+            tasks.threads_ratio(),
+        ),
+    ];
+    let (limit, max, ratio) = limits
+        .iter()
+        .filter_map(|(n, m, r)| Some((*n, (*m)?, (*r)?)))
+        .max_by(|a, b| a.2.total_cmp(&b.2))?;
+    // Strictly above, as the catalog says (> 90%, > 95%).
+    let levels = [
+        (t.pids_critical_ratio, Severity::Critical),
+        (t.pids_warning_ratio, Severity::Warning),
+    ];
+    let (severity, threshold) = worst_level(&levels, |l| ratio > l)?;
+    let mut f = Finding::new(
+        &PID_EXHAUSTION,
+        severity,
+        HOST,
+        format!(
+            "{} tasks use {:.1}% of {limit} ({max})",
+            tasks.tasks,
+            ratio * 100.0
+        ),
+        at,
+    )
+    .with("tasks", tasks.tasks)
+    .with("pid_max", tasks.pid_max)
+    .with("limit", limit)
+    .with("usage_ratio", round4(ratio))
+    .with("threshold_ratio", threshold);
+    if let Some(m) = tasks.threads_max {
+        f = f.with("threads_max", m);
+    }
+    Some(f)
+}
+
+fn fd_exhaustion(s: &PressureSample, t: &Thresholds, at: SystemTime) -> Option<Finding> {
+    let files = s.files.filter(|f| f.max > 0)?;
+    let ratio = files.allocated as f64 / files.max as f64;
+    let levels = [
+        (t.fd_critical_ratio, Severity::Critical),
+        (t.fd_warning_ratio, Severity::Warning),
+    ];
+    let (severity, threshold) = worst_level(&levels, |l| ratio > l)?;
+    Some(
+        Finding::new(
+            &FD_EXHAUSTION,
+            severity,
+            HOST,
+            format!(
+                "{} file handles allocated, {:.1}% of fs.file-max ({})",
+                files.allocated,
+                ratio * 100.0,
+                files.max
             ),
+            at,
+        )
+        .with("allocated", files.allocated)
+        .with("file_max", files.max)
+        .with("usage_ratio", round4(ratio))
+        .with("threshold_ratio", threshold),
+    )
+}
+
+fn inotify_exhausted(s: &PressureSample, t: &Thresholds, at: SystemTime, out: &mut Vec<Finding>) {
+    let Some(ino) = &s.inotify else {
+        return;
+    };
+    for (uid, user) in &ino.usage.users {
+        let inst = ratio_of(user.instances, Some(ino.max_user_instances));
+        let watches = ratio_of(user.watches, ino.max_user_watches);
+        let over_inst = inst.is_some_and(|r| r > t.inotify_ratio);
+        let over_watch = watches.is_some_and(|r| r > t.inotify_ratio);
+        if !(over_inst || over_watch) {
+            continue;
+        }
+        let what = if over_inst {
+            format!(
+                "{} inotify instances of fs.inotify.max_user_instances {}",
+                user.instances, ino.max_user_instances
+            )
+        } else {
+            format!(
+                "{} inotify watches of fs.inotify.max_user_watches {}",
+                user.watches,
+                ino.max_user_watches.unwrap_or(0)
+            )
         };
-        let mut f = Finding::new("memory_pressure", Severity::Warning, HOST, why, at)
-            .with("mem_total_bytes", s.memory.total_bytes)
-            .with("available_ratio_threshold", t.memory_available_ratio)
-            .with("psi_full_avg60_threshold", t.memory_psi_full_ratio);
-        if let Some(a) = s.memory.available_bytes {
-            f = f.with("mem_available_bytes", a);
-        }
-        if let Some(r) = mem_ratio {
-            f = f.with("available_ratio", round(r));
-        }
-        if let Some(k) = s.memory.kubelet_available {
-            f = f.with("kubelet_available_bytes", k.bytes);
-        }
-        if let Some(v) = mem_full {
-            f = f.with("psi_full_avg60", round(v));
+        let top: Vec<serde_json::Value> = user
+            .top
+            .iter()
+            .map(|h| {
+                serde_json::json!({"pid": h.pid, "comm": h.comm, "instances": h.instances, "watches": h.watches})
+            })
+            .collect();
+        let mut f = Finding::new(
+            &INOTIFY_EXHAUSTED,
+            Severity::Warning,
+            format!("uid {uid}"),
+            format!("uid {uid} holds {what}"),
+            at,
+        )
+        .with("uid", *uid)
+        .with("instances", user.instances)
+        .with("max_user_instances", ino.max_user_instances)
+        .with("watches", user.watches)
+        .with("threshold_ratio", t.inotify_ratio)
+        .with("top_processes", top);
+        if let Some(m) = ino.max_user_watches {
+            f = f.with("max_user_watches", m);
         }
         out.push(f);
     }
+}
 
-    if let Some(some) = s.psi.cpu.and_then(|p| p.some) {
-        if some.avg60 > t.cpu_psi_some_ratio {
-            out.push(
-                Finding::new(
-                    "cpu_pressure",
-                    Severity::Warning,
-                    HOST,
-                    format!(
-                        "runnable tasks waited for a CPU {:.1}% of the last minute",
-                        some.avg60 * 100.0
-                    ),
-                    at,
-                )
-                .with("psi_some_avg10", round(some.avg10))
-                .with("psi_some_avg60", round(some.avg60))
-                .with("psi_some_avg300", round(some.avg300))
-                .with("threshold_ratio", t.cpu_psi_some_ratio),
-            );
-        }
-    }
-
-    if let Some(tasks) = s.tasks {
-        let limits = [
-            ("kernel.pid_max", Some(tasks.pid_max), tasks.pid_ratio()),
-            (
-                "kernel.threads-max",
-                tasks.threads_max,
-                tasks.threads_ratio(),
-            ),
-        ];
-        let worst = limits
-            .iter()
-            .filter_map(|(n, m, r)| Some((*n, (*m)?, (*r)?)))
-            .max_by(|a, b| a.2.total_cmp(&b.2));
-        if let Some((limit, max, ratio)) = worst {
-            if let Some((severity, threshold)) =
-                level(ratio, t.pids_warning_ratio, t.pids_critical_ratio)
-            {
-                let mut f = Finding::new(
-                    "pid_exhaustion",
-                    severity,
-                    HOST,
-                    format!(
-                        "{} tasks use {:.1}% of {limit} ({max})",
-                        tasks.tasks,
-                        ratio * 100.0
-                    ),
-                    at,
-                )
-                .with("tasks", tasks.tasks)
-                .with("pid_max", tasks.pid_max)
-                .with("limit", limit)
-                .with("usage_ratio", round(ratio))
-                .with("threshold_ratio", threshold);
-                if let Some(m) = tasks.threads_max {
-                    f = f.with("threads_max", m);
-                }
-                out.push(f);
-            }
-        }
-    }
-
-    if let Some(files) = s.files.filter(|f| f.max > 0) {
-        let ratio = files.allocated as f64 / files.max as f64;
-        if let Some((severity, threshold)) = level(ratio, t.fd_warning_ratio, t.fd_critical_ratio) {
-            out.push(
-                Finding::new(
-                    "fd_exhaustion",
-                    severity,
-                    HOST,
-                    format!(
-                        "{} file handles allocated, {:.1}% of fs.file-max ({})",
-                        files.allocated,
-                        ratio * 100.0,
-                        files.max
-                    ),
-                    at,
-                )
-                .with("allocated", files.allocated)
-                .with("file_max", files.max)
-                .with("usage_ratio", round(ratio))
-                .with("threshold_ratio", threshold),
-            );
-        }
-    }
-
-    if let Some(ino) = &s.inotify {
-        for (uid, user) in &ino.usage.users {
-            let inst = ratio_of(user.instances, Some(ino.max_user_instances));
-            let watches = ratio_of(user.watches, ino.max_user_watches);
-            let over_inst = inst.is_some_and(|r| r > t.inotify_ratio);
-            let over_watch = watches.is_some_and(|r| r > t.inotify_ratio);
-            if !(over_inst || over_watch) {
-                continue;
-            }
-            let what = if over_inst {
-                format!(
-                    "{} inotify instances of fs.inotify.max_user_instances {}",
-                    user.instances, ino.max_user_instances
-                )
-            } else {
-                format!(
-                    "{} inotify watches of fs.inotify.max_user_watches {}",
-                    user.watches,
-                    ino.max_user_watches.unwrap_or(0)
-                )
-            };
-            let top: Vec<serde_json::Value> = user
-                .top
-                .iter()
-                .map(|h| {
-                    serde_json::json!({"pid": h.pid, "comm": h.comm, "instances": h.instances, "watches": h.watches})
-                })
-                .collect();
-            let mut f = Finding::new(
-                "inotify_watches_exhausted",
-                Severity::Warning,
-                format!("uid {uid}"),
-                format!("uid {uid} holds {what}"),
-                at,
-            )
-            .with("uid", *uid)
-            .with("instances", user.instances)
-            .with("max_user_instances", ino.max_user_instances)
-            .with("watches", user.watches)
-            .with("threshold_ratio", t.inotify_ratio)
-            .with("top_processes", top);
-            if let Some(m) = ino.max_user_watches {
-                f = f.with("max_user_watches", m);
-            }
-            out.push(f);
-        }
-    }
-
-    let recent = within(&history, ctx.window);
+fn neighbor_overflow(
+    recent: Window,
+    s: &PressureSample,
+    t: &Thresholds,
+    at: SystemTime,
+    out: &mut Vec<Finding>,
+) {
     let seconds = span(recent).as_secs();
     for table in &s.neighbors {
         let family = table.family;
@@ -217,7 +332,7 @@ pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
         } else {
             continue;
         };
-        let mut f = Finding::new("neighbor_table_overflow", severity, family, summary, at)
+        let mut f = Finding::new(&NEIGHBOR_OVERFLOW, severity, family, summary, at)
             .with("entries", table.entries)
             .with("table_fulls_in_window", fulls)
             .with("window_seconds", seconds)
@@ -226,16 +341,18 @@ pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
             f = f.with("gc_thresh3", g);
         }
         if let Some(r) = ratio {
-            f = f.with("usage_ratio", round(r));
+            f = f.with("usage_ratio", round4(r));
         }
         out.push(f);
     }
+}
 
+fn forwarding_disabled(s: &PressureSample, at: SystemTime, out: &mut Vec<Finding>) {
     let fwd = s.forwarding;
     if let Some(v) = fwd.ipv4_forward.filter(|v| *v != 1) {
         out.push(
             Finding::new(
-                "forwarding_disabled",
+                &FORWARDING_DISABLED,
                 Severity::Critical,
                 "net.ipv4.ip_forward",
                 format!("net.ipv4.ip_forward is {v}: the node does not route pod traffic"),
@@ -248,7 +365,7 @@ pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
     if let Some(v) = fwd.bridge_nf_call_iptables.filter(|v| *v != 1) {
         out.push(
             Finding::new(
-                "forwarding_disabled",
+                &FORWARDING_DISABLED,
                 Severity::Critical,
                 "net.bridge.bridge-nf-call-iptables",
                 format!(
@@ -262,17 +379,6 @@ pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
     }
 }
 
-/// Strictly above the thresholds, as the catalog says (> 90%, > 95%).
-fn level(ratio: f64, warning: f64, critical: f64) -> Option<(Severity, f64)> {
-    if ratio > critical {
-        Some((Severity::Critical, critical))
-    } else if ratio > warning {
-        Some((Severity::Warning, warning))
-    } else {
-        None
-    }
-}
-
 fn ratio_of(v: u64, max: Option<u64>) -> Option<f64> {
     let m = max.filter(|m| *m > 0)?;
     Some(v as f64 / m as f64)
@@ -282,23 +388,17 @@ fn pct(r: Option<f64>) -> f64 {
     r.unwrap_or(0.0) * 100.0
 }
 
-pub(super) fn round(v: f64) -> f64 {
-    (v * 10_000.0).round() / 10_000.0
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::collect::pressure::{
         Forwarding, InotifySignal, MemorySignal, NeighTable, PsiSignals, TaskSignal,
     };
-    use crate::collect::{CollectError, Sample};
-    use crate::config::Thresholds;
+    use crate::diagnose::testing;
     use crate::kernel::inotify::{InotifyUsage, UserInotify};
     use crate::kernel::limits::FileNr;
     use crate::kernel::psi::{Psi, PsiLine};
     use crate::store::Store;
-    use std::time::{Duration, SystemTime};
 
     /// A healthy node; tests change one signal at a time.
     pub(crate) fn healthy() -> PressureSample {
@@ -367,30 +467,11 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn store_with(samples: Vec<PressureSample>) -> Store {
-        let store = Store::new("n".into(), Duration::from_secs(300));
-        store.register("pressure", Duration::from_secs(15));
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        for (i, s) in samples.into_iter().enumerate() {
-            let r: Result<Sample, CollectError> = Ok(Sample::Pressure(Box::new(s)));
-            store.record(
-                "pressure",
-                t0 + Duration::from_secs(15 * i as u64),
-                Duration::ZERO,
-                r,
-            );
-        }
-        store
+        testing::store_with(samples)
     }
 
     fn run(samples: Vec<PressureSample>) -> Vec<Finding> {
-        let thresholds = Thresholds::default();
-        let ctx = RuleContext {
-            thresholds: &thresholds,
-            window: Duration::from_secs(300),
-        };
-        let mut out = Vec::new();
-        rules(&store_with(samples).snapshot(), &ctx, &mut out);
-        out
+        testing::run_rules(rules, &store_with(samples), &Thresholds::default())
     }
 
     fn one(change: impl FnOnce(&mut PressureSample)) -> Vec<Finding> {

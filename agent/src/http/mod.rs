@@ -1,40 +1,99 @@
 //! The HTTP surface: `/` (text report), `/metrics`, `/healthz`, `/readyz` and the JSON
 //! API under `/api/v1/`. Handlers only read the store.
 
-use crate::diagnose::Severity;
-use crate::metrics::{self, encode::Format};
-use crate::report;
-use crate::store::Store;
+use crate::finding::Severity;
+use crate::metrics::encode::Format;
+use crate::store::{Snapshot, Store};
 
-mod disks;
-mod kernel_log;
-mod netns;
-mod throttling;
+pub mod cgroup;
+pub mod disk;
+pub mod kmsg;
+pub mod netns;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-pub fn router(store: Arc<Store>) -> Router {
-    Router::new()
-        .route("/", get(text_report))
-        .route("/metrics", get(metrics_handler))
+/// An endpoint a signal serves under `/api/v1/`.
+pub struct Route {
+    pub path: &'static str,
+    pub handler: MethodRouter<Arc<Store>>,
+}
+
+impl Route {
+    pub fn get<H, T>(path: &'static str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, Arc<Store>>,
+        T: 'static,
+    {
+        Self {
+            path,
+            handler: get(handler),
+        }
+    }
+}
+
+/// What the server renders that it does not own: the report and the metrics of every
+/// signal, the signals' own endpoints, and which finding ids exist.
+pub struct View {
+    pub report: fn(&Snapshot, SystemTime) -> String,
+    pub metrics: fn(&Snapshot, Format) -> String,
+    pub routes: Vec<Route>,
+    pub finding: fn(&str) -> bool,
+}
+
+const OWN_ENDPOINTS: [&str; 7] = [
+    "/",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/api/v1/findings",
+    "/api/v1/snapshot",
+    "/api/v1/collectors/{name}",
+];
+
+pub fn router(store: Arc<Store>, view: View) -> Router {
+    let View {
+        report,
+        metrics,
+        routes,
+        finding,
+    } = view;
+    let endpoints: Vec<&'static str> = OWN_ENDPOINTS
+        .into_iter()
+        .chain(routes.iter().map(|r| r.path))
+        .collect();
+    let mut router = Router::new()
+        .route(
+            "/",
+            get(move |state: State<Arc<Store>>, q: RawQuery| text_report(state, q, report)),
+        )
+        .route(
+            "/metrics",
+            get(
+                move |state: State<Arc<Store>>, headers: HeaderMap, q: RawQuery| {
+                    metrics_handler(state, headers, q, metrics)
+                },
+            ),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/api/v1/findings", get(findings))
+        .route(
+            "/api/v1/findings",
+            get(move |state: State<Arc<Store>>, q: RawQuery| findings(state, q, finding)),
+        )
         .route("/api/v1/snapshot", get(snapshot))
-        .route("/api/v1/collectors/{name}", get(collector))
-        .route("/api/v1/throttling", get(throttling::throttling))
-        .route("/api/v1/kernel-log", get(kernel_log::kernel_log))
-        .route("/api/v1/netns", get(netns::netns_list))
-        .route("/api/v1/veths", get(netns::veth_list))
-        .route("/api/v1/disks", get(disks::disks))
-        .fallback(not_found)
+        .route("/api/v1/collectors/{name}", get(collector));
+    for r in routes {
+        router = router.route(r.path, r.handler);
+    }
+    router
+        .fallback(move |uri: axum::http::Uri| not_found(uri, endpoints.clone()))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(store)
 }
@@ -114,9 +173,13 @@ pub(crate) fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn text_report(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Response, ApiError> {
+async fn text_report(
+    State(store): State<Arc<Store>>,
+    q: RawQuery,
+    report: fn(&Snapshot, SystemTime) -> String,
+) -> Result<Response, ApiError> {
     query(q.0, &[])?;
-    let body = store.read(|s| report::render(s, SystemTime::now()));
+    let body = store.read(|s| report(s, SystemTime::now()));
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
 
@@ -124,11 +187,12 @@ async fn metrics_handler(
     State(store): State<Arc<Store>>,
     headers: HeaderMap,
     q: RawQuery,
+    metrics: fn(&Snapshot, Format) -> String,
 ) -> Result<Response, ApiError> {
     query(q.0, &[])?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::negotiate(accept);
-    let body = store.read(|s| metrics::render(s, format));
+    let body = store.read(|s| metrics(s, format));
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
 
@@ -159,7 +223,11 @@ pub(crate) fn envelope(node: &str) -> Value {
     json!({ "node": node, "generated_at": crate::time::rfc3339(SystemTime::now()) })
 }
 
-async fn findings(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
+async fn findings(
+    State(store): State<Arc<Store>>,
+    q: RawQuery,
+    known: fn(&str) -> bool,
+) -> Result<Json<Value>, ApiError> {
     let params = query(q.0, &["severity", "finding", "subject"])?;
     let min_severity = match params.get("severity").map(String::as_str) {
         None => Severity::Info,
@@ -176,7 +244,7 @@ async fn findings(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<V
         }
     };
     if let Some(id) = params.get("finding") {
-        if crate::diagnose::catalog::find(id).is_none() {
+        if !known(id) {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!("unknown finding id {id:?}"),
@@ -203,7 +271,7 @@ fn collector_json(name: &str, c: &crate::store::CollectorState) -> Value {
     match c.latest() {
         Some(s) => {
             v["sampled_at"] = json!(crate::time::rfc3339(s.at));
-            v["sample"] = json!(s.sample);
+            v["sample"] = s.sample.to_json();
         }
         None => {
             v["sampled_at"] = Value::Null;
@@ -251,28 +319,12 @@ async fn collector(
     })
 }
 
-async fn not_found(uri: axum::http::Uri) -> ApiError {
+async fn not_found(uri: axum::http::Uri, endpoints: Vec<&'static str>) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!("no such endpoint: {}", uri.path()),
     )
-    .with(
-        "endpoints",
-        json!([
-            "/",
-            "/metrics",
-            "/healthz",
-            "/readyz",
-            "/api/v1/findings",
-            "/api/v1/snapshot",
-            "/api/v1/collectors/{name}",
-            "/api/v1/throttling",
-            "/api/v1/kernel-log",
-            "/api/v1/netns",
-            "/api/v1/veths",
-            "/api/v1/disks"
-        ]),
-    )
+    .with("endpoints", json!(endpoints))
 }
 
 async fn method_not_allowed(method: axum::http::Method) -> ApiError {

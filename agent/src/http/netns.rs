@@ -1,6 +1,6 @@
 //! `GET /api/v1/netns` and `GET /api/v1/veths`: namespaces and veths with their pods.
 
-use super::{envelope, query, ApiError};
+use super::{envelope, query, ApiError, Route};
 use crate::store::Store;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -10,11 +10,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::get("/api/v1/netns", netns_list),
+        Route::get("/api/v1/veths", veth_list),
+    ]
+}
+
 /// Filters shared by /api/v1/netns and /api/v1/veths: a pod name or UID, a
 /// Kubernetes namespace, an interface name.
 const NETNS_FILTERS: &[&str] = &["pod", "namespace", "interface"];
 
-fn pod_matches(pod: Option<&crate::pods::Attribution>, params: &BTreeMap<String, String>) -> bool {
+fn pod_matches(
+    pod: Option<&crate::collect::pods::Attribution>,
+    params: &BTreeMap<String, String>,
+) -> bool {
     let by_pod = params.get("pod").is_none_or(|want| {
         pod.is_some_and(|p| p.pod.as_deref() == Some(want.as_str()) || &p.pod_uid == want)
     });
@@ -45,10 +55,7 @@ fn with_netns_sample<R>(
     })
 }
 
-pub(super) async fn netns_list(
-    State(store): State<Arc<Store>>,
-    q: RawQuery,
-) -> Result<Json<Value>, ApiError> {
+async fn netns_list(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
     let params = query(q.0, NETNS_FILTERS)?;
     with_netns_sample(&store, |node, at, sample| {
         let list: Vec<_> = sample
@@ -77,10 +84,7 @@ pub(super) async fn netns_list(
     })
 }
 
-pub(super) async fn veth_list(
-    State(store): State<Arc<Store>>,
-    q: RawQuery,
-) -> Result<Json<Value>, ApiError> {
+async fn veth_list(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
     let params = query(q.0, NETNS_FILTERS)?;
     with_netns_sample(&store, |node, at, sample| {
         let list: Vec<_> = sample
@@ -107,9 +111,9 @@ mod tests {
 
     #[test]
     fn netns_filters_match_pod_name_or_uid_and_namespace() {
-        let pod = crate::pods::Attribution {
+        let pod = crate::collect::pods::Attribution {
             pod_uid: "0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9".into(),
-            qos: crate::pods::Qos::Burstable,
+            qos: crate::collect::pods::Qos::Burstable,
             namespace: Some("shop".into()),
             pod: Some("web-1".into()),
             container: None,

@@ -5,8 +5,8 @@
 use super::encode::{Encoder, Kind};
 use crate::collect::cgroup::CpuCgroup;
 use crate::collect::CgroupSample;
-use crate::diagnose::cgroup::short_id;
 use crate::store::Snapshot;
+use crate::text::short_id;
 use std::collections::HashSet;
 
 /// (metric name, kind, help, value)
@@ -105,11 +105,11 @@ fn limited(s: &CgroupSample) -> Vec<([String; 3], &CpuCgroup)> {
 mod tests {
     use super::*;
     use crate::collect::cgroup::{CgroupVersion, ContainerCpu, PodCpu};
-    use crate::collect::Sample;
+    use crate::collect::pods::Qos;
     use crate::kernel::cgroup::{CpuQuota, CpuStat};
     use crate::metrics::encode::Format;
-    use crate::pods::Qos;
     use crate::store::Store;
+    use std::sync::Arc;
     use std::time::{Duration, SystemTime};
 
     fn cg(path: &str, quota: Option<u64>) -> CpuCgroup {
@@ -149,12 +149,7 @@ mod tests {
             pods,
             unavailable: vec![],
         };
-        store.record(
-            "cgroup",
-            SystemTime::now(),
-            Duration::ZERO,
-            Ok(Sample::Cgroup(s)),
-        );
+        store.record("cgroup", SystemTime::now(), Duration::ZERO, Ok(Arc::new(s)));
         let mut e = Encoder::new(Format::Text);
         store.read(|snap| render(snap, &mut e));
         e.finish()

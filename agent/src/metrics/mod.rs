@@ -1,18 +1,23 @@
 //! Renders the store as Prometheus metrics. No I/O at scrape time: everything comes
 //! from the samples already stored.
 
-mod cgroup;
-mod conntrack;
-mod disk;
+pub mod cgroup;
+pub mod conntrack;
+pub mod disk;
 pub mod encode;
-mod netns;
-mod nic;
-mod pressure;
+pub mod netns;
+pub mod nic;
+pub mod pressure;
 
 use crate::store::{Snapshot, Status};
 use encode::{Encoder, Format, Kind};
 
-pub fn render(snap: &Snapshot, format: Format) -> String {
+/// nodediag's own families (build, collectors, findings), then each signal's.
+pub fn render(
+    snap: &Snapshot,
+    format: Format,
+    signals: impl Iterator<Item = fn(&Snapshot, &mut Encoder)>,
+) -> String {
     let mut e = Encoder::new(format);
     e.family(
         "nodediag_build_info",
@@ -26,12 +31,9 @@ pub fn render(snap: &Snapshot, format: Format) -> String {
     );
     render_collectors(snap, &mut e);
     render_findings(snap, &mut e);
-    conntrack::render(snap, &mut e);
-    nic::render(snap, &mut e);
-    cgroup::render(snap, &mut e);
-    pressure::render(snap, &mut e);
-    netns::render(snap, &mut e);
-    disk::render(snap, &mut e);
+    for render in signals {
+        render(snap, &mut e);
+    }
     e.finish()
 }
 

@@ -2,17 +2,27 @@
 //! `nodediag check`). Its first line is a one-line summary: node-problem-detector keeps
 //! the first 80 bytes of a plugin's output as the condition message.
 
-use crate::diagnose::{Finding, Severity};
+use crate::finding::{Finding, Severity};
+use crate::sample::AnySample;
 use crate::store::{Snapshot, Status};
 use crate::time::{age, rfc3339};
 use std::fmt::Write;
-
-mod disks;
-mod kernel_log;
-mod netns;
-mod pressure;
-mod throttling;
 use std::time::SystemTime;
+
+pub mod cgroup;
+pub mod conntrack;
+pub mod disk;
+pub mod kmsg;
+pub mod netns;
+pub mod nic;
+pub mod pressure;
+
+/// What one signal adds to the report: its collector's line and a section of its own.
+pub struct Section {
+    pub collector: &'static str,
+    pub summary: fn(&dyn AnySample) -> String,
+    pub detail: fn(&mut String, &Snapshot, SystemTime),
+}
 
 pub fn summary_line(snap: &Snapshot) -> String {
     let findings = &snap.findings;
@@ -48,7 +58,11 @@ pub fn summary_line(snap: &Snapshot) -> String {
     format!("OK: no problems found on {}", snap.node)
 }
 
-pub fn render(snap: &Snapshot, now: SystemTime) -> String {
+pub fn render<'a>(
+    snap: &Snapshot,
+    now: SystemTime,
+    sections: impl Iterator<Item = &'a Section> + Clone,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", summary_line(snap));
     let _ = writeln!(out, "node {} at {}", snap.node, rfc3339(now));
@@ -65,11 +79,9 @@ pub fn render(snap: &Snapshot, now: SystemTime) -> String {
         out.push('\n');
         write_finding(&mut out, f, now);
     }
-    disks::write_disks(&mut out, snap);
-    throttling::throttling_section(&mut out, snap);
-    pressure::write_pressure(&mut out, snap);
-    kernel_log::write_kernel_log(&mut out, snap);
-    netns::write_netns(&mut out, snap, now);
+    for section in sections.clone() {
+        (section.detail)(&mut out, snap, now);
+    }
     out.push_str("\ncollectors:\n");
     let width = snap.collectors.keys().map(|n| n.len()).max().unwrap_or(0);
     for (name, c) in &snap.collectors {
@@ -77,8 +89,15 @@ pub fn render(snap: &Snapshot, now: SystemTime) -> String {
             .last_attempt
             .map(|t| format!("{} ago", age(now, t)))
             .unwrap_or_else(|| "never".into());
+        let summary = |sample: &dyn AnySample| {
+            sections
+                .clone()
+                .find(|s| s.collector == *name)
+                .map(|s| (s.summary)(sample))
+                .unwrap_or_default()
+        };
         let detail = match &c.status {
-            Status::Ok => c.latest().map(|s| s.sample.summary()).unwrap_or_default(),
+            Status::Ok => c.latest().map(|s| summary(&*s.sample)).unwrap_or_default(),
             Status::Pending => "waiting for the first sample".into(),
             Status::Unavailable { what, hint } => format!("{what}: {hint}"),
             Status::Error { message } => message.clone(),
@@ -93,7 +112,7 @@ pub fn render(snap: &Snapshot, now: SystemTime) -> String {
         };
         let _ = writeln!(out, "  {name:<width$}  {state:<11}  {when:>8}  {detail}");
         if let Some(s) = c.latest().filter(|_| c.is_ok()) {
-            for u in unavailable_parts(&s.sample) {
+            for u in s.sample.unavailable() {
                 let _ = writeln!(
                     out,
                     "  {:<width$}  {:<11}  {:>8}  {}: {}",
@@ -103,35 +122,6 @@ pub fn render(snap: &Snapshot, now: SystemTime) -> String {
         }
     }
     out
-}
-
-/// 1536 -> "1.5KiB": sizes in the report, in powers of 1024.
-fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < UNITS.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b}B")
-    } else {
-        format!("{v:.1}{}", UNITS[i])
-    }
-}
-
-fn unavailable_parts(sample: &crate::collect::Sample) -> &[crate::collect::Unavailable] {
-    use crate::collect::Sample;
-    match sample {
-        Sample::Conntrack(s) => &s.unavailable,
-        Sample::Nic(s) => &s.unavailable,
-        Sample::Disk(s) => &s.unavailable,
-        Sample::Cgroup(s) => &s.unavailable,
-        Sample::Pressure(s) => &s.unavailable,
-        Sample::Kmsg(s) => &s.unavailable,
-        Sample::Netns(s) => &s.unavailable,
-    }
 }
 
 fn write_finding(out: &mut String, f: &Finding, now: SystemTime) {
@@ -174,14 +164,14 @@ mod tests {
             node: "node-a".into(),
             findings: Arc::new(vec![
                 Finding::new(
-                    "conntrack_table_full",
+                    &crate::diagnose::conntrack::TABLE_FULL,
                     Severity::Critical,
                     "host",
                     "conntrack table 97% full",
                     t,
                 ),
                 Finding::new(
-                    "nic_half_duplex",
+                    &crate::diagnose::nic::HALF_DUPLEX,
                     Severity::Warning,
                     "eth1",
                     "eth1 negotiated half duplex",
@@ -194,7 +184,7 @@ mod tests {
             summary_line(&snap),
             "CRITICAL: conntrack_table_full host: conntrack table 97% full (+1 more)"
         );
-        let text = render(&snap, t + Duration::from_secs(90));
+        let text = render(&snap, t + Duration::from_secs(90), std::iter::empty());
         assert!(text.contains("remedy:   Raise net.netfilter.nf_conntrack_max"));
         assert!(text.contains("(1m ago)"));
         assert!(text.contains("2 findings: 1 critical, 1 warning, 0 info"));
@@ -203,7 +193,6 @@ mod tests {
     #[test]
     fn leaks_come_with_commands_and_long_lists_are_cut() {
         use crate::collect::netns::{NetnsInfo, NetnsSample};
-        use crate::collect::Sample;
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let empty = |i: u64, pin: String| NetnsInfo {
             inode: 4026532000 + i,
@@ -231,7 +220,7 @@ mod tests {
             "netns",
             t,
             Duration::ZERO,
-            Ok(Sample::Netns(NetnsSample {
+            Ok(Arc::new(NetnsSample {
                 host_netns: None,
                 peers_known: true,
                 namespaces,
@@ -243,7 +232,8 @@ mod tests {
                 unavailable: vec![],
             })),
         );
-        let text = render(&store.snapshot(), t);
+        let mut text = String::new();
+        netns::section(&mut text, &store.snapshot(), t);
         assert!(text.contains("umount /var/run/docker/netns/abc && rm /var/run/docker/netns/abc"));
         assert!(text.contains("ip netns delete cni-1 "));
         assert!(text.contains("nsenter --net=/run/netns/cni-1 ip addr"));

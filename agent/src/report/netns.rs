@@ -1,9 +1,30 @@
 //! The report's CNI section: leaks and orphans with the commands to inspect them.
 
+use crate::collect::netns::{NetnsSample, PeerState};
 use crate::store::Snapshot;
 use crate::time::age;
 use std::fmt::Write;
 use std::time::SystemTime;
+
+/// The collector line of the report.
+pub fn summary(s: &NetnsSample) -> String {
+    let empty = s.namespaces.iter().filter(|n| n.is_empty_pin()).count();
+    let pods = s.namespaces.iter().filter(|n| n.pod.is_some()).count();
+    let lost = s
+        .veths
+        .iter()
+        .filter(|v| matches!(v.peer_state, PeerState::Empty | PeerState::Unknown))
+        .count();
+    format!(
+        "{} network namespaces ({} of pods, {} pinned without a process), {} veths ({} without a live peer), {} host-local IPAM networks",
+        s.namespaces.len(),
+        pods,
+        empty,
+        s.veths.len(),
+        lost,
+        s.ipam.len()
+    )
+}
 
 /// How many of each kind of leak the report spells out; the API has them all.
 const NETNS_LISTED: usize = 20;
@@ -20,18 +41,13 @@ fn more(out: &mut String, total: usize, what: &str, endpoint: &str) {
 
 /// Leaked namespaces, orphaned veths, stale pins and IPAM use, with the commands to
 /// look closer and to clean up.
-pub(super) fn write_netns(out: &mut String, snap: &Snapshot, now: SystemTime) {
-    use crate::collect::netns::PeerState;
+pub fn section(out: &mut String, snap: &Snapshot, now: SystemTime) {
     let Some((_, s)) = snap.latest::<crate::collect::NetnsSample>() else {
         return;
     };
-    let _ = writeln!(out, "\nCNI: {}", s.summary());
-    let pod_of = |p: Option<&crate::pods::Attribution>| match p {
-        Some(p) => match (&p.namespace, &p.pod) {
-            (Some(ns), Some(pod)) => format!("{ns}/{pod}"),
-            _ => format!("pod {}", p.pod_uid),
-        },
-        None => "no known pod".into(),
+    let _ = writeln!(out, "\nCNI: {}", summary(s));
+    let pod_of = |p: Option<&crate::collect::pods::Attribution>| {
+        p.map_or_else(|| "no known pod".into(), |p| p.name())
     };
     let empty: Vec<_> = s.namespaces.iter().filter(|n| n.is_empty_pin()).collect();
     for ns in empty.iter().take(NETNS_LISTED) {

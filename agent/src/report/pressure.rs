@@ -1,11 +1,40 @@
 //! The report's node pressure section.
 
-use super::human_bytes;
 use crate::collect::PressureSample;
 use crate::store::Snapshot;
+use crate::text::human_bytes;
 use std::fmt::Write;
+use std::time::SystemTime;
 
-pub(super) fn write_pressure(out: &mut String, snap: &Snapshot) {
+/// The collector line of the report.
+pub fn summary(s: &PressureSample) -> String {
+    let pct = |r: Option<f64>| r.map_or("?".into(), |r| format!("{:.1}%", r * 100.0));
+    let mut parts = vec![format!(
+        "memory {} available",
+        pct(s.memory.available_ratio())
+    )];
+    for (name, psi) in s.psi.resources() {
+        if let Some(some) = psi.and_then(|p| p.some) {
+            parts.push(format!("{name} psi {:.1}%", some.avg60 * 100.0));
+        }
+    }
+    if let Some(t) = s.tasks {
+        parts.push(format!(
+            "{} tasks ({} of pid_max)",
+            t.tasks,
+            pct(t.pid_ratio())
+        ));
+    }
+    if let Some(f) = s.files {
+        parts.push(format!("{} files open", f.allocated));
+    }
+    if let Some(k) = s.oom_kills {
+        parts.push(format!("{k} OOM kills since boot"));
+    }
+    parts.join(", ")
+}
+
+pub fn section(out: &mut String, snap: &Snapshot, _now: SystemTime) {
     let Some((_, s)) = snap.latest::<PressureSample>() else {
         return;
     };

@@ -5,11 +5,12 @@
 pub mod probe;
 pub mod watch;
 
-use super::{CollectError, Collector, Sample, Unavailable};
+use super::Collector;
 use crate::host::HostRoot;
 use crate::kernel::diskstats::{self, DiskStats};
 use crate::kernel::mountinfo::{self, Mount};
 use crate::kernel::statfs::{self, FsUsage};
+use crate::sample::{CollectError, Sample, Unavailable};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -123,14 +124,11 @@ pub struct DiskSample {
     pub unavailable: Vec<Unavailable>,
 }
 
-impl DiskSample {
-    pub fn summary(&self) -> String {
-        let probed = self.dirs.iter().filter(|d| d.probed).count();
-        format!(
-            "{} directories, {probed} probed for fsync latency, {} devices",
-            self.dirs.len(),
-            self.devices.len()
-        )
+impl Sample for DiskSample {
+    const COLLECTOR: &'static str = "disk";
+
+    fn unavailable(&self) -> &[Unavailable] {
+        &self.unavailable
     }
 }
 
@@ -264,11 +262,9 @@ impl Drop for DiskCollector {
 }
 
 impl Collector for DiskCollector {
-    fn name(&self) -> &'static str {
-        "disk"
-    }
+    type Sample = DiskSample;
 
-    fn collect(&mut self) -> Result<Sample, CollectError> {
+    fn collect(&mut self) -> Result<DiskSample, CollectError> {
         self.watch_new_dirs()?;
         let mut unavailable = Vec::new();
         let mounts = self.mounts(&mut unavailable);
@@ -377,12 +373,12 @@ impl Collector for DiskCollector {
                 probe,
             });
         }
-        Ok(Sample::Disk(DiskSample {
+        Ok(DiskSample {
             dirs,
             devices,
             window: self.config.window,
             unavailable,
-        }))
+        })
     }
 }
 
@@ -410,10 +406,7 @@ mod tests {
     }
 
     fn sample(c: &mut DiskCollector) -> DiskSample {
-        match c.collect().unwrap() {
-            Sample::Disk(s) => s,
-            other => panic!("{other:?}"),
-        }
+        c.collect().unwrap()
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! Wiring: the long-running agent (`serve`) and the one-shot check (`check`).
 
-use crate::collect::{self, schedule, Enabled};
-use crate::config::{AgentArgs, CheckArgs, OutputFormat, ServeArgs, Thresholds};
-use crate::diagnose::{self, catalog, RuleContext, SinceTracker};
+pub mod schedule;
+
+use crate::collect::Enabled;
+use crate::config::{AgentArgs, CheckArgs, OutputFormat, ServeArgs};
+use crate::diagnose::{RuleSet, SinceTracker};
 use crate::host::HostRoot;
 use crate::report;
+use crate::signals::{self, SIGNALS};
 use crate::store::{Snapshot, Status, Store};
 use anyhow::{bail, Context};
 use std::collections::BTreeSet;
@@ -14,29 +17,28 @@ use std::time::{Duration, SystemTime};
 /// The store plus what re-evaluating findings needs.
 pub struct Agent {
     pub store: Arc<Store>,
-    thresholds: Thresholds,
+    rules: Vec<RuleSet>,
     window: Duration,
     since: Mutex<SinceTracker>,
 }
 
 impl Agent {
-    pub fn new(args: &AgentArgs) -> Self {
-        Self {
+    /// The agent and the collectors its flags enable.
+    pub fn new(args: &AgentArgs) -> (Self, Vec<Enabled>) {
+        let built = args.signals.build(&args.collect_context());
+        let agent = Self {
             store: Arc::new(Store::new(args.node_name(), args.window)),
-            thresholds: args.thresholds.clone(),
+            rules: built.rules,
             window: args.window,
             since: Mutex::new(SinceTracker::default()),
-        }
+        };
+        (agent, built.collectors)
     }
 
     /// Re-evaluates every rule on the store; cheap (pure functions over samples).
     pub fn refresh_findings(&self) {
         let snap = self.store.snapshot();
-        let ctx = RuleContext {
-            thresholds: &self.thresholds,
-            window: self.window,
-        };
-        let findings = diagnose::evaluate(&snap, &ctx);
+        let findings = signals::evaluate(&snap, self.window, &self.rules);
         let findings = self
             .since
             .lock()
@@ -63,8 +65,8 @@ pub fn check_roots(root: &HostRoot) -> anyhow::Result<()> {
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     check_roots(&args.agent.host_root())?;
-    let agent = Arc::new(Agent::new(&args.agent));
-    let collectors = collect::enabled(&args.agent);
+    let (agent, collectors) = Agent::new(&args.agent);
+    let agent = Arc::new(agent);
     if collectors.is_empty() {
         bail!("every collector is disabled: nothing to do");
     }
@@ -84,10 +86,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.agent.collector_timeout,
         Arc::new(move || refresher.refresh_findings()),
     );
-    axum::serve(listener, crate::http::router(agent.store.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server failed")?;
+    axum::serve(
+        listener,
+        crate::http::router(agent.store.clone(), signals::http_view()),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("HTTP server failed")?;
     tracing::info!("shutting down");
     // Dropping the collectors releases what they hold on the host (the disk probe
     // removes its files), instead of leaving it to the runtime's teardown.
@@ -121,16 +126,16 @@ pub fn check(args: CheckArgs) -> i32 {
         return EXIT_UNKNOWN;
     }
     let wanted: BTreeSet<&str> = args.findings.iter().map(String::as_str).collect();
-    let needed: BTreeSet<&str> = catalog::CATALOG
+    let needed: BTreeSet<&str> = SIGNALS
         .iter()
-        .filter(|d| wanted.is_empty() || wanted.contains(d.id))
-        .map(|d| d.collector)
+        .filter(|s| wanted.is_empty() || s.findings.iter().any(|d| wanted.contains(d.id)))
+        .map(|s| s.name)
         .collect();
-    let mut collectors: Vec<Enabled> = collect::enabled(&args.agent)
+    let (agent, collectors) = Agent::new(&args.agent);
+    let mut collectors: Vec<Enabled> = collectors
         .into_iter()
         .filter(|c| needed.contains(c.collector.name()))
         .collect();
-    let agent = Agent::new(&args.agent);
     for c in &collectors {
         agent.store.register(c.collector.name(), c.interval);
     }
@@ -153,7 +158,7 @@ pub fn check(args: CheckArgs) -> i32 {
     }
     let code = exit_code(&snap, &needed);
     match args.format {
-        OutputFormat::Text => print!("{}", report::render(&snap, SystemTime::now())),
+        OutputFormat::Text => print!("{}", signals::render_report(&snap, SystemTime::now())),
         OutputFormat::Summary => println!("{}", report::summary_line(&snap)),
         OutputFormat::Json => {
             let v = serde_json::json!({

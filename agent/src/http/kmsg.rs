@@ -1,7 +1,7 @@
 //! `GET /api/v1/kernel-log`: what the kernel log follower matched.
 
 use super::percent_decode;
-use super::{envelope, query, ApiError};
+use super::{envelope, query, ApiError, Route};
 use crate::store::Store;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -9,12 +9,13 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+pub fn routes() -> Vec<Route> {
+    vec![Route::get("/api/v1/kernel-log", kernel_log)]
+}
+
 /// The kernel log lines the kmsg collector matched, newest last:
 /// `?event=oom_kill` (repeatable) and `?limit=N`.
-pub(super) async fn kernel_log(
-    State(store): State<Arc<Store>>,
-    q: RawQuery,
-) -> Result<Json<Value>, ApiError> {
+async fn kernel_log(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
     use crate::kernel::kmsg::EventKind;
     let raw = q.0.unwrap_or_default();
     let params = query(Some(raw.clone()), &["event", "limit"])?;
@@ -46,14 +47,7 @@ pub(super) async fn kernel_log(
                 "the kmsg collector is disabled (--no-collector.kmsg)",
             ));
         };
-        let latest =
-            state
-                .latest()
-                .filter(|_| state.is_ok())
-                .and_then(|st| match st.sample.as_ref() {
-                    crate::collect::Sample::Kmsg(k) => Some((st.at, k)),
-                    _ => None,
-                });
+        let latest = s.latest::<crate::collect::KmsgSample>();
         let Some((at, sample)) = latest else {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -1,6 +1,6 @@
 //! `GET /api/v1/disks`: fsync latency, space and inodes of each watched directory.
 
-use super::{envelope, query, ApiError};
+use super::{envelope, query, ApiError, Route};
 use crate::store::Store;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -8,13 +8,14 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+pub fn routes() -> Vec<Route> {
+    vec![Route::get("/api/v1/disks", disks)]
+}
+
 /// Each watched directory with its fsync p50/p99/max over the rule window, space,
 /// inodes and read-only state, and the latency of the disks behind them.
 /// `?path=DIR` keeps one directory.
-pub(super) async fn disks(
-    State(store): State<Arc<Store>>,
-    q: RawQuery,
-) -> Result<Json<Value>, ApiError> {
+async fn disks(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
     let params = query(q.0, &["path"])?;
     store.read(|s| {
         let state = s.collectors.get("disk").ok_or_else(|| {

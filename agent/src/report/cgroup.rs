@@ -1,12 +1,35 @@
 //! The report's CPU throttling section: the most throttled containers.
 
+use crate::collect::cgroup::CgroupVersion;
+use crate::collect::CgroupSample;
 use crate::store::Snapshot;
 use std::fmt::Write;
+use std::time::SystemTime;
+
+/// The collector line of the report.
+pub fn summary(s: &CgroupSample) -> String {
+    let containers = s.containers().count();
+    let limited = s
+        .containers()
+        .filter(|(_, c)| c.cgroup.quota.is_some())
+        .count();
+    format!(
+        "cgroup {} at {}: {} pods, {} containers, {} with a CPU limit",
+        match s.version {
+            CgroupVersion::V1 => "v1",
+            CgroupVersion::V2 => "v2",
+        },
+        s.mount_point,
+        s.pods.len(),
+        containers,
+        limited
+    )
+}
 
 /// How many throttled containers the report lists; the API has them all.
 const TOP_THROTTLED: usize = 5;
 
-pub(super) fn throttling_section(out: &mut String, snap: &Snapshot) {
+pub fn section(out: &mut String, snap: &Snapshot, _now: SystemTime) {
     let history = snap.history::<crate::collect::CgroupSample>();
     if history.is_empty() {
         return;
@@ -48,7 +71,7 @@ pub(super) fn throttling_section(out: &mut String, snap: &Snapshot) {
             c.throttled_ratio.unwrap_or(0.0) * 100.0,
             c.subject(),
             c.limit_cores
-                .map(crate::diagnose::cgroup::format_cores)
+                .map(crate::text::format_cores)
                 .unwrap_or_else(|| "no".into()),
             c.throttled_seconds,
             c.throttled_periods,

@@ -1,11 +1,23 @@
 //! The report's disks section: fsync p50/p99, free space and inodes.
 
-use super::human_bytes;
+use crate::collect::DiskSample;
 use crate::store::Snapshot;
+use crate::text::human_bytes;
 use std::fmt::Write;
+use std::time::SystemTime;
+
+/// The collector line of the report.
+pub fn summary(s: &DiskSample) -> String {
+    let probed = s.dirs.iter().filter(|d| d.probed).count();
+    format!(
+        "{} directories, {probed} probed for fsync latency, {} devices",
+        s.dirs.len(),
+        s.devices.len()
+    )
+}
 
 /// Each watched directory: fsync p50/p99 over the window, free space and inodes.
-pub(super) fn write_disks(out: &mut String, snap: &Snapshot) {
+pub fn section(out: &mut String, snap: &Snapshot, _now: SystemTime) {
     let Some(v) = crate::diagnose::disk::view(snap, None) else {
         return;
     };

@@ -2,7 +2,8 @@
 //! panics is reported as failed and keeps its schedule; one that hangs is reported as
 //! hung and is not started again until it returns, so threads never pile up.
 
-use super::{CollectError, Collector, Enabled};
+use crate::collect::{DynCollector, Enabled};
+use crate::sample::{AnySample, CollectError};
 use crate::store::Store;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -10,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::task::JoinHandle;
 
 /// Runs one collection on the calling (blocking) thread, turning a panic into an error.
-pub fn collect_once(collector: &mut dyn Collector) -> Result<super::Sample, CollectError> {
-    match catch_unwind(AssertUnwindSafe(|| collector.collect())) {
+pub fn collect_once(collector: &mut dyn DynCollector) -> Result<Arc<dyn AnySample>, CollectError> {
+    match catch_unwind(AssertUnwindSafe(|| collector.collect_any())) {
         Ok(result) => result,
         Err(panic) => Err(CollectError::Failed(format!(
             "collector panicked: {}",
@@ -101,30 +102,42 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::{NicSample, Sample};
+    use crate::collect::Collector;
+    use crate::sample::{Sample, Unavailable};
     use crate::store::Status;
+
+    #[derive(Debug, serde::Serialize)]
+    struct PanicsSample;
+    impl Sample for PanicsSample {
+        const COLLECTOR: &'static str = "panics";
+        fn unavailable(&self) -> &[Unavailable] {
+            &[]
+        }
+    }
 
     struct Panics;
     impl Collector for Panics {
-        fn name(&self) -> &'static str {
-            "nic"
-        }
-        fn collect(&mut self) -> Result<Sample, CollectError> {
+        type Sample = PanicsSample;
+        fn collect(&mut self) -> Result<PanicsSample, CollectError> {
             panic!("malformed kernel file")
+        }
+    }
+
+    #[derive(Debug, serde::Serialize)]
+    struct HangsSample;
+    impl Sample for HangsSample {
+        const COLLECTOR: &'static str = "hangs";
+        fn unavailable(&self) -> &[Unavailable] {
+            &[]
         }
     }
 
     struct Hangs(Duration);
     impl Collector for Hangs {
-        fn name(&self) -> &'static str {
-            "conntrack"
-        }
-        fn collect(&mut self) -> Result<Sample, CollectError> {
+        type Sample = HangsSample;
+        fn collect(&mut self) -> Result<HangsSample, CollectError> {
             std::thread::sleep(self.0);
-            Ok(Sample::Nic(NicSample {
-                interfaces: vec![],
-                unavailable: vec![],
-            }))
+            Ok(HangsSample)
         }
     }
 
@@ -149,9 +162,9 @@ mod tests {
             Duration::from_secs(5),
             Arc::new(|| {}),
         );
-        wait_for(&store, |s| s.collectors["nic"].runs_total >= 2).await;
+        wait_for(&store, |s| s.collectors["panics"].runs_total >= 2).await;
         let snap = store.snapshot();
-        match &snap.collectors["nic"].status {
+        match &snap.collectors["panics"].status {
             Status::Error { message } => assert!(message.contains("malformed kernel file")),
             other => panic!("unexpected status {other:?}"),
         }
@@ -171,12 +184,12 @@ mod tests {
             Arc::new(|| {}),
         );
         wait_for(&store, |s| {
-            matches!(s.collectors["conntrack"].status, Status::Hung { .. })
+            matches!(s.collectors["hangs"].status, Status::Hung { .. })
         })
         .await;
-        assert_eq!(store.snapshot().collectors["conntrack"].runs_total, 0);
-        wait_for(&store, |s| s.collectors["conntrack"].status == Status::Ok).await;
+        assert_eq!(store.snapshot().collectors["hangs"].runs_total, 0);
+        wait_for(&store, |s| s.collectors["hangs"].status == Status::Ok).await;
         // One collection at a time: it took 400 ms, so exactly one run finished.
-        assert_eq!(store.snapshot().collectors["conntrack"].runs_total, 1);
+        assert_eq!(store.snapshot().collectors["hangs"].runs_total, 1);
     }
 }

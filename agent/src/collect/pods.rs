@@ -3,8 +3,8 @@
 //! those to namespace, pod and container names. Shared by every collector that needs
 //! to say which pod a thing belongs to.
 
-use crate::collect::Unavailable;
 use crate::host::HostRoot;
+use crate::sample::Unavailable;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -126,6 +126,26 @@ pub struct Attribution {
     pub pod: Option<String>,
     pub container: Option<String>,
     pub container_id: Option<String>,
+}
+
+impl Attribution {
+    /// `namespace/pod` when the kubelet's directories name it, else `pod <uid>`.
+    pub fn name(&self) -> String {
+        pod_name(
+            self.namespace.as_deref(),
+            self.pod.as_deref(),
+            &self.pod_uid,
+        )
+    }
+}
+
+/// How every report, finding and label names a pod: `namespace/pod`, or `pod <uid>`
+/// when the kubelet's directories do not name it.
+pub fn pod_name(namespace: Option<&str>, pod: Option<&str>, uid: &str) -> String {
+    match (namespace, pod) {
+        (Some(ns), Some(pod)) => format!("{ns}/{pod}"),
+        _ => format!("pod {uid}"),
+    }
 }
 
 impl PodIndex {

@@ -1,14 +1,34 @@
 //! The report's kernel log section: the latest matching lines.
 
+use crate::collect::kmsg::LogSource;
 use crate::collect::KmsgSample;
 use crate::store::Snapshot;
 use crate::time::rfc3339;
 use std::fmt::Write;
+use std::time::SystemTime;
+
+/// The collector line of the report.
+pub fn summary(s: &KmsgSample) -> String {
+    let totals: Vec<String> = s
+        .totals
+        .iter()
+        .map(|(k, v)| format!("{} {v}", k.as_str()))
+        .collect();
+    format!(
+        "following {} ({} records read); matched since start: {}",
+        match s.source {
+            LogSource::Kmsg => s.path.clone().unwrap_or_else(|| "/dev/kmsg".into()),
+            LogSource::Syslog => "syslog(2)".into(),
+        },
+        s.records_read,
+        totals.join(", ")
+    )
+}
 
 /// Matching kernel log lines shown in the report.
 const REPORT_LOG_LINES: usize = 10;
 
-pub(super) fn write_kernel_log(out: &mut String, snap: &Snapshot) {
+pub fn section(out: &mut String, snap: &Snapshot, _now: SystemTime) {
     let Some((_, s)) = snap.latest::<KmsgSample>() else {
         return;
     };

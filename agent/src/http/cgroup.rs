@@ -1,6 +1,6 @@
 //! `GET /api/v1/throttling`: CPU throttling per container and pod, worst first.
 
-use super::{envelope, query, ApiError};
+use super::{envelope, query, ApiError, Route};
 use crate::store::Store;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -8,13 +8,14 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+pub fn routes() -> Vec<Route> {
+    vec![Route::get("/api/v1/throttling", throttling)]
+}
+
 /// CPU throttling of each container (and pod-level cgroup) over the rule window,
 /// worst first; `namespace`, `pod` and `container` filter by exact name, `limit` keeps
 /// the first N containers.
-pub(super) async fn throttling(
-    State(store): State<Arc<Store>>,
-    q: RawQuery,
-) -> Result<Json<Value>, ApiError> {
+async fn throttling(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
     use crate::collect::CgroupSample;
     use crate::diagnose::cgroup::{throttling, Throttling};
     let params = query(q.0, &["namespace", "pod", "container", "limit"])?;

@@ -1,0 +1,84 @@
+//! What a collector hands to the store: a typed sample, or why there is none. Shared
+//! by every layer, so it depends on nothing of nodediag but the kernel's read error.
+
+use crate::kernel::ReadError;
+use serde::Serialize;
+use std::any::Any;
+use std::fmt::Debug;
+
+/// A collector's sample. `COLLECTOR` is the signal's one name: the scheduler, the store,
+/// the API and the flags all take it from here, so they cannot disagree.
+pub trait Sample: Serialize + Debug + Send + Sync + 'static {
+    const COLLECTOR: &'static str;
+
+    /// Parts of the signal this host could not give; the report lists them as partial.
+    fn unavailable(&self) -> &[Unavailable];
+}
+
+/// A sample whose type the store does not know; rules and renderers get the typed one
+/// back with [`AnySample::downcast`].
+pub trait AnySample: Debug + Send + Sync {
+    fn collector(&self) -> &'static str;
+    fn unavailable(&self) -> &[Unavailable];
+    fn to_json(&self) -> serde_json::Value;
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Sample> AnySample for T {
+    fn collector(&self) -> &'static str {
+        T::COLLECTOR
+    }
+
+    fn unavailable(&self) -> &[Unavailable] {
+        Sample::unavailable(self)
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl dyn AnySample + '_ {
+    pub fn downcast<T: Sample>(&self) -> Option<&T> {
+        self.as_any().downcast_ref()
+    }
+}
+
+/// A part of a signal the host could not give, with what to do about it. Samples carry
+/// these so nothing is dropped silently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unavailable {
+    pub what: String,
+    pub hint: String,
+}
+
+impl Unavailable {
+    pub fn new(what: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            what: what.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// The kernel feature is missing on this host: not a failure of nodediag.
+    #[error("{}: unavailable ({})", .0.what, .0.hint)]
+    Unavailable(Unavailable),
+    /// A file or socket that should have answered did not, or answered nonsense.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CollectError {
+    pub fn unavailable(what: impl Into<String>, hint: impl Into<String>) -> Self {
+        CollectError::Unavailable(Unavailable::new(what, hint))
+    }
+}

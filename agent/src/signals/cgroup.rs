@@ -1,0 +1,79 @@
+//! CPU throttling of every pod and container cgroup, cgroup v1 and v2.
+
+use super::{Schedule, Signal};
+use crate::collect::cgroup::{CgroupCollector, CgroupSample};
+use crate::collect::{self, Collector};
+use crate::diagnose::{cgroup, FindingDef, RuleSet};
+use crate::flags::parse_duration;
+use crate::http::Route;
+use crate::metrics::encode::Encoder;
+use crate::store::Snapshot;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+pub struct Cgroup;
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "CPU throttling")]
+pub struct CgroupArgs {
+    /// Sampling interval of the cgroup (CPU throttling) collector [default: --interval].
+    #[arg(id = "collector.cgroup.interval", long = "collector.cgroup.interval", env = "NODEDIAG_COLLECTOR_CGROUP_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Option<Duration>,
+
+    /// Disable the cgroup (CPU throttling) collector.
+    #[arg(
+        id = "no-collector.cgroup",
+        long = "no-collector.cgroup",
+        env = "NODEDIAG_NO_COLLECTOR_CGROUP"
+    )]
+    pub disabled: bool,
+
+    /// Where the host's /sys/fs/cgroup is mounted [default: each cgroup mount point of
+    /// the host's mount table under --path.rootfs, else under --path.sysfs].
+    #[arg(long = "path.cgroup", env = "NODEDIAG_PATH_CGROUP", value_name = "DIR")]
+    pub cgroup_root: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub thresholds: cgroup::Thresholds,
+}
+
+impl Signal for Cgroup {
+    type Sample = CgroupSample;
+    type Args = CgroupArgs;
+    const FINDINGS: &'static [&'static FindingDef] = cgroup::FINDINGS;
+
+    fn schedule(args: &CgroupArgs) -> Schedule {
+        Schedule {
+            disabled: args.disabled,
+            interval: args.interval,
+        }
+    }
+
+    fn collector(
+        args: &CgroupArgs,
+        ctx: &collect::Context,
+    ) -> impl Collector<Sample = CgroupSample> {
+        CgroupCollector::new(ctx.root.clone(), args.cgroup_root.clone())
+    }
+
+    fn rules(args: &CgroupArgs) -> RuleSet {
+        let t = args.thresholds.clone();
+        Box::new(move |snap, ctx, out| cgroup::rules(snap, &t, ctx, out))
+    }
+
+    fn summary(sample: &CgroupSample) -> String {
+        crate::report::cgroup::summary(sample)
+    }
+
+    fn metrics(snap: &Snapshot, e: &mut Encoder) {
+        crate::metrics::cgroup::render(snap, e)
+    }
+
+    fn report(out: &mut String, snap: &Snapshot, now: SystemTime) {
+        crate::report::cgroup::section(out, snap, now)
+    }
+
+    fn routes() -> Vec<Route> {
+        crate::http::cgroup::routes()
+    }
+}

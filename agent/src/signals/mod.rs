@@ -1,0 +1,234 @@
+//! The registry of signals. A signal is everything nodediag does about one kernel
+//! source: its collector and sample type, its flags, its rules and findings, its
+//! metrics, its report section and its API routes. Each is declared once, in its own
+//! file here, by implementing [`Signal`]; the one line in [`registry!`] below puts it
+//! to work in every layer. Adding a signal means new files for it and one line there.
+//!
+//! The layers below (collect, diagnose, metrics, report, http) know nothing of the
+//! registry: they take what it hands them, so data flows one way.
+
+mod cgroup;
+mod conntrack;
+mod disk;
+mod kmsg;
+mod netns;
+mod nic;
+mod pressure;
+
+use crate::collect::{self, Collector, Enabled};
+use crate::diagnose::{Finding, FindingDef, RuleContext, RuleSet};
+use crate::http::Route;
+use crate::metrics::encode::{Encoder, Format};
+use crate::report;
+use crate::sample::{AnySample, Sample};
+use crate::store::Snapshot;
+use std::time::{Duration, SystemTime};
+
+/// One signal, declared in one place.
+pub trait Signal: 'static {
+    type Sample: Sample;
+    /// The signal's flags: its collector's interval and switch, its options, its
+    /// finding thresholds.
+    type Args: clap::Args + clap::FromArgMatches + Clone + std::fmt::Debug + Send + Sync;
+
+    /// Every finding the signal's rules can produce.
+    const FINDINGS: &'static [&'static FindingDef];
+
+    /// Whether the collector runs, and on which interval of its own.
+    fn schedule(args: &Self::Args) -> Schedule;
+
+    fn collector(
+        args: &Self::Args,
+        ctx: &collect::Context,
+    ) -> impl Collector<Sample = Self::Sample>;
+
+    /// The rules, their thresholds bound.
+    fn rules(args: &Self::Args) -> RuleSet;
+
+    /// The collector's line in the report.
+    fn summary(sample: &Self::Sample) -> String;
+
+    fn metrics(_snap: &Snapshot, _e: &mut Encoder) {}
+
+    /// A section of the report after the findings, when there is something to say.
+    fn report(_out: &mut String, _snap: &Snapshot, _now: SystemTime) {}
+
+    /// Endpoints under `/api/v1/` of the signal's own.
+    fn routes() -> Vec<Route> {
+        Vec::new()
+    }
+}
+
+/// A collector's switch and own interval, as its flags give them.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub disabled: bool,
+    pub interval: Option<Duration>,
+}
+
+/// What a signal is without its flags: enough to render and to look findings up.
+pub struct SignalDef {
+    pub name: &'static str,
+    pub findings: &'static [&'static FindingDef],
+    pub report: report::Section,
+    pub metrics: fn(&Snapshot, &mut Encoder),
+    pub routes: fn() -> Vec<Route>,
+}
+
+impl SignalDef {
+    const fn of<S: Signal>() -> Self {
+        Self {
+            name: S::Sample::COLLECTOR,
+            findings: S::FINDINGS,
+            report: report::Section {
+                collector: S::Sample::COLLECTOR,
+                summary: summary_of::<S>,
+                detail: S::report,
+            },
+            metrics: S::metrics,
+            routes: S::routes,
+        }
+    }
+}
+
+fn summary_of<S: Signal>(sample: &dyn AnySample) -> String {
+    sample
+        .downcast::<S::Sample>()
+        .map(S::summary)
+        .unwrap_or_default()
+}
+
+/// The collectors the flags enable, and every signal's rules.
+#[derive(Default)]
+pub struct Built {
+    pub collectors: Vec<Enabled>,
+    pub rules: Vec<RuleSet>,
+}
+
+impl Built {
+    fn add<S: Signal>(&mut self, args: &S::Args, ctx: &collect::Context) {
+        let schedule = S::schedule(args);
+        if !schedule.disabled {
+            self.collectors.push(Enabled {
+                collector: Box::new(S::collector(args, ctx)),
+                interval: schedule.interval.unwrap_or(ctx.interval),
+            });
+        }
+        self.rules.push(S::rules(args));
+    }
+}
+
+macro_rules! registry {
+    ($($field:ident: $signal:ty),+ $(,)?) => {
+        /// Every signal's flags, one group each.
+        #[derive(Debug, Clone, clap::Args)]
+        pub struct SignalArgs {
+            $(
+                #[command(flatten)]
+                pub $field: <$signal as Signal>::Args,
+            )+
+        }
+
+        /// Every signal, in the order the report shows their sections.
+        pub static SIGNALS: &[SignalDef] = &[$(SignalDef::of::<$signal>()),+];
+
+        impl SignalArgs {
+            pub fn build(&self, ctx: &collect::Context) -> Built {
+                let mut built = Built::default();
+                $(built.add::<$signal>(&self.$field, ctx);)+
+                built
+            }
+        }
+    };
+}
+
+registry! {
+    disk: disk::Disk,
+    cgroup: cgroup::Cgroup,
+    pressure: pressure::Pressure,
+    kmsg: kmsg::Kmsg,
+    netns: netns::Netns,
+    conntrack: conntrack::Conntrack,
+    nic: nic::Nic,
+}
+
+/// The finding `id`, and the collector whose samples its rule reads.
+pub fn finding(id: &str) -> Option<(&'static FindingDef, &'static str)> {
+    SIGNALS
+        .iter()
+        .find_map(|s| s.findings.iter().find(|d| d.id == id).map(|d| (*d, s.name)))
+}
+
+/// Every finding id, in registry order.
+pub fn finding_ids() -> impl Iterator<Item = &'static str> {
+    SIGNALS.iter().flat_map(|s| s.findings.iter().map(|d| d.id))
+}
+
+pub fn evaluate(snap: &Snapshot, window: Duration, rules: &[RuleSet]) -> Vec<Finding> {
+    crate::diagnose::evaluate(snap, &RuleContext { window }, rules)
+}
+
+pub fn render_report(snap: &Snapshot, now: SystemTime) -> String {
+    report::render(snap, now, SIGNALS.iter().map(|s| &s.report))
+}
+
+pub fn render_metrics(snap: &Snapshot, format: Format) -> String {
+    crate::metrics::render(snap, format, SIGNALS.iter().map(|s| s.metrics))
+}
+
+/// What the HTTP layer serves beyond its own endpoints.
+pub fn http_view() -> crate::http::View {
+    crate::http::View {
+        report: render_report,
+        metrics: render_metrics,
+        routes: SIGNALS.iter().flat_map(|s| (s.routes)()).collect(),
+        finding: |id| finding(id).is_some(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn finding_ids_are_unique_and_snake_case() {
+        let mut ids: Vec<_> = finding_ids().collect();
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "a finding id is declared twice");
+        assert!(ids
+            .iter()
+            .all(|id| id.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+    }
+
+    #[test]
+    fn every_signal_has_its_collector_flags_under_its_own_name() {
+        let cli = crate::config::Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        let longs: Vec<&str> = serve.get_arguments().filter_map(|a| a.get_long()).collect();
+        for s in SIGNALS {
+            for flag in [
+                format!("collector.{}.interval", s.name),
+                format!("no-collector.{}", s.name),
+            ] {
+                assert!(longs.contains(&flag.as_str()), "{}: no --{flag}", s.name);
+            }
+        }
+    }
+
+    #[test]
+    fn the_built_collectors_carry_the_registry_names_in_order() {
+        let args = crate::config::AgentArgs::defaults();
+        let built = args.signals.build(&args.collect_context());
+        let names: Vec<_> = built
+            .collectors
+            .iter()
+            .map(|c| c.collector.name())
+            .collect();
+        let registry: Vec<_> = SIGNALS.iter().map(|s| s.name).collect();
+        assert_eq!(names, registry);
+        assert_eq!(built.rules.len(), SIGNALS.len());
+    }
+}

@@ -1,0 +1,73 @@
+//! Node pressure: memory, PSI, PIDs, file handles, inotify, neighbour tables,
+//! forwarding, OOM kills.
+
+use super::{Schedule, Signal};
+use crate::collect::pressure::{PressureCollector, PressureSample};
+use crate::collect::{self, Collector};
+use crate::diagnose::{oom, pressure, FindingDef, RuleSet};
+use crate::flags::parse_duration;
+use crate::metrics::encode::Encoder;
+use crate::store::Snapshot;
+use std::time::{Duration, SystemTime};
+
+pub struct Pressure;
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Node pressure")]
+pub struct PressureArgs {
+    /// Sampling interval of the pressure collector [default: --interval].
+    #[arg(id = "collector.pressure.interval", long = "collector.pressure.interval", env = "NODEDIAG_COLLECTOR_PRESSURE_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Option<Duration>,
+
+    /// Disable the pressure collector (memory, PSI, PIDs, files, inotify, neighbours,
+    /// forwarding, OOM kills).
+    #[arg(
+        id = "no-collector.pressure",
+        long = "no-collector.pressure",
+        env = "NODEDIAG_NO_COLLECTOR_PRESSURE"
+    )]
+    pub disabled: bool,
+
+    #[command(flatten)]
+    pub thresholds: pressure::Thresholds,
+}
+
+impl Signal for Pressure {
+    type Sample = PressureSample;
+    type Args = PressureArgs;
+    const FINDINGS: &'static [&'static FindingDef] = pressure::FINDINGS;
+
+    fn schedule(args: &PressureArgs) -> Schedule {
+        Schedule {
+            disabled: args.disabled,
+            interval: args.interval,
+        }
+    }
+
+    fn collector(
+        _args: &PressureArgs,
+        ctx: &collect::Context,
+    ) -> impl Collector<Sample = PressureSample> {
+        PressureCollector::new(ctx.root.clone())
+    }
+
+    fn rules(args: &PressureArgs) -> RuleSet {
+        let t = args.thresholds.clone();
+        Box::new(move |snap, ctx, out| {
+            pressure::rules(snap, &t, ctx, out);
+            oom::rules(snap, ctx, out);
+        })
+    }
+
+    fn summary(sample: &PressureSample) -> String {
+        crate::report::pressure::summary(sample)
+    }
+
+    fn metrics(snap: &Snapshot, e: &mut Encoder) {
+        crate::metrics::pressure::render(snap, e)
+    }
+
+    fn report(out: &mut String, snap: &Snapshot, now: SystemTime) {
+        crate::report::pressure::section(out, snap, now)
+    }
+}
