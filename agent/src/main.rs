@@ -1,6 +1,11 @@
 use nodediag::config::{self, AgentArgs, Command};
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long exit waits for blocking threads still running: well inside the pod's
+/// terminationGracePeriodSeconds (10).
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
 fn init_tracing(args: &AgentArgs) {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
@@ -28,7 +33,11 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            match runtime.block_on(nodediag::agent::serve(args)) {
+            let result = runtime.block_on(nodediag::agent::serve(args));
+            // A collector blocked in a read that never returns (a hung NFS mount, a
+            // FIFO in place of a kernel file) holds a blocking thread: exit without it.
+            runtime.shutdown_timeout(SHUTDOWN_WAIT);
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("nodediag: {e:#}");

@@ -74,6 +74,14 @@ impl CollectorState {
     }
 }
 
+/// How one signal's rules fared at their last evaluation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RulesState {
+    /// Why the last evaluation failed (its findings are then unknown); None when it ran.
+    pub error: Option<String>,
+    pub failures_total: u64,
+}
+
 /// A consistent copy of the store for rules and renderers; samples are shared, not
 /// copied.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +89,7 @@ pub struct Snapshot {
     pub node: String,
     pub collectors: BTreeMap<&'static str, CollectorState>,
     pub findings: Arc<Vec<Finding>>,
+    pub rules: BTreeMap<&'static str, RulesState>,
     /// The rule window (--window), for readers that show rates over it.
     pub window: Duration,
 }
@@ -103,11 +112,27 @@ impl Snapshot {
         self.history::<T>().pop()
     }
 
-    /// Every enabled collector has sampled at least once.
-    pub fn ready(&self) -> bool {
+    /// Collectors that cannot yet be relied on: never sampled (pending, hung or failing
+    /// since start). One whose kernel feature is missing is settled, not waiting.
+    pub fn not_ready(&self) -> Vec<&'static str> {
         self.collectors
-            .values()
-            .all(|c| c.status != Status::Pending)
+            .iter()
+            .filter(|(_, c)| {
+                c.history.is_empty() && !matches!(c.status, Status::Unavailable { .. })
+            })
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    pub fn ready(&self) -> bool {
+        self.not_ready().is_empty()
+    }
+
+    /// Signals whose rules failed at the last evaluation.
+    pub fn failed_rules(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.rules
+            .iter()
+            .filter_map(|(n, r)| Some((*n, r.error.as_deref()?)))
     }
 }
 
@@ -184,6 +209,28 @@ impl Store {
 
     pub fn set_findings(&self, findings: Vec<Finding>) {
         self.write().findings = Arc::new(findings);
+    }
+
+    /// The signals whose rules run, so each has a state from the start.
+    pub fn register_rules(&self, names: impl IntoIterator<Item = &'static str>) {
+        let mut inner = self.write();
+        for name in names {
+            inner.rules.entry(name).or_default();
+        }
+    }
+
+    /// Findings of an evaluation, and which signals' rules failed in it.
+    pub fn set_evaluation(&self, findings: Vec<Finding>, failures: &[(&'static str, String)]) {
+        let mut inner = self.write();
+        inner.findings = Arc::new(findings);
+        for state in inner.rules.values_mut() {
+            state.error = None;
+        }
+        for (name, error) in failures {
+            let state = inner.rules.entry(name).or_default();
+            state.error = Some(error.clone());
+            state.failures_total += 1;
+        }
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -269,5 +316,30 @@ mod tests {
         store.register("conntrack", Duration::from_secs(10));
         store.record("probe", SystemTime::now(), Duration::ZERO, sample());
         assert!(!store.snapshot().ready());
+        // Hung or failing since start: still not ready.
+        store.mark_hung("conntrack", SystemTime::now());
+        assert_eq!(store.snapshot().not_ready(), ["conntrack"]);
+        let failed = Err(CollectError::Failed("bad file".into()));
+        store.record("conntrack", SystemTime::now(), Duration::ZERO, failed);
+        assert_eq!(store.snapshot().not_ready(), ["conntrack"]);
+        // A missing kernel feature is a settled answer.
+        let missing = Err(CollectError::unavailable("conntrack", "not loaded"));
+        store.record("conntrack", SystemTime::now(), Duration::ZERO, missing);
+        assert!(store.snapshot().ready());
+    }
+
+    #[test]
+    fn rule_failures_are_kept_per_signal_until_they_run_again() {
+        let store = Store::new("n".into(), Duration::from_secs(60));
+        store.register_rules(["disk", "netns"]);
+        store.set_evaluation(vec![], &[("netns", "boom".into())]);
+        let snap = store.snapshot();
+        assert_eq!(snap.failed_rules().collect::<Vec<_>>(), [("netns", "boom")]);
+        assert_eq!(snap.rules["netns"].failures_total, 1);
+        store.set_evaluation(vec![], &[]);
+        let snap = store.snapshot();
+        assert_eq!(snap.failed_rules().count(), 0);
+        assert_eq!(snap.rules["netns"].failures_total, 1);
+        assert_eq!(snap.rules["disk"].failures_total, 0);
     }
 }

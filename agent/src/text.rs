@@ -27,6 +27,16 @@ pub fn quote(s: &str) -> String {
     }
 }
 
+/// What a caught panic said, for the error it becomes.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    truncate(&text, 200).to_string()
+}
+
 /// Ratios and rates in evidence: four decimals are enough and keep JSON readable.
 pub fn round4(v: f64) -> f64 {
     round(v, 4)

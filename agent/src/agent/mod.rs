@@ -12,12 +12,12 @@ use crate::store::{Snapshot, Status, Store};
 use anyhow::{bail, Context};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The store plus what re-evaluating findings needs.
 pub struct Agent {
     pub store: Arc<Store>,
-    rules: Vec<RuleSet>,
+    rules: Vec<(&'static str, RuleSet)>,
     window: Duration,
     since: Mutex<SinceTracker>,
 }
@@ -26,8 +26,10 @@ impl Agent {
     /// The agent and the collectors its flags enable.
     pub fn new(args: &AgentArgs) -> (Self, Vec<Enabled>) {
         let built = args.signals.build(&args.collect_context());
+        let store = Arc::new(Store::new(args.node_name(), args.window));
+        store.register_rules(built.rules.iter().map(|(name, _)| *name));
         let agent = Self {
-            store: Arc::new(Store::new(args.node_name(), args.window)),
+            store,
             rules: built.rules,
             window: args.window,
             since: Mutex::new(SinceTracker::default()),
@@ -35,16 +37,23 @@ impl Agent {
         (agent, built.collectors)
     }
 
-    /// Re-evaluates every rule on the store; cheap (pure functions over samples).
+    /// Re-evaluates every rule on the store; cheap (pure functions over samples). A
+    /// signal whose rules fail is reported as such; the others' findings stand.
     pub fn refresh_findings(&self) {
         let snap = self.store.snapshot();
-        let findings = signals::evaluate(&snap, self.window, &self.rules);
+        let evaluation = signals::evaluate(&snap, self.window, &self.rules);
+        for (signal, error) in &evaluation.failures {
+            let before = snap.rules.get(signal).and_then(|r| r.error.as_ref());
+            if before != Some(error) {
+                tracing::error!(signal, %error, "rules failed: this signal's findings are unknown");
+            }
+        }
         let findings = self
             .since
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .update(findings);
-        self.store.set_findings(findings);
+            .update(evaluation.findings);
+        self.store.set_evaluation(findings, &evaluation.failures);
     }
 }
 
@@ -139,12 +148,27 @@ pub fn check(args: CheckArgs) -> i32 {
     for c in &collectors {
         agent.store.register(c.collector.name(), c.interval);
     }
-    for round in 0..2 {
-        if round == 1 {
-            std::thread::sleep(args.delay);
-        }
-        collectors = sample_all(&agent.store, collectors, args.agent.collector_timeout);
-    }
+    // Two rounds inside the deadline: the first gets half of what the delay leaves,
+    // the second the rest; a collector still busy when its round ends is hung.
+    let started = Instant::now();
+    let deadline = started + args.timeout;
+    let first_round = started + args.timeout.saturating_sub(args.delay) / 2;
+    collectors = sample_all(
+        &agent.store,
+        collectors,
+        args.agent.collector_timeout,
+        first_round,
+    );
+    std::thread::sleep(
+        args.delay
+            .min(deadline.saturating_duration_since(Instant::now())),
+    );
+    sample_all(
+        &agent.store,
+        collectors,
+        args.agent.collector_timeout,
+        deadline,
+    );
     agent.refresh_findings();
     let mut snap = agent.store.snapshot();
     if !wanted.is_empty() {
@@ -167,6 +191,7 @@ pub fn check(args: CheckArgs) -> i32 {
                 "exit_code": code,
                 "findings": snap.findings,
                 "collectors": snap.collectors,
+                "rules": snap.rules,
             });
             println!("{}", serde_json::to_string_pretty(&v).expect("json"));
         }
@@ -179,6 +204,9 @@ pub fn check(args: CheckArgs) -> i32 {
 fn exit_code(snap: &Snapshot, needed: &BTreeSet<&str>) -> i32 {
     if !snap.findings.is_empty() {
         return EXIT_PROBLEM;
+    }
+    if snap.failed_rules().any(|(n, _)| needed.contains(n)) {
+        return EXIT_UNKNOWN;
     }
     let relevant: Vec<&Status> = snap
         .collectors
@@ -200,32 +228,45 @@ fn exit_code(snap: &Snapshot, needed: &BTreeSet<&str>) -> i32 {
     }
 }
 
-/// One collection of each collector, in parallel threads, each bounded by `timeout`.
-/// A hung collector is dropped (its thread is left to finish on its own).
-fn sample_all(store: &Store, collectors: Vec<Enabled>, timeout: Duration) -> Vec<Enabled> {
-    let pending: Vec<_> = collectors
-        .into_iter()
-        .map(|mut e| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let name = e.collector.name();
-            let at = SystemTime::now();
-            std::thread::spawn(move || {
-                let started = std::time::Instant::now();
-                let result = schedule::collect_once(e.collector.as_mut());
-                let _ = tx.send((e, result, started.elapsed()));
-            });
-            (name, at, rx)
-        })
-        .collect();
+/// One collection of each collector, in parallel threads, all bounded by `deadline`
+/// (and each by `timeout`). A collector still busy then is marked hung and dropped:
+/// its thread is left to finish on its own, and the process does not wait for it.
+fn sample_all(
+    store: &Store,
+    collectors: Vec<Enabled>,
+    timeout: Duration,
+    deadline: Instant,
+) -> Vec<Enabled> {
+    let started = Instant::now();
+    let deadline = deadline.min(started + timeout);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut running: Vec<(&'static str, SystemTime)> = Vec::new();
+    for mut e in collectors {
+        let tx = tx.clone();
+        let name = e.collector.name();
+        running.push((name, SystemTime::now()));
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let result = schedule::collect_once(e.collector.as_mut());
+            let _ = tx.send((e, result, started.elapsed()));
+        });
+    }
+    drop(tx);
     let mut back = Vec::new();
-    for (name, at, rx) in pending {
-        match rx.recv_timeout(timeout) {
-            Ok((e, result, took)) => {
-                store.record(name, at, took, result);
-                back.push(e);
-            }
-            Err(_) => store.mark_hung(name, at),
+    while !running.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok((e, result, took)) = rx.recv_timeout(left) else {
+            break;
+        };
+        let name = e.collector.name();
+        if let Some(i) = running.iter().position(|(n, _)| *n == name) {
+            let (_, at) = running.swap_remove(i);
+            store.record(name, at, took, result);
         }
+        back.push(e);
+    }
+    for (name, at) in running {
+        store.mark_hung(name, at);
     }
     back
 }

@@ -5,6 +5,7 @@
 use crate::collect::{DynCollector, Enabled};
 use crate::sample::{AnySample, CollectError};
 use crate::store::Store;
+use crate::text::panic_message;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -16,17 +17,9 @@ pub fn collect_once(collector: &mut dyn DynCollector) -> Result<Arc<dyn AnySampl
         Ok(result) => result,
         Err(panic) => Err(CollectError::Failed(format!(
             "collector panicked: {}",
-            panic_message(&panic)
+            panic_message(&*panic)
         ))),
     }
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Starts every collector; `on_sample` runs after each collection (to re-evaluate

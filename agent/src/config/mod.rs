@@ -82,6 +82,12 @@ pub struct CheckArgs {
     #[arg(long = "check.delay", env = "NODEDIAG_CHECK_DELAY", default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
     pub delay: Duration,
 
+    /// The whole check finishes within this, whatever hangs: collectors still busy
+    /// then are reported hung (exit 2 when a checked finding needs them). Keep it under
+    /// the plugin timeout of node-problem-detector (25 s in the shipped config).
+    #[arg(long = "check.timeout", env = "NODEDIAG_CHECK_TIMEOUT", default_value = "20s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+
     #[command(flatten)]
     pub agent: AgentArgs,
 }

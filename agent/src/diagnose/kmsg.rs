@@ -129,7 +129,7 @@ mod tests {
     use super::*;
     use crate::collect::kmsg::{LogSource, LoggedEvent};
     use crate::collect::pods::{Attribution, Qos};
-    use crate::diagnose::testing::evaluate_all;
+    use crate::diagnose::testing::evaluate_log_families;
     use crate::kernel::conntrack::ConntrackStats;
     use crate::kernel::kmsg::Matcher;
     use crate::store::Store;
@@ -194,7 +194,7 @@ mod tests {
                 Ok(Arc::new(s)),
             );
         }
-        evaluate_all(&store)
+        evaluate_log_families(&store)
     }
 
     const STUCK: &str = "unregister_netdevice: waiting for lo to become free. Usage count = 1";
@@ -322,7 +322,7 @@ mod tests {
             b.oom_kills = Some(5);
             vec![a, b]
         });
-        let f = evaluate_all(&store);
+        let f = evaluate_log_families(&store);
         assert_eq!(f.len(), 1);
         assert_eq!((f[0].id, f[0].subject.as_str()), ("oom_kills", "host"));
         assert_eq!(f[0].evidence["oom_kills_in_window"], 2);

@@ -12,7 +12,9 @@ pub mod window;
 
 pub use crate::finding::{Finding, FindingDef, Severity};
 use crate::store::Snapshot;
+use crate::text::panic_message;
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, SystemTime};
 
 /// Kernel log lines kept in a finding's evidence.
@@ -27,21 +29,48 @@ pub struct RuleContext {
 /// One family's rules with their thresholds bound (see `signals`).
 pub type RuleSet = Box<dyn Fn(&Snapshot, &RuleContext, &mut Vec<Finding>) + Send + Sync>;
 
-/// Evaluates every family's rules; findings sorted worst first.
-pub fn evaluate(snapshot: &Snapshot, ctx: &RuleContext, families: &[RuleSet]) -> Vec<Finding> {
-    let mut findings = Vec::new();
-    for rules in families {
-        rules(snapshot, ctx, &mut findings);
+/// The findings of every family whose rules ran, and the families whose rules failed.
+#[derive(Debug, Default)]
+pub struct Evaluation {
+    pub findings: Vec<Finding>,
+    /// (family, what went wrong): its findings are unknown, the others stand.
+    pub failures: Vec<(&'static str, String)>,
+}
+
+/// Evaluates every family's rules, each on its own: a rule that panics on data it did
+/// not expect costs that family's findings, never the others'. Findings worst first.
+pub fn evaluate(
+    snapshot: &Snapshot,
+    ctx: &RuleContext,
+    families: &[(&'static str, RuleSet)],
+) -> Evaluation {
+    let mut out = Evaluation::default();
+    for (family, rules) in families {
+        let mut found = Vec::new();
+        match catch_unwind(AssertUnwindSafe(|| rules(snapshot, ctx, &mut found))) {
+            Ok(()) => out.findings.extend(found),
+            Err(panic) => out.failures.push((family, panic_message(&*panic))),
+        }
     }
     // Last: it decorates findings of any family with kernel log lines.
-    kmsg::attach_evidence(snapshot, ctx, &mut findings);
-    findings.sort_by(|a, b| {
+    let decorated = catch_unwind(AssertUnwindSafe(|| {
+        let mut findings = out.findings.clone();
+        kmsg::attach_evidence(snapshot, ctx, &mut findings);
+        findings
+    }));
+    match decorated {
+        Ok(findings) => out.findings = findings,
+        Err(panic) => out
+            .failures
+            .push(("kernel log evidence", panic_message(&*panic))),
+    }
+    out.findings.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)
             .then(a.id.cmp(b.id))
             .then(a.subject.cmp(&b.subject))
     });
-    findings
+    out
 }
 
 /// Remembers when each (id, subject) was first seen so `since` survives re-evaluation.
@@ -102,20 +131,27 @@ pub(crate) mod testing {
         }
     }
 
-    /// Every family's rules at their default thresholds, as `nodediag serve` runs them.
-    pub fn evaluate_all(store: &Store) -> Vec<Finding> {
+    /// The families that read the kernel log or decorate with it, at their defaults.
+    pub fn evaluate_log_families(store: &Store) -> Vec<Finding> {
         use super::*;
-        let families: Vec<super::RuleSet> = vec![
-            Box::new(|s, c, o| conntrack::rules(s, &Default::default(), c, o)),
-            Box::new(|s, c, o| nic::rules(s, &Default::default(), c, o)),
-            Box::new(|s, c, o| cgroup::rules(s, &Default::default(), c, o)),
-            Box::new(|s, c, o| pressure::rules(s, &Default::default(), c, o)),
-            Box::new(oom::rules),
-            Box::new(|s, c, o| kmsg::rules(s, &Default::default(), c, o)),
-            Box::new(|s, c, o| netns::rules(s, &Default::default(), c, o)),
-            Box::new(|s, c, o| disk::rules(s, &Default::default(), c, o)),
+        let families: Vec<(&'static str, super::RuleSet)> = vec![
+            (
+                "conntrack",
+                Box::new(|s, c, o| conntrack::rules(s, &Default::default(), c, o)),
+            ),
+            (
+                "pressure",
+                Box::new(|s, c, o| pressure::rules(s, &Default::default(), c, o)),
+            ),
+            ("oom", Box::new(oom::rules)),
+            (
+                "kmsg",
+                Box::new(|s, c, o| kmsg::rules(s, &Default::default(), c, o)),
+            ),
         ];
-        super::evaluate(&store.snapshot(), &ctx(), &families)
+        let evaluation = super::evaluate(&store.snapshot(), &ctx(), &families);
+        assert!(evaluation.failures.is_empty(), "{:?}", evaluation.failures);
+        evaluation.findings
     }
 
     pub fn ctx() -> RuleContext {
@@ -137,6 +173,49 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panicking_family_costs_its_findings_only() {
+        let store = testing::store_with(Vec::<crate::collect::NicSample>::new());
+        let families: Vec<(&'static str, RuleSet)> = vec![
+            (
+                "broken",
+                Box::new(|_, _, out: &mut Vec<Finding>| {
+                    out.push(Finding::new(
+                        &nic::ERRORS,
+                        Severity::Warning,
+                        "half-made",
+                        "never seen",
+                        testing::t0(),
+                    ));
+                    let id = "é容器ä";
+                    let _ = &id[..1];
+                }),
+            ),
+            (
+                "fine",
+                Box::new(|_, _, out: &mut Vec<Finding>| {
+                    out.push(Finding::new(
+                        &nic::LINK_DOWN,
+                        Severity::Critical,
+                        "eth0",
+                        "down",
+                        testing::t0(),
+                    ))
+                }),
+            ),
+        ];
+        let e = evaluate(&store.snapshot(), &testing::ctx(), &families);
+        assert_eq!(e.findings.len(), 1);
+        assert_eq!(e.findings[0].id, "nic_link_down");
+        assert_eq!(e.failures.len(), 1);
+        assert_eq!(e.failures[0].0, "broken");
+        assert!(
+            e.failures[0].1.contains("char boundary"),
+            "{:?}",
+            e.failures
+        );
+    }
 
     #[test]
     fn since_is_kept_while_active_and_reset_after() {

@@ -201,21 +201,22 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(store): State<Arc<Store>>) -> Result<&'static str, ApiError> {
-    let pending: Vec<&str> = store.read(|s| {
-        s.collectors
-            .iter()
-            .filter(|(_, c)| c.status == crate::store::Status::Pending)
-            .map(|(n, _)| *n)
+    // Each collector not ready yet, with its state (pending, hung, error and why).
+    let waiting: BTreeMap<&str, Value> = store.read(|s| {
+        s.not_ready()
+            .into_iter()
+            .map(|n| (n, json!(s.collectors[n].status)))
             .collect()
     });
-    if pending.is_empty() {
+    if waiting.is_empty() {
         Ok("ready\n")
     } else {
         Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not every collector has sampled yet",
         )
-        .with("pending", json!(pending)))
+        .with("pending", json!(waiting.keys().collect::<Vec<_>>()))
+        .with("collectors", json!(waiting)))
     }
 }
 
@@ -287,6 +288,7 @@ async fn snapshot(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<V
         let mut v = envelope(&s.node);
         v["ready"] = json!(s.ready());
         v["findings"] = json!(s.findings);
+        v["rules"] = json!(s.rules);
         v["collectors"] = s
             .collectors
             .iter()

@@ -30,6 +30,7 @@ pub fn render(
         1.0,
     );
     render_collectors(snap, &mut e);
+    render_rules(snap, &mut e);
     render_findings(snap, &mut e);
     for render in signals {
         render(snap, &mut e);
@@ -117,6 +118,21 @@ fn render_collectors(snap: &Snapshot, e: &mut Encoder) {
             "nodediag_collector_failures_total",
             &[("collector", name)],
             c.failures_total as f64,
+        );
+    }
+}
+
+fn render_rules(snap: &Snapshot, e: &mut Encoder) {
+    e.family(
+        "nodediag_rules_failures_total",
+        Kind::Counter,
+        "Evaluations in which a signal's rules failed (their findings were unknown); see /api/v1/snapshot for the error.",
+    );
+    for (name, r) in &snap.rules {
+        e.sample(
+            "nodediag_rules_failures_total",
+            &[("signal", name)],
+            r.failures_total as f64,
         );
     }
 }

@@ -49,6 +49,13 @@ pub fn summary_line(snap: &Snapshot) -> String {
     if !failing.is_empty() {
         return format!("UNKNOWN: could not sample {}", failing.join(", "));
     }
+    let unevaluated: Vec<&str> = snap.failed_rules().map(|(n, _)| n).collect();
+    if !unevaluated.is_empty() {
+        return format!(
+            "UNKNOWN: could not evaluate the rules of {}",
+            unevaluated.join(", ")
+        );
+    }
     let nothing_sampled =
         !snap.collectors.is_empty() && !snap.collectors.values().any(|c| c.is_ok());
     if nothing_sampled {
@@ -81,6 +88,13 @@ pub fn render<'a>(
     }
     for section in sections.clone() {
         (section.detail)(&mut out, snap, now);
+    }
+    let mut failed = snap.failed_rules().peekable();
+    if failed.peek().is_some() {
+        out.push_str("\nrules that failed (their findings are unknown):\n");
+        for (signal, error) in failed {
+            let _ = writeln!(out, "  {signal}: {error}");
+        }
     }
     out.push_str("\ncollectors:\n");
     let width = snap.collectors.keys().map(|n| n.len()).max().unwrap_or(0);

@@ -16,7 +16,7 @@ mod nic;
 mod pressure;
 
 use crate::collect::{self, Collector, Enabled};
-use crate::diagnose::{Finding, FindingDef, RuleContext, RuleSet};
+use crate::diagnose::{Evaluation, FindingDef, RuleContext, RuleSet};
 use crate::http::Route;
 use crate::metrics::encode::{Encoder, Format};
 use crate::report;
@@ -102,7 +102,8 @@ fn summary_of<S: Signal>(sample: &dyn AnySample) -> String {
 #[derive(Default)]
 pub struct Built {
     pub collectors: Vec<Enabled>,
-    pub rules: Vec<RuleSet>,
+    /// Each signal's rules, under its name.
+    pub rules: Vec<(&'static str, RuleSet)>,
 }
 
 impl Built {
@@ -114,7 +115,7 @@ impl Built {
                 interval: schedule.interval.unwrap_or(ctx.interval),
             });
         }
-        self.rules.push(S::rules(args));
+        self.rules.push((S::Sample::COLLECTOR, S::rules(args)));
     }
 }
 
@@ -164,7 +165,11 @@ pub fn finding_ids() -> impl Iterator<Item = &'static str> {
     SIGNALS.iter().flat_map(|s| s.findings.iter().map(|d| d.id))
 }
 
-pub fn evaluate(snap: &Snapshot, window: Duration, rules: &[RuleSet]) -> Vec<Finding> {
+pub fn evaluate(
+    snap: &Snapshot,
+    window: Duration,
+    rules: &[(&'static str, RuleSet)],
+) -> Evaluation {
     crate::diagnose::evaluate(snap, &RuleContext { window }, rules)
 }
 

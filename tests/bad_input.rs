@@ -1,0 +1,70 @@
+//! Files the agent reads but does not control, made hostile one at a time: the agent
+//! answers for everything else and says which file it could not read, never panics.
+
+mod common;
+
+use common::{fixture, sh, BIN};
+use std::path::Path;
+use std::process::Command;
+
+/// A copy of a fixture tree the test may damage.
+fn copy_of(tree: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    sh(
+        "cp",
+        &[
+            "-a",
+            &format!("{}/.", fixture(tree).display()),
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    dir
+}
+
+fn check(proc: &Path, sys: &Path, rootfs: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .arg("check")
+        .args(["--no-netlink", "--check.delay", "50ms", "--format", "json"])
+        .arg("--path.procfs")
+        .arg(proc)
+        .arg("--path.sysfs")
+        .arg(sys)
+        .arg("--path.rootfs")
+        .arg(rootfs)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn a_reservation_naming_its_container_in_multibyte_text_is_reported_not_fatal() {
+    let tree = fixture("netns/cni");
+    let rootfs = copy_of("netns/cni/rootfs");
+    let reservation = rootfs.path().join("var/lib/cni/networks/cbr0/10.244.1.3");
+    std::fs::write(&reservation, "é容器ä…containerd-sandbox\neth0\n").unwrap();
+    let (code, out) = check(
+        &tree.join("proc"),
+        &tree.join("sys"),
+        rootfs.path(),
+        &["--finding", "cni_ipam_exhausted"],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let cbr0 = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["subject"] == "cbr0")
+        .unwrap_or_else(|| panic!("no cbr0 finding: {v:#}"));
+    assert_eq!(cbr0["evidence"]["allocated"], 12);
+    assert_eq!(cbr0["evidence"]["stale_reservations"], 11, "{cbr0:#}");
+    assert_eq!(
+        cbr0["evidence"]["stale_examples"][0], "10.244.1.3 (é容器ä…contain)",
+        "the id is cut on a character boundary"
+    );
+    assert_eq!(v["rules"]["netns"]["failures_total"], 0, "{v:#}");
+}
