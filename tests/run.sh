@@ -20,7 +20,15 @@ declare -A packages=(
   [mkfs.ext4]=e2fsprogs
   [python3]=python3       # manifest and dashboard checks
   [shellcheck]=shellcheck # lints the deployment scripts
+  [containerd]=containerd # the real-node test's container runtime (with ctr)
+  [runc]=runc
+  [sha256sum]=coreutils   # deploy/oci-archive.sh
 )
+# The real-node test's CNI plugins and its images' only binary (statically linked).
+[ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] ||
+  packages[/usr/lib/cni/bridge]=containernetworking-plugins
+ldd /bin/busybox 2>&1 | grep -q "not a dynamic executable" ||
+  packages[/bin/busybox-static]=busybox-static
 missing=()
 for tool in "${!packages[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${packages[$tool]}")

@@ -114,7 +114,7 @@ FAMILY_ALERTS = {
     "NodediagCPUThrottling", "NodediagNIC", "NodediagNodePressure",
 }
 OTHER_ALERTS = {"NodediagCollectorFailing", "NodediagCollectorStale", "NodediagDown"}
-CAPS = {"NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH", "SYSLOG"}
+CAPS = {"NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "SYSLOG"}
 FSYNC_DIRS = {"/var/lib/etcd", "/var/lib/kubelet", "/var/lib/containerd"}
 NPD_CONDITIONS = {
     "ConntrackFull": {"conntrack_table_full", "conntrack_drops"},
@@ -510,22 +510,33 @@ def dockerfile():
     froms = [l.split()[1] for l in lines if l.upper().startswith("FROM ")]
 
     def stages():
-        assert froms and froms[0] == "rust:1-bookworm", froms
-        assert froms[-1].startswith("gcr.io/distroless/cc-debian12"), froms
-    check("Dockerfile builds on rust:1-bookworm and ships on distroless cc-debian12", stages)
+        assert froms and froms[0].startswith("rust:1-bookworm"), froms
+        assert froms[-1] == "scratch", froms
+    check("Dockerfile builds on rust:1-bookworm and ships FROM scratch", stages)
 
     def build():
         text = " ".join(lines)
         assert re.search(r"cargo build --release --locked", text), "no `cargo build --release --locked`"
-    check("Dockerfile runs cargo build --release --locked", build)
+        # The same layout as deploy/build-image.sh: both lay the files out with
+        # stage-rootfs.sh, so comparing the file lists means checking this call.
+        assert re.search(r"deploy/stage-rootfs\.sh target/release/nodediag /rootfs", text), \
+            "the build stage does not lay out /rootfs with deploy/stage-rootfs.sh"
+    check("Dockerfile runs cargo build --release --locked and deploy/stage-rootfs.sh", build)
 
     def entry():
         assert 'ENTRYPOINT ["/nodediag"]' in lines, "ENTRYPOINT"
         assert 'CMD ["serve"]' in lines, "CMD"
         final = lines[max(i for i, l in enumerate(lines) if l.upper().startswith("FROM ")):]
-        copies = [l for l in final if l.upper().startswith(("COPY", "ADD"))]
-        assert len(copies) == 1 and copies[0].endswith(" /nodediag"), copies
-    check("final stage copies only /nodediag, ENTRYPOINT /nodediag, CMD serve", entry)
+        copies = [l for l in final if l.upper().startswith(("COPY", "ADD", "RUN"))]
+        assert copies == ["COPY --from=build /rootfs/ /"], copies
+        with open(f"{root}/deploy/build-image.sh", encoding="utf-8") as f:
+            script = f.read()
+        for key, value in (("User", "\"65532:65532\""), ("Entrypoint", '["/nodediag"]'),
+                           ("Cmd", '["serve"]'), ("ExposedPorts", '{"10360/tcp": {}}')):
+            assert f'"{key}": {value}' in script, f"build-image.sh {key} is not {value}"
+        for want in ("USER 65532:65532", "EXPOSE 10360"):
+            assert want in final, f"final stage lacks {want}"
+    check("final stage copies only the staged /rootfs; run config as build-image.sh's", entry)
 
     def ignore():
         with open(f"{root}/.dockerignore", encoding="utf-8") as f:
@@ -601,7 +612,8 @@ py_section dockerfile
 echo "== scripts"
 if command -v shellcheck >/dev/null; then
   check "shellcheck on the deploy scripts" \
-    shellcheck deploy/kubernetes/gen-prometheusrule.sh tests/deploy/validate.sh
+    shellcheck deploy/kubernetes/gen-prometheusrule.sh tests/deploy/validate.sh \
+      deploy/build-image.sh deploy/stage-rootfs.sh deploy/oci-archive.sh
 else
   echo "SKIP shellcheck: not installed"
 fi
