@@ -7,7 +7,7 @@ use super::kubelet::{ContainerSpec, HostPath, PodSpec, Security, VolumeMount};
 use super::node::{repo_root, run};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use serde_yaml::Value;
+use yaml_serde::Value;
 use std::collections::HashMap;
 use std::process::Command;
 
@@ -21,7 +21,7 @@ pub fn render() -> Result<AgentManifest> {
     let text = run(Command::new("kubectl")
         .arg("kustomize")
         .arg(repo_root().join("deploy/kubernetes")))?;
-    let ds = serde_yaml::Deserializer::from_str(&text)
+    let ds = yaml_serde::Deserializer::from_str(&text)
         .filter_map(|d| Value::deserialize(d).ok())
         .find(|v| v["kind"] == "DaemonSet")
         .context("no DaemonSet in the rendered manifests")?;
