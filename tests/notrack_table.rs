@@ -7,6 +7,7 @@
 mod common;
 
 use common::conntrack::{have, ConntrackMax, Netns};
+use common::veth::Pod;
 use common::{in_netns, skip};
 use nodediag::kernel::nft_notrack::{self, Hook, PortSide};
 use serde_json::Value;
@@ -221,43 +222,52 @@ fn tcp_entries_to(ns: &Netns, port: u16) -> usize {
 }
 
 #[test]
-fn a_loopback_connection_to_an_exempt_port_leaves_no_conntrack_entry() {
+fn connections_to_an_exempt_port_leave_no_conntrack_entry() {
     if !tools_present() {
         return;
     }
-    let Some(ns) = Netns::new("notrack-lo") else {
+    let Some(node) = Netns::new("notrack-lo") else {
         return;
     };
-    track_everything(&ns);
-    let (exempt4, port4) = listen(&ns, "127.0.0.1:0");
-    let (tracked, tracked_port) = listen(&ns, "127.0.0.1:0");
-    // The same port on IPv6 loopback: the inet table covers both families.
-    let exempt6 = in_netns(&ns.0, move || {
-        TcpListener::bind(("::1", port4)).expect("bind ::1")
-    });
-    serve(exempt4);
+    let Some(pod) = Pod::attach(&node, "notrack-lo-pod", 0) else {
+        return;
+    };
+    track_everything(&node);
+    // Dual-stack listeners: IPv4 arrives v4-mapped; the inet table covers both.
+    let (exempt, port) = listen(&node, "[::]:0");
+    let (tracked, tracked_port) = listen(&node, "[::]:0");
+    serve(exempt);
     serve(tracked);
-    serve(exempt6);
-    let ports: &'static [u16] = Box::leak(vec![port4].into_boxed_slice());
-    on(&ns, ports).unwrap();
+    let ports: &'static [u16] = Box::leak(vec![port].into_boxed_slice());
+    on(&node, ports).unwrap();
 
     let t = Duration::from_secs(2);
+    let lo4: SocketAddr = ([127, 0, 0, 1], port).into();
+    let lo6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    let remote4 = SocketAddr::new(pod.gateway_v4.into(), port);
+    let remote6 = SocketAddr::new(pod.gateway_v6.into(), port);
+    for to in [lo4, lo6] {
+        assert_eq!(fetch(&node, to, t).unwrap(), "ok", "{to}");
+    }
+    // From another namespace through a veth: the SYN enters the node's prerouting.
+    for to in [remote4, remote6] {
+        assert_eq!(fetch(&pod.ns, to, t).unwrap(), "ok", "{to}");
+    }
     assert_eq!(
-        fetch(&ns, ([127, 0, 0, 1], tracked_port).into(), t).unwrap(),
+        fetch(&node, ([127, 0, 0, 1], tracked_port).into(), t).unwrap(),
         "ok"
     );
-    assert_eq!(fetch(&ns, ([127, 0, 0, 1], port4).into(), t).unwrap(), "ok");
-    let v6: SocketAddr = format!("[::1]:{port4}").parse().unwrap();
-    assert_eq!(fetch(&ns, v6, t).unwrap(), "ok");
+    let tracked_remote = SocketAddr::new(pod.gateway_v4.into(), tracked_port);
+    assert_eq!(fetch(&pod.ns, tracked_remote, t).unwrap(), "ok");
     assert_eq!(
-        tcp_entries_to(&ns, tracked_port),
-        1,
-        "TCP is tracked in this namespace, so the test can tell"
+        tcp_entries_to(&node, tracked_port),
+        2,
+        "TCP is tracked in this namespace (loopback and remote), so the test can tell"
     );
     assert_eq!(
-        tcp_entries_to(&ns, port4),
+        tcp_entries_to(&node, port),
         0,
-        "the exempt port's connections (IPv4 and IPv6) left no entry"
+        "the exempt port's connections (loopback and remote, IPv4 and IPv6) left no entry"
     );
 }
 
@@ -266,37 +276,45 @@ fn with_the_table_full_only_the_exempt_port_takes_new_connections() {
     if !tools_present() {
         return;
     }
-    let Some(ns) = Netns::new("notrack-full") else {
+    let Some(node) = Netns::new("notrack-full") else {
         return;
     };
-    track_everything(&ns);
-    let (exempt, exempt_port) = listen(&ns, "127.0.0.1:0");
-    let (tracked, tracked_port) = listen(&ns, "127.0.0.1:0");
+    let Some(pod) = Pod::attach(&node, "notrack-full-pod", 0) else {
+        return;
+    };
+    track_everything(&node);
+    let (exempt, exempt_port) = listen(&node, "0.0.0.0:0");
+    let (tracked, tracked_port) = listen(&node, "0.0.0.0:0");
     serve(exempt);
     serve(tracked);
     let ports: &'static [u16] = Box::leak(vec![exempt_port].into_boxed_slice());
-    on(&ns, ports).unwrap();
+    on(&node, ports).unwrap();
 
     let _max = ConntrackMax::set(64);
     // 100 UDP flows to closed ports: the first 64 fill the table (unreplied UDP stays
     // 30 s), the rest are dropped.
-    ns.send_udp_flows(100);
-    let count = in_netns(&ns.0, || {
-        std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count").unwrap()
-    });
-    assert_eq!(count.trim(), "64", "the namespace's table is full");
+    node.send_udp_flows(100);
+    let count = || {
+        in_netns(&node.0, || {
+            std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count").unwrap()
+        })
+    };
+    assert_eq!(count().trim(), "64", "the namespace's table is full");
 
     let t = Duration::from_secs(2);
+    let gateway = pod.gateway_v4;
     for _ in 0..3 {
-        assert_eq!(
-            fetch(&ns, ([127, 0, 0, 1], exempt_port).into(), t).expect("exempt port"),
-            "ok"
-        );
+        let lo = fetch(&node, ([127, 0, 0, 1], exempt_port).into(), t);
+        assert_eq!(lo.expect("exempt port over loopback"), "ok");
+        let remote = fetch(&pod.ns, SocketAddr::new(gateway.into(), exempt_port), t);
+        assert_eq!(remote.expect("exempt port from the pod"), "ok");
     }
-    let refused = fetch(&ns, ([127, 0, 0, 1], tracked_port).into(), t);
+    let lo = fetch(&node, ([127, 0, 0, 1], tracked_port).into(), t);
+    let remote = fetch(&pod.ns, SocketAddr::new(gateway.into(), tracked_port), t);
     assert!(
-        refused.is_err(),
-        "a tracked port must not take a new connection while the table is full: {refused:?}"
+        lo.is_err() && remote.is_err(),
+        "a tracked port must not take a new connection while the table is full: {lo:?} {remote:?}"
     );
-    eprintln!("tracked port while full: {refused:?}");
+    assert_eq!(count().trim(), "64", "still full throughout");
+    eprintln!("tracked port while full: loopback {lo:?}, from the pod {remote:?}");
 }

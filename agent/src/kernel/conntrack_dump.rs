@@ -227,7 +227,10 @@ pub fn dump(
                 summary.cut = Some(DumpCut::MaxEntries);
                 return ControlFlow::Break(());
             }
-            if summary.entries % DEADLINE_CHECK_EVERY == 0 && Instant::now() >= budget.deadline {
+            // The first message, then every so many: a deadline already past
+            // stops the dump after one entry, not after a batch of them.
+            let seen = summary.entries + summary.skipped;
+            if seen % DEADLINE_CHECK_EVERY == 1 && Instant::now() >= budget.deadline {
                 summary.cut = Some(DumpCut::Deadline);
                 return ControlFlow::Break(());
             }
