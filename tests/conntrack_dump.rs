@@ -249,3 +249,16 @@ fn an_empty_table_dumps_nothing() {
     assert!(entries.is_empty());
     assert_eq!(summary.cut, None);
 }
+
+#[test]
+fn without_cap_net_admin_the_dump_is_permission_denied() {
+    let Some(ns) = Netns::new("ctd-nocap") else {
+        return;
+    };
+    let got = in_netns(&ns.0, || {
+        common::caps::drop_from_this_thread(common::caps::CAP_NET_ADMIN);
+        conntrack_dump::dump(DumpFamily::All, unlimited(), |_| {})
+    });
+    let err = got.expect_err("ctnetlink needs CAP_NET_ADMIN");
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+}

@@ -163,10 +163,10 @@ fn install_shows_in_nft_replaces_without_duplicates_and_remove_leaves_nothing() 
         .iter()
         .any(|r| r.side == PortSide::Sport && r.port == 8080 && r.handle.is_some()));
 
-    in_netns(&ns.0, || nft_notrack::remove()).unwrap();
+    in_netns(&ns.0, nft_notrack::remove).unwrap();
     assert!(nft_list(&ns).is_none(), "remove leaves no table");
     assert!(in_netns(&ns.0, || nft_notrack::status().unwrap()).is_none());
-    in_netns(&ns.0, || nft_notrack::remove()).expect("removing twice is fine");
+    in_netns(&ns.0, nft_notrack::remove).expect("removing twice is fine");
     let other_after = ns.exec(&["nft", "-j", "list", "table", "inet", "ndnt_other"]);
     assert_eq!(other_before, other_after, "another table was touched");
 }
@@ -317,4 +317,30 @@ fn with_the_table_full_only_the_exempt_port_takes_new_connections() {
     );
     assert_eq!(count().trim(), "64", "still full throughout");
     eprintln!("tracked port while full: loopback {lo:?}, from the pod {remote:?}");
+}
+
+#[test]
+fn without_cap_net_admin_install_and_status_say_so_with_the_hint() {
+    if !tools_present() {
+        return;
+    }
+    let Some(ns) = Netns::new("notrack-nocap") else {
+        return;
+    };
+    let (install, status) = in_netns(&ns.0, || {
+        common::caps::drop_from_this_thread(common::caps::CAP_NET_ADMIN);
+        (nft_notrack::install(&[10360]), nft_notrack::status())
+    });
+    let err = install.expect_err("install needs CAP_NET_ADMIN");
+    assert!(
+        matches!(err, nft_notrack::NotrackError::PermissionDenied(_)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("CAP_NET_ADMIN"), "{err}");
+    assert!(err.hint().contains("add NET_ADMIN"), "{}", err.hint());
+    assert!(matches!(
+        status,
+        Err(nft_notrack::NotrackError::PermissionDenied(_))
+    ));
+    assert!(nft_list(&ns).is_none(), "nothing was installed");
 }

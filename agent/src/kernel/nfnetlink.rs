@@ -139,7 +139,7 @@ mod tests {
     fn a_batch_is_framed_by_begin_and_end_with_acks_on_each_message() {
         let msgs = vec![
             BatchMessage {
-                kind: (10 << 8) | 0,
+                kind: 10 << 8, // NFT_MSG_NEWTABLE
                 flags: 0x400,
                 payload: vec![1, 0, 0, 0],
             },
@@ -159,7 +159,7 @@ mod tests {
             &[0, 0, 0, 10],
             "res_id is the subsystem, big-endian"
         );
-        assert_eq!(got[1].kind, (10 << 8) | 0);
+        assert_eq!(got[1].kind, 10 << 8);
         assert_eq!(got[1].flags, 0x400 | NLM_F_REQUEST | NLM_F_ACK);
         assert_eq!(
             got[2].payload,

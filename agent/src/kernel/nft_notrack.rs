@@ -193,7 +193,7 @@ impl NotrackError {
     pub fn hint(&self) -> &'static str {
         match self {
             NotrackError::PermissionDenied(_) => {
-                "give the agent CAP_NET_ADMIN in the host network namespace, or set --web.notrack=false"
+                "run with CAP_NET_ADMIN in the host network namespace (securityContext capabilities add NET_ADMIN)"
             }
             NotrackError::Unavailable { hint, .. } => hint,
             NotrackError::Other { .. } => "",
