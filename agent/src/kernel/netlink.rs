@@ -333,4 +333,68 @@ mod tests {
         buf.extend_from_slice(&[200, 0, 1, 0]);
         assert_eq!(attrs(&buf).count(), 1);
     }
+
+    #[test]
+    fn messages_round_trip_and_a_bad_length_ends_the_walk() {
+        let mut buf = Vec::new();
+        push_message(&mut buf, 0x10, NLM_F_REQUEST, 7, &[1, 2, 3]);
+        push_message(&mut buf, 0x11, 0, 8, &[]);
+        let got: Vec<(u16, u16, u32, Vec<u8>)> = messages(&buf)
+            .map(|m| m.map(|m| (m.kind, m.flags, m.seq, m.payload.to_vec())))
+            .collect::<io::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (0x10, NLM_F_REQUEST, 7, vec![1, 2, 3]),
+                (0x11, 0, 8, vec![])
+            ]
+        );
+        buf[0] = 200; // the first message now claims more bytes than there are
+        let mut walk = messages(&buf);
+        assert!(walk.next().unwrap().is_err());
+        assert!(walk.next().is_none());
+    }
+
+    #[test]
+    fn nested_attributes_carry_their_length_and_flag() {
+        let mut buf = Vec::new();
+        push_nested(&mut buf, 4, |inner| {
+            push_attr(inner, 1, &[9, 9]);
+            push_attr(inner, 2, b"x\0");
+        });
+        assert_eq!(u16::from_ne_bytes([buf[2], buf[3]]), 4 | NLA_F_NESTED);
+        let (kind, payload) = attrs(&buf).next().unwrap();
+        assert_eq!(kind, 4);
+        let inner: Vec<u16> = attrs(payload).map(|(k, _)| k).collect();
+        assert_eq!(inner, vec![1, 2]);
+        assert_eq!(error_code(&(-1i32).to_ne_bytes()).unwrap(), 1);
+        assert!(error_code(&[0, 0]).is_err());
+    }
+
+    #[test]
+    fn a_dump_stopped_early_leaves_the_socket_refusing_requests() {
+        const RTM_GETLINK: u16 = 18;
+        let mut sock = NetlinkSocket::open(NETLINK_ROUTE).unwrap();
+        let request = [0u8; 16]; // struct ifinfomsg, all families
+        let mut seen = 0;
+        let flow = sock
+            .request_each(RTM_GETLINK, NLM_F_DUMP, &request, |_, _| {
+                seen += 1;
+                ControlFlow::Break(())
+            })
+            .unwrap();
+        assert!(flow.is_break());
+        assert_eq!(seen, 1, "nothing handed over after the stop");
+        let Err(err) = sock.request(RTM_GETLINK, NLM_F_DUMP, &request) else {
+            panic!("a socket with an interrupted dump must refuse another request");
+        };
+        assert!(err.to_string().contains("interrupted dump"), "{err}");
+        // A fresh socket dumps the whole list, loopback at least.
+        let mut fresh = NetlinkSocket::open(NETLINK_ROUTE).unwrap();
+        assert!(!fresh
+            .request(RTM_GETLINK, NLM_F_DUMP, &request)
+            .unwrap()
+            .is_empty());
+    }
 }
