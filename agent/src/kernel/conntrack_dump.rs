@@ -361,8 +361,9 @@ fn parse_tcp_state(protoinfo: &[u8]) -> Option<TcpState> {
     Some(TcpState::from_u8(*state.first()?))
 }
 
-/// Builds the payload of an IPCTNL_MSG_CT_NEW message as the kernel sends it; for
-/// tests here and in the aggregation module.
+/// Builds the payload of an IPCTNL_MSG_CT_NEW message as the kernel sends it in a
+/// dump, which is also what it takes to create an entry: for the parser's tests and
+/// the bench's table filler (examples/conntrack_fill.rs).
 #[doc(hidden)]
 pub fn encode_entry(e: &ConntrackEntry) -> Vec<u8> {
     let family = match e.original.src {

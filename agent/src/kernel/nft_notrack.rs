@@ -362,8 +362,8 @@ fn remove_batch() -> Vec<BatchMessage> {
     ]
 }
 
-/// The whole transaction of `install`, exposed for tests of its encoding.
-pub fn install_batch(ports: &[u16]) -> Vec<BatchMessage> {
+/// The whole transaction of `install`.
+fn install_batch(ports: &[u16]) -> Vec<BatchMessage> {
     let mut ports = ports.to_vec();
     ports.sort_unstable();
     ports.dedup();
