@@ -44,21 +44,33 @@ fn nft_list(ns: &Netns) -> Option<(Vec<Value>, Vec<Value>)> {
     Some((of("chain"), of("rule")))
 }
 
-/// (chain, "dport"|"sport", port) of each rule nft shows, checking its shape.
-fn rule_summary(rules: &[Value]) -> Vec<(String, String, u64)> {
-    let mut out: Vec<(String, String, u64)> = rules
+/// (chain, "dport"|"sport", port, to a local address only) of each rule nft shows,
+/// checking its shape: `tcp dport|sport PORT [fib daddr type local] notrack`.
+fn rule_summary(rules: &[Value]) -> Vec<(String, String, u64, bool)> {
+    let mut out: Vec<(String, String, u64, bool)> = rules
         .iter()
         .map(|r| {
             let expr = r["expr"].as_array().expect("expr");
-            assert_eq!(expr.len(), 2, "match and notrack: {r}");
-            assert!(expr[1].get("notrack").is_some(), "{r}");
+            assert!(expr.last().unwrap().get("notrack").is_some(), "{r}");
             let m = &expr[0]["match"];
             assert_eq!(m["op"], "==", "{r}");
             assert_eq!(m["left"]["payload"]["protocol"], "tcp", "{r}");
+            let local_only = match expr.len() {
+                2 => false,
+                3 => {
+                    let fib = &expr[1]["match"];
+                    assert_eq!(fib["left"]["fib"]["result"], "type", "{r}");
+                    assert_eq!(fib["left"]["fib"]["flags"][0], "daddr", "{r}");
+                    assert_eq!(fib["right"], "local", "{r}");
+                    true
+                }
+                _ => panic!("unexpected rule shape: {r}"),
+            };
             (
                 r["chain"].as_str().unwrap().to_string(),
                 m["left"]["payload"]["field"].as_str().unwrap().to_string(),
                 m["right"].as_u64().expect("port"),
+                local_only,
             )
         })
         .collect();
@@ -126,11 +138,13 @@ fn install_shows_in_nft_replaces_without_duplicates_and_remove_leaves_nothing() 
     );
     let expected = |ports: &[u64]| {
         let mut v = Vec::new();
-        for chain in ["notrack_output", "notrack_prerouting"] {
-            for side in ["dport", "sport"] {
-                for p in ports {
-                    v.push((chain.to_string(), side.to_string(), *p));
-                }
+        for p in ports {
+            for (chain, side, local_only) in [
+                ("notrack_prerouting", "dport", true),
+                ("notrack_output", "dport", true),
+                ("notrack_output", "sport", false),
+            ] {
+                v.push((chain.to_string(), side.to_string(), *p, local_only));
             }
         }
         v.sort();
@@ -152,7 +166,7 @@ fn install_shows_in_nft_replaces_without_duplicates_and_remove_leaves_nothing() 
     );
     let status = in_netns(&ns.0, || nft_notrack::status().unwrap()).expect("installed");
     assert_eq!(status.exempt_ports(), vec![8080, 10360]);
-    assert_eq!(status.rules.len(), 8);
+    assert_eq!(status.rules.len(), 6);
     assert_eq!(status.other_rules, 0);
     assert!(status
         .chains
@@ -343,4 +357,55 @@ fn without_cap_net_admin_install_and_status_say_so_with_the_hint() {
         Err(nft_notrack::NotrackError::PermissionDenied(_))
     ));
     assert!(nft_list(&ns).is_none(), "nothing was installed");
+}
+
+/// A pod's connection that the node forwards (and here masquerades) to a server on
+/// the exempt port elsewhere must stay tracked: the exemption is for traffic to the
+/// node itself. Without `fib daddr type local` the SYN would go untracked, skip the
+/// masquerade and reach the server from the pod's own address, and the server's
+/// answers would skip the reverse translation.
+#[test]
+fn traffic_the_node_forwards_to_the_same_port_elsewhere_keeps_its_nat() {
+    if !tools_present() {
+        return;
+    }
+    let Some(node) = Netns::new("notrack-fwd") else {
+        return;
+    };
+    let (Some(client), Some(server)) = (
+        Pod::attach(&node, "notrack-fwd-c", 0),
+        Pod::attach(&node, "notrack-fwd-s", 1),
+    ) else {
+        return;
+    };
+    node.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    for pod in [&client, &server] {
+        let gw = pod.gateway_v4.to_string();
+        pod.ns.exec(&["ip", "route", "add", "default", "via", &gw]);
+    }
+    node.exec(&["nft", "add", "table", "ip", "ndnt_nat"]);
+    node.exec(&[
+        "nft",
+        "add chain ip ndnt_nat post { type nat hook postrouting priority 100 ; }",
+    ]);
+    node.exec(&["nft", "add rule ip ndnt_nat post oifname vpod1 masquerade"]);
+
+    let listener = in_netns(&server.ns.0, || TcpListener::bind("0.0.0.0:0").unwrap());
+    let port = listener.local_addr().unwrap().port();
+    let ports: &'static [u16] = Box::leak(vec![port].into_boxed_slice());
+    on(&node, ports).unwrap();
+    let peer = std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept().expect("accept");
+        s.write_all(b"ok").unwrap();
+        peer
+    });
+    let to = SocketAddr::new(server.v4.into(), port);
+    assert_eq!(fetch(&client.ns, to, Duration::from_secs(2)).unwrap(), "ok");
+    let peer = peer.join().unwrap();
+    assert_eq!(
+        peer.ip(),
+        std::net::IpAddr::from(server.gateway_v4),
+        "masqueraded to the node's address on the server's side, so tracked"
+    );
+    assert_eq!(tcp_entries_to(&node, port), 1);
 }

@@ -4,10 +4,21 @@
 //!
 //! Only that table is ever touched: kube-proxy's and the CNI's tables are left alone.
 //! Two base chains of type filter sit at raw priority (-300, before conntrack at
-//! -200) on prerouting and output, each with `tcp dport PORT notrack` and
-//! `tcp sport PORT notrack`: a remote client's SYN enters through prerouting and the
-//! answers leave through output; a loopback client's packets pass output and then
-//! prerouting in both directions.
+//! -200), with three rules per port:
+//!
+//! - prerouting: `tcp dport PORT fib daddr type local notrack`, a remote client's
+//!   packets (a pod's too) to the node itself;
+//! - output: the same, a loopback client's packets (output is where conntrack would
+//!   first see them);
+//! - output: `tcp sport PORT notrack`, the agent's answers, which conntrack would
+//!   otherwise pick up mid-stream (`nf_conntrack_tcp_loose`) as new entries.
+//!
+//! `fib daddr type local` keeps the exemption to traffic for this host: without it,
+//! pod traffic the node forwards or NATs to the same port elsewhere (another host's
+//! service on that port, a ClusterIP on it) would lose its conntrack entry and with it
+//! its NAT. The price: a connection to the agent cannot be NATed on this node either
+//! (a ClusterIP or NodePort Service in front of it), since its answers are untracked;
+//! reach it at the node's address, as the headless Service and the ServiceMonitor do.
 //!
 //! Spoken over nfnetlink directly (see `nfnetlink`), so the agent needs no `nft`
 //! binary or libnftnl at run time. Runs in the calling thread's network namespace.
@@ -62,6 +73,12 @@ const NFTA_PAYLOAD_OFFSET: u16 = 3;
 const NFTA_PAYLOAD_LEN: u16 = 4;
 const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 const NFT_REG_1: u32 = 1;
+const NFTA_FIB_DREG: u16 = 1;
+const NFTA_FIB_RESULT: u16 = 2;
+const NFTA_FIB_FLAGS: u16 = 3;
+const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+const NFTA_FIB_F_DADDR: u32 = 1 << 1;
+const RTN_LOCAL: u32 = 2;
 const NF_ACCEPT: u32 = 1;
 const IPPROTO_TCP: u8 = 6;
 /// nft's user-data TLV type for a table comment (libnftnl NFTNL_UDATA_TABLE_COMMENT).
@@ -108,6 +125,13 @@ pub enum PortSide {
     Sport,
 }
 
+/// The rules installed for each port: (hook, port side, only to a local address).
+const RULES: [(Hook, PortSide, bool); 3] = [
+    (Hook::Prerouting, PortSide::Dport, true),
+    (Hook::Output, PortSide::Dport, true),
+    (Hook::Output, PortSide::Sport, false),
+];
+
 impl PortSide {
     fn offset(self) -> u32 {
         match self {
@@ -126,12 +150,15 @@ pub struct ChainStatus {
     pub chain_type: Option<String>,
 }
 
-/// One `tcp dport|sport PORT notrack` rule read back from the kernel.
+/// One `tcp dport|sport PORT [fib daddr type local] notrack` rule read back from the
+/// kernel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NotrackRule {
     pub chain: String,
     pub side: PortSide,
     pub port: u16,
+    /// With `fib daddr type local`: only packets addressed to this host.
+    pub to_local_only: bool,
     pub handle: Option<u64>,
 }
 
@@ -145,24 +172,25 @@ pub struct TableStatus {
 }
 
 impl TableStatus {
-    /// The ports exempt in both directions on both hooks, i.e. fully in effect.
+    /// The ports with every rule in place, in chains at raw priority: fully exempt.
     pub fn exempt_ports(&self) -> Vec<u16> {
         let mut ports: Vec<u16> = self.rules.iter().map(|r| r.port).collect();
         ports.sort_unstable();
         ports.dedup();
         ports.retain(|&port| {
-            Hook::ALL.iter().all(|hook| {
+            RULES.iter().all(|&(hook, side, to_local_only)| {
                 let chain_ok = self.chains.iter().any(|c| {
                     c.name == hook.chain_name()
-                        && c.hook == Some(*hook)
+                        && c.hook == Some(hook)
                         && c.priority == Some(RAW_PRIORITY)
                 });
-                let has = |side| {
-                    self.rules
-                        .iter()
-                        .any(|r| r.chain == hook.chain_name() && r.side == side && r.port == port)
-                };
-                chain_ok && has(PortSide::Dport) && has(PortSide::Sport)
+                chain_ok
+                    && self.rules.iter().any(|r| {
+                        r.chain == hook.chain_name()
+                            && r.side == side
+                            && r.port == port
+                            && r.to_local_only == to_local_only
+                    })
             })
         });
         ports
@@ -202,7 +230,8 @@ impl NotrackError {
 }
 
 const NO_NFNETLINK: &str = "load nfnetlink and nf_tables: modprobe nf_tables";
-const NO_NFT_CT: &str = "load the notrack expression: modprobe nft_ct";
+const NO_EXPRESSION: &str =
+    "load the modules of the notrack and fib expressions: modprobe nft_ct nft_fib_inet";
 
 /// Replaces the table with one exempting `ports`, in one transaction: the kernel
 /// first ensures the table exists, deletes it with everything in it, then creates it
@@ -300,11 +329,12 @@ fn batch_error(e: BatchError, batch: &[BatchMessage], doing: &str) -> NotrackErr
                 source: e.source,
             }
         }
-        // A rule naming an expression this kernel lacks (notrack lives in nft_ct).
+        // A rule naming an expression this kernel lacks (notrack lives in nft_ct,
+        // fib in nft_fib_inet).
         (Some(NFT_MSG_NEWRULE), Some(libc::ENOENT | libc::EOPNOTSUPP)) => {
             NotrackError::Unavailable {
-                what: "the nftables notrack expression",
-                hint: NO_NFT_CT,
+                what: "the nftables notrack or fib expression",
+                hint: NO_EXPRESSION,
                 source: e.source,
             }
         }
@@ -385,20 +415,20 @@ fn install_batch(ports: &[u16]) -> Vec<BatchMessage> {
             payload: p,
         });
     }
-    for hook in Hook::ALL {
+    for (hook, side, to_local_only) in RULES {
         for &port in &ports {
-            for side in [PortSide::Dport, PortSide::Sport] {
-                batch.push(rule_message(hook.chain_name(), side, port));
-            }
+            batch.push(rule_message(hook.chain_name(), side, port, to_local_only));
         }
     }
     batch
 }
 
-/// `tcp dport|sport PORT notrack`, as nft encodes it for an inet table: meta l4proto
-/// into reg 1, compare with 6, the port's two bytes of the transport header into
-/// reg 1, compare, notrack.
-fn rule_message(chain: &str, side: PortSide, port: u16) -> BatchMessage {
+/// `tcp dport|sport PORT [fib daddr type local] notrack`, as nft encodes it for an
+/// inet table: meta l4proto into reg 1, compare with 6, the port's two bytes of the
+/// transport header into reg 1, compare, [the route type of the destination address
+/// into reg 1, compare with RTN_LOCAL,] notrack. The cheap port match comes first, so
+/// only packets of the port pay for the route look-up.
+fn rule_message(chain: &str, side: PortSide, port: u16, to_local_only: bool) -> BatchMessage {
     let mut p = header();
     netlink::push_attr(&mut p, NFTA_RULE_TABLE, &cstr(TABLE));
     netlink::push_attr(&mut p, NFTA_RULE_CHAIN, &cstr(chain));
@@ -416,6 +446,16 @@ fn rule_message(chain: &str, side: PortSide, port: u16) -> BatchMessage {
             netlink::push_attr(d, NFTA_PAYLOAD_LEN, &2u32.to_be_bytes());
         });
         expr(list, "cmp", |d| cmp_eq(d, &port.to_be_bytes()));
+        if to_local_only {
+            expr(list, "fib", |d| {
+                netlink::push_attr(d, NFTA_FIB_DREG, &NFT_REG_1.to_be_bytes());
+                let result = NFT_FIB_RESULT_ADDRTYPE.to_be_bytes();
+                netlink::push_attr(d, NFTA_FIB_RESULT, &result);
+                netlink::push_attr(d, NFTA_FIB_FLAGS, &NFTA_FIB_F_DADDR.to_be_bytes());
+            });
+            // A register holds the route type in host byte order.
+            expr(list, "cmp", |d| cmp_eq(d, &RTN_LOCAL.to_ne_bytes()));
+        }
         expr(list, "notrack", |_| {});
     });
     BatchMessage {
@@ -546,19 +586,21 @@ fn parse_rule(payload: &[u8]) -> Option<ParsedRule> {
         return None;
     }
     Some(match match_notrack(&exprs) {
-        Some((side, port)) => ParsedRule::Ours(NotrackRule {
+        Some((side, port, to_local_only)) => ParsedRule::Ours(NotrackRule {
             chain,
             side,
             port,
+            to_local_only,
             handle,
         }),
         None => ParsedRule::Other,
     })
 }
 
-fn match_notrack(exprs: &[Expr]) -> Option<(PortSide, u16)> {
-    let [meta, proto, payload, port, notrack] = exprs else {
-        return None;
+fn match_notrack(exprs: &[Expr]) -> Option<(PortSide, u16, bool)> {
+    let (meta, proto, payload, port, rest) = match exprs {
+        [meta, proto, payload, port, rest @ ..] => (meta, proto, payload, port, rest),
+        _ => return None,
     };
     let is_l4proto = meta.name == "meta"
         && meta.u32(NFTA_META_KEY)? == NFT_META_L4PROTO
@@ -579,7 +621,19 @@ fn match_notrack(exprs: &[Expr]) -> Option<(PortSide, u16)> {
         _ => return None,
     };
     let port = u16::from_be_bytes(port.cmp_eq_value()?.try_into().ok()?);
-    (notrack.name == "notrack").then_some((side, port))
+    let (to_local_only, notrack) = match rest {
+        [notrack] => (false, notrack),
+        [fib, local, notrack] => {
+            let is_local = fib.name == "fib"
+                && fib.u32(NFTA_FIB_DREG)? == NFT_REG_1
+                && fib.u32(NFTA_FIB_RESULT)? == NFT_FIB_RESULT_ADDRTYPE
+                && fib.u32(NFTA_FIB_FLAGS)? == NFTA_FIB_F_DADDR
+                && local.cmp_eq_value()? == RTN_LOCAL.to_ne_bytes();
+            (is_local.then_some(true)?, notrack)
+        }
+        _ => return None,
+    };
+    (notrack.name == "notrack").then_some((side, port, to_local_only))
 }
 
 #[cfg(test)]
@@ -607,9 +661,8 @@ mod tests {
                 NFT_MSG_NEWRULE,
                 NFT_MSG_NEWRULE,
                 NFT_MSG_NEWRULE,
-                NFT_MSG_NEWRULE,
             ],
-            "a duplicated port gives one pair of rules per chain"
+            "a duplicated port gives one set of three rules"
         );
         assert!(batch.iter().all(|m| m.kind >> 8 == NFNL_SUBSYS_NFTABLES));
         assert!(batch.iter().all(|m| m.payload[0] == NFPROTO_INET));
@@ -655,40 +708,88 @@ mod tests {
                 _ => panic!("a rule we built must parse back as ours"),
             })
             .collect();
-        let got: Vec<(&str, PortSide, u16)> = rules
+        let got: Vec<(&str, PortSide, u16, bool)> = rules
             .iter()
-            .map(|r| (r.chain.as_str(), r.side, r.port))
+            .map(|r| (r.chain.as_str(), r.side, r.port, r.to_local_only))
             .collect();
         assert_eq!(
             got,
             vec![
-                ("notrack_prerouting", PortSide::Dport, 8080),
-                ("notrack_prerouting", PortSide::Sport, 8080),
-                ("notrack_prerouting", PortSide::Dport, 10360),
-                ("notrack_prerouting", PortSide::Sport, 10360),
-                ("notrack_output", PortSide::Dport, 8080),
-                ("notrack_output", PortSide::Sport, 8080),
-                ("notrack_output", PortSide::Dport, 10360),
-                ("notrack_output", PortSide::Sport, 10360),
+                ("notrack_prerouting", PortSide::Dport, 8080, true),
+                ("notrack_prerouting", PortSide::Dport, 10360, true),
+                ("notrack_output", PortSide::Dport, 8080, true),
+                ("notrack_output", PortSide::Dport, 10360, true),
+                ("notrack_output", PortSide::Sport, 8080, false),
+                ("notrack_output", PortSide::Sport, 10360, false),
             ]
         );
         // `nft --debug=netlink` shows the port as `cmp eq reg 1 0x00007828` for 10360:
         // two bytes in network order.
-        let p = &batch[7].payload;
+        let p = &batch[6].payload;
         assert!(p.windows(2).any(|w| w == [0x28, 0x78]));
+        assert!(p.windows(4).any(|w| w == b"fib\0"));
+        assert!(!batch[10].payload.windows(4).any(|w| w == b"fib\0"));
         assert_eq!(batch[5].flags & NLM_F_APPEND, NLM_F_APPEND);
     }
 
     #[test]
     fn a_rule_of_another_shape_or_table_is_not_ours() {
-        let mut m = rule_message("notrack_output", PortSide::Dport, 1);
-        // Cut the last expression (notrack): no longer our rule, but in our table.
-        let mut p = header();
-        netlink::push_attr(&mut p, NFTA_RULE_TABLE, &cstr(TABLE));
-        netlink::push_nested(&mut p, NFTA_RULE_EXPRESSIONS, |list| {
-            expr(list, "counter", |_| {});
-        });
-        assert!(matches!(parse_rule(&p), Some(ParsedRule::Other)));
+        let mut m = rule_message("notrack_output", PortSide::Dport, 1, true);
+        let shape = |exprs: &dyn Fn(&mut Vec<u8>)| {
+            let mut p = header();
+            netlink::push_attr(&mut p, NFTA_RULE_TABLE, &cstr(TABLE));
+            netlink::push_nested(&mut p, NFTA_RULE_EXPRESSIONS, |list| exprs(list));
+            parse_rule(&p)
+        };
+        assert!(matches!(
+            shape(&|l| expr(l, "counter", |_| {})),
+            Some(ParsedRule::Other)
+        ));
+        // Our match followed by something else than notrack or fib: not ours.
+        let port_match = |l: &mut Vec<u8>| {
+            expr(l, "meta", |d| {
+                netlink::push_attr(d, NFTA_META_DREG, &NFT_REG_1.to_be_bytes());
+                netlink::push_attr(d, NFTA_META_KEY, &NFT_META_L4PROTO.to_be_bytes());
+            });
+            expr(l, "cmp", |d| cmp_eq(d, &[IPPROTO_TCP]));
+            expr(l, "payload", |d| {
+                netlink::push_attr(d, NFTA_PAYLOAD_DREG, &NFT_REG_1.to_be_bytes());
+                let base = NFT_PAYLOAD_TRANSPORT_HEADER.to_be_bytes();
+                netlink::push_attr(d, NFTA_PAYLOAD_BASE, &base);
+                netlink::push_attr(d, NFTA_PAYLOAD_OFFSET, &2u32.to_be_bytes());
+                netlink::push_attr(d, NFTA_PAYLOAD_LEN, &2u32.to_be_bytes());
+            });
+            expr(l, "cmp", |d| cmp_eq(d, &80u16.to_be_bytes()));
+        };
+        assert!(matches!(
+            shape(&|l| {
+                port_match(l);
+                expr(l, "notrack", |_| {});
+            }),
+            Some(ParsedRule::Ours(_))
+        ));
+        assert!(matches!(
+            shape(&|l| {
+                port_match(l);
+                expr(l, "counter", |_| {});
+            }),
+            Some(ParsedRule::Other)
+        ));
+        // A fib match for another route type (unicast: not to this host) is not ours.
+        assert!(matches!(
+            shape(&|l| {
+                port_match(l);
+                expr(l, "fib", |d| {
+                    netlink::push_attr(d, NFTA_FIB_DREG, &NFT_REG_1.to_be_bytes());
+                    let result = NFT_FIB_RESULT_ADDRTYPE.to_be_bytes();
+                    netlink::push_attr(d, NFTA_FIB_RESULT, &result);
+                    netlink::push_attr(d, NFTA_FIB_FLAGS, &NFTA_FIB_F_DADDR.to_be_bytes());
+                });
+                expr(l, "cmp", |d| cmp_eq(d, &1u32.to_ne_bytes()));
+                expr(l, "notrack", |_| {});
+            }),
+            Some(ParsedRule::Other)
+        ));
         // Same rule in someone else's table: not counted at all.
         let other = cstr("kube-proxy");
         let pos = m
@@ -703,7 +804,7 @@ mod tests {
     }
 
     #[test]
-    fn exempt_ports_need_both_sides_on_both_hooks() {
+    fn exempt_ports_need_every_rule_in_raw_priority_chains() {
         let chains = Hook::ALL
             .iter()
             .map(|h| ChainStatus {
@@ -713,27 +814,26 @@ mod tests {
                 chain_type: Some("filter".into()),
             })
             .collect();
+        let rule = |(hook, side, to_local_only): (Hook, PortSide, bool), port| NotrackRule {
+            chain: hook.chain_name().into(),
+            side,
+            port,
+            to_local_only,
+            handle: None,
+        };
         let mut status = TableStatus {
             chains,
-            rules: Vec::new(),
+            rules: RULES.iter().map(|r| rule(*r, 10360)).collect(),
             other_rules: 0,
         };
-        for hook in Hook::ALL {
-            for side in [PortSide::Dport, PortSide::Sport] {
-                status.rules.push(NotrackRule {
-                    chain: hook.chain_name().into(),
-                    side,
-                    port: 10360,
-                    handle: None,
-                });
-            }
-        }
-        status.rules.push(NotrackRule {
-            chain: "notrack_output".into(),
-            side: PortSide::Dport,
-            port: 9,
-            handle: None,
-        });
+        // Port 9 lacks the sport rule; port 7 has it without the local-only match.
+        status.rules.push(rule(RULES[0], 9));
+        status.rules.push(rule(RULES[1], 9));
+        status.rules.push(rule(RULES[0], 7));
+        status
+            .rules
+            .push(rule((Hook::Output, PortSide::Dport, false), 7));
+        status.rules.push(rule(RULES[2], 7));
         assert_eq!(status.exempt_ports(), vec![10360]);
         status.chains[0].priority = Some(0);
         assert_eq!(
@@ -751,7 +851,11 @@ mod tests {
             source: io::Error::from_raw_os_error(errno),
         };
         let e = batch_error(err(Some(5), libc::ENOENT), &batch, "installing");
-        assert!(e.hint().contains("nft_ct"), "{e}: {}", e.hint());
+        assert!(
+            e.hint().contains("nft_ct nft_fib_inet"),
+            "{e}: {}",
+            e.hint()
+        );
         let e = batch_error(err(None, libc::EOPNOTSUPP), &batch, "installing");
         assert!(e.hint().contains("modprobe nf_tables"), "{e}");
         let e = batch_error(err(Some(0), libc::EPERM), &batch, "installing");
