@@ -4,11 +4,13 @@
 //! seconds for 262,144 entries where `conntrack -I` (one process per entry) takes
 //! many minutes and sending real packets needs a flow per source port.
 //!
-//! usage: conntrack_fill COUNT [PODS]
+//! usage: conntrack_fill COUNT [PODS] [scan]
 //!
 //! Entry i comes from pod i % PODS (10.244.x.y, default 200 pods) and a source port
 //! of its own; 80% are unreplied UDP to 10.96.0.10:53, 15% assured TCP to one of 50
-//! services on port 443, 5% UDP to destinations seen once. Each lives 600 s.
+//! services on port 443, 5% UDP to destinations seen once. With `scan`, every entry
+//! goes to a destination of its own (a port scan): the most distinct keys the
+//! ranking can be asked to count. Each entry lives 600 s.
 
 use nodediag::kernel::conntrack_dump::{
     encode_entry, ConntrackEntry, TcpState, Tuple, IPS_ASSURED, IPS_SEEN_REPLY,
@@ -26,7 +28,7 @@ const PER_DATAGRAM: u64 = 512;
 /// IPS_CONFIRMED: the kernel answers EBUSY to a status that would clear it.
 const CONFIRMED: u32 = 0x8;
 
-fn entry(i: u64, pods: u64) -> ConntrackEntry {
+fn entry(i: u64, pods: u64, scan: bool) -> ConntrackEntry {
     let pod = i % pods;
     let src = IpAddr::V4(Ipv4Addr::new(
         10,
@@ -35,7 +37,7 @@ fn entry(i: u64, pods: u64) -> ConntrackEntry {
         (pod & 0xff) as u8 + 1,
     ));
     let sport = 1024 + (i / pods) as u16;
-    let (dst, proto, dport, status, tcp_state) = match i % 20 {
+    let (dst, proto, dport, status, tcp_state) = match if scan { 19 } else { i % 20 } {
         0..=15 => (Ipv4Addr::new(10, 96, 0, 10), 17, 53, CONFIRMED, None),
         16..=18 => {
             let svc = (i / 20 % 50) as u8;
@@ -48,7 +50,7 @@ fn entry(i: u64, pods: u64) -> ConntrackEntry {
             )
         }
         _ => {
-            let n = i / 20;
+            let n = if scan { i } else { i / 20 };
             (
                 Ipv4Addr::new(10, 100, (n >> 8) as u8, n as u8),
                 17,
@@ -87,7 +89,7 @@ fn entry(i: u64, pods: u64) -> ConntrackEntry {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let Some(Ok(count)) = args.get(1).map(|s| s.parse::<u64>()) else {
-        eprintln!("usage: conntrack_fill COUNT [PODS]");
+        eprintln!("usage: conntrack_fill COUNT [PODS] [scan]");
         return ExitCode::from(2);
     };
     let pods: u64 = args
@@ -95,6 +97,7 @@ fn main() -> ExitCode {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200)
         .max(1);
+    let scan = args.get(3).is_some_and(|s| s == "scan");
     let mut sock = match NetlinkSocket::open(NETLINK_NETFILTER) {
         Ok(s) => s,
         Err(e) => {
@@ -121,7 +124,7 @@ fn main() -> ExitCode {
                 IPCTNL_MSG_CT_NEW,
                 flags,
                 last_seq,
-                &encode_entry(&entry(n, pods)),
+                &encode_entry(&entry(n, pods, scan)),
             );
         }
         if let Err(e) = sock.send(&buf) {
