@@ -8,7 +8,7 @@ mod common;
 
 use common::conntrack::{have, Netns};
 use common::veth::Pod;
-use common::{in_netns, skip};
+use common::{in_netns, skip, CrossProcessLock};
 use nodediag::collect::conntrack_top::{Owners, TopBuilder};
 use nodediag::kernel::conntrack_dump::{
     self, ConntrackEntry, DumpBudget, DumpCut, DumpFamily, DumpSummary,
@@ -88,6 +88,9 @@ struct Lab {
     node: Netns,
     a: Pod,
     b: Pod,
+    /// nf_conntrack_max is global: while another test has it lowered (to 64), this
+    /// namespace could not hold the entries these tests make.
+    _max_unchanged: CrossProcessLock,
 }
 
 fn lab(tag: &str) -> Option<Lab> {
@@ -95,11 +98,17 @@ fn lab(tag: &str) -> Option<Lab> {
         skip("nft not installed");
         return None;
     }
+    let lock = CrossProcessLock::acquire("nf_conntrack_max");
     let node = Netns::new(&format!("ctd{tag}-node"))?;
     track_everything(&node);
     let a = Pod::attach(&node, &format!("ctd{tag}-a"), 0)?;
     let b = Pod::attach(&node, &format!("ctd{tag}-b"), 1)?;
-    Some(Lab { node, a, b })
+    Some(Lab {
+        node,
+        a,
+        b,
+        _max_unchanged: lock,
+    })
 }
 
 #[test]
