@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod caps;
 pub mod conntrack;
+pub mod veth;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nodediag");
 

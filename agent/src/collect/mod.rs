@@ -3,6 +3,8 @@
 
 pub mod cgroup;
 pub mod conntrack;
+pub mod conntrack_peak;
+pub mod conntrack_top;
 pub mod disk;
 pub mod kmsg;
 pub mod netns;

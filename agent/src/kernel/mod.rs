@@ -3,6 +3,7 @@
 pub mod cgroup;
 pub mod cni;
 pub mod conntrack;
+pub mod conntrack_dump;
 pub mod ctnetlink;
 pub mod diskstats;
 pub mod ethtool;
@@ -15,6 +16,8 @@ pub mod neigh;
 pub mod net_class;
 pub mod netlink;
 pub mod netns;
+pub mod nfnetlink;
+pub mod nft_notrack;
 pub mod psi;
 pub mod route;
 pub mod rtnetlink;

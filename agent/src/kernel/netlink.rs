@@ -3,6 +3,7 @@
 //! It runs on blocking threads only.
 
 use std::io;
+use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
@@ -13,9 +14,10 @@ pub const NETLINK_GENERIC: i32 = libc::NETLINK_GENERIC;
 pub const NLM_F_REQUEST: u16 = 0x1;
 pub const NLM_F_ACK: u16 = 0x4;
 pub const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 0x2;
-const NLMSG_DONE: u16 = 0x3;
-const NLMSG_HDRLEN: usize = 16;
+pub const NLM_F_CREATE: u16 = 0x400;
+pub const NLMSG_ERROR: u16 = 0x2;
+pub const NLMSG_DONE: u16 = 0x3;
+pub const NLMSG_HDRLEN: usize = 16;
 const NLA_HDRLEN: usize = 4;
 pub const NLA_F_NESTED: u16 = 0x8000;
 const NLA_TYPE_MASK: u16 = 0x3fff;
@@ -23,6 +25,8 @@ const NLA_TYPE_MASK: u16 = 0x3fff;
 pub struct NetlinkSocket {
     fd: OwnedFd,
     seq: u32,
+    /// A dump was stopped before its end: the kernel is still dumping into this socket.
+    interrupted: bool,
 }
 
 /// One message of a reply: its type, header flags and the payload after the header.
@@ -64,23 +68,92 @@ impl NetlinkSocket {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(Self { fd, seq: 1 })
+        Ok(Self {
+            fd,
+            seq: 1,
+            interrupted: false,
+        })
     }
 
     /// Sends one request and collects every reply message until the kernel says it is
     /// done (a dump) or acknowledges (a plain request). A netlink error is returned as
     /// the errno it carries, so EPERM reads as "permission denied".
     pub fn request(&mut self, kind: u16, flags: u16, payload: &[u8]) -> io::Result<Vec<Message>> {
+        let mut out = Vec::new();
+        // Never stops early, so the answer is always Continue.
+        let _ = self.request_each(kind, flags, payload, |mkind, body| {
+            out.push(Message {
+                kind: mkind,
+                payload: body.to_vec(),
+            });
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+
+    /// Like `request`, but hands each reply message (type, payload) to `each` as it
+    /// arrives instead of keeping them, so a dump of any size costs one receive
+    /// buffer. `each` may stop early: the answer is then `Break`, the rest of the
+    /// dump is left unread, and this socket refuses further requests (the kernel
+    /// would still be dumping into it): drop it and open another.
+    pub fn request_each(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        payload: &[u8],
+        mut each: impl FnMut(u16, &[u8]) -> ControlFlow<()>,
+    ) -> io::Result<ControlFlow<()>> {
+        if self.interrupted {
+            return Err(io::Error::other(
+                "this netlink socket holds the rest of an interrupted dump; open a new one",
+            ));
+        }
+        let seq = self.next_seq();
+        let mut msg = Vec::with_capacity(NLMSG_HDRLEN + payload.len());
+        push_message(
+            &mut msg,
+            kind,
+            flags | NLM_F_REQUEST | NLM_F_ACK,
+            seq,
+            payload,
+        );
+        self.send(&msg)?;
+        let is_dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let mut buf = vec![0u8; RECV_BUFFER];
+        loop {
+            let n = self.recv(&mut buf)?;
+            for m in messages(&buf[..n]) {
+                let m = m?;
+                if m.seq != seq {
+                    continue;
+                }
+                match m.kind {
+                    NLMSG_DONE => return Ok(ControlFlow::Continue(())),
+                    NLMSG_ERROR => match error_code(m.payload)? {
+                        // The ACK that ends a non-dump request.
+                        0 if !is_dump => return Ok(ControlFlow::Continue(())),
+                        0 => continue,
+                        errno => return Err(io::Error::from_raw_os_error(errno)),
+                    },
+                    _ => {
+                        if each(m.kind, m.payload).is_break() {
+                            self.interrupted = true;
+                            return Ok(ControlFlow::Break(()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The sequence number for the next message this socket sends.
+    pub fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let len = NLMSG_HDRLEN + payload.len();
-        let mut msg = Vec::with_capacity(len);
-        msg.extend_from_slice(&(len as u32).to_ne_bytes());
-        msg.extend_from_slice(&kind.to_ne_bytes());
-        msg.extend_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-        msg.extend_from_slice(&seq.to_ne_bytes());
-        msg.extend_from_slice(&0u32.to_ne_bytes());
-        msg.extend_from_slice(payload);
+        self.seq
+    }
+
+    /// Sends one buffer of whole messages to the kernel (nl_pid 0).
+    pub fn send(&self, msg: &[u8]) -> io::Result<()> {
         // SAFETY: sending a buffer we own to the kernel (nl_pid 0).
         let sent = unsafe {
             let mut addr: libc::sockaddr_nl = std::mem::zeroed();
@@ -97,66 +170,83 @@ impl NetlinkSocket {
         if sent < 0 {
             return Err(io::Error::last_os_error());
         }
-        let is_dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            // SAFETY: receiving into a buffer we own, bounded by its length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let mut rest = &buf[..n as usize];
-            while rest.len() >= NLMSG_HDRLEN {
-                let mlen = u32::from_ne_bytes(rest[0..4].try_into().unwrap()) as usize;
-                let mkind = u16::from_ne_bytes(rest[4..6].try_into().unwrap());
-                let mseq = u32::from_ne_bytes(rest[8..12].try_into().unwrap());
-                if mlen < NLMSG_HDRLEN || mlen > rest.len() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "truncated netlink message",
-                    ));
-                }
-                let body = &rest[NLMSG_HDRLEN..mlen];
-                rest = &rest[align(mlen).min(rest.len())..];
-                if mseq != seq {
-                    continue;
-                }
-                match mkind {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        let errno = i32::from_ne_bytes(
-                            body.get(0..4)
-                                .ok_or_else(|| {
-                                    io::Error::new(io::ErrorKind::InvalidData, "short error")
-                                })?
-                                .try_into()
-                                .unwrap(),
-                        );
-                        if errno == 0 {
-                            // The ACK that ends a non-dump request.
-                            if !is_dump {
-                                return Ok(out);
-                            }
-                            continue;
-                        }
-                        return Err(io::Error::from_raw_os_error(-errno));
-                    }
-                    _ => out.push(Message {
-                        kind: mkind,
-                        payload: body.to_vec(),
-                    }),
-                }
-            }
-        }
+        Ok(())
     }
+
+    /// Receives one datagram (one or more messages); walk it with `messages`.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: receiving into a buffer we own, bounded by its length.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+/// Large enough for the biggest datagram a dump sends (the kernel fills up to 32 KiB).
+pub const RECV_BUFFER: usize = 64 * 1024;
+
+/// One message of a received datagram, borrowed from the receive buffer.
+pub struct RawMessage<'a> {
+    pub kind: u16,
+    pub flags: u16,
+    pub seq: u32,
+    pub payload: &'a [u8],
+}
+
+/// Walks the messages of one received datagram; a length that does not fit is an
+/// error, after which the walk ends.
+pub fn messages(buf: &[u8]) -> impl Iterator<Item = io::Result<RawMessage<'_>>> {
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        if rest.len() < NLMSG_HDRLEN {
+            return None;
+        }
+        let mlen = u32::from_ne_bytes(rest[0..4].try_into().unwrap()) as usize;
+        if mlen < NLMSG_HDRLEN || mlen > rest.len() {
+            rest = &[];
+            return Some(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "truncated netlink message",
+            )));
+        }
+        let m = RawMessage {
+            kind: u16::from_ne_bytes(rest[4..6].try_into().unwrap()),
+            flags: u16::from_ne_bytes(rest[6..8].try_into().unwrap()),
+            seq: u32::from_ne_bytes(rest[8..12].try_into().unwrap()),
+            payload: &rest[NLMSG_HDRLEN..mlen],
+        };
+        rest = &rest[align(mlen).min(rest.len())..];
+        Some(Ok(m))
+    })
+}
+
+/// The (positive) errno of an NLMSG_ERROR payload; 0 is an acknowledgement.
+pub fn error_code(payload: &[u8]) -> io::Result<i32> {
+    let code = payload
+        .get(0..4)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "short netlink error"))?;
+    Ok(-i32::from_ne_bytes(code.try_into().unwrap()))
+}
+
+/// Appends one message (header and payload) to a buffer being sent.
+pub fn push_message(buf: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, payload: &[u8]) {
+    let len = NLMSG_HDRLEN + payload.len();
+    buf.extend_from_slice(&(len as u32).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(&flags.to_ne_bytes());
+    buf.extend_from_slice(&seq.to_ne_bytes());
+    buf.extend_from_slice(&0u32.to_ne_bytes());
+    buf.extend_from_slice(payload);
+    buf.resize(align(buf.len()), 0);
 }
 
 fn align(len: usize) -> usize {
@@ -187,6 +277,17 @@ pub fn push_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     buf.extend_from_slice(&(len as u16).to_ne_bytes());
     buf.extend_from_slice(&kind.to_ne_bytes());
     buf.extend_from_slice(payload);
+    buf.resize(align(buf.len()), 0);
+}
+
+/// Appends a nested attribute whose payload `fill` writes.
+pub fn push_nested(buf: &mut Vec<u8>, kind: u16, fill: impl FnOnce(&mut Vec<u8>)) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0, 0]);
+    buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+    fill(buf);
+    let len = (buf.len() - start) as u16;
+    buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
     buf.resize(align(buf.len()), 0);
 }
 
@@ -231,5 +332,69 @@ mod tests {
         push_attr(&mut buf, 1, &[1, 2, 3, 4]);
         buf.extend_from_slice(&[200, 0, 1, 0]);
         assert_eq!(attrs(&buf).count(), 1);
+    }
+
+    #[test]
+    fn messages_round_trip_and_a_bad_length_ends_the_walk() {
+        let mut buf = Vec::new();
+        push_message(&mut buf, 0x10, NLM_F_REQUEST, 7, &[1, 2, 3]);
+        push_message(&mut buf, 0x11, 0, 8, &[]);
+        let got: Vec<(u16, u16, u32, Vec<u8>)> = messages(&buf)
+            .map(|m| m.map(|m| (m.kind, m.flags, m.seq, m.payload.to_vec())))
+            .collect::<io::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (0x10, NLM_F_REQUEST, 7, vec![1, 2, 3]),
+                (0x11, 0, 8, vec![])
+            ]
+        );
+        buf[0] = 200; // the first message now claims more bytes than there are
+        let mut walk = messages(&buf);
+        assert!(walk.next().unwrap().is_err());
+        assert!(walk.next().is_none());
+    }
+
+    #[test]
+    fn nested_attributes_carry_their_length_and_flag() {
+        let mut buf = Vec::new();
+        push_nested(&mut buf, 4, |inner| {
+            push_attr(inner, 1, &[9, 9]);
+            push_attr(inner, 2, b"x\0");
+        });
+        assert_eq!(u16::from_ne_bytes([buf[2], buf[3]]), 4 | NLA_F_NESTED);
+        let (kind, payload) = attrs(&buf).next().unwrap();
+        assert_eq!(kind, 4);
+        let inner: Vec<u16> = attrs(payload).map(|(k, _)| k).collect();
+        assert_eq!(inner, vec![1, 2]);
+        assert_eq!(error_code(&(-1i32).to_ne_bytes()).unwrap(), 1);
+        assert!(error_code(&[0, 0]).is_err());
+    }
+
+    #[test]
+    fn a_dump_stopped_early_leaves_the_socket_refusing_requests() {
+        const RTM_GETLINK: u16 = 18;
+        let mut sock = NetlinkSocket::open(NETLINK_ROUTE).unwrap();
+        let request = [0u8; 16]; // struct ifinfomsg, all families
+        let mut seen = 0;
+        let flow = sock
+            .request_each(RTM_GETLINK, NLM_F_DUMP, &request, |_, _| {
+                seen += 1;
+                ControlFlow::Break(())
+            })
+            .unwrap();
+        assert!(flow.is_break());
+        assert_eq!(seen, 1, "nothing handed over after the stop");
+        let Err(err) = sock.request(RTM_GETLINK, NLM_F_DUMP, &request) else {
+            panic!("a socket with an interrupted dump must refuse another request");
+        };
+        assert!(err.to_string().contains("interrupted dump"), "{err}");
+        // A fresh socket dumps the whole list, loopback at least.
+        let mut fresh = NetlinkSocket::open(NETLINK_ROUTE).unwrap();
+        assert!(!fresh
+            .request(RTM_GETLINK, NLM_F_DUMP, &request)
+            .unwrap()
+            .is_empty());
     }
 }
