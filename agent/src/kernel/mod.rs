@@ -5,6 +5,7 @@ pub mod cni;
 pub mod conntrack;
 pub mod ctnetlink;
 pub mod diskstats;
+pub mod dns;
 pub mod ethtool;
 pub mod inotify;
 pub mod kmsg;
