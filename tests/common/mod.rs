@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod conntrack;
+pub mod dns;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nodediag");
 
