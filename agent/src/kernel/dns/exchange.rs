@@ -206,7 +206,9 @@ impl Exchanger {
 
     fn over_udp(&mut self, name: &str, queries: &mut [Pending]) -> Exchanged {
         let mut socket = None;
-        let mut reached = false;
+        // glibc's gotsomewhere: a reply or a timeout; only when no try got that far
+        // did every try fail on the network (ECONNREFUSED for the caller).
+        let mut got_somewhere = false;
         let mut last_rejected = None;
         let mut attempt = 0u8;
         while attempt < self.settings.attempts.max(1) {
@@ -235,7 +237,7 @@ impl Exchanger {
                 attempt += 1;
                 continue;
             }
-            reached |= !end.usable.is_empty() || !end.rejected.is_empty();
+            got_somewhere = true;
             socket = sock;
             if end.unanswered == 0 && !end.usable.is_empty() {
                 return classify(&end.usable);
@@ -259,14 +261,7 @@ impl Exchanger {
         let verdict = match last_rejected {
             Some(Rcode::ServFail) => Verdict::ServFail,
             Some(_) => Verdict::Refused,
-            None if !reached
-                && self
-                    .records
-                    .last()
-                    .is_some_and(|r| matches!(r.outcome, QueryOutcome::NetworkError { .. })) =>
-            {
-                Verdict::Unreachable
-            }
+            None if !got_somewhere => Verdict::Unreachable,
             None => Verdict::Timeout,
         };
         failed(verdict)
@@ -279,122 +274,130 @@ impl Exchanger {
         name: &str,
         queries: &mut [Pending],
         attempt: u8,
-        sock: UdpSocket,
+        mut sock: UdpSocket,
     ) -> (TryEnd, Option<UdpSocket>) {
         let try_end = Instant::now() + self.settings.per_try;
         let finish = try_end.min(self.deadline);
         let mode = self.mode;
         let mut end = TryEnd::default();
-        let mut sock = sock;
-        let mut inflight: Vec<usize> = Vec::new();
         let batches: Vec<Vec<usize>> = if mode == SendMode::Parallel {
             vec![(0..queries.len()).collect()]
         } else {
             (0..queries.len()).map(|i| vec![i]).collect()
         };
         for (b, batch) in batches.iter().enumerate() {
-            if b > 0 && mode == SendMode::SingleRequestReopen {
-                match connect_udp(self.settings.server) {
-                    Ok(s) => sock = s,
-                    Err(e) => {
-                        self.record_some(
-                            name,
-                            queries,
-                            batch,
-                            attempt,
-                            Transport::Udp,
-                            net_error(&e),
-                        );
-                        end.network_error = true;
-                        return (end, None);
-                    }
+            let sent = if b > 0 && mode == SendMode::SingleRequestReopen {
+                connect_udp(self.settings.server).map(|s| sock = s)
+            } else {
+                Ok(())
+            }
+            .and_then(|()| {
+                let now = Instant::now();
+                for &i in batch {
+                    queries[i].sent = now;
                 }
-            }
-            let now = Instant::now();
-            for &i in batch {
-                queries[i].sent = now;
-            }
-            if let Err(e) = send_batch(&sock, queries, batch) {
+                send_batch(&sock, queries, batch)
+            });
+            if let Err(e) = sent {
                 self.record_some(name, queries, batch, attempt, Transport::Udp, net_error(&e));
                 end.network_error = true;
                 return (end, None);
             }
-            inflight.extend(batch);
             // In single-request mode the next query waits for this one's reply.
-            while !inflight.is_empty() {
-                let now = Instant::now();
-                if now >= finish {
-                    break;
-                }
-                let _ = sock.set_read_timeout(Some((finish - now).max(Duration::from_millis(1))));
-                match sock.recv(&mut self.buf) {
-                    Ok(n) => {
-                        let Some(k) = self.match_reply(n, name, queries, &inflight) else {
-                            continue;
-                        };
-                        let (i, resp) = k;
-                        inflight.retain(|&j| j != i);
-                        self.push_record(
-                            name,
-                            &queries[i],
-                            attempt,
-                            Transport::Udp,
-                            QueryOutcome::of(&resp),
-                        );
-                        if resp.truncated {
-                            end.truncated = true;
-                        } else if matches!(
-                            resp.rcode,
-                            Rcode::ServFail | Rcode::NotImp | Rcode::Refused
-                        ) {
-                            end.rejected.push(resp);
-                        } else {
-                            end.usable.push(resp);
-                        }
-                        if end.truncated {
-                            break;
-                        }
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let inflight_now = inflight.clone();
-                        self.record_some(
-                            name,
-                            queries,
-                            &inflight_now,
-                            attempt,
-                            Transport::Udp,
-                            net_error(&e),
-                        );
-                        end.network_error = true;
-                        return (end, None);
-                    }
-                }
+            let mut inflight = batch.clone();
+            if let Err(e) = self.await_replies(
+                &sock,
+                name,
+                queries,
+                &mut inflight,
+                finish,
+                attempt,
+                &mut end,
+            ) {
+                self.record_some(
+                    name,
+                    queries,
+                    &inflight,
+                    attempt,
+                    Transport::Udp,
+                    net_error(&e),
+                );
+                end.network_error = true;
+                return (end, None);
             }
             if end.truncated {
                 break;
             }
             if !inflight.is_empty() {
                 // Timed out: in single-request mode the rest is never sent.
-                let cancelled = finish < try_end;
-                let outcome = if cancelled {
+                end.cancelled = finish < try_end;
+                let outcome = if end.cancelled {
                     QueryOutcome::Cancelled
                 } else {
                     QueryOutcome::Timeout
                 };
-                let left = inflight.clone();
-                self.record_some(name, queries, &left, attempt, Transport::Udp, outcome);
-                end.cancelled = cancelled;
+                self.record_some(name, queries, &inflight, attempt, Transport::Udp, outcome);
                 end.unanswered = queries.len() - end.usable.len() - end.rejected.len();
-                return (end, Some(sock));
+                break;
             }
         }
         (end, Some(sock))
+    }
+
+    /// Receives until every query in `inflight` has its reply (each is taken out
+    /// of it), `finish` passes, or a reply is truncated. A socket error (an ICMP
+    /// error on a connected socket) ends the wait.
+    #[allow(clippy::too_many_arguments)]
+    fn await_replies(
+        &mut self,
+        sock: &UdpSocket,
+        name: &str,
+        queries: &[Pending],
+        inflight: &mut Vec<usize>,
+        finish: Instant,
+        attempt: u8,
+        end: &mut TryEnd,
+    ) -> io::Result<()> {
+        while !inflight.is_empty() && !end.truncated {
+            let now = Instant::now();
+            if now >= finish {
+                break;
+            }
+            sock.set_read_timeout(Some((finish - now).max(Duration::from_millis(1))))?;
+            let n = match sock.recv(&mut self.buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            };
+            let Some((i, resp)) = self.match_reply(n, name, queries, inflight) else {
+                continue;
+            };
+            inflight.retain(|&j| j != i);
+            self.push_record(
+                name,
+                &queries[i],
+                attempt,
+                Transport::Udp,
+                QueryOutcome::of(&resp),
+            );
+            if resp.truncated {
+                end.truncated = true;
+            } else if is_rejection(resp.rcode) {
+                end.rejected.push(resp);
+            } else {
+                end.usable.push(resp);
+            }
+        }
+        Ok(())
     }
 
     /// Reads the datagram in `buf[..n]`: which in-flight query it answers, if any.
@@ -475,7 +478,7 @@ impl Exchanger {
                 Transport::Tcp,
                 QueryOutcome::of(&resp),
             );
-            if matches!(resp.rcode, Rcode::ServFail | Rcode::NotImp | Rcode::Refused) {
+            if is_rejection(resp.rcode) {
                 rejected = Some(resp.rcode);
             } else {
                 usable.push(resp);
@@ -556,6 +559,11 @@ impl Exchanger {
         let all: Vec<usize> = (0..queries.len()).collect();
         self.record_some(name, queries, &all, attempt, transport, outcome);
     }
+}
+
+/// The rcodes send_dg sets aside, hoping the other reply or the next try is better.
+fn is_rejection(rcode: Rcode) -> bool {
+    matches!(rcode, Rcode::ServFail | Rcode::NotImp | Rcode::Refused)
 }
 
 fn failed(verdict: Verdict) -> Exchanged {

@@ -62,6 +62,7 @@ impl ProbeSpec {
             search,
             ndots: options.ndots,
             no_tld_query: options.no_tld_query,
+            // glibc waits at least a second, also for `timeout:0`.
             per_try: options.timeout().max(Duration::from_secs(1)),
             attempts: options.attempts,
             mode,
