@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 pub mod caps;
 pub mod conntrack;
 pub mod veth;
+pub mod dns;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nodediag");
 

@@ -6,6 +6,7 @@ pub mod conntrack;
 pub mod conntrack_dump;
 pub mod ctnetlink;
 pub mod diskstats;
+pub mod dns;
 pub mod ethtool;
 pub mod inotify;
 pub mod kmsg;
