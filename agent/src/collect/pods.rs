@@ -4,6 +4,8 @@
 //! to say which pod a thing belongs to.
 
 use crate::host::HostRoot;
+use crate::kernel::kubelet_logs;
+use crate::kernel::process::CgroupFile;
 use crate::sample::Unavailable;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -57,6 +59,23 @@ pub fn parse_cgroup_path(path: &str) -> Option<CgroupRef> {
         container_id,
         runtime,
     })
+}
+
+/// The cgroup path of a process that names its pod: the v2 line or a v1 line of a
+/// controller every kubelet sets up (cpu, memory, pids, name=systemd), whichever
+/// contains `kubepods`, else any other line that does. None for a process outside
+/// any pod.
+pub fn pod_cgroup(file: &CgroupFile) -> Option<&str> {
+    let pod_lines = || file.entries().filter(|e| e.path.contains("kubepods"));
+    let preferred = |e: &crate::kernel::process::CgroupEntry| {
+        e.controllers().next().is_none()
+            || e.controllers()
+                .any(|c| matches!(c, "cpu" | "memory" | "pids" | "name=systemd"))
+    };
+    pod_lines()
+        .find(preferred)
+        .or_else(|| pod_lines().next())
+        .map(|e| e.path)
 }
 
 fn qos_of(part: &str) -> Option<Qos> {
@@ -155,36 +174,27 @@ impl PodIndex {
     pub fn read(root: &HostRoot) -> (PodIndex, Vec<Unavailable>) {
         let mut index = PodIndex::default();
         let mut missing = Vec::new();
-        let pods_dir = root.host_path("/var/log/pods");
-        match std::fs::read_dir(&pods_dir) {
-            Ok(entries) => {
-                for e in entries.flatten() {
-                    if let Some((uid, name)) = parse_pod_log_dir(&e.file_name().to_string_lossy()) {
-                        index.pods.insert(uid, name);
-                    }
+        match kubelet_logs::pod_log_dirs(root) {
+            Ok(names) => {
+                for (uid, name) in names.iter().filter_map(|n| parse_pod_log_dir(n)) {
+                    index.pods.insert(uid, name);
                 }
             }
             Err(e) => missing.push(Unavailable::new(
                 "kubelet pod log directories",
-                format!("{}: {e}: pods are named by UID only", pods_dir.display()),
+                format!("{e}: pods are named by UID only"),
             )),
         }
-        let containers_dir = root.host_path("/var/log/containers");
-        match std::fs::read_dir(&containers_dir) {
-            Ok(entries) => {
-                for e in entries.flatten() {
-                    let file = e.file_name().to_string_lossy().into_owned();
-                    if let Some((id, pod, container)) = parse_container_log_name(&file) {
-                        index.containers.insert(id, (pod, container));
-                    }
+        match kubelet_logs::container_logs(root) {
+            Ok(names) => {
+                for (id, pod, container) in names.iter().filter_map(|n| parse_container_log_name(n))
+                {
+                    index.containers.insert(id, (pod, container));
                 }
             }
             Err(e) => missing.push(Unavailable::new(
                 "kubelet container log links",
-                format!(
-                    "{}: {e}: containers are named by id only",
-                    containers_dir.display()
-                ),
+                format!("{e}: containers are named by id only"),
             )),
         }
         (index, missing)
@@ -310,6 +320,30 @@ mod tests {
             None,
             "conmon is not a container"
         );
+    }
+
+    #[test]
+    fn pod_cgroup_takes_v2_or_a_known_v1_controller() {
+        let pod_cgroup = |text: &str| pod_cgroup(&CgroupFile(text.into())).map(str::to_string);
+        let v1 = "12:pids:/kubepods/burstable/pod0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9/abc\n\
+                  4:memory:/kubepods/burstable/pod0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9/abc\n\
+                  1:name=systemd:/\n0::/\n";
+        assert_eq!(
+            pod_cgroup(v1).as_deref(),
+            Some("/kubepods/burstable/pod0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9/abc")
+        );
+        let v2 = "0::/kubepods.slice/kubepods-pod0f3b2a1c_9d8e.slice/cri-containerd-abc.scope\n";
+        assert!(pod_cgroup(v2).unwrap().starts_with("/kubepods.slice/"));
+        // The usual controllers win over others; another one alone still names the pod.
+        let mixed = "5:devices:/kubepods/podA/x\n2:cpu,cpuacct:/kubepods/podB/y\n0::/\n";
+        assert_eq!(pod_cgroup(mixed).as_deref(), Some("/kubepods/podB/y"));
+        assert_eq!(
+            pod_cgroup("5:devices:/kubepods/podA/x\n0::/\n").as_deref(),
+            Some("/kubepods/podA/x")
+        );
+        assert_eq!(pod_cgroup("garbage without colons\n"), None);
+        assert_eq!(pod_cgroup("0::/system.slice/sshd.service\n"), None);
+        assert_eq!(pod_cgroup(""), None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! DEL or a wrong CNI setting leaves on a node.
 
 use super::{Finding, FindingDef, RuleContext, Severity};
-use crate::collect::netns::{IpamNetwork, NetnsInfo, PeerState, VethPair};
+use crate::collect::netns::{IpamNetwork, NetnsInfo, Overlay, PeerState, VethPair};
 use crate::collect::NetnsSample;
 use crate::finding::worst_level;
 use crate::flags::{parse_duration_or_zero, parse_ratio};
@@ -56,6 +56,29 @@ impl Default for Thresholds {
     fn default() -> Self {
         crate::flags::defaults()
     }
+}
+
+/// Kinds of overlay device and the bytes of encapsulation each adds to a packet over
+/// an IPv4 underlay: vxlan and geneve 14 + 20 + 8 + 8, wireguard 20 + 8 + 32, ipip 20.
+pub const TUNNEL_OVERHEAD: [(&str, u32); 4] = [
+    ("vxlan", 50),
+    ("geneve", 50),
+    ("wireguard", 60),
+    ("ipip", 20),
+];
+
+/// The overhead of a link kind, None for a kind that is no tunnel. The registry hands
+/// this to the netns collector, which lists the links of these kinds as overlays.
+pub fn tunnel_overhead(kind: &str) -> Option<u32> {
+    TUNNEL_OVERHEAD
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, bytes)| *bytes)
+}
+
+/// What the rule counts for an overlay: its own figure for the kind.
+fn overhead_of(o: &Overlay) -> u32 {
+    tunnel_overhead(&o.kind).unwrap_or(0)
 }
 
 /// Evidence lists are cut here; the API has them all.
@@ -252,18 +275,13 @@ fn orphaned(s: &NetnsSample, v: &VethPair, min_age: u64, at: SystemTime) -> Opti
 fn mtu_mismatch(s: &NetnsSample, at: SystemTime) -> Option<Finding> {
     let uplink = s.uplink.as_ref()?;
     let uplink_mtu = uplink.mtu?;
-    let overhead = s
-        .overlays
-        .iter()
-        .map(|o| o.overhead_bytes)
-        .max()
-        .unwrap_or(0);
+    let overhead = s.overlays.iter().map(overhead_of).max().unwrap_or(0);
     let max = uplink_mtu.saturating_sub(overhead);
     let mut over: Vec<String> = Vec::new();
     for o in &s.overlays {
         if let Some(m) = o
             .mtu
-            .filter(|m| *m > uplink_mtu.saturating_sub(o.overhead_bytes))
+            .filter(|m| *m > uplink_mtu.saturating_sub(overhead_of(o)))
         {
             over.push(format!("{} ({}) mtu {m}", o.name, o.kind));
         }
@@ -293,7 +311,7 @@ fn mtu_mismatch(s: &NetnsSample, at: SystemTime) -> Option<Finding> {
     let overlays: Vec<String> = s
         .overlays
         .iter()
-        .map(|o| format!("{} ({}, {} B)", o.name, o.kind, o.overhead_bytes))
+        .map(|o| format!("{} ({}, {} B)", o.name, o.kind, overhead_of(o)))
         .collect();
     let because = if overlays.is_empty() {
         String::new()
@@ -550,6 +568,27 @@ mod tests {
             f[0].evidence["interfaces_over"], 3,
             "the overlay itself and both veths"
         );
+    }
+
+    #[test]
+    fn the_rule_counts_its_own_overhead_for_each_tunnel_kind() {
+        assert_eq!(tunnel_overhead("vxlan"), Some(50));
+        assert_eq!(tunnel_overhead("wireguard"), Some(60));
+        assert_eq!(tunnel_overhead("bridge"), None);
+        assert_eq!(tunnel_overhead(""), None);
+        let mut s = sample();
+        s.overlays = vec![Overlay {
+            name: "tunl0".into(),
+            kind: "ipip".into(),
+            mtu: Some(1480),
+            overhead_bytes: 0,
+        }];
+        let mut big = veth("veth-big", PeerState::Live, Some(10), T0);
+        big.mtu = Some(1500);
+        s.veths = vec![big];
+        let f = run(s, Thresholds::default());
+        assert_eq!(f[0].evidence["max_mtu"], 1480);
+        assert_eq!(f[0].evidence["overlays"][0], "tunl0 (ipip, 20 B)");
     }
 
     #[test]

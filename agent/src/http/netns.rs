@@ -1,7 +1,10 @@
 //! `GET /api/v1/netns` and `GET /api/v1/veths`: namespaces and veths with their pods.
 
 use super::{envelope, query, ApiError, Route};
+use crate::collect::pods::Attribution;
+use crate::collect::NetnsSample;
 use crate::store::Store;
+use crate::time::rfc3339;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -21,10 +24,7 @@ pub fn routes() -> Vec<Route> {
 /// Kubernetes namespace, an interface name.
 const NETNS_FILTERS: &[&str] = &["pod", "namespace", "interface"];
 
-fn pod_matches(
-    pod: Option<&crate::collect::pods::Attribution>,
-    params: &BTreeMap<String, String>,
-) -> bool {
+fn pod_matches(pod: Option<&Attribution>, params: &BTreeMap<String, String>) -> bool {
     let by_pod = params.get("pod").is_none_or(|want| {
         pod.is_some_and(|p| p.pod.as_deref() == Some(want.as_str()) || &p.pod_uid == want)
     });
@@ -37,9 +37,9 @@ fn pod_matches(
 /// The netns collector's latest sample with its time, or why there is none.
 fn with_netns_sample<R>(
     store: &Store,
-    f: impl FnOnce(&str, SystemTime, &crate::collect::NetnsSample) -> R,
+    f: impl FnOnce(&str, SystemTime, &NetnsSample) -> R,
 ) -> Result<R, ApiError> {
-    store.read(|s| match s.latest::<crate::collect::NetnsSample>() {
+    store.read(|s| match s.latest::<NetnsSample>() {
         Some((at, sample)) => Ok(f(&s.node, at, sample)),
         None => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -76,7 +76,7 @@ async fn netns_list(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json
             })
             .collect();
         let mut v = envelope(node);
-        v["sampled_at"] = json!(crate::time::rfc3339(at));
+        v["sampled_at"] = json!(rfc3339(at));
         v["namespaces"] = json!(list);
         v["stale_pins"] = json!(sample.stale_pins);
         v["unavailable"] = json!(sample.unavailable);
@@ -98,7 +98,7 @@ async fn veth_list(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<
             })
             .collect();
         let mut v = envelope(node);
-        v["sampled_at"] = json!(crate::time::rfc3339(at));
+        v["sampled_at"] = json!(rfc3339(at));
         v["veths"] = json!(list);
         v["unavailable"] = json!(sample.unavailable);
         Json(v)
@@ -111,7 +111,7 @@ mod tests {
 
     #[test]
     fn netns_filters_match_pod_name_or_uid_and_namespace() {
-        let pod = crate::collect::pods::Attribution {
+        let pod = Attribution {
             pod_uid: "0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9".into(),
             qos: crate::collect::pods::Qos::Burstable,
             namespace: Some("shop".into()),

@@ -6,8 +6,10 @@
 //! (`.1`) to its last (`.254` in a /24: IPv4 leaves out the broadcast address), and
 //! the gateway (default `.1`) is never handed out.
 
+use super::{read_dir, read_string, ReadError};
 use serde_json::Value;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 
@@ -64,6 +66,24 @@ pub enum NetworkConfig {
         plugin: String,
         ipam: Option<String>,
     },
+}
+
+/// The configuration files of a directory, in the order the runtime reads them.
+pub fn config_files(dir: &Path) -> Result<Vec<PathBuf>, ReadError> {
+    let mut files: Vec<PathBuf> = read_dir(dir)?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "conf" || e == "conflist" || e == "json")
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Reads and parses one configuration file; a parse error is `InvalidData` saying why.
+pub fn read_config(path: &Path) -> Result<NetworkConfig, ReadError> {
+    parse_config(&read_string(path)?).map_err(|e| ReadError::invalid(path, e))
 }
 
 /// Parses a `.conf` (one plugin) or `.conflist` (a `plugins` chain) file.
@@ -195,6 +215,51 @@ fn from_u128(v: u128, like: IpAddr) -> IpAddr {
 
 fn same_family(a: IpAddr, b: IpAddr) -> bool {
     a.is_ipv4() == b.is_ipv4()
+}
+
+/// The networks host-local keeps reservations for: the directories under its data
+/// directory (`/var/lib/cni/networks`), by name.
+pub fn list_networks(data_root: &Path) -> Result<Vec<String>, ReadError> {
+    let mut names: Vec<String> = read_dir(data_root)?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            e.file_type()
+                .ok()?
+                .is_dir()
+                .then(|| e.file_name().to_string_lossy().into_owned())
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// An address host-local handed out, and to whom.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Reservation {
+    pub ip: IpAddr,
+    pub container_id: Option<String>,
+    pub interface: Option<String>,
+}
+
+/// The reservations of one network's directory, by address. A file that vanishes or
+/// cannot be read between listing and reading is a reservation of nobody known.
+pub fn read_reservations(dir: &Path) -> Result<Vec<Reservation>, ReadError> {
+    let mut out = Vec::new();
+    for e in read_dir(dir)?.flatten() {
+        let Some(ip) = reservation_ip(&e.file_name().to_string_lossy()) else {
+            continue;
+        };
+        let (container_id, interface) = read_string(&e.path())
+            .map(|c| parse_reservation(&c))
+            .unwrap_or((None, None));
+        out.push(Reservation {
+            ip,
+            container_id,
+            interface,
+        });
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// A reservation file's name is the address; `lock` and `last_reserved_ip.N` are
@@ -329,5 +394,62 @@ mod tests {
         assert_eq!(reservation_ip("last_reserved_ip.0"), None);
         assert_eq!(reservation_ip("lock"), None);
         assert!(reservation_ip("10.244.1.5").is_some());
+    }
+
+    #[test]
+    fn a_network_directory_reads_as_reservations_by_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = dir.path().join("cbr0");
+        std::fs::create_dir(&net).unwrap();
+        std::fs::write(net.join("10.244.1.9"), "bbb\neth0\n").unwrap();
+        std::fs::write(net.join("10.244.1.10"), "aaa").unwrap();
+        std::fs::write(net.join("last_reserved_ip.0"), "10.244.1.10").unwrap();
+        std::fs::write(net.join("lock"), "").unwrap();
+        std::fs::create_dir(net.join("10.244.1.11")).unwrap();
+        std::fs::write(dir.path().join("a-file"), "").unwrap();
+        assert_eq!(
+            list_networks(dir.path()).unwrap(),
+            ["cbr0"],
+            "files are no networks"
+        );
+        let r = read_reservations(&net).unwrap();
+        let ips: Vec<String> = r.iter().map(|r| r.ip.to_string()).collect();
+        assert_eq!(ips, ["10.244.1.9", "10.244.1.10", "10.244.1.11"]);
+        assert_eq!(r[0].container_id.as_deref(), Some("bbb"));
+        assert_eq!(r[0].interface.as_deref(), Some("eth0"));
+        assert_eq!(r[2].container_id, None, "unreadable: held by nobody known");
+        let e = read_reservations(&dir.path().join("gone")).unwrap_err();
+        assert_eq!(e.path, dir.path().join("gone"));
+        assert!(e.is_not_found());
+    }
+
+    #[test]
+    fn config_files_are_listed_in_order_and_errors_name_them() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "20-b.conflist",
+            "10-a.conf",
+            "30-c.json",
+            "README",
+            "99.conf.bak",
+        ] {
+            std::fs::write(dir.path().join(f), "{").unwrap();
+        }
+        let names: Vec<String> = config_files(dir.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["10-a.conf", "20-b.conflist", "30-c.json"]);
+        let bad = dir.path().join("10-a.conf");
+        let e = read_config(&bad).unwrap_err();
+        assert_eq!(e.path, bad);
+        assert!(e.source.to_string().starts_with("not valid JSON"), "{e}");
+        std::fs::create_dir(dir.path().join("40-dir.conf")).unwrap();
+        let e = read_config(&dir.path().join("40-dir.conf")).unwrap_err();
+        assert_eq!(e.path, dir.path().join("40-dir.conf"));
+        assert!(config_files(&dir.path().join("none"))
+            .unwrap_err()
+            .is_not_found());
     }
 }

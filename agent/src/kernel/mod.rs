@@ -10,6 +10,7 @@ pub mod dns;
 pub mod ethtool;
 pub mod inotify;
 pub mod kmsg;
+pub mod kubelet_logs;
 pub mod limits;
 pub mod meminfo;
 pub mod mountinfo;
@@ -19,6 +20,7 @@ pub mod netlink;
 pub mod netns;
 pub mod nfnetlink;
 pub mod nft_notrack;
+pub mod process;
 pub mod psi;
 pub mod route;
 pub mod rtnetlink;
@@ -38,6 +40,14 @@ pub struct ReadError {
 }
 
 impl ReadError {
+    /// The file was read but does not say what its format promises.
+    pub fn invalid(path: &Path, message: impl Into<String>) -> Self {
+        ReadError {
+            path: path.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::InvalidData, message.into()),
+        }
+    }
+
     pub fn is_not_found(&self) -> bool {
         self.source.kind() == io::ErrorKind::NotFound
     }
@@ -45,6 +55,14 @@ impl ReadError {
 
 pub fn read_string(path: &Path) -> Result<String, ReadError> {
     std::fs::read_to_string(path).map_err(|source| ReadError {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The entries of a directory, the error naming it.
+pub fn read_dir(path: &Path) -> Result<std::fs::ReadDir, ReadError> {
+    std::fs::read_dir(path).map_err(|source| ReadError {
         path: path.to_path_buf(),
         source,
     })
@@ -68,11 +86,10 @@ pub fn read_optional_u64(path: &Path) -> Option<u64> {
 /// A single integer in a file that must be there.
 pub fn read_u64(path: &Path) -> Result<u64, ReadError> {
     let s = read_string(path)?;
-    s.trim().parse().map_err(|e| ReadError {
-        path: path.to_path_buf(),
-        source: io::Error::new(
-            io::ErrorKind::InvalidData,
+    s.trim().parse().map_err(|e| {
+        ReadError::invalid(
+            path,
             format!("expected an integer, got {:?}: {e}", s.trim()),
-        ),
+        )
     })
 }

@@ -5,7 +5,7 @@ use crate::host::HostRoot;
 use serde::Serialize;
 use std::path::Path;
 
-const IFF_UP: u64 = 0x1;
+const IFF_UP: u32 = 0x1;
 const ARPHRD_LOOPBACK: u64 = 772;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -79,7 +79,7 @@ pub fn read(root: &HostRoot, name: &str) -> SysInterface {
         devtype,
         driver: link_name(&dir.join("device").join("driver")),
         admin_up: attr("flags")
-            .and_then(|f| parse_hex(&f))
+            .and_then(|f| parse_flags(&f))
             .is_some_and(|f| f & IFF_UP != 0),
         operstate: attr("operstate").unwrap_or_else(|| "unknown".into()),
         carrier: num("carrier").map(|c| c == 1),
@@ -100,9 +100,14 @@ pub fn read(root: &HostRoot, name: &str) -> SysInterface {
     }
 }
 
-/// Interface flags are printed in hex: `0x1003`.
-fn parse_hex(s: &str) -> Option<u64> {
-    u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
+/// `flags`, which the kernel prints with `%#x`: `0x1003`. A bare number reads as
+/// decimal, as C reads an integer literal.
+pub fn parse_flags(s: &str) -> Option<u32> {
+    let s = s.trim();
+    match s.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
 }
 
 /// The kernel prints SPEED_UNKNOWN as -1; some drivers print 65535 or u32::MAX.
@@ -147,9 +152,30 @@ mod tests {
 
     #[test]
     fn flags_are_hex() {
-        assert_eq!(parse_hex("0x1003\n"), Some(0x1003));
-        assert_eq!(parse_hex("0x9"), Some(9));
-        assert_eq!(parse_hex("zz"), None);
+        assert_eq!(parse_flags("0x1003\n"), Some(0x1003));
+        assert_eq!(parse_flags("0x9"), Some(9));
+        assert_eq!(parse_flags("zz"), None);
+        assert_eq!(parse_flags("0x1002"), Some(0x1002));
+        assert_eq!(parse_flags("4099"), Some(4099));
+        assert_eq!(parse_flags("0xzz"), None);
+        assert_eq!(parse_flags(""), None);
+        assert_eq!(parse_flags("0x"), None);
+        assert_eq!(parse_flags("0x100000000"), None);
+    }
+
+    #[test]
+    fn admin_state_comes_from_the_flags_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot {
+            sys: dir.path().to_path_buf(),
+            ..HostRoot::default()
+        };
+        let lo = dir.path().join("class/net/lo");
+        std::fs::create_dir_all(&lo).unwrap();
+        for (flags, up) in [("0x9\n", true), ("0x1002\n", false), ("garbage\n", false)] {
+            std::fs::write(lo.join("flags"), flags).unwrap();
+            assert_eq!(read(&root, "lo").admin_up, up, "{flags:?}");
+        }
     }
 
     #[test]

@@ -4,17 +4,15 @@
 
 use super::netlink::{NetlinkSocket, NETLINK_ROUTE};
 use super::rtnetlink::{self, Addr, Link};
+use super::{read_dir, ReadError};
 use crate::host::HostRoot;
-use std::ffi::CString;
+use nix::sched::{setns, CloneFlags};
+use nix::sys::statfs::{statfs, NSFS_MAGIC};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
-
-/// `statfs.f_type` of nsfs: a pin that is still a namespace, not a leftover file.
-const NSFS_MAGIC: i64 = 0x6e73_6673;
 
 /// A file in a netns directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,10 +29,20 @@ pub enum PinEntry {
     Stale { path: PathBuf },
 }
 
-/// Lists the pins of one directory. The directory missing is `NotFound`.
-pub fn read_pins(dir: &Path) -> io::Result<Vec<PinEntry>> {
+/// A directory's device and inode. `/var/run` is usually a link to `/run`: the same
+/// directory reached twice has the same identity.
+pub fn dir_identity(dir: &Path) -> Result<(u64, u64), ReadError> {
+    let meta = std::fs::metadata(dir).map_err(|source| ReadError {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// Lists the pins of one directory. The directory missing is not found.
+pub fn read_pins(dir: &Path) -> Result<Vec<PinEntry>, ReadError> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
+    for entry in read_dir(dir)? {
         let Ok(entry) = entry else { continue };
         let path = entry.path();
         let Ok(meta) = std::fs::metadata(&path) else {
@@ -64,15 +72,9 @@ fn pin_path(p: &PinEntry) -> &Path {
     }
 }
 
+/// A pin that is still a namespace (on nsfs), not a leftover file.
 fn is_nsfs(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs fills the zeroed struct we own from a NUL-terminated path.
-    unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == NSFS_MAGIC
-    }
+    statfs(path).is_ok_and(|st| st.filesystem_type() == NSFS_MAGIC)
 }
 
 /// `net:[4026532186]`, the target of a `/proc/<pid>/ns/net` link, to the inode.
@@ -85,69 +87,16 @@ pub fn parse_ns_link(target: &str) -> Option<u64> {
         .ok()
 }
 
-/// Every numeric entry of procfs: thread-group leaders.
-pub fn list_pids(root: &HostRoot) -> io::Result<Vec<u32>> {
-    Ok(std::fs::read_dir(root.proc(&[]))?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect())
-}
-
-/// The network namespace of a process; errors for a process that exited or that we
-/// may not inspect.
-pub fn netns_of(root: &HostRoot, pid: &str) -> io::Result<u64> {
-    let target = std::fs::read_link(root.proc(&[pid, "ns", "net"]))?;
+/// The network namespace of a process (a pid, or `self`); errors for a process that
+/// exited or that we may not inspect.
+pub fn netns_of(root: &HostRoot, pid: &str) -> Result<u64, ReadError> {
+    let path = root.proc(&[pid, "ns", "net"]);
+    let target = std::fs::read_link(&path).map_err(|source| ReadError {
+        path: path.clone(),
+        source,
+    })?;
     parse_ns_link(&target.to_string_lossy())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not a net:[inode] link"))
-}
-
-/// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot. The command
-/// name (field 2) may hold spaces and parentheses, so fields count from the last `)`.
-pub fn parse_start_ticks(stat: &str) -> Option<u64> {
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// `btime` of `/proc/stat`: boot time in seconds since the epoch.
-pub fn parse_boot_time(stat: &str) -> Option<u64> {
-    stat.lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()
-}
-
-pub fn clock_ticks_per_second() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if v > 0 {
-        v as u64
-    } else {
-        100
-    }
-}
-
-/// The cgroup path of `/proc/<pid>/cgroup` that names a pod: the v2 `0::` line or a v1
-/// line of a controller every kubelet sets up (cpu, memory, pids, name=systemd),
-/// whichever contains `kubepods`, else any other line that does. None for a process
-/// outside any pod.
-pub fn pod_cgroup(cgroup_file: &str) -> Option<&str> {
-    let lines = || {
-        cgroup_file.lines().filter_map(|line| {
-            let mut it = line.splitn(3, ':');
-            let (_, controllers, path) = (it.next()?, it.next()?, it.next()?);
-            path.contains("kubepods").then_some((controllers, path))
-        })
-    };
-    let preferred = |controllers: &str| {
-        controllers.is_empty()
-            || controllers
-                .split(',')
-                .any(|c| matches!(c, "cpu" | "memory" | "pids" | "name=systemd"))
-    };
-    lines()
-        .find(|(c, _)| preferred(c))
-        .or_else(|| lines().next())
-        .map(|(_, path)| path)
+        .ok_or_else(|| ReadError::invalid(&path, "not a net:[inode] link"))
 }
 
 /// What one namespace holds, from inside it.
@@ -169,41 +118,66 @@ pub struct Inspection {
 #[derive(Debug)]
 pub struct TargetView {
     pub nsid: Option<i32>,
-    pub view: Result<NamespaceView, String>,
+    /// The error names the namespace file that could not be entered or read.
+    pub view: Result<NamespaceView, ReadError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// The host's namespace could not be entered, or its links read: the path is the
+    /// namespace file.
+    #[error(transparent)]
+    Host(#[from] ReadError),
+    /// The thread made to enter namespaces could not start, or died.
+    #[error("{0}")]
+    Thread(io::Error),
 }
 
 /// Enters `host` and then each target namespace (a pin or `/proc/<pid>/ns/net`) on a
 /// thread made for it, so `setns` never touches a thread anyone else uses; the
 /// thread ends with the call and its namespace with it.
-pub fn inspect(host: PathBuf, targets: Vec<PathBuf>) -> io::Result<Inspection> {
+pub fn inspect(host: PathBuf, targets: Vec<PathBuf>) -> Result<Inspection, InspectError> {
     std::thread::Builder::new()
         .name("netns-inspect".into())
-        .spawn(move || inspect_on_this_thread(&host, &targets))?
+        .spawn(move || inspect_on_this_thread(&host, &targets))
+        .map_err(InspectError::Thread)?
         .join()
-        .map_err(|_| io::Error::other("the namespace inspection thread panicked"))?
+        .map_err(|_| {
+            InspectError::Thread(io::Error::other("the namespace inspection thread panicked"))
+        })?
 }
 
-fn inspect_on_this_thread(host: &Path, targets: &[PathBuf]) -> io::Result<Inspection> {
-    let host_fd = open_ns(host)?;
-    enter(&host_fd).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", host.display())))?;
+fn inspect_on_this_thread(host: &Path, targets: &[PathBuf]) -> Result<Inspection, InspectError> {
+    let in_host = |source| ReadError {
+        path: host.to_path_buf(),
+        source,
+    };
+    let host_fd = open_ns(host).map_err(in_host)?;
+    enter(&host_fd).map_err(in_host)?;
     // This socket stays in the host namespace whatever the thread enters later.
-    let mut host_sock = NetlinkSocket::open(NETLINK_ROUTE)?;
-    let host_links = rtnetlink::dump_links_on(&mut host_sock)?;
-    let host_addrs = rtnetlink::dump_addrs_on(&mut host_sock)?;
+    let mut host_sock = NetlinkSocket::open(NETLINK_ROUTE).map_err(in_host)?;
+    let host_links = rtnetlink::dump_links_on(&mut host_sock).map_err(in_host)?;
+    let host_addrs = rtnetlink::dump_addrs_on(&mut host_sock).map_err(in_host)?;
     let targets = targets
         .iter()
-        .map(|path| match open_ns(path) {
-            Ok(fd) => {
-                let nsid = rtnetlink::nsid_of(&mut host_sock, fd.as_raw_fd())
-                    .ok()
-                    .flatten();
-                let view = view_inside(&fd).map_err(|e| format!("{}: {e}", path.display()));
-                TargetView { nsid, view }
+        .map(|path| {
+            let in_target = |source| ReadError {
+                path: path.clone(),
+                source,
+            };
+            match open_ns(path) {
+                Ok(fd) => {
+                    let nsid = rtnetlink::nsid_of(&mut host_sock, fd.as_raw_fd())
+                        .ok()
+                        .flatten();
+                    let view = view_inside(&fd).map_err(in_target);
+                    TargetView { nsid, view }
+                }
+                Err(e) => TargetView {
+                    nsid: None,
+                    view: Err(in_target(e)),
+                },
             }
-            Err(e) => TargetView {
-                nsid: None,
-                view: Err(format!("{}: {e}", path.display())),
-            },
         })
         .collect();
     Ok(Inspection {
@@ -226,13 +200,10 @@ fn open_ns(path: &Path) -> io::Result<OwnedFd> {
     Ok(std::fs::File::open(path)?.into())
 }
 
+/// Moves the calling thread, which inspect() made for this and discards, into the
+/// namespace.
 fn enter(fd: &OwnedFd) -> io::Result<()> {
-    // SAFETY: setns on a descriptor we own; it changes only the calling thread, which
-    // inspect() created for this and discards.
-    if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    setns(fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
 }
 
 #[cfg(test)]
@@ -248,47 +219,10 @@ mod tests {
     }
 
     #[test]
-    fn start_time_survives_odd_command_names() {
-        let stat = "4242 (we ird) (n) S 1 4242 4242 0 -1 4194560 120 0 0 0 1 2 0 0 20 0 1 0 987654 8155136 200 18446744073709551615";
-        assert_eq!(parse_start_ticks(stat), Some(987654));
-        assert_eq!(parse_start_ticks("1 (init) S 0"), None, "truncated");
-        assert_eq!(parse_start_ticks("garbage"), None);
-    }
-
-    #[test]
-    fn boot_time_is_read_from_proc_stat() {
-        let stat = "cpu  1 2 3 4\nintr 5\nctxt 99\nbtime 1700000000\nprocesses 7\n";
-        assert_eq!(parse_boot_time(stat), Some(1_700_000_000));
-        assert_eq!(parse_boot_time("cpu 1 2\n"), None);
-    }
-
-    #[test]
-    fn pod_cgroup_takes_v2_or_a_known_v1_controller() {
-        let v1 = "12:pids:/kubepods/burstable/pod0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9/abc\n\
-                  4:memory:/kubepods/burstable/pod0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9/abc\n\
-                  1:name=systemd:/\n0::/\n";
-        assert_eq!(
-            pod_cgroup(v1),
-            Some("/kubepods/burstable/pod0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9/abc")
-        );
-        let v2 = "0::/kubepods.slice/kubepods-pod0f3b2a1c_9d8e.slice/cri-containerd-abc.scope\n";
-        assert!(pod_cgroup(v2).unwrap().starts_with("/kubepods.slice/"));
-        // The usual controllers win over others; another one alone still names the pod.
-        let mixed = "5:devices:/kubepods/podA/x\n2:cpu,cpuacct:/kubepods/podB/y\n0::/\n";
-        assert_eq!(pod_cgroup(mixed), Some("/kubepods/podB/y"));
-        assert_eq!(
-            pod_cgroup("5:devices:/kubepods/podA/x\n0::/\n"),
-            Some("/kubepods/podA/x")
-        );
-        assert_eq!(pod_cgroup("garbage without colons\n"), None);
-        assert_eq!(pod_cgroup("0::/system.slice/sshd.service\n"), None);
-        assert_eq!(pod_cgroup(""), None);
-    }
-
-    #[test]
     fn a_missing_pin_directory_is_not_found() {
         let err = read_pins(Path::new("/nonexistent-nodediag-dir")).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert_eq!(err.source.kind(), io::ErrorKind::NotFound);
+        assert_eq!(err.path, Path::new("/nonexistent-nodediag-dir"));
     }
 
     #[test]
@@ -302,5 +236,74 @@ mod tests {
                 path: dir.path().join("cni-1234")
             }]
         );
+    }
+
+    #[test]
+    fn a_namespace_file_is_nsfs_and_a_plain_file_is_not() {
+        assert!(is_nsfs(Path::new("/proc/self/ns/net")));
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("cni-1");
+        std::fs::write(&plain, "").unwrap();
+        assert!(!is_nsfs(&plain));
+        assert!(!is_nsfs(&dir.path().join("missing")));
+    }
+
+    #[test]
+    fn a_process_namespace_is_its_link_inode() {
+        let root = HostRoot::default();
+        let inode = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        assert_eq!(netns_of(&root, "self").unwrap(), inode);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("7/ns")).unwrap();
+        std::os::unix::fs::symlink("mnt:[4026531841]", dir.path().join("7/ns/net")).unwrap();
+        let fake = HostRoot {
+            proc: dir.path().to_path_buf(),
+            ..HostRoot::default()
+        };
+        let e = netns_of(&fake, "7").unwrap_err();
+        assert_eq!(e.path, dir.path().join("7/ns/net"));
+        assert!(e.to_string().contains("not a net:[inode] link"), "{e}");
+        assert!(netns_of(&fake, "8").unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn a_directory_reached_through_a_link_is_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("run")).unwrap();
+        std::os::unix::fs::symlink("run", dir.path().join("var-run")).unwrap();
+        assert_eq!(
+            dir_identity(&dir.path().join("run")).unwrap(),
+            dir_identity(&dir.path().join("var-run")).unwrap()
+        );
+        let e = dir_identity(&dir.path().join("none")).unwrap_err();
+        assert_eq!(e.path, dir.path().join("none"));
+    }
+
+    #[test]
+    fn inspection_errors_name_the_namespace_file() {
+        let e = inspect("/nonexistent-nodediag-ns".into(), vec![]).unwrap_err();
+        assert!(
+            e.to_string().starts_with("/nonexistent-nodediag-ns: "),
+            "{e}"
+        );
+        let got = inspect(
+            "/proc/self/ns/net".into(),
+            vec!["/nonexistent-nodediag-pin".into()],
+        );
+        let got = match got {
+            // Entering a namespace needs CAP_SYS_ADMIN, which CI has.
+            Err(InspectError::Host(e))
+                if e.source.kind() == io::ErrorKind::PermissionDenied
+                    && std::env::var_os("CI").is_none() =>
+            {
+                eprintln!("skipped: {e}: entering a namespace needs CAP_SYS_ADMIN");
+                return;
+            }
+            other => other.unwrap(),
+        };
+        assert!(got.host_links.iter().any(|l| l.name == "lo"));
+        let target = got.targets[0].view.as_ref().unwrap_err();
+        assert_eq!(target.path, Path::new("/nonexistent-nodediag-pin"));
+        assert!(target.is_not_found());
     }
 }

@@ -1,6 +1,24 @@
 //! The interface of the default route, from `/proc/net/route` and
 //! `/proc/net/ipv6_route`: the uplink whose MTU pod interfaces must fit under.
 
+use super::read_string;
+use crate::host::HostRoot;
+
+/// The interface of the host's default route: IPv4 first, then IPv6, each from PID
+/// 1's view (the host's namespace under hostPID), else from nodediag's own. None when
+/// no table has a default route or none can be read.
+pub fn default_interface(root: &HostRoot) -> Option<String> {
+    let read = |parts: &[&str]| read_string(&root.proc(parts)).ok();
+    read(&["1", "net", "route"])
+        .or_else(|| read(&["net", "route"]))
+        .and_then(|r| parse_default_v4(&r))
+        .or_else(|| {
+            read(&["1", "net", "ipv6_route"])
+                .or_else(|| read(&["net", "ipv6_route"]))
+                .and_then(|r| parse_default_v6(&r))
+        })
+}
+
 /// The interface of the IPv4 default route with the lowest metric.
 pub fn parse_default_v4(route: &str) -> Option<String> {
     let mut lines = route.lines();
@@ -74,5 +92,24 @@ eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\n";
 00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000002 00000000 00000003     ens5\n";
         assert_eq!(parse_default_v6(v6).as_deref(), Some("ens5"));
         assert_eq!(parse_default_v6("short line\n"), None);
+    }
+
+    #[test]
+    fn the_default_interface_prefers_pid_1_and_ipv4() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot {
+            proc: dir.path().to_path_buf(),
+            ..HostRoot::default()
+        };
+        assert_eq!(default_interface(&root), None, "nothing to read");
+        let v6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000002 00000000 00000003     ens5\n";
+        std::fs::create_dir_all(dir.path().join("net")).unwrap();
+        std::fs::write(dir.path().join("net/ipv6_route"), v6).unwrap();
+        assert_eq!(default_interface(&root).as_deref(), Some("ens5"));
+        std::fs::write(dir.path().join("net/route"), V4).unwrap();
+        assert_eq!(default_interface(&root).as_deref(), Some("eth0"));
+        std::fs::create_dir_all(dir.path().join("1/net")).unwrap();
+        std::fs::write(dir.path().join("1/net/route"), V4.replace("eth0", "bond0")).unwrap();
+        assert_eq!(default_interface(&root).as_deref(), Some("bond0"));
     }
 }

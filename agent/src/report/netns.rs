@@ -1,6 +1,7 @@
 //! The report's CNI section: leaks and orphans with the commands to inspect them.
 
-use crate::collect::netns::{NetnsSample, PeerState};
+use crate::collect::netns::NetnsSample;
+use crate::collect::pods::Attribution;
 use crate::store::Snapshot;
 use crate::time::age;
 use std::fmt::Write;
@@ -10,11 +11,7 @@ use std::time::SystemTime;
 pub fn summary(s: &NetnsSample) -> String {
     let empty = s.namespaces.iter().filter(|n| n.is_empty_pin()).count();
     let pods = s.namespaces.iter().filter(|n| n.pod.is_some()).count();
-    let lost = s
-        .veths
-        .iter()
-        .filter(|v| matches!(v.peer_state, PeerState::Empty | PeerState::Unknown))
-        .count();
+    let lost = s.veths.iter().filter(|v| !v.peer_state.is_live()).count();
     format!(
         "{} network namespaces ({} of pods, {} pinned without a process), {} veths ({} without a live peer), {} host-local IPAM networks",
         s.namespaces.len(),
@@ -42,13 +39,11 @@ fn more(out: &mut String, total: usize, what: &str, endpoint: &str) {
 /// Leaked namespaces, orphaned veths, stale pins and IPAM use, with the commands to
 /// look closer and to clean up.
 pub fn section(out: &mut String, snap: &Snapshot, now: SystemTime) {
-    let Some((_, s)) = snap.latest::<crate::collect::NetnsSample>() else {
+    let Some((_, s)) = snap.latest::<NetnsSample>() else {
         return;
     };
     let _ = writeln!(out, "\nCNI: {}", summary(s));
-    let pod_of = |p: Option<&crate::collect::pods::Attribution>| {
-        p.map_or_else(|| "no known pod".into(), |p| p.name())
-    };
+    let pod_of = |p: Option<&Attribution>| p.map_or_else(|| "no known pod".into(), |p| p.name());
     let empty: Vec<_> = s.namespaces.iter().filter(|n| n.is_empty_pin()).collect();
     for ns in empty.iter().take(NETNS_LISTED) {
         let pin = &ns.pins[0];
@@ -75,11 +70,7 @@ pub fn section(out: &mut String, snap: &Snapshot, now: SystemTime) {
         );
     }
     more(out, empty.len(), "empty namespaces", "/api/v1/netns");
-    let orphans: Vec<_> = s
-        .veths
-        .iter()
-        .filter(|v| matches!(v.peer_state, PeerState::Empty | PeerState::Unknown))
-        .collect();
+    let orphans: Vec<_> = s.veths.iter().filter(|v| !v.peer_state.is_live()).collect();
     for v in orphans.iter().take(NETNS_LISTED) {
         let peer = match (&v.peer_name, v.peer_pins.first()) {
             (Some(n), Some(p)) => format!("{n} in {p}"),

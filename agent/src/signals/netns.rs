@@ -72,6 +72,7 @@ impl Signal for Netns {
             ctx.netlink,
             &args.netns_dirs,
             &args.cni_conf_dirs,
+            netns::tunnel_overhead,
         )
     }
 

@@ -1,0 +1,130 @@
+//! host-local IPAM accounting: each network the CNI configurations name, its range
+//! sets' capacity, the addresses reserved in each, and the reservations whose
+//! container no process on the node runs any more.
+
+use super::scan::ProcScan;
+use super::{listed, shown_path, HostDir, IpamNetwork, IpamRangeSet, Reservation};
+use crate::host::HostRoot;
+use crate::kernel::cni::{self, NetworkConfig};
+use crate::sample::Unavailable;
+
+/// Every host-local network: those the configurations in `conf_dirs` name, then the
+/// reservation directories no configuration names (a generated config such as
+/// flannel's delegate), counted with their capacity unknown.
+pub(super) fn networks(
+    root: &HostRoot,
+    conf_dirs: &[HostDir],
+    procs: &ProcScan,
+    unavailable: &mut Vec<Unavailable>,
+) -> Vec<IpamNetwork> {
+    let mut networks: Vec<IpamNetwork> = Vec::new();
+    let mut any_conf_dir = false;
+    for dir in conf_dirs {
+        let Ok(files) = cni::config_files(&dir.read) else {
+            continue;
+        };
+        any_conf_dir = true;
+        for file in files {
+            let shown = shown_path(dir, &file);
+            match cni::read_config(&file) {
+                Ok(NetworkConfig::HostLocal(n)) => {
+                    if networks.iter().any(|x| x.name == n.name) {
+                        continue;
+                    }
+                    networks.push(network(
+                        root,
+                        n.name.clone(),
+                        Some(n.plugin.clone()),
+                        Some(shown),
+                        n.data_dir.clone(),
+                        &n.range_sets,
+                        procs,
+                    ));
+                }
+                Ok(NetworkConfig::Other { .. }) => {}
+                // `what` names the file already.
+                Err(e) => unavailable.push(Unavailable::new(
+                    format!("CNI configuration {shown}"),
+                    format!("{}: its IPAM is not checked", e.source),
+                )),
+            }
+        }
+    }
+    if !any_conf_dir {
+        unavailable.push(Unavailable::new(
+            "CNI configuration",
+            format!(
+                "none of {} exists: IPAM capacity is unknown (--path.cni-conf)",
+                listed(conf_dirs)
+            ),
+        ));
+    }
+    if let Ok(names) = cni::list_networks(&root.host_path(cni::DEFAULT_DATA_DIR)) {
+        let extra: Vec<String> = names
+            .into_iter()
+            .filter(|name| !networks.iter().any(|n| &n.name == name))
+            .collect();
+        for name in extra {
+            let dir = format!("{}/{name}", cni::DEFAULT_DATA_DIR);
+            networks.push(network(root, name, None, None, dir, &[], procs));
+        }
+    }
+    networks
+}
+
+fn network(
+    root: &HostRoot,
+    name: String,
+    plugin: Option<String>,
+    config_file: Option<String>,
+    data_dir: String,
+    range_sets: &[Vec<cni::IpRange>],
+    procs: &ProcScan,
+) -> IpamNetwork {
+    // No directory yet: nothing reserved.
+    let reservations = cni::read_reservations(&root.host_path(&data_dir)).unwrap_or_default();
+    let sets: Vec<IpamRangeSet> = range_sets
+        .iter()
+        .map(|set| IpamRangeSet {
+            ranges: set
+                .iter()
+                .map(|r| format!("{} {}-{}", r.subnet, r.start, r.end))
+                .collect(),
+            capacity: set
+                .iter()
+                .map(|r| r.capacity())
+                .sum::<u128>()
+                .min(u64::MAX as u128) as u64,
+            allocated: reservations
+                .iter()
+                .filter(|r| set.iter().any(|range| range.contains(r.ip)))
+                .count() as u64,
+        })
+        .collect();
+    let stale_known = procs.cgroups_readable;
+    let stale = reservations
+        .iter()
+        .filter(|_| stale_known)
+        .filter(|r| {
+            r.container_id
+                .as_ref()
+                .is_none_or(|id| !procs.live_containers.contains(id))
+        })
+        .map(|r| Reservation {
+            ip: r.ip.to_string(),
+            container_id: r.container_id.clone(),
+            interface: r.interface.clone(),
+        })
+        .collect();
+    IpamNetwork {
+        name,
+        plugin,
+        config_file,
+        data_dir,
+        capacity: sets.iter().map(|s| s.capacity).min(),
+        range_sets: sets,
+        allocated: reservations.len() as u64,
+        stale_known,
+        stale,
+    }
+}

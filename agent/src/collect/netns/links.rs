@@ -1,0 +1,329 @@
+//! The links of the host and of each namespace, and how they join: a host veth's
+//! IFLA_LINK_NETNSID resolved through the host's nsid table names the namespace of
+//! its peer, the peer's ifindex names the interface there. Also the uplink and the
+//! overlays, which the MTU rule compares the pod interfaces with.
+
+use super::scan::{PinScan, ProcScan};
+use super::{NetnsInfo, NetnsInterface, Overlay, PeerState, TunnelOverhead, Uplink, VethPair};
+use crate::host::HostRoot;
+use crate::kernel::netns::{self, Inspection};
+use crate::kernel::rtnetlink::{Addr, Link, LinkStats};
+use crate::kernel::{net_class, route};
+use crate::sample::Unavailable;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+/// The host's links and addresses, and each namespace's nsid and interfaces, over
+/// rtnetlink (from sysfs, host only, when netlink is off).
+pub(super) fn look_inside(
+    root: &HostRoot,
+    netlink: bool,
+    pins: &PinScan,
+    procs: &ProcScan,
+    namespaces: &mut [NetnsInfo],
+    unavailable: &mut Vec<Unavailable>,
+) -> (Vec<Link>, Vec<Addr>) {
+    if !netlink {
+        unavailable.push(Unavailable::new(
+            "namespace interfaces and veth peers",
+            "netlink is off (--no-netlink): host links come from sysfs, and veth peers and interfaces inside namespaces are unknown",
+        ));
+        return (host_links_from_sysfs(root), Vec::new());
+    }
+    let host_path = if procs.host_from_pid1 {
+        root.proc(&["1", "ns", "net"])
+    } else {
+        root.proc(&["self", "ns", "net"])
+    };
+    let targets: Vec<(usize, PathBuf)> = namespaces
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !n.host)
+        .filter_map(|(i, n)| {
+            let path = pins
+                .by_ns
+                .get(&n.inode)
+                .and_then(|(p, _)| p.first().map(|(_, read)| read.clone()))
+                .or_else(|| {
+                    let pid = procs.by_ns.get(&n.inode)?.pids.first()?.to_string();
+                    Some(root.proc(&[&pid, "ns", "net"]))
+                })?;
+            Some((i, path))
+        })
+        .collect();
+    match netns::inspect(host_path, targets.iter().map(|(_, p)| p.clone()).collect()) {
+        Ok(Inspection {
+            host_links,
+            host_addrs,
+            targets: views,
+        }) => {
+            for ((i, _), view) in targets.iter().zip(views) {
+                let ns = &mut namespaces[*i];
+                ns.nsid = view.nsid;
+                match view.view {
+                    Ok(v) => ns.interfaces = interfaces_of(&v.links, &v.addrs),
+                    Err(e) => ns.interfaces_error = Some(e.to_string()),
+                }
+            }
+            (host_links, host_addrs)
+        }
+        Err(e) => {
+            unavailable.push(Unavailable::new(
+                "namespace interfaces and veth peers",
+                format!("{e}: nodediag needs CAP_SYS_ADMIN and hostPID to enter namespaces"),
+            ));
+            (Vec::new(), Vec::new())
+        }
+    }
+}
+
+fn cidr(a: &Addr) -> String {
+    format!("{}/{}", a.address, a.prefix_len)
+}
+
+pub(super) fn interfaces_of(links: &[Link], addrs: &[Addr]) -> Vec<NetnsInterface> {
+    links
+        .iter()
+        .map(|l| NetnsInterface {
+            index: l.index,
+            name: l.name.clone(),
+            kind: l.kind.clone(),
+            mtu: l.mtu,
+            operstate: l.operstate.clone(),
+            addresses: addrs
+                .iter()
+                .filter(|a| a.index == l.index)
+                .map(cidr)
+                .collect(),
+            // IFLA_LINK of a vlan or macvlan is its lower device, not a peer.
+            peer_ifindex: l
+                .link
+                .filter(|p| *p != l.index && *p != 0 && l.kind.as_deref() == Some("veth")),
+        })
+        .collect()
+}
+
+/// The host's links from sysfs when netlink is off. sysfs has no link kind for a
+/// veth: a virtual link without DEVTYPE whose iflink names another interface is taken
+/// as one (its peer's namespace stays unknown).
+fn host_links_from_sysfs(root: &HostRoot) -> Vec<Link> {
+    let Ok(names) = net_class::list(root) else {
+        return Vec::new();
+    };
+    names
+        .iter()
+        .map(|name| {
+            let s = net_class::read(root, name);
+            let index = s.ifindex.unwrap_or(0) as u32;
+            let iflink = s.iflink.map(|i| i as u32);
+            let veth_like = !s.physical
+                && s.devtype.is_none()
+                && !s.bridge
+                && !s.loopback
+                && !s.tun
+                && iflink.is_some_and(|i| i != index && i != 0);
+            let kind = s
+                .devtype
+                .clone()
+                .or_else(|| s.bridge.then(|| "bridge".into()))
+                .or_else(|| veth_like.then(|| "veth".into()));
+            Link {
+                index,
+                name: s.name.clone(),
+                kind,
+                mtu: s.mtu.map(|m| m as u32),
+                link: iflink,
+                link_netnsid: None,
+                master: None,
+                admin_up: s.admin_up,
+                operstate: Some(s.operstate.clone()),
+                stats: Some(LinkStats {
+                    rx_packets: s.counters.rx_packets,
+                    tx_packets: s.counters.tx_packets,
+                    rx_errors: s.counters.rx_errors,
+                    tx_errors: s.counters.tx_errors,
+                    rx_dropped: s.counters.rx_dropped,
+                    tx_dropped: s.counters.tx_dropped,
+                    ..LinkStats::default()
+                }),
+            }
+        })
+        .collect()
+}
+
+/// Each host-side veth with where its peer is and whose pod that is; records each
+/// namespace's host veths. `first_seen` carries over between samples.
+pub(super) fn join_veths(
+    first_seen: &mut HashMap<(u32, String), SystemTime>,
+    netlink: bool,
+    host_links: &[Link],
+    namespaces: &mut [NetnsInfo],
+    now: SystemTime,
+) -> Vec<VethPair> {
+    let names: HashMap<u32, &str> = host_links
+        .iter()
+        .map(|l| (l.index, l.name.as_str()))
+        .collect();
+    let by_nsid: HashMap<i32, usize> = namespaces
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| Some((n.nsid?, i)))
+        .collect();
+    let mut seen = HashMap::new();
+    let mut veths = Vec::new();
+    for l in host_links
+        .iter()
+        .filter(|l| l.kind.as_deref() == Some("veth"))
+    {
+        let key = (l.index, l.name.clone());
+        let first = *first_seen.get(&key).unwrap_or(&now);
+        seen.insert(key, first);
+        let peer_ns = l.link_netnsid.and_then(|id| by_nsid.get(&id).copied());
+        let (peer_state, peer_netns) = match (l.link_netnsid, peer_ns) {
+            (None, _) if netlink => (PeerState::Host, None),
+            (None, _) => (PeerState::Unknown, None),
+            (Some(_), Some(i)) if namespaces[i].processes > 0 => {
+                (PeerState::Live, Some(namespaces[i].inode))
+            }
+            (Some(_), Some(i)) if namespaces[i].is_empty_pin() => {
+                (PeerState::Empty, Some(namespaces[i].inode))
+            }
+            (Some(_), _) => (PeerState::Unknown, None),
+        };
+        let peer = peer_ns.map(|i| &namespaces[i]);
+        let peer_if = peer.and_then(|ns| ns.interfaces.iter().find(|i| Some(i.index) == l.link));
+        let (pod, pod_gone) = match peer {
+            Some(ns) if ns.pod.is_some() => (ns.pod.clone(), false),
+            Some(ns) => (ns.former_pod.clone(), ns.former_pod.is_some()),
+            None => (None, false),
+        };
+        veths.push(VethPair {
+            name: l.name.clone(),
+            index: l.index,
+            mtu: l.mtu,
+            admin_up: l.admin_up,
+            operstate: l.operstate.clone(),
+            master: l.master.and_then(|m| names.get(&m).map(|n| n.to_string())),
+            stats: l.stats,
+            peer_ifindex: l.link.filter(|p| *p != 0),
+            peer_netnsid: l.link_netnsid,
+            peer_netns,
+            peer_state,
+            peer_name: peer_if.map(|i| i.name.clone()),
+            peer_mtu: peer_if.and_then(|i| i.mtu),
+            peer_addresses: peer_if.map(|i| i.addresses.clone()).unwrap_or_default(),
+            peer_pins: peer.map(|ns| ns.pins.clone()).unwrap_or_default(),
+            pod,
+            pod_gone,
+            first_seen: first,
+        });
+        if let Some(i) = peer_ns {
+            namespaces[i].host_veths.push(l.name.clone());
+        }
+    }
+    *first_seen = seen;
+    veths
+}
+
+/// The interface of the default route, with its MTU.
+pub(super) fn uplink(root: &HostRoot, host_links: &[Link]) -> Option<Uplink> {
+    let name = route::default_interface(root)?;
+    let mtu = host_links
+        .iter()
+        .find(|l| l.name == name)
+        .and_then(|l| l.mtu);
+    Some(Uplink { name, mtu })
+}
+
+/// The tunnel devices that are up, with the overhead of their kind.
+pub(super) fn overlays(host_links: &[Link], overhead_of: TunnelOverhead) -> Vec<Overlay> {
+    host_links
+        .iter()
+        .filter(|l| l.admin_up)
+        .filter_map(|l| {
+            let kind = l.kind.as_deref()?;
+            Some(Overlay {
+                name: l.name.clone(),
+                kind: kind.to_string(),
+                mtu: l.mtu,
+                overhead_bytes: overhead_of(kind)?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interfaces_carry_their_addresses_and_veth_peers() {
+        let links = vec![
+            Link {
+                index: 1,
+                name: "lo".into(),
+                link: Some(1),
+                ..Link::default()
+            },
+            Link {
+                index: 3,
+                name: "eth0.100".into(),
+                kind: Some("vlan".into()),
+                link: Some(2),
+                ..Link::default()
+            },
+            Link {
+                index: 2,
+                name: "eth0".into(),
+                kind: Some("veth".into()),
+                mtu: Some(1450),
+                link: Some(17),
+                link_netnsid: Some(0),
+                ..Link::default()
+            },
+        ];
+        let addrs = vec![Addr {
+            index: 2,
+            address: "10.244.1.5".parse().unwrap(),
+            prefix_len: 24,
+        }];
+        let got = interfaces_of(&links, &addrs);
+        assert_eq!(got[0].peer_ifindex, None, "a link to itself is no peer");
+        assert!(got[0].addresses.is_empty());
+        assert_eq!(
+            got[1].peer_ifindex, None,
+            "a vlan's lower device is no peer"
+        );
+        assert_eq!(got[2].addresses, vec!["10.244.1.5/24".to_string()]);
+        assert_eq!(got[2].peer_ifindex, Some(17));
+    }
+
+    #[test]
+    fn overlays_are_the_tunnels_that_are_up() {
+        let link = |name: &str, kind: &str, up: bool| Link {
+            name: name.into(),
+            kind: Some(kind.into()),
+            mtu: Some(1450),
+            admin_up: up,
+            ..Link::default()
+        };
+        let links = [
+            link("flannel.1", "vxlan", true),
+            link("wg0", "wireguard", false),
+            link("cni0", "bridge", true),
+        ];
+        let tunnels = |kind: &str| (kind != "bridge").then_some(50);
+        let got = overlays(&links, tunnels);
+        assert_eq!(
+            got,
+            [Overlay {
+                name: "flannel.1".into(),
+                kind: "vxlan".into(),
+                mtu: Some(1450),
+                overhead_bytes: 50,
+            }],
+            "a link that is down carries nothing; a bridge is no tunnel"
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! The two views of which namespaces exist: pins (files runtimes bind-mount a
+//! namespace on) and processes (`/proc/<pid>/ns/net`, whose cgroups name the pod),
+//! joined into one [`NetnsInfo`] per namespace.
+
+use super::{shown_path, AgeSource, HostDir, NetnsInfo, MAX_PIDS_LISTED};
+use crate::collect::pods::{self, Attribution, PodIndex};
+use crate::host::HostRoot;
+use crate::kernel::netns::{self, PinEntry};
+use crate::kernel::process::{self, StartClock};
+use crate::sample::CollectError;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+pub(super) struct PinScan {
+    /// Each pinned namespace's pins (as shown, as read) and its oldest pin's time.
+    pub by_ns: BTreeMap<u64, (Vec<(String, PathBuf)>, SystemTime)>,
+    pub stale: Vec<String>,
+    pub any_dir: bool,
+}
+
+/// What the process scan found about one namespace.
+#[derive(Debug, Default)]
+pub(super) struct ProcView {
+    pub pids: Vec<u32>,
+    pub oldest_start: Option<SystemTime>,
+    pub pod: Option<Attribution>,
+}
+
+pub(super) struct ProcScan {
+    pub host: Option<u64>,
+    pub host_from_pid1: bool,
+    pub by_ns: HashMap<u64, ProcView>,
+    /// Container ids of every process in a pod cgroup: the live sandboxes.
+    pub live_containers: HashSet<String>,
+    pub cgroups_readable: bool,
+    pub unreadable: u32,
+}
+
+pub(super) fn pins(dirs: &[HostDir]) -> PinScan {
+    let mut scan = PinScan {
+        by_ns: BTreeMap::new(),
+        stale: Vec::new(),
+        any_dir: false,
+    };
+    // /var/run is usually a link to /run: read each directory once.
+    let mut seen_dirs = HashSet::new();
+    for dir in dirs {
+        let Ok(identity) = netns::dir_identity(&dir.read) else {
+            continue;
+        };
+        scan.any_dir = true;
+        if !seen_dirs.insert(identity) {
+            continue;
+        }
+        let Ok(entries) = netns::read_pins(&dir.read) else {
+            continue;
+        };
+        for entry in entries {
+            match entry {
+                PinEntry::Namespace {
+                    path,
+                    inode,
+                    pinned_at,
+                } => {
+                    let shown = shown_path(dir, &path);
+                    let e = scan.by_ns.entry(inode).or_insert((Vec::new(), pinned_at));
+                    e.0.push((shown, path));
+                    e.1 = e.1.min(pinned_at);
+                }
+                PinEntry::Stale { path } => scan.stale.push(shown_path(dir, &path)),
+            }
+        }
+    }
+    scan
+}
+
+pub(super) fn processes(root: &HostRoot, index: &PodIndex) -> Result<ProcScan, CollectError> {
+    let pids = process::list_pids(root)?;
+    let (host, host_from_pid1) = match netns::netns_of(root, "1") {
+        Ok(i) => (Some(i), true),
+        Err(_) => (netns::netns_of(root, "self").ok(), false),
+    };
+    let clock = StartClock::read(root).ok();
+    let mut scan = ProcScan {
+        host,
+        host_from_pid1,
+        by_ns: HashMap::new(),
+        live_containers: HashSet::new(),
+        cgroups_readable: false,
+        unreadable: 0,
+    };
+    for pid in pids {
+        let Ok(inode) = netns::netns_of(root, &pid.to_string()) else {
+            scan.unreadable += 1;
+            continue;
+        };
+        let cgroups = process::read_cgroups(root, pid).ok();
+        scan.cgroups_readable |= cgroups.is_some();
+        let attribution = cgroups
+            .as_ref()
+            .and_then(pods::pod_cgroup)
+            .and_then(|path| index.attribute(path));
+        if let Some(id) = attribution.as_ref().and_then(|a| a.container_id.clone()) {
+            scan.live_containers.insert(id);
+        }
+        let view = scan.by_ns.entry(inode).or_default();
+        view.pids.push(pid);
+        // The host namespace holds most processes: its age and pod mean nothing.
+        if Some(inode) == scan.host {
+            continue;
+        }
+        let started =
+            clock.and_then(|c| Some(c.started(process::read_stat(root, pid).ok()?.start_ticks)));
+        if let Some(s) = started {
+            view.oldest_start = Some(view.oldest_start.map_or(s, |o| o.min(s)));
+        }
+        let better = match (&view.pod, &attribution) {
+            (None, Some(_)) => true,
+            (Some(old), Some(new)) => old.pod.is_none() && new.pod.is_some(),
+            _ => false,
+        };
+        if better {
+            view.pod = attribution;
+        }
+    }
+    Ok(scan)
+}
+
+/// Every namespace once, by inode: pinned ones and those only processes hold. Sorted
+/// by inode.
+pub(super) fn namespaces(pins: &PinScan, procs: &ProcScan, now: SystemTime) -> Vec<NetnsInfo> {
+    let mut inodes: Vec<u64> = pins.by_ns.keys().copied().collect();
+    inodes.extend(procs.by_ns.keys().copied());
+    inodes.sort_unstable();
+    inodes.dedup();
+    inodes
+        .iter()
+        .map(|&inode| {
+            let pinned = pins.by_ns.get(&inode);
+            let proc_view = procs.by_ns.get(&inode);
+            let host = Some(inode) == procs.host;
+            let mut pids = proc_view.map(|p| p.pids.clone()).unwrap_or_default();
+            pids.sort_unstable();
+            let processes = pids.len() as u32;
+            pids.truncate(MAX_PIDS_LISTED);
+            let (created, age_from) = match (pinned, proc_view.and_then(|p| p.oldest_start)) {
+                (Some((_, at)), _) => (Some(*at), Some(AgeSource::Pin)),
+                (None, Some(s)) => (Some(s), Some(AgeSource::Process)),
+                _ => (None, None),
+            };
+            let pod = proc_view.and_then(|p| p.pod.clone());
+            NetnsInfo {
+                inode,
+                host,
+                pins: pinned
+                    .map(|(p, _)| p.iter().map(|(s, _)| s.clone()).collect())
+                    .unwrap_or_default(),
+                nsid: None,
+                processes,
+                pids,
+                created: created.filter(|_| !host),
+                age_seconds: created
+                    .filter(|_| !host)
+                    .map(|c| now.duration_since(c).unwrap_or_default().as_secs()),
+                age_from: age_from.filter(|_| !host),
+                former_pod: None,
+                pod,
+                interfaces: Vec::new(),
+                interfaces_error: None,
+                host_veths: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{host_dirs, DEFAULT_PIN_DIRS};
+    use super::*;
+
+    #[test]
+    fn pin_directories_reached_twice_through_a_link_are_read_once() {
+        let rootfs = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(rootfs.path().join("run/netns")).unwrap();
+        std::fs::write(rootfs.path().join("run/netns/cni-1234"), "").unwrap();
+        std::fs::create_dir_all(rootfs.path().join("var")).unwrap();
+        std::os::unix::fs::symlink("../run", rootfs.path().join("var/run")).unwrap();
+        let root = HostRoot {
+            rootfs: rootfs.path().to_path_buf(),
+            ..HostRoot::default()
+        };
+        let scan = pins(&host_dirs(&root, &[], &DEFAULT_PIN_DIRS));
+        assert!(scan.any_dir);
+        assert!(scan.by_ns.is_empty(), "a plain file pins no namespace");
+        assert_eq!(
+            scan.stale,
+            vec!["/run/netns/cni-1234".to_string()],
+            "shown as a host path, once"
+        );
+    }
+}
