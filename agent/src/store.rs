@@ -48,6 +48,13 @@ pub struct CollectorState {
     pub last_duration: Option<Duration>,
     pub runs_total: u64,
     pub failures_total: u64,
+    /// CPU (user and system) of every collection so far, on the collection thread and
+    /// the helper threads it joined.
+    #[serde(
+        rename = "cpu_seconds_total",
+        serialize_with = "crate::time::serialize_duration"
+    )]
+    pub cpu_total: Duration,
     #[serde(skip)]
     pub history: VecDeque<Stamped>,
 }
@@ -61,6 +68,7 @@ impl CollectorState {
             last_duration: None,
             runs_total: 0,
             failures_total: 0,
+            cpu_total: Duration::ZERO,
             history: VecDeque::new(),
         }
     }
@@ -197,6 +205,13 @@ impl Store {
                     message: e.to_string(),
                 };
             }
+        }
+    }
+
+    /// Adds the CPU a collection used to its collector's account.
+    pub fn add_cpu(&self, name: &'static str, cpu: Duration) {
+        if let Some(state) = self.write().collectors.get_mut(name) {
+            state.cpu_total += cpu;
         }
     }
 

@@ -25,6 +25,7 @@ pub mod psi;
 pub mod route;
 pub mod rtnetlink;
 pub mod statfs;
+pub mod thread_cpu;
 pub mod vmstat;
 
 use std::io;

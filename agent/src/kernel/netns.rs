@@ -137,14 +137,10 @@ pub enum InspectError {
 /// thread made for it, so `setns` never touches a thread anyone else uses; the
 /// thread ends with the call and its namespace with it.
 pub fn inspect(host: PathBuf, targets: Vec<PathBuf>) -> Result<Inspection, InspectError> {
-    std::thread::Builder::new()
-        .name("netns-inspect".into())
-        .spawn(move || inspect_on_this_thread(&host, &targets))
-        .map_err(InspectError::Thread)?
-        .join()
-        .map_err(|_| {
-            InspectError::Thread(io::Error::other("the namespace inspection thread panicked"))
-        })?
+    super::thread_cpu::run_charged("netns-inspect", move || {
+        inspect_on_this_thread(&host, &targets)
+    })
+    .map_err(InspectError::Thread)?
 }
 
 fn inspect_on_this_thread(host: &Path, targets: &[PathBuf]) -> Result<Inspection, InspectError> {

@@ -80,6 +80,18 @@ fn render_collectors(snap: &Snapshot, e: &mut Encoder) {
         }
     }
     e.family(
+        "nodediag_collector_cpu_seconds_total",
+        Kind::Counter,
+        "CPU time (user and system) the collector's collections used, on the collection thread and the helper threads it waited for; threads that follow a source on their own (the kernel log follower, the fsync probes) are not counted.",
+    );
+    for (name, c) in all() {
+        e.sample(
+            "nodediag_collector_cpu_seconds_total",
+            &[("collector", name)],
+            c.cpu_total.as_secs_f64(),
+        );
+    }
+    e.family(
         "nodediag_collector_last_success_timestamp_seconds",
         Kind::Gauge,
         "Unix time of the collector's last successful sample.",
