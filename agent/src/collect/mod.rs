@@ -6,6 +6,7 @@ pub mod conntrack;
 pub mod conntrack_peak;
 pub mod conntrack_top;
 pub mod disk;
+pub mod host_links;
 pub mod kmsg;
 pub mod netns;
 pub mod nic;

@@ -12,6 +12,7 @@ pub mod inotify;
 pub mod kmsg;
 pub mod kubelet_logs;
 pub mod limits;
+pub mod link_events;
 pub mod meminfo;
 pub mod mountinfo;
 pub mod neigh;

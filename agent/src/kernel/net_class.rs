@@ -100,6 +100,29 @@ pub fn read(root: &HostRoot, name: &str) -> SysInterface {
     }
 }
 
+/// Whether the interface sits on a bus device (its `device` link): a physical NIC.
+pub fn has_device(root: &HostRoot, name: &str) -> bool {
+    root.sys(&["class", "net", name, "device"]).exists()
+}
+
+/// What only a physical NIC's sysfs directory says: negotiated speed and duplex, and
+/// its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhysicalAttrs {
+    pub speed_mbps: Option<u64>,
+    pub duplex: Option<Duplex>,
+    pub driver: Option<String>,
+}
+
+pub fn read_physical(root: &HostRoot, name: &str) -> PhysicalAttrs {
+    let dir = root.sys(&["class", "net", name]);
+    PhysicalAttrs {
+        speed_mbps: read_optional(&dir.join("speed")).and_then(|s| parse_speed(&s)),
+        duplex: read_optional(&dir.join("duplex")).and_then(|d| parse_duplex(&d)),
+        driver: link_name(&dir.join("device").join("driver")),
+    }
+}
+
 /// `flags`, which the kernel prints with `%#x`: `0x1003`. A bare number reads as
 /// decimal, as C reads an integer literal.
 pub fn parse_flags(s: &str) -> Option<u32> {

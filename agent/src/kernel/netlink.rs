@@ -18,6 +18,8 @@ pub const NLM_F_CREATE: u16 = 0x400;
 pub const NLMSG_ERROR: u16 = 0x2;
 pub const NLMSG_DONE: u16 = 0x3;
 pub const NLMSG_HDRLEN: usize = 16;
+const NETLINK_ADD_MEMBERSHIP: libc::c_int = 1;
+const NETLINK_LISTEN_ALL_NSID: libc::c_int = 8;
 const NLA_HDRLEN: usize = 4;
 pub const NLA_F_NESTED: u16 = 0x8000;
 const NLA_TYPE_MASK: u16 = 0x3fff;
@@ -27,6 +29,9 @@ pub struct NetlinkSocket {
     seq: u32,
     /// A dump was stopped before its end: the kernel is still dumping into this socket.
     interrupted: bool,
+    /// The receive buffer, kept between requests: a socket making many small requests
+    /// (one namespace after another) would otherwise zero 64 KiB for each.
+    rx: Vec<u8>,
 }
 
 /// One message of a reply: its type, header flags and the payload after the header.
@@ -72,7 +77,133 @@ impl NetlinkSocket {
             fd,
             seq: 1,
             interrupted: false,
+            rx: Vec::new(),
         })
+    }
+
+    /// Subscribes to a multicast group (RTNLGRP_LINK, ...): the kernel then queues a
+    /// message on this socket for every change it announces there. The socket is
+    /// bound first: an unbound one has port 0, the kernel's own, and the kernel sends
+    /// its announcements to every member but their sender.
+    pub fn join_group(&self, group: u32) -> io::Result<()> {
+        // SAFETY: bind to a zeroed sockaddr_nl of our own (port chosen by the
+        // kernel); binding twice fails harmlessly with EINVAL.
+        let rc = unsafe {
+            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+            addr.nl_family = libc::AF_NETLINK as u16;
+            libc::bind(
+                self.fd.as_raw_fd(),
+                &addr as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        let err = io::Error::last_os_error();
+        if rc < 0 && err.raw_os_error() != Some(libc::EINVAL) {
+            return Err(err);
+        }
+        self.set_int(
+            libc::SOL_NETLINK,
+            NETLINK_ADD_MEMBERSHIP,
+            group as libc::c_int,
+        )
+    }
+
+    /// Also receives the groups' messages from every other namespace this socket's
+    /// namespace has given an id, each tagged with that id (NETLINK_LISTEN_ALL_NSID,
+    /// Linux 4.7+; needs CAP_NET_BROADCAST).
+    pub fn listen_all_nsid(&self) -> io::Result<()> {
+        self.set_int(libc::SOL_NETLINK, NETLINK_LISTEN_ALL_NSID, 1)
+    }
+
+    /// Asks for a receive buffer of `bytes`, beyond net.core.rmem_max when allowed
+    /// (SO_RCVBUFFORCE needs CAP_NET_ADMIN), so bursts of announcements fit.
+    pub fn grow_receive_buffer(&self, bytes: usize) -> io::Result<()> {
+        let n = bytes.min(libc::c_int::MAX as usize) as libc::c_int;
+        self.set_int(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, n)
+            .or_else(|_| self.set_int(libc::SOL_SOCKET, libc::SO_RCVBUF, n))
+    }
+
+    fn set_int(&self, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+        // SAFETY: valid fd, pointer and length of an int.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                level,
+                name,
+                &value as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Reads every announcement already queued on a subscribed socket, without
+    /// waiting, handing `each` the id of the namespace it came from (None: this
+    /// socket's own), its type and payload. The answer says whether the kernel
+    /// dropped announcements since the last call (the buffer overflowed, ENOBUFS):
+    /// anything may then have changed unseen.
+    pub fn drain_announcements(
+        &mut self,
+        mut each: impl FnMut(Option<i32>, u16, &[u8]),
+    ) -> io::Result<bool> {
+        let mut buf = std::mem::take(&mut self.rx);
+        buf.resize(RECV_BUFFER, 0);
+        let mut lost = false;
+        let result = loop {
+            match self.recv_tagged(&mut buf) {
+                Ok(Some((n, nsid))) => {
+                    for m in messages(&buf[..n]).map_while(Result::ok) {
+                        each(nsid, m.kind, m.payload);
+                    }
+                }
+                Ok(None) => break Ok(lost),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => lost = true,
+                Err(e) => break Err(e),
+            }
+        };
+        self.rx = buf;
+        result
+    }
+
+    /// One datagram without waiting, with the namespace id the kernel tags it with;
+    /// None when nothing is queued.
+    fn recv_tagged(&self, buf: &mut [u8]) -> io::Result<Option<(usize, Option<i32>)>> {
+        // Room for one control message carrying an int, aligned as the kernel writes it.
+        let mut control = [0u64; 4];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr points at the buffers above, which outlive the call; the
+        // control messages are walked with the libc macros within controllen.
+        unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
+            let n = libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT);
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return match e.kind() {
+                    io::ErrorKind::WouldBlock => Ok(None),
+                    _ => Err(e),
+                };
+            }
+            let mut nsid = None;
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_NETLINK && (*c).cmsg_type == NETLINK_LISTEN_ALL_NSID
+                {
+                    nsid = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32));
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+            Ok(Some((n as usize, nsid)))
+        }
     }
 
     /// Sends one request and collects every reply message until the kernel says it is
@@ -119,9 +250,25 @@ impl NetlinkSocket {
         );
         self.send(&msg)?;
         let is_dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-        let mut buf = vec![0u8; RECV_BUFFER];
+        let mut buf = std::mem::take(&mut self.rx);
+        buf.resize(RECV_BUFFER, 0);
+        let answer = self.receive_replies(seq, is_dump, &mut buf, &mut each);
+        self.rx = buf;
+        if answer.as_ref().is_ok_and(|a| a.is_break()) {
+            self.interrupted = true;
+        }
+        answer
+    }
+
+    fn receive_replies(
+        &mut self,
+        seq: u32,
+        is_dump: bool,
+        buf: &mut [u8],
+        each: &mut impl FnMut(u16, &[u8]) -> ControlFlow<()>,
+    ) -> io::Result<ControlFlow<()>> {
         loop {
-            let n = self.recv(&mut buf)?;
+            let n = self.recv(buf)?;
             for m in messages(&buf[..n]) {
                 let m = m?;
                 if m.seq != seq {
@@ -137,7 +284,6 @@ impl NetlinkSocket {
                     },
                     _ => {
                         if each(m.kind, m.payload).is_break() {
-                            self.interrupted = true;
                             return Ok(ControlFlow::Break(()));
                         }
                     }

@@ -78,6 +78,7 @@ pub struct NetnsCollector {
     tunnel_overhead: TunnelOverhead,
     first_seen: HashMap<(u32, String), SystemTime>,
     former_pods: HashMap<u64, Attribution>,
+    links: Option<links::LinkCache>,
 }
 
 impl NetnsCollector {
@@ -96,6 +97,7 @@ impl NetnsCollector {
             tunnel_overhead,
             first_seen: HashMap::new(),
             former_pods: HashMap::new(),
+            links: None,
         }
     }
 
@@ -162,6 +164,7 @@ impl Collector for NetnsCollector {
             &procs,
             &mut namespaces,
             &mut unavailable,
+            &mut self.links,
         );
         if let Some(host) = namespaces.iter_mut().find(|n| n.host) {
             host.interfaces = links::interfaces_of(&host_links, &host_addrs);
