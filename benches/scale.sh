@@ -6,14 +6,16 @@
 # address, a process inside it in a pod-like cpu cgroup
 # (kubepods/burstable/pod<uid>/<container-id>, with a CPU limit), the kubelet's log
 # directories naming it (under a temporary rootfs), and a host-local IPAM reservation.
-# Pods are added, never rebuilt, from one N to the next. Then three processes run side
-# by side on it for WAIT seconds:
+# Pods are added, never rebuilt, from one N to the next. Then, for FILL seconds,
+# three processes run side by side on it:
 #   - nodediag at its defaults (every collector, --interval 15s), pointed at that
-#     rootfs and at /run/netns: its CPU per collection round and RSS;
+#     rootfs and at /run/netns: its RSS once its rule window is full;
 #   - nodediag at --interval 1s: its RSS (the rule window holds 300 samples), and
 #     /metrics latency while it collects every second;
 #   - node_exporter 1.5 (Debian's prometheus-node-exporter, default collectors),
-#     scraped every 15 s as Prometheus would: CPU per scrape and RSS.
+#     scraped every 15 s as Prometheus would: CPU per scrape and RSS;
+# then the default agent runs alone for CPU_WAIT seconds, its window full, for its
+# CPU per collection round (alone, so the others' load does not inflate it).
 #
 # CPU per collection round comes from the agent itself
 # (nodediag_collector_cpu_seconds_total: the collection thread and the helper threads
@@ -23,8 +25,9 @@
 # sample, the scheduler), so the total is the process's CPU per round.
 #
 # Usage: bash benches/scale.sh [N...]
-#   WAIT=330      seconds each N runs (default: the 5 min rule window plus two
+#   FILL=330      seconds of the first part (the 5 min rule window plus two
 #                 intervals, so both agents' windows are full when RSS is read)
+#   CPU_WAIT=180  seconds of the second part (12 rounds)
 #   NODEDIAG=...  binary to measure (default: cargo build --release)
 # Needs root, iproute2, curl; installs prometheus-node-exporter if missing. Everything
 # it creates carries a name of its own and is removed on exit, also on failure.
@@ -34,7 +37,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 SIZES=("$@")
 [ ${#SIZES[@]} -gt 0 ] || SIZES=(0 100 200 500 1000)
 mapfile -t SIZES < <(printf '%s\n' "${SIZES[@]}" | sort -n)
-WAIT=${WAIT:-330}
+FILL=${FILL:-330}
+CPU_WAIT=${CPU_WAIT:-180}
 SCRAPE_EVERY=${SCRAPE_EVERY:-0.25}
 
 for tool in ip curl awk; do
@@ -186,7 +190,7 @@ summary=()
 echo "nodediag: $BIN"
 echo "node_exporter: $(prometheus-node-exporter --version 2>&1 | head -n1)"
 echo "kernel $(uname -r), $(nproc) CPUs, cgroup $([ $v2 = 1 ] && echo v2 || echo v1), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "each N runs ${WAIT}s; /metrics scraped every ${SCRAPE_EVERY}s on the 1 s agent"
+echo "each N: ${FILL} s with both agents (RSS, /metrics every ${SCRAPE_EVERY} s on the 1 s agent), then ${CPU_WAIT} s of the default agent alone (CPU)"
 
 for N in "${SIZES[@]}"; do
   echo
@@ -206,14 +210,12 @@ for N in "${SIZES[@]}"; do
   wait_ready "http://127.0.0.1:$pb/readyz" "$work/b.log"
   wait_ready "http://127.0.0.1:$pn/metrics" "$work/ne.log"
 
-  # The first round (cold caches, first sight of every namespace) is not counted.
-  curl -s "http://127.0.0.1:$pa/metrics" > "$work/m0"
-  a_ticks0=$(proc_ticks "$a")
-  kmsg0=$(thread_ticks "$a" nodediag-kmsg)
-  disk0=$(thread_ticks "$a" nodediag-disk)
+  # Phase 1: both agents fill their rule windows; the 1 s agent's /metrics is timed
+  # while it collects every second; node_exporter is scraped as Prometheus would.
+  : > "$work/lat-b"
+  : > "$work/lat-ne"
   ne_ticks0=$(proc_ticks "$ne")
-  : > "$work/lat-b" ; : > "$work/lat-ne"
-  end=$((SECONDS + WAIT))
+  end=$((SECONDS + FILL))
   next_ne=$SECONDS
   while [ $SECONDS -lt $end ]; do
     if [ $SECONDS -ge $next_ne ]; then
@@ -223,15 +225,25 @@ for N in "${SIZES[@]}"; do
     curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$pb/metrics" >> "$work/lat-b"
     sleep "$SCRAPE_EVERY"
   done
+  ne_ticks1=$(proc_ticks "$ne")
+  rss_a=$(rss_kib "$a") rss_b=$(rss_kib "$b") rss_ne=$(rss_kib "$ne")
+  ne_scrapes=$(wc -l < "$work/lat-ne")
+  kill "$b" "$ne" 2>/dev/null || true
+  wait "$b" "$ne" 2>/dev/null || true
+  daemons=("$a")
+
+  # Phase 2: the default agent alone, its window full, for CPU_WAIT seconds.
+  curl -s "http://127.0.0.1:$pa/metrics" > "$work/m0"
+  a_ticks0=$(proc_ticks "$a")
+  kmsg0=$(thread_ticks "$a" nodediag-kmsg)
+  disk0=$(thread_ticks "$a" nodediag-disk)
+  sleep "$CPU_WAIT"
   a_ticks1=$(proc_ticks "$a")
   kmsg1=$(thread_ticks "$a" nodediag-kmsg)
   disk1=$(thread_ticks "$a" nodediag-disk)
-  ne_ticks1=$(proc_ticks "$ne")
   curl -s "http://127.0.0.1:$pa/metrics" > "$work/m1"
-  rss_a=$(rss_kib "$a") rss_b=$(rss_kib "$b") rss_ne=$(rss_kib "$ne")
-  ne_scrapes=$(wc -l < "$work/lat-ne")
-  kill "${daemons[@]}" 2>/dev/null || true
-  wait "${daemons[@]}" 2>/dev/null || true
+  kill "$a" 2>/dev/null || true
+  wait "$a" 2>/dev/null || true
   daemons=()
 
   b50=$(pct "$work/lat-b" 0.5) b99=$(pct "$work/lat-b" 0.99)
@@ -262,7 +274,7 @@ for N in "${SIZES[@]}"; do
   other=$(awk -v t="$total" -v s="$sum" 'BEGIN { printf "%.1f", t - s }')
   printf '%-22s %6s %14.1f\n' "collectors" "" "$sum"
   printf '%-22s %6s %14s\n' "rules, serving" "" "$other"
-  printf '%-22s %6d %14s   (process CPU over %d s / rounds; %d ms per tick)\n' "total per round" "$rounds" "$total" "$WAIT" $((1000 / hz))
+  printf '%-22s %6d %14s   (process CPU over %d s / rounds; %d ms per tick)\n' "total per round" "$rounds" "$total" "$CPU_WAIT" $((1000 / hz))
   ne_cpu=$(awk -v a="$ne_ticks0" -v b="$ne_ticks1" -v n="$ne_scrapes" -v hz="$hz" 'BEGIN { if (n < 1) n = 1; printf "%.0f", (b - a) / hz / n * 1000 }')
   printf 'RSS: nodediag %.1f MiB at 15 s, %.1f MiB at 1 s; node_exporter %.1f MiB\n' \
     "$(awk -v k="$rss_a" 'BEGIN { print k / 1024 }')" "$(awk -v k="$rss_b" 'BEGIN { print k / 1024 }')" \
