@@ -16,6 +16,7 @@ pub mod net_class;
 pub mod netlink;
 pub mod netns;
 pub mod psi;
+pub mod release;
 pub mod route;
 pub mod rtnetlink;
 pub mod statfs;
