@@ -197,6 +197,15 @@ garbage line
     }
 
     #[test]
+    fn mountinfo_escapes_and_garbage() {
+        let m = parse("40 31 0:37 / /mnt/my\\040cgroups rw - cgroup2 none rw\nnonsense\n\n1 2 3\n");
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].mount_point, "/mnt/my cgroups");
+        assert_eq!(unescape("a\\134b"), "a\\b");
+        assert_eq!(unescape("trailing\\04"), "trailing\\04");
+    }
+
+    #[test]
     fn escapes_garbage_and_truncated_lines() {
         let m = parse(
             "40 31 0:37 /sub\\011dir /mnt/my\\040cgroups rw - cgroup2 none rw\n\
