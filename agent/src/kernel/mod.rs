@@ -22,6 +22,7 @@ pub mod nfnetlink;
 pub mod nft_notrack;
 pub mod process;
 pub mod psi;
+pub mod release;
 pub mod route;
 pub mod rtnetlink;
 pub mod statfs;
