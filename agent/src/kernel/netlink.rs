@@ -2,14 +2,16 @@
 //! dumps nodediag makes (ctnetlink statistics, rtnetlink links, ethtool link modes).
 //! It runs on blocking threads only.
 
+use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockType};
+use nix::sys::time::TimeVal;
 use std::io;
 use std::ops::ControlFlow;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::Duration;
+use std::os::fd::{AsRawFd, OwnedFd};
 
-pub const NETLINK_ROUTE: i32 = libc::NETLINK_ROUTE;
-pub const NETLINK_NETFILTER: i32 = libc::NETLINK_NETFILTER;
-pub const NETLINK_GENERIC: i32 = libc::NETLINK_GENERIC;
+pub use nix::sys::socket::SockProtocol;
+pub const NETLINK_ROUTE: SockProtocol = SockProtocol::NetlinkRoute;
+pub const NETLINK_NETFILTER: SockProtocol = SockProtocol::NetlinkNetFilter;
+pub const NETLINK_GENERIC: SockProtocol = SockProtocol::NetlinkGeneric;
 
 pub const NLM_F_REQUEST: u16 = 0x1;
 pub const NLM_F_ACK: u16 = 0x4;
@@ -36,38 +38,15 @@ pub struct Message {
 }
 
 impl NetlinkSocket {
-    pub fn open(protocol: i32) -> io::Result<Self> {
-        // SAFETY: plain socket(2); the returned fd is owned by OwnedFd below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                protocol,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh, valid descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    pub fn open(protocol: SockProtocol) -> io::Result<Self> {
+        let fd: OwnedFd = socket::socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            protocol,
+        )?;
         // A kernel that never answers must not hang a collector thread forever.
-        let timeout = libc::timeval {
-            tv_sec: Duration::from_secs(5).as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
-        // SAFETY: valid fd, pointer and length of a timeval.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &timeout as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        socket::setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(5, 0))?;
         Ok(Self {
             fd,
             seq: 1,
@@ -154,40 +133,14 @@ impl NetlinkSocket {
 
     /// Sends one buffer of whole messages to the kernel (nl_pid 0).
     pub fn send(&self, msg: &[u8]) -> io::Result<()> {
-        // SAFETY: sending a buffer we own to the kernel (nl_pid 0).
-        let sent = unsafe {
-            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
-            addr.nl_family = libc::AF_NETLINK as u16;
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                msg.as_ptr() as *const libc::c_void,
-                msg.len(),
-                0,
-                &addr as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let kernel = NetlinkAddr::new(0, 0);
+        socket::sendto(self.fd.as_raw_fd(), msg, &kernel, MsgFlags::empty())?;
         Ok(())
     }
 
     /// Receives one datagram (one or more messages); walk it with `messages`.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: receiving into a buffer we own, bounded by its length.
-        let n = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                0,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        Ok(socket::recv(self.fd.as_raw_fd(), buf, MsgFlags::empty())?)
     }
 }
 
