@@ -51,6 +51,9 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     #[command(flatten)]
+    pub web: crate::http::web_flags::WebArgs,
+
+    #[command(flatten)]
     pub agent: AgentArgs,
 }
 

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod collect;
 pub mod config;
 pub mod diagnose;
+pub mod fd_limit;
 pub mod host;
 pub mod http;
 pub mod kernel;

@@ -1,7 +1,7 @@
 //! `GET /api/v1/kernel-log`: what the kernel log follower matched.
 
 use super::percent_decode;
-use super::{envelope, query, ApiError};
+use super::{envelope, query_with_repeats, ApiError};
 use crate::store::Store;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -17,7 +17,7 @@ pub(super) async fn kernel_log(
 ) -> Result<Json<Value>, ApiError> {
     use crate::kernel::kmsg::EventKind;
     let raw = q.0.unwrap_or_default();
-    let params = query(Some(raw.clone()), &["event", "limit"])?;
+    let params = query_with_repeats(Some(raw.clone()), &["event", "limit"], &["event"])?;
     let kinds_known = || json!(EventKind::ALL.map(|k| k.as_str()));
     let mut kinds = Vec::new();
     for pair in raw.split('&').filter(|p| p.starts_with("event=")) {
