@@ -54,7 +54,7 @@ impl WebState {
                 (files, loaded?)
             }
         };
-        if config.http2_requested && path.is_some() {
+        if config.http2_requested {
             tracing::info!("http_server_config.http2 is on, but nodediag serves HTTP/1.1 only");
         }
         let state = WebState {

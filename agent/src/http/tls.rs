@@ -109,13 +109,18 @@ pub fn build(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.ignore_client_order = t.prefer_server_cipher_suites.unwrap_or(true);
     let summary = format!(
-        "{} client certificates {:?}",
-        versions
-            .iter()
-            .map(|v| format!("{:?}", v.version))
-            .collect::<Vec<_>>()
-            .join("+"),
-        client_certs
+        "{}, client certificates {}",
+        match versions.as_slice() {
+            [only] if only.version == rustls::ProtocolVersion::TLSv1_3 => "1.3",
+            [_] => "1.2",
+            _ => "1.2-1.3",
+        },
+        match client_certs {
+            ClientCerts::NotRequested => "not requested",
+            ClientCerts::Optional => "verified if given",
+            ClientCerts::Required => "required",
+            ClientCerts::RequiredOutsideOpenPaths => "required outside the open paths",
+        }
     );
     Ok(TlsSettings {
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),

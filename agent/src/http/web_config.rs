@@ -65,8 +65,8 @@ pub struct WebConfig {
     pub users: BTreeMap<String, String>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub rate_limit: Option<RateLimit>,
-    /// `http2: true` (exporter-toolkit's default) was asked for; nodediag serves
-    /// HTTP/1.1 only, which the log says.
+    /// `http2: true` was written out; nodediag serves HTTP/1.1 only, which the log
+    /// says (exporter-toolkit's default, HTTP/2 over TLS, goes without saying).
     pub http2_requested: bool,
 }
 
@@ -200,7 +200,7 @@ fn load_into(path: &Path, open_paths: bool, files: &mut FileSet) -> Result<WebCo
         users,
         headers,
         rate_limit,
-        http2_requested: http.http2.unwrap_or(true),
+        http2_requested: http.http2 == Some(true),
     })
 }
 
