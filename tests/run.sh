@@ -20,6 +20,8 @@ declare -A packages=(
   [mkfs.ext4]=e2fsprogs
   [python3]=python3       # manifest and dashboard checks
   [shellcheck]=shellcheck # lints the deployment scripts
+  [curl]=curl             # TLS and basic auth tests (tests/web_tls.rs)
+  [openssl]=openssl       # makes the test certificates (tests/common/pki.rs)
 )
 missing=()
 for tool in "${!packages[@]}"; do

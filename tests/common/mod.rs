@@ -61,6 +61,17 @@ impl Agent {
         Self::start_with(Command::new(BIN), args, None)
     }
 
+    /// Runs the agent with this open-file limit (soft, hard) from its start.
+    pub fn start_with_nofile(soft: u64, hard: u64, args: &[&str]) -> Agent {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" \"$@\""
+            ))
+            .arg(BIN);
+        Self::start_with(cmd, args, None)
+    }
+
     /// Runs the agent inside a network namespace (`ip netns exec NS nodediag ...`).
     pub fn start_in_netns(netns: &str, args: &[&str]) -> Agent {
         let mut cmd = Command::new("ip");
