@@ -7,7 +7,7 @@ use crate::report;
 use crate::store::Store;
 
 pub mod access;
-mod auth;
+pub mod auth;
 mod disks;
 mod guarded_io;
 pub mod head_gate;
