@@ -21,7 +21,10 @@ fn bcrypt_costs(c: &mut Criterion) {
         .unwrap();
     let checker = PasswordChecker::default();
     let mut users = BTreeMap::new();
-    users.insert("prometheus".to_string(), bcrypt::hash("s3cret", 10).unwrap());
+    users.insert(
+        "prometheus".to_string(),
+        bcrypt::hash("s3cret", 10).unwrap(),
+    );
     assert!(runtime.block_on(checker.check(&users, "prometheus", "s3cret")));
     g.sample_size(100);
     g.bench_function("cached_check_cost_10", |b| {

@@ -363,6 +363,7 @@ fn shutdown_does_not_wait_for_idle_or_slow_clients() {
     assert!(idle.read(&mut buf).unwrap() > 0);
     let started = Instant::now();
     assert!(agent.terminate(), "did not exit cleanly");
+    eprintln!("exited {:?} after SIGTERM", started.elapsed());
     // Well inside the DaemonSet's terminationGracePeriodSeconds (10 s); the 60 s
     // timeouts would otherwise hold it.
     assert!(

@@ -69,8 +69,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bail!("every collector is disabled: nothing to do");
     }
     let web = crate::http::web_server::WebServer::prepare(&args.web)?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let listener = crate::http::web_server::WebServer::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(
         listen = %listener.local_addr()?,

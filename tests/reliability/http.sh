@@ -23,6 +23,9 @@ if [ ! -x "$bin" ]; then
   cargo build --release --bin nodediag
 fi
 load=(python3 tests/reliability/http_load.py)
+# Room for 10,000 connections on both ends (root may raise its hard limit).
+ulimit -Hn 65536 2>/dev/null || true
+ulimit -Sn "$(ulimit -Hn)"
 fixture=tests/fixtures/healthy
 tmp="$(mktemp -d)"
 pid=""

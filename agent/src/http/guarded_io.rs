@@ -121,7 +121,15 @@ pub struct GuardedIo<T> {
 }
 
 impl<T> GuardedIo<T> {
-    pub fn new(inner: T, shared: Arc<ConnShared>, limits: HeadLimits, timeouts: Timeouts) -> Self {
+    /// `started`: when the header timeout of the first request began (the accept,
+    /// or the end of the TLS handshake).
+    pub fn new(
+        inner: T,
+        shared: Arc<ConnShared>,
+        limits: HeadLimits,
+        timeouts: Timeouts,
+        started: Instant,
+    ) -> Self {
         let now = Instant::now();
         GuardedIo {
             inner,
@@ -132,9 +140,9 @@ impl<T> GuardedIo<T> {
             pending: Vec::new(),
             out: Vec::new(),
             out_pos: 0,
-            head_since: Some(now),
+            head_since: Some(started),
             last_activity: now,
-            read_timer: Box::pin(tokio::time::sleep_until(now + timeouts.read_header)),
+            read_timer: Box::pin(tokio::time::sleep_until(started + timeouts.read_header)),
             write_stalled_since: None,
             write_timer: Box::pin(tokio::time::sleep_until(now + timeouts.idle)),
         }
@@ -389,7 +397,7 @@ mod tests {
         let shared = Arc::new(ConnShared::default());
         (
             client,
-            GuardedIo::new(server, shared.clone(), LIMITS, TIMEOUTS),
+            GuardedIo::new(server, shared.clone(), LIMITS, TIMEOUTS, Instant::now()),
             shared,
         )
     }

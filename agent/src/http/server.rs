@@ -184,16 +184,39 @@ async fn connection(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let accepted = Instant::now();
+    let deadline = accepted + shared.settings.timeouts.read_header;
+    // Until the client sends something, a connection costs its socket and this
+    // small task only: the TLS and hyper state (several KiB) waits, boxed, for the
+    // first byte, so thousands of half-open connections hold little memory.
+    tokio::select! {
+        r = tokio::time::timeout_at(deadline, stream.readable()) => if !matches!(r, Ok(Ok(()))) {
+            return;
+        },
+        () = stopped(&mut stop) => return,
+    }
+    Box::pin(talk(stream, addr, accepted, shared, stop)).await;
+}
+
+/// A connection that has sent its first byte: TLS if configured, then HTTP.
+async fn talk(
+    stream: TcpStream,
+    addr: SocketAddr,
+    accepted: Instant,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let timeouts = shared.settings.timeouts;
+    let deadline = accepted + timeouts.read_header;
     let active = shared.web.current();
     let Some(tls) = &active.config.tls else {
         let peer = Peer {
             addr,
             client_cert: false,
         };
-        return serve_http(stream, peer, shared, stop).await;
+        drop(active);
+        return serve_http(stream, peer, accepted, shared, stop).await;
     };
-    let timeouts = shared.settings.timeouts;
-    let deadline = Instant::now() + timeouts.read_header;
     let handshake = async move {
         // A TLS client speaks first with a handshake record (0x16). Anything else is
         // most likely plain HTTP sent to the TLS port: say so, as Go servers do,
@@ -233,16 +256,29 @@ async fn connection(
         .peer_certificates()
         .is_some_and(|c| !c.is_empty());
     drop(active);
-    serve_http(tls_stream, Peer { addr, client_cert }, shared, stop).await;
+    let peer = Peer { addr, client_cert };
+    serve_http(tls_stream, peer, Instant::now(), shared, stop).await;
 }
 
-async fn serve_http<T>(io: T, peer: Peer, shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
-where
+/// `started`: when the first request's header timeout began.
+async fn serve_http<T>(
+    io: T,
+    peer: Peer,
+    started: Instant,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let conn_shared = Arc::new(ConnShared::default());
     let settings = shared.settings;
-    let io = GuardedIo::new(io, conn_shared.clone(), settings.limits, settings.timeouts);
+    let io = GuardedIo::new(
+        io,
+        conn_shared.clone(),
+        settings.limits,
+        settings.timeouts,
+        started,
+    );
     let service = ConnService {
         shared,
         conn: conn_shared,

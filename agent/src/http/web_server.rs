@@ -64,6 +64,21 @@ impl WebServer {
         })
     }
 
+    /// Listens on `addr` with the longest accept queue the kernel allows
+    /// (net.core.somaxconn, 4096 by default since Linux 5.4; Go's listeners ask for
+    /// the same), where tokio's default is 1024: a burst of connections then waits
+    /// to be accepted rather than being dropped by the kernel.
+    pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(65535)
+    }
+
     /// For the start-up log line.
     pub fn describe(&self) -> String {
         format!(
