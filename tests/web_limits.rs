@@ -241,6 +241,10 @@ fn held_connections(agent: &Agent) -> usize {
 fn the_connection_cap_holds_and_probes_answer_once_slots_free() {
     let agent = agent(&["--web.max-connections=20", "--web.read-header-timeout=3s"]);
     agent.wait_ready();
+    // The readiness check's own connection must be gone, or it holds a slot.
+    wait_for("no connections", Duration::from_secs(10), || {
+        (held_connections(&agent) == 0).then_some(())
+    });
     let held: Vec<TcpStream> = (0..20)
         .map(|_| TcpStream::connect(&agent.addr).unwrap())
         .collect();

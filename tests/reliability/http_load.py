@@ -6,6 +6,8 @@ time and stops by itself. Prints one JSON object per run on stdout.
 
   halfopen ADDR N HOLD     open N connections that send nothing; wait up to HOLD s
                            for the server to close them; count answers (503s)
+  slowheads ADDR N HOLD    the same, each sending the start of a request head
+                           that it never finishes (slowloris)
   concurrent ADDR N SECS   N clients with one keep-alive connection each, GETting
                            /metrics back to back for SECS s; count errors
   trickle ADDR INTERVAL    send a request head one byte every INTERVAL s; report
@@ -36,7 +38,7 @@ def raise_nofile(need):
         sys.exit(f"need {need + 100} open files, hard limit is {hard}")
 
 
-def halfopen(addr, n, hold):
+def halfopen(addr, n, hold, send=b""):
     host, port = loopback(addr)
     raise_nofile(n)
     socks, refused = [], 0
@@ -54,6 +56,16 @@ def halfopen(addr, n, hold):
             s.close()
             continue
         socks.append(s)
+    if send:
+        for s in socks:
+            writable = selectors.DefaultSelector()
+            writable.register(s, selectors.EVENT_WRITE)
+            if writable.select(timeout=5):
+                try:
+                    s.send(send)
+                except OSError:
+                    pass
+            writable.close()
     sel = selectors.DefaultSelector()
     for s in socks:
         sel.register(s, selectors.EVENT_READ)
@@ -81,7 +93,7 @@ def halfopen(addr, n, hold):
         key.fileobj.close()
     closed_at.sort()
     print(json.dumps({
-        "mode": "halfopen", "connections": n, "connect_failed": refused,
+        "mode": "slowheads" if send else "halfopen", "connections": n, "connect_failed": refused,
         "seconds_to_open": round(opened, 2), "answered": answered,
         "closed_by_server": len(closed_at), "still_open_after_hold": open_,
         "last_closed_after_s": round(closed_at[-1], 2) if closed_at else None,
@@ -170,6 +182,8 @@ if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "halfopen":
         halfopen(args[0], int(args[1]), float(args[2]))
+    elif mode == "slowheads":
+        halfopen(args[0], int(args[1]), float(args[2]), b"GET /metrics HTTP/1.1\r\nX-Slow: ")
     elif mode == "concurrent":
         concurrent(args[0], int(args[1]), float(args[2]))
     elif mode == "trickle":

@@ -69,11 +69,13 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     let mut accept_errors = AcceptErrors::default();
+    let mut memory = MemoryReturn::default();
+    let live = |slots: &Semaphore| settings.max_connections - slots.available_permits();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(_) = conns.join_next(), if !conns.is_empty() => memory.closed(live(&slots)),
             accepted = listener.accept() => {
                 let (stream, addr) = match accepted {
                     Ok(a) => a,
@@ -86,6 +88,7 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 match slots.clone().try_acquire_owned() {
                     Ok(slot) => {
+                        memory.opened(live(&slots));
                         let (shared, stop) = (shared.clone(), stop_rx.clone());
                         conns.spawn(async move {
                             let _slot = slot;
@@ -130,6 +133,35 @@ pub async fn serve(
         conns.shutdown().await;
     }
     Ok(())
+}
+
+/// glibc keeps what threads free in per-thread arenas and gives little of it back to
+/// the system: after a burst of slow connections (about 17 KiB each while they send
+/// a head) closes, the agent's RSS would stay at the burst's peak. When the live
+/// connections fall to half of their high-water mark, hand the freed memory back.
+#[derive(Default)]
+struct MemoryReturn {
+    high_water: usize,
+}
+
+impl MemoryReturn {
+    /// Bursts smaller than this are not worth a trim (it walks every arena).
+    const WORTH_IT: usize = 64;
+
+    fn opened(&mut self, live: usize) {
+        self.high_water = self.high_water.max(live);
+    }
+
+    fn closed(&mut self, live: usize) {
+        if self.high_water >= Self::WORTH_IT && live <= self.high_water / 2 {
+            self.high_water = live;
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            tokio::task::spawn_blocking(|| {
+                // SAFETY: malloc_trim only releases free pages of the allocator's own arenas.
+                unsafe { libc::malloc_trim(0) };
+            });
+        }
+    }
 }
 
 /// Out of file descriptors (EMFILE, ENFILE) or memory, accept fails until something
@@ -189,9 +221,13 @@ async fn connection(
     // Until the client sends something, a connection costs its socket and this
     // small task only: the TLS and hyper state (several KiB) waits, boxed, for the
     // first byte, so thousands of half-open connections hold little memory.
+    // (`readable()` is not enough: it can report a fresh socket readable.)
+    let mut first = [0u8; 1];
     tokio::select! {
-        r = tokio::time::timeout_at(deadline, stream.readable()) => if !matches!(r, Ok(Ok(()))) {
-            return;
+        r = tokio::time::timeout_at(deadline, stream.peek(&mut first)) => match r {
+            Ok(Ok(n)) if n > 0 => {}
+            // Closed, failed, or silent for the whole header timeout.
+            _ => return,
         },
         () = stopped(&mut stop) => return,
     }
