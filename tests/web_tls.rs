@@ -517,3 +517,106 @@ fn unsafe_or_unsupported_tls_settings_are_refused_at_start() {
         assert!(e.contains(names), "{extra:?}: {e}");
     }
 }
+
+/// A real Prometheus (Debian's package) with the scrape config the README shows:
+/// `scheme: https`, `tls_config` with the CA, the server name and a client
+/// certificate, `basic_auth`. A second job with a wrong password must be down.
+#[test]
+fn a_real_prometheus_scrapes_over_mutual_tls_with_basic_auth() {
+    const PROMETHEUS: &str = "/usr/bin/prometheus";
+    if !Path::new(PROMETHEUS).exists() {
+        skip("prometheus is not installed (apt-get install prometheus)");
+        return;
+    }
+    let Some(pki) = pki() else { return };
+    let cfg = pki.path("web.yml");
+    write(
+        &cfg,
+        &format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+             client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n\
+             basic_auth_users:\n  prometheus: '{}'\n",
+            bcrypt_of("scrape-password")
+        ),
+    );
+    let agent = agent_with(&cfg, &[]);
+    std::fs::write(pki.path("password"), "scrape-password").unwrap();
+    let job = |name: &str, auth: &str| {
+        format!(
+            "  - job_name: {name}\n    scheme: https\n    tls_config:\n      ca_file: ca.crt\n      \
+             server_name: localhost\n      cert_file: client.crt\n      key_file: client.key\n    \
+             basic_auth:\n      username: prometheus\n      {auth}\n    \
+             static_configs:\n      - targets: ['{}']\n",
+            agent.addr
+        )
+    };
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n{}{}",
+        job("nodediag", "password_file: password"),
+        job("nodediag-wrong-password", "password: guessed")
+    );
+    std::fs::write(pki.path("prometheus.yml"), config).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let log = std::fs::File::create(pki.path("prometheus.log")).unwrap();
+    let mut prometheus = Command::new(PROMETHEUS)
+        .arg(format!(
+            "--config.file={}",
+            pki.path("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            pki.path("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start prometheus");
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _kill = Kill(&mut prometheus);
+    let up = |job: &str| -> Option<String> {
+        let url = format!("http://127.0.0.1:{port}/api/v1/query");
+        let body = ureq::get(&url)
+            .query("query", &format!("up{{job=\"{job}\"}}"))
+            .timeout(Duration::from_secs(5))
+            .call()
+            .ok()?
+            .into_string()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .map(str::to_string)
+    };
+    let log = || std::fs::read_to_string(pki.path("prometheus.log")).unwrap_or_default();
+    wait_for(
+        "a successful scrape over TLS",
+        Duration::from_secs(60),
+        || (up("nodediag").as_deref() == Some("1")).then_some(()),
+    );
+    wait_for(
+        "the wrong password's scrape to fail",
+        Duration::from_secs(30),
+        || (up("nodediag-wrong-password").as_deref() == Some("0")).then_some(()),
+    );
+    let series = ureq::get(&format!("http://127.0.0.1:{port}/api/v1/query"))
+        .query("query", "nodediag_build_info")
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        series.contains("\"job\":\"nodediag\""),
+        "{series}\n{}",
+        log()
+    );
+}
