@@ -620,3 +620,33 @@ fn a_real_prometheus_scrapes_over_mutual_tls_with_basic_auth() {
         log()
     );
 }
+
+#[test]
+fn the_rate_limit_answers_429_but_not_to_open_probes() {
+    if !have_curl() {
+        skip("curl is not installed (apt-get install curl)");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("nodediag-webtest-")
+        .tempdir()
+        .unwrap();
+    let cfg = dir.path().join("web.yml");
+    // Two requests, then one an hour: the third is refused.
+    write(&cfg, "rate_limit:\n  interval: 1h\n  burst: 2\n");
+    let agent = agent_with(&cfg, &["--web.unauthenticated-path=/healthz"]);
+    let url = |path: &str| format!("http://{}{path}", agent.addr);
+    assert_eq!(curl(&url("/metrics"), &[]).status, 200);
+    assert_eq!(curl(&url("/api/v1/findings"), &[]).status, 200);
+    let refused = curl(&url("/metrics"), &[]);
+    assert_eq!(refused.status, 429, "{refused:?}");
+    assert_eq!(refused.error(), "rate limit exceeded");
+    assert!(refused.header("retry-after").is_some(), "{refused:?}");
+    for _ in 0..3 {
+        assert_eq!(
+            curl(&url("/healthz"), &[]).status,
+            200,
+            "the probe was limited"
+        );
+    }
+}

@@ -669,7 +669,7 @@ py_section dockerfile
 echo "== scripts"
 if command -v shellcheck >/dev/null; then
   check "shellcheck on the deploy scripts" \
-    shellcheck deploy/kubernetes/gen-prometheusrule.sh tests/deploy/validate.sh
+    shellcheck deploy/kubernetes/gen-prometheusrule.sh tests/deploy/validate.sh tests/reliability/http.sh
 else
   echo "SKIP shellcheck: not installed"
 fi

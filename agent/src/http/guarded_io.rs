@@ -499,6 +499,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_cut_after_the_idle_timeout() {
+        // A 1 KiB pipe that the client never reads: writes stall once it is full.
+        let (_client, server) = tokio::io::duplex(1024);
+        let shared = Arc::new(ConnShared::default());
+        let mut io = GuardedIo::new(server, shared, LIMITS, TIMEOUTS, Instant::now());
+        let started = Instant::now();
+        let err = loop {
+            if let Err(e) = io.write_all(&[b'x'; 4096]).await {
+                break e;
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert_eq!(started.elapsed(), TIMEOUTS.idle);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_idle_keep_alive_ends_after_the_idle_timeout_not_while_busy() {
         let (mut client, mut io, shared) = guarded();
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();

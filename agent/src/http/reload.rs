@@ -14,6 +14,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+/// exporter-toolkit allows basic auth without TLS; so does nodediag, but says what
+/// it means.
+fn warn_if_clear_text(config: &WebConfig) {
+    if config.tls.is_none() && !config.users.is_empty() {
+        tracing::warn!(
+            "basic_auth_users without tls_server_config: passwords cross the network in clear text"
+        );
+    }
+}
+
 /// How often the files are re-read. A handful of small files: negligible.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(5);
 
@@ -54,6 +64,7 @@ impl WebState {
                 (files, loaded?)
             }
         };
+        warn_if_clear_text(&config);
         if config.http2_requested {
             tracing::info!("http_server_config.http2 is on, but nodediag serves HTTP/1.1 only");
         }
@@ -129,6 +140,7 @@ impl WebState {
         match loaded.and_then(|c| self.compatible(path, c)) {
             Ok(config) => {
                 tracing::info!(config = %config.describe(), "web config reloaded");
+                warn_if_clear_text(&config);
                 self.passwords.retain_users(&config.users);
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) =
                     Arc::new(Active::new(config));

@@ -57,3 +57,51 @@ fn parse_openable_path(s: &str) -> Result<String, String> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{load, Command};
+    use std::io::Write;
+    use std::time::Duration;
+
+    #[test]
+    fn web_flags_come_from_the_command_line_or_the_config_file() {
+        let mut f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+        f.write_all(
+            b"web:\n  config.file: /etc/nodediag/web.yml\n  max-connections: 64\n  idle-timeout: 2m\n",
+        )
+        .unwrap();
+        let cli = load([
+            "nodediag",
+            "serve",
+            "--config",
+            f.path().to_str().unwrap(),
+            "--web.unauthenticated-path=/healthz,/readyz",
+            "--web.read-header-timeout=3s",
+        ])
+        .unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(
+            s.web.config_file.as_deref(),
+            Some(std::path::Path::new("/etc/nodediag/web.yml"))
+        );
+        assert_eq!(s.web.max_connections, Some(64));
+        assert_eq!(s.web.idle_timeout, Duration::from_secs(120));
+        assert_eq!(s.web.read_header_timeout, Duration::from_secs(3));
+        assert_eq!(s.web.unauthenticated_paths, ["/healthz", "/readyz"]);
+    }
+
+    #[test]
+    fn only_probe_paths_can_be_opened_and_limits_are_positive() {
+        for bad in [
+            "--web.unauthenticated-path=/metrics",
+            "--web.max-connections=0",
+            "--web.idle-timeout=0s",
+        ] {
+            let err = load(["nodediag", "serve", bad]).err().unwrap().to_string();
+            assert!(err.contains(bad.split('=').next().unwrap()), "{bad}: {err}");
+        }
+    }
+}
