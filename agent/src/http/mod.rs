@@ -1,5 +1,6 @@
 //! The HTTP surface: `/` (text report), `/metrics`, `/healthz`, `/readyz` and the JSON
-//! API under `/api/v1/`. Handlers only read the store.
+//! API under `/api/v1/`. Handlers only read the store. The server around the router
+//! (limits, TLS, authentication) starts in `web_server` and runs in `server`.
 
 use crate::diagnose::Severity;
 use crate::metrics::{self, encode::Format};

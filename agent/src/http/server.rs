@@ -70,6 +70,7 @@ pub async fn serve(
     let mut conns = JoinSet::new();
     let mut accept_errors = AcceptErrors::default();
     let mut memory = MemoryReturn::default();
+    let mut cap_warned: Option<Instant> = None;
     let live = |slots: &Semaphore| settings.max_connections - slots.available_permits();
     tokio::pin!(shutdown);
     loop {
@@ -96,6 +97,13 @@ pub async fn serve(
                         });
                     }
                     Err(_) => {
+                        if cap_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                            tracing::warn!(
+                                max_connections = settings.max_connections,
+                                "connection cap reached: refusing new connections (--web.max-connections)"
+                            );
+                            cap_warned = Some(Instant::now());
+                        }
                         let tls = shared.web.current().config.tls.is_some();
                         match refusals.clone().try_acquire_owned() {
                             // A TLS client cannot read a plain answer: just close.
