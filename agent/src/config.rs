@@ -51,10 +51,10 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     #[command(flatten)]
-    pub web: crate::http::web_flags::WebArgs,
+    pub agent: AgentArgs,
 
     #[command(flatten)]
-    pub agent: AgentArgs,
+    pub web: crate::http::web_flags::WebArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
