@@ -25,6 +25,8 @@ declare -A packages=(
   [containerd]=containerd # the real-node test's container runtime (with ctr)
   [runc]=runc
   [sha256sum]=coreutils   # deploy/oci-archive.sh
+  [curl]=curl             # TLS and basic auth tests (tests/web_tls.rs)
+  [openssl]=openssl       # makes the test certificates (tests/common/pki.rs)
 )
 # The real-node test's CNI plugins and its images' only binary (statically linked).
 [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] ||

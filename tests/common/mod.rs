@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 pub mod caps;
 pub mod conntrack;
 pub mod dns;
+pub mod pki;
 pub mod veth;
+pub mod web;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nodediag");
 
@@ -53,11 +55,24 @@ pub struct Agent {
     pub addr: String,
     /// The network namespace the agent listens in, when not the test's own.
     netns: Option<String>,
+    /// Every line the agent has logged so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Agent {
     pub fn start(args: &[&str]) -> Agent {
         Self::start_with(Command::new(BIN), args, None)
+    }
+
+    /// Runs the agent with this open-file limit (soft, hard) from its start.
+    pub fn start_with_nofile(soft: u64, hard: u64, args: &[&str]) -> Agent {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" \"$@\""
+            ))
+            .arg(BIN);
+        Self::start_with(cmd, args, None)
     }
 
     /// Runs the agent inside a network namespace (`ip netns exec NS nodediag ...`).
@@ -91,6 +106,8 @@ impl Agent {
             .expect("start nodediag");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -102,12 +119,33 @@ impl Agent {
                     }
                 }
                 eprintln!("[nodediag] {line}");
+                kept.lock().unwrap().push(line);
             }
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("nodediag did not report its listen address");
-        Agent { child, addr, netns }
+        Agent {
+            child,
+            addr,
+            netns,
+            log,
+        }
+    }
+
+    /// Whether the agent has logged a line containing `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.logged_times(text) > 0
+    }
+
+    /// How many lines the agent has logged that contain `text`.
+    pub fn logged_times(&self, text: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(text))
+            .count()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -79,13 +79,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if collectors.is_empty() {
         bail!("every collector is disabled: nothing to do");
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let web = crate::http::web_server::WebServer::prepare(&args.web)?;
+    let listener = crate::http::web_server::WebServer::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(
         listen = %listener.local_addr()?,
         node = %agent.store.read(|s| s.node.clone()),
         collectors = ?collectors.iter().map(|c| c.collector.name()).collect::<Vec<_>>(),
+        web = %web.describe(),
         "nodediag serving"
     );
     let refresher = agent.clone();
@@ -95,13 +96,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.agent.collector_timeout,
         Arc::new(move || refresher.refresh_findings()),
     );
-    axum::serve(
+    web.serve(
         listener,
         crate::http::router(agent.store.clone(), signals::http_view()),
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("HTTP server failed")?;
+    .await?;
     tracing::info!("shutting down");
     // Dropping the collectors releases what they hold on the host (the disk probe
     // removes its files), instead of leaving it to the runtime's teardown.

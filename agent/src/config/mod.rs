@@ -55,6 +55,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub agent: AgentArgs,
+
+    #[command(flatten)]
+    pub web: crate::http::web_flags::WebArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
