@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 pub mod caps;
 pub mod conntrack;
-pub mod veth;
 pub mod dns;
+pub mod veth;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nodediag");
 
@@ -81,9 +81,14 @@ impl Agent {
     }
 
     fn start_with(mut cmd: Command, args: &[&str], netns: Option<String>) -> Agent {
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--log-level", "info"]);
+        // The notrack table belongs to one agent per network namespace: agents of
+        // tests in the machine's own namespace leave it alone unless a test asks.
+        if netns.is_none() && !args.iter().any(|a| a.starts_with("--web.notrack")) {
+            cmd.arg("--web.notrack=false");
+        }
         let mut child = cmd
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--log-level", "info"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

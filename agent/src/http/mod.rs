@@ -6,6 +6,7 @@ use crate::metrics::encode::Format;
 use crate::store::{Snapshot, Store};
 
 pub mod cgroup;
+pub mod conntrack;
 pub mod disk;
 pub mod kmsg;
 pub mod netns;
@@ -289,6 +290,7 @@ async fn snapshot(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<V
         v["ready"] = json!(s.ready());
         v["findings"] = json!(s.findings);
         v["rules"] = json!(s.rules);
+        v["setup"] = json!(s.setup);
         v["collectors"] = s
             .collectors
             .iter()

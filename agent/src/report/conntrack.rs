@@ -1,6 +1,16 @@
-//! The conntrack collector's line in the report.
+//! The conntrack collector's line in the report, and who fills the table when it is
+//! high.
 
 use crate::collect::conntrack::{ConntrackSample, StatsSource};
+use crate::collect::conntrack_dumper::Trigger;
+use crate::collect::conntrack_top::TopList;
+use crate::diagnose::conntrack::{TABLE_FULL, TABLE_HIGH};
+use crate::diagnose::conntrack_top::{self, percent};
+use crate::kernel::conntrack_dump::DumpCut;
+use crate::store::Snapshot;
+use crate::time::{age, rfc3339};
+use std::fmt::Write;
+use std::time::SystemTime;
 
 pub fn summary(s: &ConntrackSample) -> String {
     let mut out = format!(
@@ -22,5 +32,108 @@ pub fn summary(s: &ConntrackSample) -> String {
         )),
         _ => out.push_str(", no failure counters"),
     }
+    if let Some(p) = s.peak.as_ref().filter(|p| p.entries > s.entries) {
+        out.push_str(&format!(", peak {} since the previous sample", p.entries));
+    }
     out
+}
+
+/// Rows of each list the report shows; the API shows more.
+const REPORT_ROWS: usize = 5;
+
+/// "conntrack top": who fills the table, while conntrack_table_high or _full is
+/// active, from the latest dump (the collector's when the table crossed its high
+/// level, or a request's), with its age.
+pub fn section(out: &mut String, snap: &Snapshot, now: SystemTime) {
+    let active = snap
+        .findings
+        .iter()
+        .any(|f| f.id == TABLE_FULL.id || f.id == TABLE_HIGH.id);
+    if !active {
+        return;
+    }
+    let Some(dump) = conntrack_top::latest_dump(snap) else {
+        out.push_str(
+            "\nconntrack top: no dump of the table yet (GET /api/v1/conntrack/top dumps it now)\n",
+        );
+        return;
+    };
+    let top = conntrack_top::ranked(snap, &dump, REPORT_ROWS);
+    let why = match dump.trigger {
+        Trigger::Threshold => "taken when the table reached its high level",
+        Trigger::Request => "taken on request",
+    };
+    let coverage = match (dump.cut, dump.table_entries) {
+        (Some(cut), Some(n)) => format!(
+            "{} of {n} entries read in {:.2}s, cut by {}",
+            dump.entries_seen,
+            dump.elapsed.as_secs_f64(),
+            cut_reason(cut)
+        ),
+        (Some(cut), None) => format!(
+            "{} entries read in {:.2}s, cut by {}",
+            dump.entries_seen,
+            dump.elapsed.as_secs_f64(),
+            cut_reason(cut)
+        ),
+        (None, _) => format!(
+            "all {} entries read in {:.2}s",
+            dump.entries_seen,
+            dump.elapsed.as_secs_f64()
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "\nconntrack top (dump of {}, {} ago, {why}; {coverage}):",
+        rfc3339(dump.finished_at),
+        age(now, dump.finished_at)
+    );
+    rows(out, "sources (pods)", &top.owners);
+    rows(out, "destinations", &top.destinations);
+    let s = &top.states;
+    let mut states = format!(
+        "  states: {} unreplied, {} assured",
+        percent(s.unreplied.share),
+        percent(s.assured.share)
+    );
+    if !s.tcp.rows.is_empty() {
+        let tcp: Vec<String> = s
+            .tcp
+            .rows
+            .iter()
+            .map(|r| format!("{} {}", r.key, percent(r.share)))
+            .collect();
+        states.push_str(&format!("; tcp {}", tcp.join(", ")));
+    }
+    let _ = writeln!(out, "{states}");
+    out.push_str("  GET /api/v1/conntrack/top for a fresh dump and longer lists\n");
+}
+
+fn rows(out: &mut String, title: &str, list: &TopList) {
+    let _ = writeln!(out, "  {title}:");
+    for r in &list.rows {
+        let _ = writeln!(
+            out,
+            "    {:>4}  {:>8}  {}",
+            percent(r.share),
+            r.entries,
+            r.key
+        );
+    }
+    if list.other_entries > 0 {
+        let _ = writeln!(
+            out,
+            "    {:>4}  {:>8}  {} others",
+            percent(list.other_share),
+            list.other_entries,
+            list.distinct - list.rows.len() as u64
+        );
+    }
+}
+
+fn cut_reason(cut: DumpCut) -> &'static str {
+    match cut {
+        DumpCut::MaxEntries => "--conntrack.top-max-entries",
+        DumpCut::Deadline => "--conntrack.top-timeout",
+    }
 }
