@@ -80,7 +80,10 @@ impl Agent {
         Self::start_with(cmd, args, None)
     }
 
-    fn start_with(mut cmd: Command, args: &[&str], netns: Option<String>) -> Agent {
+    /// Runs `cmd serve ...`: `cmd` is the agent binary, or a command that ends by
+    /// running it (a namespace, a cgroup, fewer capabilities); `netns` is where it
+    /// listens when not in the test's own network namespace.
+    pub fn start_with(mut cmd: Command, args: &[&str], netns: Option<String>) -> Agent {
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0", "--log-level", "info"]);
         // The notrack table belongs to one agent per network namespace: agents of
