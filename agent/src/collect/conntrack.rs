@@ -39,8 +39,10 @@ pub struct ConntrackSample {
     /// The entry count read every peak interval since the previous sample (this
     /// sample's own read included).
     pub peak: Option<CountPeak>,
-    /// The latest dump of the table (the collector's when the table was high, or a
-    /// request's): its counts are ranked where owners of addresses are known.
+    /// The collector's latest dump of the table, made when the table reached its
+    /// high level: its counts are ranked where owners of addresses are known. Only
+    /// these, at most one per rule window, so the history holds one or two dumps
+    /// whatever the endpoint is asked.
     pub top: Option<Arc<TopDump>>,
     pub unavailable: Vec<Unavailable>,
 }
@@ -162,6 +164,7 @@ pub struct ConntrackCollector {
     tracker: Option<PeakTracker>,
     dumper: Arc<TopDumper>,
     last_dump: Option<Instant>,
+    top: Option<Arc<TopDump>>,
 }
 
 impl ConntrackCollector {
@@ -173,6 +176,7 @@ impl ConntrackCollector {
             tracker: None,
             dumper,
             last_dump: None,
+            top: None,
         }
     }
 
@@ -222,7 +226,7 @@ impl ConntrackCollector {
     }
 
     /// Dumps the table when the peak is high and the last dump is older than the
-    /// spacing; the latest dump (this one, or a request's) either way.
+    /// spacing (a request's of the last seconds serves); the latest such dump.
     fn top(
         &mut self,
         peak: u64,
@@ -235,14 +239,15 @@ impl ConntrackCollector {
             .is_none_or(|t| t.elapsed() >= self.watch.dump_spacing);
         if self.netlink && high && due {
             self.last_dump = Some(Instant::now());
-            if let Err(e) = self.dumper.fetch(Trigger::Threshold) {
-                unavailable.push(match e {
+            match self.dumper.fetch(Trigger::Threshold) {
+                Ok(fetched) => self.top = Some(fetched.dump),
+                Err(e) => unavailable.push(match e {
                     super::conntrack_dumper::DumpError::Unavailable(u) => u,
                     other => Unavailable::new("conntrack dump", other.to_string()),
-                });
+                }),
             }
         }
-        self.dumper.last()
+        self.top.clone()
     }
 }
 

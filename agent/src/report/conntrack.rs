@@ -42,8 +42,8 @@ pub fn summary(s: &ConntrackSample) -> String {
 const REPORT_ROWS: usize = 5;
 
 /// "conntrack top": who fills the table, while conntrack_table_high or _full is
-/// active, from the latest dump (the collector's when the table crossed its high
-/// level, or a request's), with its age.
+/// active, from the dump the collector made when the table reached its high level
+/// (or a request's of the seconds before, which it reused), with its age.
 pub fn section(out: &mut String, snap: &Snapshot, now: SystemTime) {
     let active = snap
         .findings
