@@ -137,3 +137,95 @@ fn cut_reason(cut: DumpCut) -> &'static str {
         DumpCut::Deadline => "--conntrack.top-timeout",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::conntrack_dumper::TopDump;
+    use crate::collect::conntrack_top::TopBuilder;
+    use crate::finding::{Finding, Severity};
+    use crate::kernel::conntrack_dump::{ConntrackEntry, Tuple};
+    use crate::store::Store;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn entry(src: &str) -> ConntrackEntry {
+        ConntrackEntry {
+            original: Tuple {
+                src: src.parse().unwrap(),
+                dst: "10.96.0.10".parse().unwrap(),
+                proto: 17,
+                src_port: Some(40000),
+                dst_port: Some(53),
+                icmp: None,
+            },
+            reply: None,
+            status: 0,
+            tcp_state: None,
+            timeout_secs: None,
+            mark: None,
+            zone: None,
+        }
+    }
+
+    fn store(top: Option<Arc<TopDump>>, at: SystemTime) -> Store {
+        let store = Store::new("n".into(), Duration::from_secs(300));
+        store.register("conntrack", Duration::from_secs(15));
+        let sample = ConntrackSample {
+            entries: 900,
+            max: 1000,
+            buckets: None,
+            stats: None,
+            stats_source: None,
+            peak: None,
+            top,
+            unavailable: vec![],
+        };
+        store.record("conntrack", at, Duration::ZERO, Ok(Arc::new(sample)));
+        store.set_findings(vec![Finding::new(
+            &TABLE_HIGH,
+            Severity::Warning,
+            "host",
+            "conntrack table 90% full",
+            at,
+        )]);
+        store
+    }
+
+    #[test]
+    fn the_section_ranks_the_collectors_dump_with_its_age_and_cut() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut b = TopBuilder::new();
+        for _ in 0..3 {
+            b.add(&entry("10.244.1.7"));
+        }
+        b.add(&entry("10.244.2.9"));
+        let mut dump = TopDump::from_counts(b, at, Trigger::Threshold, Some(40));
+        dump.cut = Some(DumpCut::MaxEntries);
+        let store = store(Some(Arc::new(dump)), at);
+        let mut out = String::new();
+        section(&mut out, &store.snapshot(), at + Duration::from_secs(8));
+        assert!(
+            out.contains("conntrack top (dump of 2023-11-14T22:13:20.000Z, 8s ago, taken when the table reached its high level; 4 of 40 entries read in 0.00s, cut by --conntrack.top-max-entries):"),
+            "{out}"
+        );
+        assert!(out.contains("\n     75%         3  10.244.1.7\n"), "{out}");
+        assert!(
+            out.contains("  states: 100% unreplied, 0% assured\n"),
+            "{out}"
+        );
+
+        // No finding, no section; a finding without a dump says how to get one.
+        let quiet = Store::new("n".into(), Duration::from_secs(300));
+        let mut out = String::new();
+        section(&mut out, &quiet.snapshot(), at);
+        assert!(out.is_empty());
+        let mut out = String::new();
+        section(&mut out, &store_without_dump(at).snapshot(), at);
+        assert!(out.contains("no dump of the table yet"), "{out}");
+    }
+
+    fn store_without_dump(at: SystemTime) -> Store {
+        store(None, at)
+    }
+}
