@@ -16,6 +16,7 @@ declare -A packages=(
   [nft]=nftables          # makes conntrack track a test namespace's packets
   [ip]=iproute2           # network namespaces and veth pairs
   [sysctl]=procps         # ip_forward inside a test namespace (tests/notrack_table.rs)
+  [setpriv]=util-linux    # an agent without CAP_NET_ADMIN (tests/conntrack_incident.rs)
   [dnsmasq]=dnsmasq-base  # the real resolver of tests/dns_real.rs (the binary only, no system service)
   [fio]=fio               # the fsync benchmark's reference and the disk tests
   [losetup]=mount         # loop devices: the slow (blkio-throttled) ext4 of the fsync tests

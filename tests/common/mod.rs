@@ -95,10 +95,18 @@ impl Agent {
         Self::start_with(cmd, args, None)
     }
 
-    fn start_with(mut cmd: Command, args: &[&str], netns: Option<String>) -> Agent {
+    /// Runs `cmd serve ...`: `cmd` is the agent binary, or a command that ends by
+    /// running it (a namespace, a cgroup, fewer capabilities); `netns` is where it
+    /// listens when not in the test's own network namespace.
+    pub fn start_with(mut cmd: Command, args: &[&str], netns: Option<String>) -> Agent {
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--log-level", "info"]);
+        // The notrack table belongs to one agent per network namespace: agents of
+        // tests in the machine's own namespace leave it alone unless a test asks.
+        if netns.is_none() && !args.iter().any(|a| a.starts_with("--web.notrack")) {
+            cmd.arg("--web.notrack=false");
+        }
         let mut child = cmd
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--log-level", "info"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -198,9 +198,10 @@ def main():
     rules = [r for g in alerts["groups"] for r in g["rules"] if "alert" in r]
     readme = README.read_text(encoding="utf-8")
     anchors = {slug(m) for m in re.findall(r"^#{1,6} (.+?)\s*$", readme, re.M)}
-    catalog = re.findall(r'def\(\s*"([a-z0-9_]+)",\s*"([a-z0-9_]+)"',
-                         (ROOT / "agent" / "src" / "diagnose" / "catalog.rs").read_text(encoding="utf-8"))
-    finding_ids = [i for i, _ in catalog]
+    # Each rule family declares its findings as FindingDef constants.
+    finding_ids = sorted({i for f in (ROOT / "agent" / "src" / "diagnose").rglob("*.rs")
+                          for i in re.findall(r'FindingDef\s*\{\s*id:\s*"([a-z0-9_]+)"',
+                                              f.read_text(encoding="utf-8"))})
 
     def runbooks():
         problems = []

@@ -3,6 +3,7 @@
 
 pub mod cgroup;
 pub mod conntrack;
+pub mod conntrack_dumper;
 pub mod conntrack_peak;
 pub mod conntrack_top;
 pub mod disk;

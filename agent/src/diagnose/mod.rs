@@ -2,11 +2,13 @@
 
 pub mod cgroup;
 pub mod conntrack;
+pub mod conntrack_top;
 pub mod disk;
 pub mod kmsg;
 pub mod netns;
 pub mod nic;
 pub mod oom;
+pub mod pod_addresses;
 pub mod pressure;
 pub mod window;
 

@@ -9,6 +9,7 @@ use crate::store::{Snapshot, Store};
 mod access;
 pub mod auth;
 pub mod cgroup;
+pub mod conntrack;
 pub mod disk;
 pub mod fd_limit;
 mod guarded_io;
@@ -322,6 +323,7 @@ async fn snapshot(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<V
         v["ready"] = json!(s.ready());
         v["findings"] = json!(s.findings);
         v["rules"] = json!(s.rules);
+        v["setup"] = json!(s.setup);
         v["collectors"] = s
             .collectors
             .iter()
