@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 pub mod caps;
 pub mod conntrack;
-pub mod veth;
 pub mod dns;
+pub mod veth;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nodediag");
 

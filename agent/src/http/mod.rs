@@ -7,6 +7,7 @@ use crate::store::{Snapshot, Store};
 
 pub mod cgroup;
 pub mod disk;
+pub mod dns;
 pub mod kmsg;
 pub mod netns;
 use axum::extract::{Path, RawQuery, State};

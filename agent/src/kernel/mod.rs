@@ -24,6 +24,7 @@ pub mod process;
 pub mod psi;
 pub mod route;
 pub mod rtnetlink;
+pub mod softnet;
 pub mod statfs;
 pub mod vmstat;
 
