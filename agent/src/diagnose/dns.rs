@@ -116,8 +116,11 @@ pub struct Tally {
     pub cut_short: u32,
     /// The longest wait per try of these probes: a "timeout" is a wait this long.
     pub per_try_seconds: Option<f64>,
-    /// A few failures: `team-a/web-1: kubernetes.default.svc.cluster.local AAAA: timeout after 0.94s`.
+    /// The latest few failures: `team-a/web-1: kubernetes.default.svc.cluster.local
+    /// AAAA: timeout after 0.94s`.
     pub examples: Vec<String>,
+    /// Why probes could not run, the latest few.
+    pub probe_error_examples: Vec<String>,
     /// The slowest successful lookups: `team-a/web-1: kubernetes.default 1.21s, 8 queries`.
     pub slowest: Vec<String>,
     #[serde(skip)]
@@ -132,9 +135,7 @@ impl Tally {
     fn add(&mut self, p: &ProbeResult) {
         if let Some(e) = &p.error {
             self.probe_errors += 1;
-            if self.examples.len() < EXAMPLES {
-                self.examples.push(format!("{}: {e}", p.target));
-            }
+            latest(&mut self.probe_error_examples, format!("{}: {e}", p.target));
             return;
         }
         self.probes += 1;
@@ -150,9 +151,11 @@ impl Tally {
                 Some(kind) => {
                     self.failed_lookups += 1;
                     *self.lookup_failures.entry(kind).or_default() += 1;
-                    if l.failures.is_empty() && self.examples.len() < EXAMPLES {
-                        self.examples
-                            .push(format!("{}: {}: lookup {kind}", p.target, l.name));
+                    if l.failures.is_empty() {
+                        latest(
+                            &mut self.examples,
+                            format!("{}: {}: lookup {kind}", p.target, l.name),
+                        );
                     }
                 }
                 None => {
@@ -167,9 +170,7 @@ impl Tally {
                 }
             }
             for f in &l.failures {
-                if self.examples.len() < EXAMPLES {
-                    self.examples.push(format!("{}: {f}", p.target));
-                }
+                latest(&mut self.examples, format!("{}: {f}", p.target));
             }
         }
     }
@@ -214,6 +215,15 @@ impl Tally {
     pub fn failed(&self) -> bool {
         self.failed_queries > 0 || self.failed_lookups > 0
     }
+}
+
+/// Keeps the last EXAMPLES of what is pushed: probes are added oldest first, and the
+/// latest failures say most about now.
+fn latest(list: &mut Vec<String>, item: String) {
+    if list.len() == EXAMPLES {
+        list.remove(0);
+    }
+    list.push(item);
 }
 
 /// One server over the window: every probe that asked it.

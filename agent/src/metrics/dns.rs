@@ -150,3 +150,96 @@ fn histograms(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::dns::totals::{Histogram, ServerTotals};
+    use crate::collect::dns::{DomainSource, ServerChoice, ServerSource};
+    use crate::metrics::encode::Format;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    fn sample() -> DnsSample {
+        let mut request_duration = Histogram::default();
+        for s in [0.0004, 0.003, 0.2] {
+            request_duration.observe(s);
+        }
+        let mut lookup_duration = Histogram::default();
+        lookup_duration.observe(1.5);
+        DnsSample {
+            server: ServerChoice {
+                source: ServerSource::Kubelet,
+                address: Some("10.96.0.10:53".parse().unwrap()),
+                from: vec![],
+                cluster_domain: "cluster.local".into(),
+                cluster_domain_from: DomainSource::Kubelet,
+            },
+            names: vec![],
+            absent_name: None,
+            budget_seconds: 7.5,
+            pod_namespaces: 40,
+            probes: vec![],
+            softnet_dropped: Some(12),
+            totals: vec![ServerTotals {
+                server: "10.96.0.10".into(),
+                requests: [("answer", 2), ("timeout", 1)].into_iter().collect(),
+                lookups: [("ok", 1), ("timeout", 1)].into_iter().collect(),
+                request_duration,
+                lookup_duration,
+                fallbacks: 1,
+                probes: 2,
+            }],
+            unavailable: vec![],
+        }
+    }
+
+    #[test]
+    fn counters_start_at_zero_for_every_result_and_histograms_are_per_server() {
+        let store = crate::store::Store::new("n".into(), Duration::from_secs(300));
+        store.register("dns", Duration::from_secs(15));
+        store.record(
+            "dns",
+            SystemTime::UNIX_EPOCH,
+            Duration::ZERO,
+            Ok(Arc::new(sample())),
+        );
+        let mut e = Encoder::new(Format::Text);
+        render(&store.snapshot(), &mut e);
+        let out = e.finish();
+        for line in [
+            "nodediag_dns_server_info{server=\"10.96.0.10\",source=\"kubelet\"} 1",
+            "nodediag_dns_pod_network_namespaces 40",
+            "nodediag_softnet_dropped_total 12",
+            "nodediag_dns_requests_total{server=\"10.96.0.10\",result=\"answer\"} 2",
+            "nodediag_dns_requests_total{server=\"10.96.0.10\",result=\"servfail\"} 0",
+            "nodediag_dns_requests_total{server=\"10.96.0.10\",result=\"timeout\"} 1",
+            "nodediag_dns_request_duration_seconds_bucket{server=\"10.96.0.10\",le=\"0.0005\"} 1",
+            "nodediag_dns_request_duration_seconds_bucket{server=\"10.96.0.10\",le=\"0.005\"} 2",
+            "nodediag_dns_request_duration_seconds_bucket{server=\"10.96.0.10\",le=\"+Inf\"} 3",
+            "nodediag_dns_request_duration_seconds_count{server=\"10.96.0.10\"} 3",
+            "nodediag_dns_lookups_total{server=\"10.96.0.10\",result=\"ok\"} 1",
+            "nodediag_dns_lookups_total{server=\"10.96.0.10\",result=\"unreachable\"} 0",
+            "nodediag_dns_lookup_duration_seconds_bucket{server=\"10.96.0.10\",le=\"1\"} 0",
+            "nodediag_dns_lookup_duration_seconds_bucket{server=\"10.96.0.10\",le=\"2.5\"} 1",
+            "nodediag_dns_lookup_duration_seconds_sum{server=\"10.96.0.10\"} 1.5",
+            "nodediag_dns_fallbacks_total{server=\"10.96.0.10\"} 1",
+            "# TYPE nodediag_dns_request_duration_seconds histogram",
+            "# TYPE nodediag_dns_requests_total counter",
+        ] {
+            assert!(out.contains(&format!("{line}\n")), "no {line:?} in:\n{out}");
+        }
+        assert_eq!(
+            out.matches("nodediag_dns_requests_total{").count(),
+            REQUEST_RESULTS.len()
+        );
+    }
+
+    #[test]
+    fn nothing_without_a_sample() {
+        let store = crate::store::Store::new("n".into(), Duration::from_secs(300));
+        let mut e = Encoder::new(Format::Text);
+        render(&store.snapshot(), &mut e);
+        assert!(e.finish().is_empty());
+    }
+}

@@ -176,4 +176,44 @@ mod tests {
         assert!(parse_name("a..b").is_err());
         assert!(parse_name(&"x".repeat(64)).is_err());
     }
+
+    #[test]
+    fn defaults_are_the_catalogs() {
+        let d = crate::config::AgentArgs::defaults().signals.dns;
+        assert_eq!(d.pods, 3);
+        assert_eq!(d.timeout, Duration::from_secs(5));
+        assert_eq!(d.thresholds.failure_critical_ratio, 0.05);
+        assert_eq!(d.thresholds.slow, Duration::from_secs(1));
+        assert_eq!(d.absent_name, "nodediag-absent.invalid");
+        assert!(d.server.is_none() && d.names.is_empty() && !d.no_host && !d.disabled);
+    }
+
+    #[test]
+    fn flags_repeat_and_refuse_bad_values() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            crate::config::Cli::try_parse_from(["nodediag", "check"].iter().chain(args).copied())
+        };
+        let cli = parse(&[
+            "--dns.server=10.0.0.10:5353",
+            "--dns.name=a.example",
+            "--dns.name=b.example",
+            "--dns.pod-namespace=shop,web",
+            "--dns.pods=0",
+            "--no-dns.host",
+        ])
+        .unwrap();
+        let crate::config::Command::Check(c) = cli.command else {
+            panic!("check")
+        };
+        let d = c.agent.signals.dns;
+        assert_eq!(d.server, Some("10.0.0.10:5353".parse().unwrap()));
+        assert_eq!(d.names, ["a.example", "b.example"]);
+        assert_eq!(d.pod_namespaces, ["shop", "web"]);
+        assert_eq!(d.pods, 0);
+        assert!(d.no_host);
+        assert!(parse(&["--dns.pods=101"]).is_err());
+        assert!(parse(&["--dns.server=kube-dns"]).is_err());
+        assert!(parse(&["--dns.failure-critical-ratio=2"]).is_err());
+    }
 }

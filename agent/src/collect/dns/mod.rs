@@ -393,3 +393,155 @@ impl Collector for DnsCollector {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::dns::search::Verdict;
+    use crate::kernel::dns::test_server::{Reply, TestServer};
+
+    /// A host with no process and no pod: a temporary procfs and rootfs, the
+    /// kubelet's config written when given.
+    struct Host {
+        proc: tempfile::TempDir,
+        rootfs: tempfile::TempDir,
+    }
+
+    impl Host {
+        fn new(kubelet_config: Option<&str>) -> Host {
+            let h = Host {
+                proc: tempfile::tempdir().unwrap(),
+                rootfs: tempfile::tempdir().unwrap(),
+            };
+            if let Some(c) = kubelet_config {
+                let dir = h.rootfs.path().join("var/lib/kubelet");
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join("config.yaml"), c).unwrap();
+            }
+            h
+        }
+
+        fn collector(&self, server: Option<SocketAddr>) -> DnsCollector {
+            DnsCollector::new(
+                HostRoot {
+                    proc: self.proc.path().to_path_buf(),
+                    sys: "/sys".into(),
+                    rootfs: self.rootfs.path().to_path_buf(),
+                },
+                DnsConfig {
+                    server,
+                    names: vec![],
+                    absent_name: DEFAULT_ABSENT_NAME.into(),
+                    pods: 3,
+                    timeout: Duration::from_secs(5),
+                    pod_namespaces: vec![],
+                    host: true,
+                    interval: Duration::from_secs(2),
+                },
+            )
+        }
+    }
+
+    const CORP: &str = "clusterDNS: [10.96.0.10]\nclusterDomain: corp.example\n";
+
+    #[test]
+    fn no_server_anywhere_is_unavailable_naming_where_it_looked() {
+        let host = Host::new(None);
+        let err = host.collector(None).collect().unwrap_err();
+        let CollectError::Unavailable(u) = err else {
+            panic!("{err}")
+        };
+        assert_eq!(u.what, "cluster DNS server");
+        assert!(
+            u.hint.contains("/var/lib/kubelet/config.yaml"),
+            "{}",
+            u.hint
+        );
+        assert!(u.hint.contains("0 pod network namespaces"), "{}", u.hint);
+    }
+
+    #[test]
+    fn the_server_is_the_flag_then_the_kubelets() {
+        let host = Host::new(Some(CORP));
+        let mut u = Vec::new();
+        let (_, source, server) = host.collector(None).configured_server(&mut u);
+        assert_eq!(source, ServerSource::Kubelet);
+        assert_eq!(server, Some("10.96.0.10:53".parse().unwrap()));
+        let flag = "10.0.0.53:53".parse().unwrap();
+        let (cluster, source, server) = host.collector(Some(flag)).configured_server(&mut u);
+        assert_eq!((source, server), (ServerSource::Flag, Some(flag)));
+        assert_eq!(cluster.unwrap().domain.as_deref(), Some("corp.example"));
+        assert!(u.is_empty());
+
+        // A kubelet config that does not parse is named, and the pods decide.
+        let broken = Host::new(Some("clusterDNS: [not-an-ip]\n"));
+        let (_, source, server) = broken.collector(None).configured_server(&mut u);
+        assert_eq!((source, server), (ServerSource::PodResolvConf, None));
+        assert_eq!(u.len(), 1);
+        assert!(u[0].hint.contains("config.yaml"), "{:?}", u[0]);
+    }
+
+    #[test]
+    fn the_host_asks_like_a_pod_of_namespace_default() {
+        let server = TestServer::start(|q, _| match (q.name.as_str(), q.qtype) {
+            ("kubernetes.default.svc.corp.example", 1) => {
+                Reply::Answer(vec![[10, 96, 0, 1].into()])
+            }
+            ("kubernetes.default.svc.corp.example", _) => Reply::Answer(vec![]),
+            _ => Reply::Rcode(3),
+        });
+        let host = Host::new(Some(CORP));
+        let mut c = host.collector(Some(server.addr));
+        let s = c.collect().unwrap();
+        assert_eq!(s.server.source, ServerSource::Flag);
+        assert_eq!(s.server.cluster_domain, "corp.example");
+        assert_eq!(s.server.cluster_domain_from, DomainSource::Kubelet);
+        assert_eq!(
+            s.names,
+            ["kubernetes.default.svc.corp.example", DEFAULT_ABSENT_NAME]
+        );
+        assert_eq!(s.pod_namespaces, 0);
+        assert_eq!(s.probes.len(), 1);
+        let p = &s.probes[0];
+        assert_eq!((p.kind, p.target.as_str()), (TargetKind::Host, "host"));
+        assert_eq!(p.resolver.search[0], "default.svc.corp.example");
+        let verdicts: Vec<&Verdict> = p.lookups.iter().map(|l| &l.verdict).collect();
+        assert_eq!(verdicts, [&Verdict::Answered, &Verdict::NxDomain]);
+        assert!(p.lookups.iter().all(|l| l.failure().is_none()));
+        // ndots:5: three search domains before each name as-is, A and AAAA each.
+        assert_eq!(p.queries.sent, 16);
+        assert_eq!(p.queries.failed(), 0);
+        assert_eq!(p.reply_latencies.len(), 16);
+        // Half of the 2 s interval, for 2 names x 2 candidates x 2 tries of a dead server.
+        assert!(p.per_try_seconds <= 0.125, "{}", p.per_try_seconds);
+        assert_eq!(server.received().len(), 16);
+        let t = &s.totals[0];
+        assert_eq!(t.requests["answer"], 1);
+        assert_eq!(t.requests["nxdomain"], 14);
+        assert_eq!(t.lookups["ok"], 2);
+        assert_eq!(t.request_duration.count, 16);
+        // The totals keep counting across rounds.
+        let s2 = c.collect().unwrap();
+        assert_eq!(s2.totals[0].requests["nxdomain"], 28);
+        assert_eq!(s2.totals[0].probes, 2);
+    }
+
+    #[test]
+    fn a_silent_server_costs_the_round_no_more_than_its_budget() {
+        let server = TestServer::start(|_, _| Reply::Drop);
+        let host = Host::new(Some(CORP));
+        let mut c = host.collector(Some(server.addr));
+        let started = Instant::now();
+        let s = c.collect().unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1400), "{took:?}");
+        let p = &s.probes[0];
+        assert!(p.queries.timeout > 0, "{p:?}");
+        assert!(p
+            .lookups
+            .iter()
+            .all(|l| matches!(l.verdict, Verdict::Timeout | Verdict::Unfinished)));
+        assert!(p.lookups[0].failures[0].contains("timeout after"), "{p:?}");
+        assert_eq!(s.totals[0].lookups.get("ok"), None);
+    }
+}
