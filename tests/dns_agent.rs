@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::conntrack::ConntrackMax;
 use common::dns::{DnsLab, SERVER_IP, SERVICE_IP};
 use common::{wait_for, Agent, BIN};
 use serde_json::Value;
@@ -16,6 +17,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup/pids";
+
+/// Held for reading by every test here and for writing by the one that lowers the
+/// global nf_conntrack_max, which would drop the others' DNS flows in their node
+/// namespaces meanwhile.
+static CONNTRACK_LIMIT: std::sync::RwLock<()> = std::sync::RwLock::new(());
 const SERVER: &str = "10.96.0.10";
 
 /// How a pod's /etc/resolv.conf looks from inside.
@@ -243,6 +249,7 @@ fn lab_and_pods(tag: u32, label: &str, pods: usize) -> Option<(DnsLab, Pods)> {
 
 #[test]
 fn healthy_pods_are_probed_from_inside_and_bad_resolv_confs_are_named() {
+    let _shared = CONNTRACK_LIMIT.read().unwrap_or_else(|e| e.into_inner());
     let Some((lab, mut pods)) = lab_and_pods(1, "agok", 4) else {
         return;
     };
@@ -366,6 +373,7 @@ fn healthy_pods_are_probed_from_inside_and_bad_resolv_confs_are_named() {
 
 #[test]
 fn a_stopped_server_is_dns_failures_naming_the_pods_within_two_intervals() {
+    let _shared = CONNTRACK_LIMIT.read().unwrap_or_else(|e| e.into_inner());
     let Some((mut lab, mut pods)) = lab_and_pods(2, "agstop", 2) else {
         return;
     };
@@ -432,6 +440,7 @@ fn a_stopped_server_is_dns_failures_naming_the_pods_within_two_intervals() {
 
 #[test]
 fn a_slow_server_is_dns_slow_not_failures() {
+    let _shared = CONNTRACK_LIMIT.read().unwrap_or_else(|e| e.into_inner());
     let Some((mut lab, mut pods)) = lab_and_pods(3, "agslow", 2) else {
         return;
     };
@@ -465,6 +474,7 @@ fn a_slow_server_is_dns_slow_not_failures() {
 
 #[test]
 fn dropping_one_query_in_fifty_is_a_dns_failures_warning_with_its_ratio() {
+    let _shared = CONNTRACK_LIMIT.read().unwrap_or_else(|e| e.into_inner());
     let Some((lab, mut pods)) = lab_and_pods(4, "agnth", 3) else {
         return;
     };
@@ -508,5 +518,78 @@ fn dropping_one_query_in_fifty_is_a_dns_failures_warning_with_its_ratio() {
             "nodediag_dns_requests_total{{server=\"{SERVER}\",result=\"timeout\"}}"
         )),
         "{metrics}"
+    );
+}
+
+#[test]
+fn a_full_conntrack_table_ties_dns_failures_and_conntrack_drops_together() {
+    let _alone = CONNTRACK_LIMIT.write().unwrap_or_else(|e| e.into_inner());
+    let Some((lab, mut pods)) = lab_and_pods(5, "agct", 2) else {
+        return;
+    };
+    pods.start(&lab, 0, Resolv::Kubelet);
+    pods.start(&lab, 1, Resolv::Kubelet);
+    // The conntrack collector runs too (every second), in the node namespace whose
+    // table the DNS flows pass through.
+    let agent = pods.agent(&lab, "2s", &[]);
+    view_after(&agent, 2);
+    assert!(
+        dns_findings(&agent).is_empty(),
+        "{:#?}",
+        dns_findings(&agent)
+    );
+
+    // A limit below what a round leaves in the node's table (about 24 flows a round,
+    // 30 s each): the DNS flows that follow are dropped, as on a node whose table is
+    // full. Pods' and server's namespaces track nothing (no rules there).
+    // The test's own HTTP to the agent (TCP on the node's loopback) must not need a
+    // place in the table.
+    lab.node_nft(
+        "table inet nddns_raw {\n\
+           chain pre { type filter hook prerouting priority -300; meta l4proto tcp notrack; }\n\
+           chain out { type filter hook output priority -300; meta l4proto tcp notrack; }\n\
+         }\n",
+    );
+    let lowered = ConntrackMax::set(32);
+    let started = Instant::now();
+    let (dns, conntrack) = wait_for(
+        "dns_failures tied to conntrack drops",
+        Duration::from_secs(30),
+        || {
+            let all = agent.get_json("/api/v1/findings")["findings"].clone();
+            let find = |id: &str| all.as_array()?.iter().find(|f| f["id"] == id).cloned();
+            let dns = find("dns_failures")?;
+            let ct = find("conntrack_drops")?;
+            (dns["evidence"]["conntrack_dropped_in_window"].as_u64()? > 0
+                && ct["evidence"]["dns_failures_in_window"].as_u64()? > 0)
+                .then_some((dns, ct))
+        },
+    );
+    drop(lowered);
+    eprintln!(
+        "dns_failures and conntrack_drops linked {:.2?} after the limit was lowered",
+        started.elapsed()
+    );
+    assert_eq!(dns["subject"], SERVER);
+    let remedy = dns["remedy"].as_str().unwrap();
+    assert!(remedy.contains("NodeLocal DNSCache"), "{remedy}");
+    assert!(remedy.contains("single-request-reopen"), "{remedy}");
+    assert!(
+        dns["summary"]
+            .as_str()
+            .unwrap()
+            .contains("conntrack failed in the same window"),
+        "{dns:#}"
+    );
+    assert!(dns["evidence"]["timeouts"].as_u64().unwrap() > 0, "{dns:#}");
+    assert_eq!(conntrack["subject"], "host");
+    assert_eq!(
+        conntrack["evidence"]["dns_servers_failing"],
+        serde_json::json!([SERVER])
+    );
+    let v = agent.get_json("/api/v1/dns");
+    assert!(
+        v["correlation"]["conntrack_dropped"].as_u64().unwrap() > 0,
+        "{v:#}"
     );
 }
