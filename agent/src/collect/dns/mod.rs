@@ -358,8 +358,20 @@ impl Collector for DnsCollector {
         let mut probes = Vec::with_capacity(targets.len());
         for ((t, spec), report) in targets.into_iter().zip(&specs).zip(reports) {
             let (result, records) = summarize(t, spec, absent.as_deref(), report);
-            if result.error.is_none() {
-                self.totals.count(&result, &records);
+            match &result.error {
+                None => self.totals.count(&result, &records),
+                Some(e) if unavailable.len() < MAX_LISTED => {
+                    let hint = if e.contains("Operation not permitted") {
+                        " (entering a network namespace needs CAP_SYS_ADMIN)"
+                    } else {
+                        ""
+                    };
+                    unavailable.push(Unavailable::new(
+                        format!("DNS probe from {}", result.target),
+                        format!("{e}{hint}: not probed this round"),
+                    ));
+                }
+                Some(_) => {}
             }
             probes.push(result);
         }
