@@ -45,6 +45,8 @@ PENDING_DOCS: set[str] = set()
 # Panels the dashboard must have (title -> a metric its queries must use).
 REQUIRED_PANELS = {
     "Active findings": "nodediag_finding_active",
+    "DNS query results": "nodediag_dns_requests_total",
+    "DNS lookup latency": "nodediag_dns_lookup_duration_seconds_bucket",
     "Conntrack table usage": "nodediag_conntrack_entries_limit",
     "Conntrack drops": "nodediag_conntrack_drop_total",
     "Conntrack insert failures": "nodediag_conntrack_insert_failed_total",

@@ -102,7 +102,7 @@ extra = sys.argv[4:]
 
 # The agent's stable finding ids.
 FINDINGS = [
-    "conntrack_table_full", "conntrack_table_high", "conntrack_drops",
+    "dns_failures", "dns_slow", "conntrack_table_full", "conntrack_table_high", "conntrack_drops",
     "conntrack_insert_failed", "netns_leaked", "veth_orphaned",
     "cni_ipam_exhausted", "mtu_mismatch", "netdev_unregister_stuck",
     "fsync_slow", "disk_space_low", "inodes_low", "filesystem_readonly",
@@ -113,7 +113,7 @@ FINDINGS = [
     "forwarding_disabled",
 ]
 FAMILY_ALERTS = {
-    "NodediagConntrack", "NodediagCNI", "NodediagDisk",
+    "NodediagDNS", "NodediagConntrack", "NodediagCNI", "NodediagDisk",
     "NodediagCPUThrottling", "NodediagNIC", "NodediagNodePressure",
 }
 OTHER_ALERTS = {"NodediagCollectorFailing", "NodediagCollectorStale", "NodediagDown"}

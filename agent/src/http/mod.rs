@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cgroup;
 pub mod conntrack;
 pub mod disk;
+pub mod dns;
 pub mod fd_limit;
 mod guarded_io;
 mod head_gate;

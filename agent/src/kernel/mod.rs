@@ -25,6 +25,7 @@ pub mod psi;
 pub mod release;
 pub mod route;
 pub mod rtnetlink;
+pub mod softnet;
 pub mod statfs;
 pub mod vmstat;
 

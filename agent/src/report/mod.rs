@@ -12,6 +12,7 @@ use std::time::SystemTime;
 pub mod cgroup;
 pub mod conntrack;
 pub mod disk;
+pub mod dns;
 pub mod kmsg;
 pub mod netns;
 pub mod nic;

@@ -10,6 +10,7 @@
 mod cgroup;
 mod conntrack;
 mod disk;
+mod dns;
 mod kmsg;
 mod netns;
 mod nic;
@@ -163,6 +164,7 @@ macro_rules! registry {
 }
 
 registry! {
+    dns: dns::Dns,
     disk: disk::Disk,
     cgroup: cgroup::Cgroup,
     pressure: pressure::Pressure,

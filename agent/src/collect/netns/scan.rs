@@ -21,13 +21,13 @@ pub(super) struct PinScan {
 
 /// What the process scan found about one namespace.
 #[derive(Debug, Default)]
-pub(super) struct ProcView {
+pub(crate) struct ProcView {
     pub pids: Vec<u32>,
     pub oldest_start: Option<SystemTime>,
     pub pod: Option<Attribution>,
 }
 
-pub(super) struct ProcScan {
+pub(crate) struct ProcScan {
     pub host: Option<u64>,
     pub host_from_pid1: bool,
     pub by_ns: HashMap<u64, ProcView>,
@@ -76,7 +76,7 @@ pub(super) fn pins(dirs: &[HostDir]) -> PinScan {
     scan
 }
 
-pub(super) fn processes(root: &HostRoot, index: &PodIndex) -> Result<ProcScan, CollectError> {
+pub(crate) fn processes(root: &HostRoot, index: &PodIndex) -> Result<ProcScan, CollectError> {
     let pids = process::list_pids(root)?;
     let (host, host_from_pid1) = match netns::netns_of(root, "1") {
         Ok(i) => (Some(i), true),
