@@ -85,6 +85,16 @@ else
   echo "(no cgroup CPU controller to limit with)"
 fi
 
+# What one answer of GET /api/v1/conntrack/top costs at the agent's default budget
+# (--conntrack.top-max-entries 100000, --conntrack.top-timeout 2s), with and
+# without the DaemonSet's CPU limit.
+echo "== the agent's default budget: 100,000 entries or 2 s"
+in_ns "$dir/conntrack_top" 100000 2000
+if [ -n "$cg" ]; then
+  sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh "$cg" \
+    ip netns exec "$ns" "$dir/conntrack_top" 100000 2000
+fi
+
 echo "== the same budget-cut: 10,000 entries, then 50 ms"
 in_ns "$dir/conntrack_top" 10000 10000
 in_ns "$dir/conntrack_top" 100000000 50

@@ -74,6 +74,8 @@ fn large_node() -> Store {
                 ..Default::default()
             }),
             stats_source: None,
+            peak: None,
+            top: None,
             unavailable: vec![],
         })),
     );

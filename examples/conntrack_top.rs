@@ -1,5 +1,7 @@
 //! One conntrack dump of the calling network namespace folded into the top lists,
-//! as `GET /api/v1/conntrack/top` will do, with what it cost: wall time, CPU time
+//! through the agent's own path (`TopDumper`, as `GET /api/v1/conntrack/top` and
+//! the collector run it: the table's count read, the dump, the counts, then the
+//! ranking with an owner map), with what it cost: wall time, CPU time
 //! (user and system: the kernel's side of the dump is system time of this process)
 //! and peak RSS, as one JSON line. For benches/conntrack_dump.sh.
 //!
@@ -8,8 +10,9 @@
 //! PODS: how many pod addresses (10.244.x.y, as conntrack_fill makes them) the
 //! owner map names, so the cost of the owner look-up is in the figures.
 
-use nodediag::collect::conntrack_top::{Owners, TopBuilder};
-use nodediag::kernel::conntrack_dump::{self, DumpBudget, DumpFamily};
+use nodediag::collect::conntrack_dumper::{TopBudget, TopDumper, Trigger};
+use nodediag::collect::conntrack_top::Owners;
+use nodediag::host::HostRoot;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -46,17 +49,20 @@ fn main() -> ExitCode {
         .collect();
     let before = usage();
     let started = Instant::now();
-    let mut builder = TopBuilder::new();
-    let budget = DumpBudget::new(max_entries, Duration::from_millis(max_ms));
-    let summary = match conntrack_dump::dump(DumpFamily::All, budget, |e| builder.add(e)) {
-        Ok(s) => s,
+    let budget = TopBudget {
+        max_entries,
+        timeout: Duration::from_millis(max_ms),
+    };
+    let dumper = TopDumper::new(HostRoot::default(), true, budget);
+    let dump = match dumper.fetch(Trigger::Request) {
+        Ok(f) => f.dump,
         Err(e) => {
             eprintln!("conntrack_top: dump: {e}");
             return ExitCode::FAILURE;
         }
     };
     let dumped = started.elapsed();
-    let top = builder.finish(&owners, 10);
+    let top = dump.rank(&owners, 10);
     let wall = started.elapsed();
     let after = usage();
     let first = |l: &nodediag::collect::conntrack_top::TopList| {
@@ -65,8 +71,9 @@ fn main() -> ExitCode {
             .map(|r| format!("{} {:.1}%", r.key, r.share * 100.0))
     };
     let line = serde_json::json!({
-        "entries": summary.entries,
-        "cut": summary.cut,
+        "entries": dump.entries_seen,
+        "table_entries": dump.table_entries,
+        "cut": dump.cut,
         "dump_seconds": dumped.as_secs_f64(),
         "wall_seconds": wall.as_secs_f64(),
         "user_seconds": cpu_seconds(after.ru_utime) - cpu_seconds(before.ru_utime),

@@ -68,3 +68,27 @@ fn a_reservation_naming_its_container_in_multibyte_text_is_reported_not_fatal() 
     );
     assert_eq!(v["rules"]["netns"]["failures_total"], 0, "{v:#}");
 }
+
+#[test]
+fn an_oversized_kernel_file_is_an_error_that_quotes_none_of_it() {
+    let tree = copy_of("healthy");
+    let count = tree
+        .path()
+        .join("proc/sys/net/netfilter/nf_conntrack_count");
+    std::fs::write(&count, "9".repeat(10 << 20)).unwrap();
+    let p = |d: &str| tree.path().join(d);
+    let (code, out) = check(
+        &p("proc"),
+        &p("sys"),
+        &p("rootfs"),
+        &["--finding", "conntrack_table_full"],
+    );
+    assert_eq!(code, Some(2), "{}", &out[..out.len().min(2000)]);
+    assert!(out.len() < 20_000, "the report is {} bytes", out.len());
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let status = &v["collectors"]["conntrack"]["status"];
+    assert_eq!(status["state"], "error", "{status}");
+    let message = status["message"].as_str().unwrap();
+    assert!(message.contains("nf_conntrack_count"), "{message}");
+    assert!(message.contains("larger than"), "{message}");
+}

@@ -373,9 +373,8 @@ struct FakeKmsg {
 
 impl FakeKmsg {
     fn create(path: &Path) -> FakeKmsg {
-        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
+        assert_eq!(nix::unistd::mkfifo(path, mode), Ok(()), "mkfifo");
         let writer = fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -45,16 +45,10 @@ fn file_handles_opened_here_move_fs_file_nr() {
         metric(&agent, "nodediag_file_handles_allocated")
     });
     // The test's own limit may be lower than what it opens.
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain getrlimit/setrlimit on a local struct.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        if lim.rlim_cur < 2 * OPEN as u64 && lim.rlim_max >= 2 * OPEN as u64 {
-            lim.rlim_cur = 2 * OPEN as u64;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < 2 * OPEN as u64 && hard >= 2 * OPEN as u64 {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, 2 * OPEN as u64, hard);
         }
     }
     let files: Vec<fs::File> = (0..OPEN)

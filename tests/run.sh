@@ -16,6 +16,7 @@ declare -A packages=(
   [nft]=nftables          # makes conntrack track a test namespace's packets
   [ip]=iproute2           # network namespaces and veth pairs
   [sysctl]=procps         # ip_forward inside a test namespace (tests/notrack_table.rs)
+  [setpriv]=util-linux    # an agent without CAP_NET_ADMIN (tests/conntrack_incident.rs)
   [dnsmasq]=dnsmasq-base  # the real resolver of tests/dns_real.rs (the binary only, no system service)
   [fio]=fio               # the fsync benchmark's reference and the disk tests
   [losetup]=mount         # loop devices: the slow (blkio-throttled) ext4 of the fsync tests
@@ -25,6 +26,8 @@ declare -A packages=(
   [containerd]=containerd # the real-node test's container runtime (with ctr)
   [runc]=runc
   [sha256sum]=coreutils   # deploy/oci-archive.sh
+  [curl]=curl             # TLS and basic auth tests (tests/web_tls.rs)
+  [openssl]=openssl       # makes the test certificates (tests/common/pki.rs)
 )
 # The real-node test's CNI plugins and its images' only binary (statically linked).
 [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] ||

@@ -3,6 +3,7 @@
 //! the union of them (see `signals`).
 
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
@@ -41,7 +42,9 @@ pub struct Finding {
     pub summary: String,
     /// The numbers that triggered it.
     pub evidence: BTreeMap<&'static str, serde_json::Value>,
-    pub remedy: &'static str,
+    /// The finding's remedy, which a rule may extend with what it knows of this node
+    /// (see [`Finding::remedy_adds`]).
+    pub remedy: Cow<'static, str>,
     /// When it was first seen active (continuously since).
     #[serde(serialize_with = "crate::time::serialize")]
     pub since: SystemTime,
@@ -61,13 +64,25 @@ impl Finding {
             subject: subject.into(),
             summary: summary.into(),
             evidence: BTreeMap::new(),
-            remedy: def.remedy,
+            remedy: Cow::Borrowed(def.remedy),
             since: at,
         }
     }
 
     pub fn with(mut self, name: &'static str, value: impl Into<serde_json::Value>) -> Self {
         self.evidence.insert(name, value.into());
+        self
+    }
+
+    /// Appends a sentence to the remedy: what this node's data says beyond the
+    /// catalog's words (e.g. which pods fill the conntrack table).
+    pub fn remedy_adds(mut self, sentence: impl AsRef<str>) -> Self {
+        let sentence = sentence.as_ref().trim();
+        if !sentence.is_empty() {
+            let remedy = self.remedy.to_mut();
+            remedy.push(' ');
+            remedy.push_str(sentence);
+        }
         self
     }
 }

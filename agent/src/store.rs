@@ -90,6 +90,33 @@ pub struct RulesState {
     pub failures_total: u64,
 }
 
+/// Something the agent set up on the host for itself at start (its notrack table):
+/// whether it is in place, and what it is, for the API and the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Setup {
+    #[serde(flatten)]
+    pub state: SetupState,
+    /// What is in place or was asked for (`table`, `ports`, ...).
+    #[serde(flatten)]
+    pub detail: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SetupState {
+    Installed,
+    /// Turned off by a flag.
+    Disabled,
+    /// The host cannot have it (a capability or kernel module missing).
+    Unavailable {
+        what: String,
+        hint: String,
+    },
+    Error {
+        message: String,
+    },
+}
+
 /// A consistent copy of the store for rules and renderers; samples are shared, not
 /// copied.
 #[derive(Debug, Clone, Default)]
@@ -100,6 +127,8 @@ pub struct Snapshot {
     pub rules: BTreeMap<&'static str, RulesState>,
     /// The rule window (--window), for readers that show rates over it.
     pub window: Duration,
+    /// What the agent set up on the host for itself, by name (`notrack`).
+    pub setup: BTreeMap<&'static str, Setup>,
 }
 
 impl Snapshot {
@@ -220,6 +249,10 @@ impl Store {
             state.failures_total += 1;
             state.status = Status::Hung { since };
         }
+    }
+
+    pub fn set_setup(&self, name: &'static str, setup: Setup) {
+        self.write().setup.insert(name, setup);
     }
 
     pub fn set_findings(&self, findings: Vec<Finding>) {

@@ -85,6 +85,36 @@ impl Netns {
         }
     }
 
+    /// Makes conntrack track everything in the namespace, TCP included, as on a node
+    /// with kube-proxy: one rule using conntrack registers its hooks there.
+    pub fn track_all(&self) {
+        self.exec(&["nft", "add", "table", "inet", "nodediag_test"]);
+        self.exec(&[
+            "nft",
+            "add chain inet nodediag_test out { type filter hook output priority 0 ; }",
+        ]);
+        self.exec(&[
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            "nodediag_test",
+            "out",
+            "ct",
+            "state",
+            "new",
+            "accept",
+        ]);
+    }
+
+    /// The namespace's `nf_conntrack_count`.
+    pub fn conntrack_count(&self) -> u64 {
+        self.exec(&["cat", "/proc/sys/net/netfilter/nf_conntrack_count"])
+            .trim()
+            .parse()
+            .expect("nf_conntrack_count is a number")
+    }
+
     /// Sends one UDP packet to each of `flows` closed loopback ports: one new
     /// conntrack entry each, until the table is full and conntrack drops the rest.
     pub fn send_udp_flows(&self, flows: u16) {

@@ -5,7 +5,8 @@
 //!  pod0 (eth0 10.55.0.2) ──veth── node (10.55.0.1)            server (10.53.0.2)
 //!  pod1 (eth0 10.55.1.2) ──veth── node (10.55.1.1)  ──veth──  dnsmasq on :53
 //!                                 node (10.53.0.1)
-//!  node: nft DNAT 10.96.0.10:53 (udp, tcp) -> 10.53.0.2:53, as kube-proxy does
+//!  node: nft DNAT 10.96.0.10:53 (udp, tcp) -> 10.53.0.2:53, as kube-proxy does,
+//!        for forwarded packets and for the node's own (a route to 10.96.0.0/12)
 //! ```
 //!
 //! Every query a pod sends to the service address crosses the node namespace's
@@ -122,7 +123,9 @@ impl DnsLab {
         }
         self.node_exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         // kube-proxy's nftables mode DNATs a service address in a prerouting chain
-        // at dstnat priority; conntrack un-NATs the replies.
+        // at dstnat priority, and in an output chain for the node's own packets;
+        // conntrack un-NATs the replies. The node's packets need a route to the
+        // service range before the output chain sees them.
         self.node_nft(&format!(
             "table ip nddns_nat {{\n\
                chain prerouting {{\n\
@@ -130,8 +133,25 @@ impl DnsLab {
                  ip daddr {SERVICE_IP} udp dport 53 dnat to {SERVER_IP}:53\n\
                  ip daddr {SERVICE_IP} tcp dport 53 dnat to {SERVER_IP}:53\n\
                }}\n\
+               chain output {{\n\
+                 type nat hook output priority -100;\n\
+                 ip daddr {SERVICE_IP} udp dport 53 dnat to {SERVER_IP}:53\n\
+                 ip daddr {SERVICE_IP} tcp dport 53 dnat to {SERVER_IP}:53\n\
+               }}\n\
              }}\n"
         ));
+        sh(
+            "ip",
+            &[
+                "-n",
+                &node,
+                "route",
+                "add",
+                "10.96.0.0/12",
+                "via",
+                "10.53.0.2",
+            ],
+        );
     }
 
     /// The resolv.conf of pod `i`, as the probe will read it.

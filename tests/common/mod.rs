@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 pub mod caps;
 pub mod conntrack;
-pub mod veth;
 pub mod dns;
+pub mod pki;
+pub mod veth;
+pub mod web;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nodediag");
 
@@ -53,11 +55,24 @@ pub struct Agent {
     pub addr: String,
     /// The network namespace the agent listens in, when not the test's own.
     netns: Option<String>,
+    /// Every line the agent has logged so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Agent {
     pub fn start(args: &[&str]) -> Agent {
         Self::start_with(Command::new(BIN), args, None)
+    }
+
+    /// Runs the agent with this open-file limit (soft, hard) from its start.
+    pub fn start_with_nofile(soft: u64, hard: u64, args: &[&str]) -> Agent {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" \"$@\""
+            ))
+            .arg(BIN);
+        Self::start_with(cmd, args, None)
     }
 
     /// Runs the agent inside a network namespace (`ip netns exec NS nodediag ...`).
@@ -80,10 +95,18 @@ impl Agent {
         Self::start_with(cmd, args, None)
     }
 
-    fn start_with(mut cmd: Command, args: &[&str], netns: Option<String>) -> Agent {
+    /// Runs `cmd serve ...`: `cmd` is the agent binary, or a command that ends by
+    /// running it (a namespace, a cgroup, fewer capabilities); `netns` is where it
+    /// listens when not in the test's own network namespace.
+    pub fn start_with(mut cmd: Command, args: &[&str], netns: Option<String>) -> Agent {
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--log-level", "info"]);
+        // The notrack table belongs to one agent per network namespace: agents of
+        // tests in the machine's own namespace leave it alone unless a test asks.
+        if netns.is_none() && !args.iter().any(|a| a.starts_with("--web.notrack")) {
+            cmd.arg("--web.notrack=false");
+        }
         let mut child = cmd
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--log-level", "info"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -91,6 +114,8 @@ impl Agent {
             .expect("start nodediag");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -102,12 +127,33 @@ impl Agent {
                     }
                 }
                 eprintln!("[nodediag] {line}");
+                kept.lock().unwrap().push(line);
             }
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("nodediag did not report its listen address");
-        Agent { child, addr, netns }
+        Agent {
+            child,
+            addr,
+            netns,
+            log,
+        }
+    }
+
+    /// Whether the agent has logged a line containing `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.logged_times(text) > 0
+    }
+
+    /// How many lines the agent has logged that contain `text`.
+    pub fn logged_times(&self, text: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(text))
+            .count()
     }
 
     pub fn url(&self, path: &str) -> String {

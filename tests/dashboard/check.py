@@ -45,6 +45,8 @@ PENDING_DOCS: set[str] = set()
 # Panels the dashboard must have (title -> a metric its queries must use).
 REQUIRED_PANELS = {
     "Active findings": "nodediag_finding_active",
+    "DNS query results": "nodediag_dns_requests_total",
+    "DNS lookup latency": "nodediag_dns_lookup_duration_seconds_bucket",
     "Conntrack table usage": "nodediag_conntrack_entries_limit",
     "Conntrack drops": "nodediag_conntrack_drop_total",
     "Conntrack insert failures": "nodediag_conntrack_insert_failed_total",
@@ -198,9 +200,10 @@ def main():
     rules = [r for g in alerts["groups"] for r in g["rules"] if "alert" in r]
     readme = README.read_text(encoding="utf-8")
     anchors = {slug(m) for m in re.findall(r"^#{1,6} (.+?)\s*$", readme, re.M)}
-    catalog = re.findall(r'def\(\s*"([a-z0-9_]+)",\s*"([a-z0-9_]+)"',
-                         (ROOT / "agent" / "src" / "diagnose" / "catalog.rs").read_text(encoding="utf-8"))
-    finding_ids = [i for i, _ in catalog]
+    # Each rule family declares its findings as FindingDef constants.
+    finding_ids = sorted({i for f in (ROOT / "agent" / "src" / "diagnose").rglob("*.rs")
+                          for i in re.findall(r'FindingDef\s*\{\s*id:\s*"([a-z0-9_]+)"',
+                                              f.read_text(encoding="utf-8"))})
 
     def runbooks():
         problems = []

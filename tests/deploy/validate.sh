@@ -8,6 +8,9 @@
 #   - the ServiceMonitor and PrometheusRule (CRDs, no schema there) have the
 #     right apiVersion/kind, and the rule spec equals dashboards/alerts.yaml;
 #   - the DaemonSet keeps its security and host-access settings;
+#   - the TLS and basic auth example (deploy/examples/tls-auth) renders,
+#     validates, keeps those settings, and wires the Secrets, the HTTPS probes
+#     and the ServiceMonitor's https scrape together;
 #   - deploy/kubernetes/prometheusrule.yaml is up to date with its generator;
 #   - dashboards/alerts.yaml covers every finding id exactly once, and, when
 #     promtool is installed, loads and passes its unit tests
@@ -99,7 +102,7 @@ extra = sys.argv[4:]
 
 # The agent's stable finding ids.
 FINDINGS = [
-    "conntrack_table_full", "conntrack_table_high", "conntrack_drops",
+    "dns_failures", "dns_slow", "conntrack_table_full", "conntrack_table_high", "conntrack_drops",
     "conntrack_insert_failed", "netns_leaked", "veth_orphaned",
     "cni_ipam_exhausted", "mtu_mismatch", "netdev_unregister_stuck",
     "fsync_slow", "disk_space_low", "inodes_low", "filesystem_readonly",
@@ -110,7 +113,7 @@ FINDINGS = [
     "forwarding_disabled",
 ]
 FAMILY_ALERTS = {
-    "NodediagConntrack", "NodediagCNI", "NodediagDisk",
+    "NodediagDNS", "NodediagConntrack", "NodediagCNI", "NodediagDisk",
     "NodediagCPUThrottling", "NodediagNIC", "NodediagNodePressure",
 }
 OTHER_ALERTS = {"NodediagCollectorFailing", "NodediagCollectorStale", "NodediagDown"}
@@ -503,6 +506,57 @@ def npd():
     check("NPD rules run `check --finding` with known ids for every condition", rules)
 
 
+# ---- TLS and basic auth example overlay ------------------------------------------
+def web_tls_auth():
+    docs = load_rendered()
+    ds = one(docs, "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    args = c.get("args", [])
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+
+    def flags():
+        assert "--web.config.file=/etc/nodediag/web/web-config.yml" in args, args
+        assert "--web.unauthenticated-path=/healthz,/readyz" in args, args
+        assert args[:1] == ["serve"] and "--fsync.path=/host/var/lib/etcd" in args, \
+            f"the base's args were replaced, not extended: {args}"
+    check("agent gets --web.config.file and leaves only the probes open", flags)
+
+    def secrets():
+        mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+        for path, secret in (("/etc/nodediag/web", "nodediag-web-config"),
+                             ("/etc/nodediag/tls", "nodediag-tls")):
+            m = mounts.get(path)
+            assert m and m.get("readOnly") is True, f"{path}: {m}"
+            assert volumes[m["name"]]["secret"]["secretName"] == secret, volumes[m["name"]]
+        with open(f"{root}/deploy/kubernetes/components/web-tls-auth/web-config.example.yml",
+                  encoding="utf-8") as f:
+            cfg = yaml.safe_load(f)
+        tls = cfg["tls_server_config"]
+        assert tls["cert_file"].startswith("/etc/nodediag/tls/"), tls
+        assert tls["key_file"].startswith("/etc/nodediag/tls/"), tls
+        assert set(cfg) <= {"tls_server_config", "http_server_config",
+                            "basic_auth_users", "rate_limit"}, sorted(cfg)
+    check("Secrets mounted read-only where web-config.example.yml points", secrets)
+
+    def probes():
+        for probe in ("livenessProbe", "readinessProbe"):
+            get = c[probe]["httpGet"]
+            assert get.get("scheme") == "HTTPS", f"{probe}: {get}"
+    check("probes use HTTPS", probes)
+
+    def scrape():
+        ep = one(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+        assert ep.get("scheme") == "https", ep
+        tls = ep.get("tlsConfig", {})
+        assert tls.get("ca", {}).get("secret", {}).get("name") == "nodediag-tls", tls
+        assert tls.get("serverName"), "no serverName: nodes are scraped by IP"
+        auth = ep.get("basicAuth", {})
+        assert auth.get("username", {}).get("name") == "nodediag-scrape-auth", auth
+        assert auth.get("password", {}).get("key") == "password", auth
+    check("ServiceMonitor scrapes over https with the CA and basic auth", scrape)
+
+
 # ---- Dockerfile ----------------------------------------------------------------
 def dockerfile():
     with open(f"{root}/deploy/Dockerfile", encoding="utf-8") as f:
@@ -546,7 +600,7 @@ def dockerfile():
 
 
 {"objects": objects, "schemas": schemas, "crds": crds, "daemonset": daemonset,
- "alerts": alerts, "npd": npd,
+ "alerts": alerts, "npd": npd, "web_tls_auth": web_tls_auth,
  "dockerfile": dockerfile}[section]()
 PY
 
@@ -560,7 +614,7 @@ py_section() {
       "FAIL "*) fail "${line#FAIL }" ;;
       *) echo "$line" ;;
     esac
-  done < <(python3 "$tmp/checks.py" "$section" "$root" "$tmp/rendered.yaml" "$@" 2>&1 ||
+  done < <(python3 "$tmp/checks.py" "$section" "$root" "${rendered:-$tmp/rendered.yaml}" "$@" 2>&1 ||
     echo "FAIL $section checks crashed (exit $?)")
 }
 
@@ -603,6 +657,20 @@ else
   echo "SKIP promtool checks: promtool is not installed"
 fi
 
+echo "== TLS and basic auth overlay (deploy/examples/tls-auth)"
+if kubectl kustomize deploy/examples/tls-auth >"$tmp/tls-auth.yaml" 2>"$tmp/kustomize.err"; then
+  pass "kubectl kustomize deploy/examples/tls-auth renders"
+  if ((have_kv)); then
+    # shellcheck disable=SC2086 # one argument per version
+    rendered="$tmp/tls-auth.yaml" py_section schemas $K8S_VERSIONS
+  fi
+  rendered="$tmp/tls-auth.yaml" py_section daemonset
+  rendered="$tmp/tls-auth.yaml" py_section web_tls_auth
+else
+  fail "kubectl kustomize deploy/examples/tls-auth renders"
+  sed 's/^/    /' "$tmp/kustomize.err"
+fi
+
 echo "== node-problem-detector"
 py_section npd
 
@@ -613,7 +681,7 @@ echo "== scripts"
 if command -v shellcheck >/dev/null; then
   check "shellcheck on the deploy scripts" \
     shellcheck deploy/kubernetes/gen-prometheusrule.sh tests/deploy/validate.sh \
-      deploy/build-image.sh deploy/stage-rootfs.sh deploy/oci-archive.sh
+      deploy/build-image.sh deploy/stage-rootfs.sh deploy/oci-archive.sh tests/reliability/http.sh
 else
   echo "SKIP shellcheck: not installed"
 fi

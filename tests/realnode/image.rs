@@ -309,6 +309,10 @@ fn view(agent: &dyn Api, cx: &Ctx, named: &[Pod]) -> BTreeMap<String, String> {
         "kmsg: source".into(),
         c["kmsg"]["sample"]["source"].to_string(),
     );
+    v.insert(
+        "notrack: state".into(),
+        snap["setup"]["notrack"]["state"].to_string(),
+    );
     let ns = agent.get_json("/api/v1/netns");
     let pods_seen = named.iter().all(|p| {
         ns["namespaces"]

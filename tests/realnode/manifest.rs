@@ -7,9 +7,9 @@ use super::kubelet::{ContainerSpec, HostPath, PodSpec, Security, VolumeMount};
 use super::node::{repo_root, run};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use yaml_serde::Value;
 use std::collections::HashMap;
 use std::process::Command;
+use yaml_serde::Value;
 
 /// The rendered DaemonSet's pod template and its single container.
 pub struct AgentManifest {

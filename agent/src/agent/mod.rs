@@ -1,11 +1,13 @@
 //! Wiring: the long-running agent (`serve`) and the one-shot check (`check`).
 
+pub mod notrack;
 pub mod schedule;
 
 use crate::collect::Enabled;
 use crate::config::{AgentArgs, CheckArgs, OutputFormat, ServeArgs};
 use crate::diagnose::{RuleSet, SinceTracker};
 use crate::host::HostRoot;
+use crate::http::Route;
 use crate::report;
 use crate::signals::{self, SIGNALS};
 use crate::store::{Snapshot, Status, Store};
@@ -25,6 +27,12 @@ pub struct Agent {
 impl Agent {
     /// The agent and the collectors its flags enable.
     pub fn new(args: &AgentArgs) -> (Self, Vec<Enabled>) {
+        let (agent, collectors, _) = Self::with_routes(args);
+        (agent, collectors)
+    }
+
+    /// The agent, the collectors its flags enable, and the signals' endpoints.
+    pub fn with_routes(args: &AgentArgs) -> (Self, Vec<Enabled>, Vec<Route>) {
         let built = args.signals.build(&args.collect_context());
         let store = Arc::new(Store::new(args.node_name(), args.window));
         store.register_rules(built.rules.iter().map(|(name, _)| *name));
@@ -34,7 +42,7 @@ impl Agent {
             window: args.window,
             since: Mutex::new(SinceTracker::default()),
         };
-        (agent, built.collectors)
+        (agent, built.collectors, built.routes)
     }
 
     /// Re-evaluates every rule on the store; cheap (pure functions over samples). A
@@ -74,20 +82,23 @@ pub fn check_roots(root: &HostRoot) -> anyhow::Result<()> {
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     check_roots(&args.agent.host_root())?;
-    let (agent, collectors) = Agent::new(&args.agent);
+    let (agent, collectors, routes) = Agent::with_routes(&args.agent);
     let agent = Arc::new(agent);
     if collectors.is_empty() {
         bail!("every collector is disabled: nothing to do");
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let web = crate::http::web_server::WebServer::prepare(&args.web)?;
+    let listener = crate::http::web_server::WebServer::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(
         listen = %listener.local_addr()?,
         node = %agent.store.read(|s| s.node.clone()),
         collectors = ?collectors.iter().map(|c| c.collector.name()).collect::<Vec<_>>(),
+        web = %web.describe(),
         "nodediag serving"
     );
+    let port = listener.local_addr()?.port();
+    let exemption = notrack::install(args.web_notrack, port, &agent.store).await;
     let refresher = agent.clone();
     let tasks = schedule::spawn_all(
         agent.store.clone(),
@@ -95,14 +106,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.agent.collector_timeout,
         Arc::new(move || refresher.refresh_findings()),
     );
-    axum::serve(
-        listener,
-        crate::http::router(agent.store.clone(), signals::http_view()),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("HTTP server failed")?;
+    let served = web
+        .serve(
+            listener,
+            crate::http::router(agent.store.clone(), signals::http_view(routes)),
+            shutdown_signal(),
+        )
+        .await;
     tracing::info!("shutting down");
+    // Removed however the server ended: an exemption without its agent is a port
+    // nobody tracks.
+    notrack::remove(exemption).await;
+    served?;
     // Dropping the collectors releases what they hold on the host (the disk probe
     // removes its files), instead of leaving it to the runtime's teardown.
     for t in tasks {

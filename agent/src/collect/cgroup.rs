@@ -12,8 +12,9 @@
 use super::Collector;
 use crate::collect::pods::{parse_cgroup_path, PodIndex, Qos};
 use crate::host::HostRoot;
-use crate::kernel::cgroup::{self, CpuHierarchy, CpuQuota, CpuStat, Mount};
-use crate::kernel::read_optional;
+use crate::kernel::cgroup::{self, CpuHierarchy, CpuQuota, CpuStat};
+use crate::kernel::mountinfo::{self, Mount};
+use crate::kernel::release;
 use crate::sample::{CollectError, Sample, Unavailable};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,8 @@ pub struct CgroupSample {
     /// `/proc/sys/kernel/osrelease`.
     pub kernel_release: Option<String>,
     /// Whether the kernel version has the CFS bandwidth fix; None when unparsable.
+    /// A judgement, so the collector leaves it None and the signal's wiring fills
+    /// it in from the rules' own verdict on `kernel_release`.
     pub cfs_bandwidth_fix: Option<bool>,
     pub pods: Vec<PodCpu>,
     pub unavailable: Vec<Unavailable>,
@@ -191,11 +194,7 @@ impl Collector for CgroupCollector {
             ))
         })?;
         let (dirs, mount_point) = self.locate(&hierarchy, &mut unavailable)?;
-        let kernel_release = read_optional(&self.root.proc(&["sys", "kernel", "osrelease"]));
-        let cfs_bandwidth_fix = kernel_release
-            .as_deref()
-            .and_then(cgroup::parse_kernel_version)
-            .map(cgroup::has_cfs_bandwidth_fix);
+        let kernel_release = release::read(&self.root);
         let kubepods = cgroup::find_kubepods(&dirs.cpu);
         let mut pods = Vec::new();
         match &kubepods {
@@ -218,7 +217,7 @@ impl Collector for CgroupCollector {
             mount_point,
             kubepods,
             kernel_release,
-            cfs_bandwidth_fix,
+            cfs_bandwidth_fix: None,
             pods,
             unavailable,
         })
@@ -305,27 +304,22 @@ impl CgroupCollector {
     }
 }
 
-/// The host's mount table: PID 1's (the host's with hostPID), else our own.
+/// The host's mount table; without one there is nothing to find cgroups in.
 fn read_mounts(root: &HostRoot) -> Result<Vec<Mount>, CollectError> {
-    let host = root.proc(&["1", "mountinfo"]);
-    let text = match crate::kernel::read_string(&host) {
-        Ok(t) => t,
-        Err(first) => match crate::kernel::read_string(&root.proc(&["self", "mountinfo"])) {
-            Ok(t) => t,
+    mountinfo::read_host(root).map_err(|e| {
+        if e.is_not_found() {
             // No mount table at all: this procfs is not a live one (a partial copy).
-            Err(_) if first.is_not_found() => {
-                return Err(CollectError::Unavailable(Unavailable::new(
-                    "cgroup mount table",
-                    format!(
-                        "{}: no such file: --path.procfs must be the host's /proc to find cgroups",
-                        first.path.display()
-                    ),
-                )))
-            }
-            Err(_) => return Err(CollectError::Failed(first.to_string())),
-        },
-    };
-    Ok(cgroup::parse_mountinfo(&text))
+            CollectError::Unavailable(Unavailable::new(
+                "cgroup mount table",
+                format!(
+                    "{}: no such file: --path.procfs must be the host's /proc to find cgroups",
+                    e.path.display()
+                ),
+            ))
+        } else {
+            CollectError::Read(e)
+        }
+    })
 }
 
 /// Walks below kubepods: QoS class cgroups, then pods, then their containers.

@@ -108,8 +108,9 @@ pub struct ConntrackTop {
     pub states: StateCounts,
 }
 
-/// Folds entries one at a time; `finish` ranks them.
-#[derive(Debug, Default)]
+/// Folds entries one at a time; `finish` ranks them, as often as asked (the owners
+/// of addresses may be known only later, when the ranking is shown).
+#[derive(Debug, Clone, Default)]
 pub struct TopBuilder {
     entries: u64,
     sources: HashMap<IpAddr, u64>,
@@ -147,8 +148,13 @@ impl TopBuilder {
         }
     }
 
+    /// Entries folded in so far.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
     /// Ranks everything, keeping at most `limit` rows per list.
-    pub fn finish(self, owners: &Owners, limit: usize) -> ConntrackTop {
+    pub fn finish(&self, owners: &Owners, limit: usize) -> ConntrackTop {
         let total = self.entries;
         let mut by_owner: HashMap<OwnerKey, u64> = HashMap::new();
         for (addr, n) in &self.sources {
@@ -158,9 +164,12 @@ impl TopBuilder {
             };
             *by_owner.entry(key).or_default() += n;
         }
-        let sources = rank(self.sources, total, limit, |a| {
-            (a.to_string(), owners.get(a).cloned())
-        });
+        let sources = rank(
+            self.sources.iter().map(|(k, n)| (*k, *n)),
+            total,
+            limit,
+            |a| (a.to_string(), owners.get(a).cloned()),
+        );
         let owners_list = rank(by_owner, total, limit, |k| match k {
             OwnerKey::Owner(o) => (o.clone(), Some(o.clone())),
             OwnerKey::Address(a) => (a.to_string(), None),
@@ -169,14 +178,27 @@ impl TopBuilder {
             entries: total,
             sources,
             owners: owners_list,
-            destinations: rank(self.destinations, total, limit, |d| (d.to_string(), None)),
-            protocols: rank(self.protocols, total, limit, |p| (proto_name(*p), None)),
+            destinations: rank(
+                self.destinations.iter().map(|(k, n)| (*k, *n)),
+                total,
+                limit,
+                |d| (d.to_string(), None),
+            ),
+            protocols: rank(
+                self.protocols.iter().map(|(k, n)| (*k, *n)),
+                total,
+                limit,
+                |p| (proto_name(*p), None),
+            ),
             states: StateCounts {
                 unreplied: count(self.unreplied, total),
                 assured: count(self.assured, total),
-                tcp: rank(self.tcp_states, total, limit, |s| {
-                    (tcp_state_name(*s), None)
-                }),
+                tcp: rank(
+                    self.tcp_states.iter().map(|(k, n)| (*k, *n)),
+                    total,
+                    limit,
+                    |s| (tcp_state_name(*s), None),
+                ),
             },
         }
     }

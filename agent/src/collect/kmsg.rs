@@ -7,7 +7,7 @@
 use super::Collector;
 use crate::collect::pods::{Attribution, PodIndex};
 use crate::host::HostRoot;
-use crate::kernel::kmsg::{self, EventKind, KernelEvent, LogRecord, Matcher};
+use crate::kernel::kmsg::{self, EventKind, KernelEvent, LogRecord, Matcher, RecordSplitter};
 use crate::sample::{CollectError, Sample, Unavailable};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
@@ -114,30 +114,6 @@ impl Journal {
     }
 }
 
-/// Splits a byte stream into `/dev/kmsg` records (one per line; continuation lines
-/// of the device dictionary start with a space and are skipped by the parser).
-#[derive(Debug, Default)]
-pub struct RecordSplitter {
-    partial: Vec<u8>,
-}
-
-impl RecordSplitter {
-    pub fn push(&mut self, bytes: &[u8], mut each: impl FnMut(LogRecord)) {
-        self.partial.extend_from_slice(bytes);
-        while let Some(nl) = self.partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=nl).collect();
-            let line = String::from_utf8_lossy(&line[..line.len() - 1]);
-            if let Some(r) = kmsg::parse_kmsg_record(&line) {
-                each(r);
-            }
-        }
-        // A record is at most ~8 KiB; a longer run without a newline is not kmsg.
-        if self.partial.len() > 64 * 1024 {
-            self.partial.clear();
-        }
-    }
-}
-
 fn follow(mut file: std::fs::File, journal: Arc<Mutex<Journal>>) {
     let mut buf = vec![0u8; 16 * 1024];
     let mut splitter = RecordSplitter::default();
@@ -240,7 +216,7 @@ impl KmsgCollector {
             }
             Err(e) => e,
         };
-        if open_err.kind() == std::io::ErrorKind::NotFound {
+        if open_err.is_not_found() {
             // No device at all: these roots are not a live host (or --path.kmsg is
             // wrong); syslog(2) would read our own kernel, not the one they describe.
             return Err(CollectError::Unavailable(Unavailable::new(
@@ -256,15 +232,14 @@ impl KmsgCollector {
                 let mut cursor = SyslogCursor::default();
                 cursor.new_records(&buffer, true);
                 self.state = State::Polling(Arc::new(Mutex::new(Journal::default())), cursor);
-                tracing::info!(path = %self.path.display(), error = %open_err, "kernel log device refused; polling syslog(2)");
+                tracing::info!(path = %self.path.display(), error = %open_err.source, "kernel log device refused; polling syslog(2)");
                 Ok(())
             }
             Err(syslog_err) => Err(CollectError::Unavailable(Unavailable::new(
                 "kernel log",
                 format!(
-                    "{}: {open_err}; syslog(2): {syslog_err}: run privileged, or grant CAP_SYSLOG \
-                     (and allow the /dev/kmsg device, char 1:11), or set --path.kmsg",
-                    self.path.display()
+                    "{open_err}; syslog(2): {syslog_err}: run privileged, or grant CAP_SYSLOG \
+                     (and allow the /dev/kmsg device, char 1:11), or set --path.kmsg"
                 ),
             ))),
         }
@@ -336,26 +311,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_split_across_reads_are_reassembled() {
-        let mut s = RecordSplitter::default();
-        let mut got = Vec::new();
-        s.push(b"4,1,10,-;unregister_netdevice: waiting for lo", |r| {
-            got.push(r)
-        });
-        assert!(got.is_empty());
-        s.push(
-            b" to become free. Usage count = 2\n SUBSYSTEM=net\n6,2,11,-;hello\n",
-            |r| got.push(r),
-        );
-        assert_eq!(got.len(), 2);
-        assert_eq!(
-            got[0].message,
-            "unregister_netdevice: waiting for lo to become free. Usage count = 2"
-        );
-        assert_eq!(got[1].seq, Some(2));
-    }
-
-    #[test]
     fn the_ring_is_bounded_and_totals_keep_counting() {
         let mut j = Journal::default();
         let now = SystemTime::now();
@@ -397,9 +352,7 @@ mod tests {
         let pods = dir.path().join(format!("var/log/pods/shop_cart-0_{UID}"));
         std::fs::create_dir_all(&pods).unwrap();
         let fifo = dir.path().join("kmsg");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         // Read-write so opening never blocks and the follower never sees EOF.
         let mut w = std::fs::OpenOptions::new()
             .read(true)

@@ -3,9 +3,11 @@
 
 pub mod cgroup;
 pub mod conntrack;
+pub mod conntrack_dumper;
 pub mod conntrack_peak;
 pub mod conntrack_top;
 pub mod disk;
+pub mod dns;
 pub mod host_links;
 pub mod kmsg;
 pub mod netns;
@@ -21,6 +23,7 @@ use std::time::Duration;
 pub use cgroup::CgroupSample;
 pub use conntrack::ConntrackSample;
 pub use disk::DiskSample;
+pub use dns::DnsSample;
 pub use kmsg::KmsgSample;
 pub use netns::NetnsSample;
 pub use nic::NicSample;

@@ -299,10 +299,7 @@ fn read_inotify(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Option<I
     let usage = match inotify::scan(root) {
         Ok(u) => u,
         Err(e) => {
-            unavailable.push(Unavailable::new(
-                "inotify usage",
-                format!("{}: {e}", root.proc.display()),
-            ));
+            unavailable.push(Unavailable::new("inotify usage", e.to_string()));
             return None;
         }
     };

@@ -53,8 +53,17 @@ pub struct ServeArgs {
     #[arg(long, env = "NODEDIAG_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: SocketAddr,
 
+    /// Exempt the HTTP port from connection tracking (an nftables table `inet
+    /// nodediag`, removed on exit), so the agent answers while the conntrack table is
+    /// full; --web.notrack=false leaves nftables alone.
+    #[arg(long = "web.notrack", env = "NODEDIAG_WEB_NOTRACK", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub web_notrack: bool,
+
     #[command(flatten)]
     pub agent: AgentArgs,
+
+    #[command(flatten)]
+    pub web: crate::http::web_flags::WebArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -418,6 +427,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("e.g. 0s"), "{err}");
+    }
+
+    #[test]
+    fn notrack_is_on_unless_turned_off_by_flag_env_or_file() {
+        let serve = |args: &[&str]| match load(args).unwrap().command {
+            Command::Serve(s) => s.web_notrack,
+            Command::Check(_) => unreachable!(),
+        };
+        assert!(serve(&["nodediag", "serve"]));
+        assert!(serve(&["nodediag", "serve", "--web.notrack"]));
+        assert!(!serve(&["nodediag", "serve", "--web.notrack=false"]));
+        assert!(!serve(&["nodediag", "serve", "--web.notrack", "false"]));
+        let f = config_file(".yaml", "web:\n  notrack: false\n");
+        assert!(!serve(&[
+            "nodediag",
+            "serve",
+            "--config",
+            f.path().to_str().unwrap()
+        ]));
+        assert!(load(["nodediag", "serve", "--web.notrack=maybe"]).is_err());
     }
 
     #[test]

@@ -285,7 +285,7 @@ fn cpu_throttled_kernel_bug(
     let far_under = c
         .usage_ratio_of_limit
         .is_some_and(|u| u < t.kernel_bug_usage_ratio);
-    if !far_under || latest.cfs_bandwidth_fix != Some(false) {
+    if !far_under || cfs_bandwidth_fix(latest.kernel_release.as_deref()) != Some(false) {
         return None;
     }
     let kernel = latest.kernel_release.clone().unwrap_or_default();
@@ -310,6 +310,29 @@ fn cpu_throttled_kernel_bug(
         .with("kernel_release", kernel)
         .with("usage_threshold_ratio", t.kernel_bug_usage_ratio),
     )
+}
+
+/// Whether the kernel of `release` has the CFS bandwidth fix for throttling far
+/// below quota; None when the release is unknown or unparsable.
+pub fn cfs_bandwidth_fix(release: Option<&str>) -> Option<bool> {
+    release
+        .and_then(crate::kernel::release::parse_version)
+        .map(has_cfs_bandwidth_fix)
+}
+
+/// Whether a kernel has the CFS bandwidth fix for throttling far below quota
+/// (upstream commit de53fd7aedb1 "sched/fair: Fix low cpu usage with high throttling
+/// by removing expiration of cpu-local slices", kubernetes/kubernetes#67577): in 5.4,
+/// backported to 4.14.154 and 4.19.84. Distribution backports to other versions are
+/// not visible from the version number.
+pub fn has_cfs_bandwidth_fix((major, minor, patch): (u32, u32, u32)) -> bool {
+    match (major, minor) {
+        (m, _) if m > 5 => true,
+        (5, n) => n >= 4,
+        (4, 14) => patch >= 154,
+        (4, 19) => patch >= 84,
+        _ => false,
+    }
 }
 
 fn with_evidence(mut f: Finding, c: &Throttling) -> Finding {
@@ -535,5 +558,23 @@ mod tests {
         sort_worst_first(&mut v);
         let r: Vec<_> = v.iter().map(|t| t.throttled_ratio).collect();
         assert_eq!(r, [Some(0.9), Some(0.1), None]);
+    }
+
+    #[test]
+    fn kernel_versions_and_the_cfs_fix() {
+        let fixed = |r| has_cfs_bandwidth_fix(crate::kernel::release::parse_version(r).unwrap());
+        assert!(fixed("5.4.0"));
+        assert!(fixed("6.18.44"));
+        assert!(!fixed("5.3.18"));
+        assert!(!fixed("4.14.153"));
+        assert!(fixed("4.14.154"));
+        assert!(!fixed("4.19.83"));
+        assert!(fixed("4.19.84"));
+        assert!(!fixed("4.20.17"));
+        assert!(!fixed("3.10.0-1160.el7.x86_64"));
+        assert_eq!(cfs_bandwidth_fix(Some("4.19.0-21-amd64")), Some(false));
+        assert_eq!(cfs_bandwidth_fix(Some("5.15.0-91-generic")), Some(true));
+        assert_eq!(cfs_bandwidth_fix(Some("garbage")), None);
+        assert_eq!(cfs_bandwidth_fix(None), None);
     }
 }

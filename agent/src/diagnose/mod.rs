@@ -2,11 +2,14 @@
 
 pub mod cgroup;
 pub mod conntrack;
+pub mod conntrack_top;
 pub mod disk;
+pub mod dns;
 pub mod kmsg;
 pub mod netns;
 pub mod nic;
 pub mod oom;
+pub mod pod_addresses;
 pub mod pressure;
 pub mod window;
 
@@ -52,10 +55,12 @@ pub fn evaluate(
             Err(panic) => out.failures.push((family, panic_message(&*panic))),
         }
     }
-    // Last: it decorates findings of any family with kernel log lines.
+    // Last: it decorates findings of any family with kernel log lines, and the
+    // conntrack findings with the DNS failures of the same window.
     let decorated = catch_unwind(AssertUnwindSafe(|| {
         let mut findings = out.findings.clone();
         kmsg::attach_evidence(snapshot, ctx, &mut findings);
+        dns::attach_to_conntrack(snapshot, ctx, &mut findings);
         findings
     }));
     match decorated {

@@ -474,7 +474,9 @@ mod tests {
                 ip: "10.244.1.5".into(),
                 container_id: Some("abc123".into()),
                 interface: Some("eth0".into()),
+                pod: None,
             }],
+            owned: vec![],
         }];
         let f = run(s.clone(), Thresholds::default());
         assert_eq!(ids(&f), vec![("netns_leaked", "cni-old")]);
@@ -607,6 +609,7 @@ mod tests {
             capacity: Some(13),
             stale_known: true,
             stale: vec![],
+            owned: vec![],
         };
         let mut s = sample();
         s.ipam = vec![net(11)];

@@ -1,7 +1,7 @@
 //! `GET /api/v1/kernel-log`: what the kernel log follower matched.
 
 use super::percent_decode;
-use super::{envelope, query, ApiError, Route};
+use super::{envelope, query_with_repeats, ApiError, Route};
 use crate::store::Store;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -18,7 +18,7 @@ pub fn routes() -> Vec<Route> {
 async fn kernel_log(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
     use crate::kernel::kmsg::EventKind;
     let raw = q.0.unwrap_or_default();
-    let params = query(Some(raw.clone()), &["event", "limit"])?;
+    let params = query_with_repeats(Some(raw.clone()), &["event", "limit"], &["event"])?;
     let kinds_known = || json!(EventKind::ALL.map(|k| k.as_str()));
     let mut kinds = Vec::new();
     for pair in raw.split('&').filter(|p| p.starts_with("event=")) {

@@ -1,14 +1,28 @@
 //! The HTTP surface: `/` (text report), `/metrics`, `/healthz`, `/readyz` and the JSON
-//! API under `/api/v1/`. Handlers only read the store.
+//! API under `/api/v1/`. Handlers only read the store. The server around the router
+//! (limits, TLS, authentication) starts in `web_server` and runs in `server`.
 
 use crate::finding::Severity;
 use crate::metrics::encode::Format;
 use crate::store::{Snapshot, Store};
 
+mod access;
+pub mod auth;
 pub mod cgroup;
+pub mod conntrack;
 pub mod disk;
+pub mod dns;
+pub mod fd_limit;
+mod guarded_io;
+mod head_gate;
 pub mod kmsg;
 pub mod netns;
+mod reload;
+mod server;
+mod tls;
+mod web_config;
+pub mod web_flags;
+pub mod web_server;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -106,7 +120,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             body: json!({ "error": message.into() }),
@@ -125,10 +139,22 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Parses the query string, refusing parameters the endpoint does not know.
+/// Parses the query string, refusing parameters the endpoint does not know and
+/// parameters given twice (which one would win is a guess the client should not
+/// have to make).
 pub(crate) fn query(
     raw: Option<String>,
     allowed: &[&str],
+) -> Result<BTreeMap<String, String>, ApiError> {
+    query_with_repeats(raw, allowed, &[])
+}
+
+/// [`query`], with `repeatable` parameters allowed more than once (the map keeps
+/// the last; the endpoint reads all of them from the raw string).
+pub(crate) fn query_with_repeats(
+    raw: Option<String>,
+    allowed: &[&str],
+    repeatable: &[&str],
 ) -> Result<BTreeMap<String, String>, ApiError> {
     let mut out = BTreeMap::new();
     for pair in raw
@@ -145,6 +171,13 @@ pub(crate) fn query(
                 format!("unknown query parameter {k:?}"),
             )
             .with("allowed", json!(allowed)));
+        }
+        if out.contains_key(&k) && !repeatable.contains(&k.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("query parameter {k:?} given more than once"),
+            )
+            .with("parameter", json!(k)));
         }
         out.insert(k, percent_decode(v));
     }
@@ -196,11 +229,13 @@ async fn metrics_handler(
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(q: RawQuery) -> Result<&'static str, ApiError> {
+    query(q.0, &[])?;
+    Ok("ok\n")
 }
 
-async fn readyz(State(store): State<Arc<Store>>) -> Result<&'static str, ApiError> {
+async fn readyz(State(store): State<Arc<Store>>, q: RawQuery) -> Result<&'static str, ApiError> {
+    query(q.0, &[])?;
     // Each collector not ready yet, with its state (pending, hung, error and why).
     let waiting: BTreeMap<&str, Value> = store.read(|s| {
         s.not_ready()
@@ -289,6 +324,7 @@ async fn snapshot(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<V
         v["ready"] = json!(s.ready());
         v["findings"] = json!(s.findings);
         v["rules"] = json!(s.rules);
+        v["setup"] = json!(s.setup);
         v["collectors"] = s
             .collectors
             .iter()
@@ -353,6 +389,16 @@ mod tests {
             .unwrap();
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
         assert_eq!(err.body["error"], "unknown query parameter \"sevrity\"");
+        let err = query(
+            Some("severity=info&severity=critical".into()),
+            &["severity"],
+        )
+        .err()
+        .unwrap();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert_eq!(err.body["parameter"], "severity");
+        let q = query_with_repeats(Some("event=a&event=b".into()), &["event"], &["event"]);
+        assert_eq!(q.unwrap()["event"], "b");
     }
 
     #[test]

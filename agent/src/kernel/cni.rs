@@ -6,7 +6,8 @@
 //! (`.1`) to its last (`.254` in a /24: IPv4 leaves out the broadcast address), and
 //! the gateway (default `.1`) is never handed out.
 
-use super::{read_dir, read_string, ReadError};
+use super::{read_capped, read_dir, read_string, ReadError, MAX_VALUE_BYTES};
+use crate::text::truncate;
 use serde_json::Value;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -249,7 +250,7 @@ pub fn read_reservations(dir: &Path) -> Result<Vec<Reservation>, ReadError> {
         let Some(ip) = reservation_ip(&e.file_name().to_string_lossy()) else {
             continue;
         };
-        let (container_id, interface) = read_string(&e.path())
+        let (container_id, interface) = read_capped(&e.path(), MAX_VALUE_BYTES)
             .map(|c| parse_reservation(&c))
             .unwrap_or((None, None));
         out.push(Reservation {
@@ -270,11 +271,17 @@ pub fn reservation_ip(file_name: &str) -> Option<IpAddr> {
 
 /// A reservation file holds the container id, then (since CNI plugins 0.8) the
 /// interface name on the next line.
+/// Both are bounded: an id is an id (runtimes use 64 hex digits), a name is an
+/// interface name, whatever else the file holds.
 pub fn parse_reservation(content: &str) -> (Option<String>, Option<String>) {
+    const MAX_ID_CHARS: usize = 128;
+    const MAX_IFNAME_CHARS: usize = 15;
     let mut lines = content.lines().map(str::trim).filter(|l| !l.is_empty());
     (
-        lines.next().map(str::to_string),
-        lines.next().map(str::to_string),
+        lines.next().map(|l| truncate(l, MAX_ID_CHARS).to_string()),
+        lines
+            .next()
+            .map(|l| truncate(l, MAX_IFNAME_CHARS).to_string()),
     )
 }
 
@@ -378,6 +385,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("prefix longer"), "{e}");
+    }
+
+    #[test]
+    fn reservation_fields_are_bounded_whatever_the_file_holds() {
+        let long = format!("{}\n{}\n", "a".repeat(10_000), "e".repeat(40));
+        let (id, iface) = parse_reservation(&long);
+        assert_eq!(id.unwrap().len(), 128);
+        assert_eq!(iface.unwrap().len(), 15);
+        let (id, _) = parse_reservation("é容器ä…\n");
+        assert_eq!(id.as_deref(), Some("é容器ä…"));
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! the discard fields (4.18), 17 with the flush fields (5.5). Older kernels printed
 //! only 4 fields for partitions; such lines carry no latency and are skipped.
 
+use super::{read_string, ReadError};
+use crate::host::HostRoot;
 use serde::Serialize;
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct DiskStats {
@@ -28,6 +31,21 @@ pub struct DiskLine {
     pub minor: u32,
     pub name: String,
     pub stats: DiskStats,
+}
+
+pub fn path(root: &HostRoot) -> PathBuf {
+    root.proc(&["diskstats"])
+}
+
+/// Reads and parses `/proc/diskstats`; a file that does not parse is an
+/// `InvalidData` error naming it.
+pub fn read(root: &HostRoot) -> Result<Vec<DiskLine>, ReadError> {
+    let path = path(root);
+    let text = read_string(&path)?;
+    parse(&text).map_err(|e| ReadError {
+        path,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })
 }
 
 /// Parses the whole file. A line that is not numbers where numbers belong is an
@@ -121,5 +139,26 @@ mod tests {
         assert!(err.contains("line 1"), "{err}");
         assert!(parse("8\n").is_err());
         assert!(parse("\n\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn read_errors_name_the_file() {
+        let t = tempfile::tempdir().unwrap();
+        let root = HostRoot {
+            proc: t.path().to_path_buf(),
+            ..HostRoot::default()
+        };
+        assert!(read(&root).unwrap_err().is_not_found());
+        std::fs::write(
+            t.path().join("diskstats"),
+            "8 0 sda x 1 2 3 4 5 6 7 8 9 10\n",
+        )
+        .unwrap();
+        let e = read(&root).unwrap_err();
+        assert_eq!(e.path, t.path().join("diskstats"));
+        assert_eq!(e.source.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("line 1"), "{e}");
+        std::fs::write(t.path().join("diskstats"), OLD).unwrap();
+        assert_eq!(read(&root).unwrap().len(), 1);
     }
 }

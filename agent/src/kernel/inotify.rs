@@ -3,6 +3,7 @@
 //! `inotify wd:` line in `/proc/<pid>/fdinfo/<fd>`). The kernel keeps these counts
 //! per user (ucounts) but does not export them.
 
+use super::ReadError;
 use crate::host::HostRoot;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -50,10 +51,14 @@ pub fn count_fdinfo_watches(fdinfo: &str) -> u64 {
 
 /// Walks every process. Threads share their process's fd table, so only the
 /// thread-group leaders under `/proc` are read.
-pub fn scan(root: &HostRoot) -> std::io::Result<InotifyUsage> {
+pub fn scan(root: &HostRoot) -> Result<InotifyUsage, ReadError> {
     let mut usage = InotifyUsage::default();
     let mut holders: BTreeMap<u32, Vec<InotifyHolder>> = BTreeMap::new();
-    for entry in std::fs::read_dir(&root.proc)?.flatten() {
+    let processes = std::fs::read_dir(&root.proc).map_err(|source| ReadError {
+        path: root.proc.clone(),
+        source,
+    })?;
+    for entry in processes.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;

@@ -48,14 +48,15 @@ impl LinkEvents {
     /// an id for too, when allowed (CAP_NET_BROADCAST): [`Self::hears_other_namespaces`]
     /// says whether it was.
     pub fn subscribe(sock: NetlinkSocket, other_namespaces: bool) -> io::Result<Self> {
-        for group in [
+        let groups = [
             RTNLGRP_LINK,
             RTNLGRP_IPV4_IFADDR,
             RTNLGRP_IPV6_IFADDR,
             RTNLGRP_NSID,
-        ] {
-            sock.join_group(group)?;
-        }
+        ]
+        .iter()
+        .fold(0, |mask, g| mask | 1 << (g - 1));
+        sock.subscribe(groups)?;
         // A smaller buffer only means more rereads after a burst.
         let _ = sock.grow_receive_buffer(RECEIVE_BUFFER);
         let other_namespaces = other_namespaces && sock.listen_all_nsid().is_ok();

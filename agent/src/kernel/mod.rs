@@ -23,8 +23,10 @@ pub mod nfnetlink;
 pub mod nft_notrack;
 pub mod process;
 pub mod psi;
+pub mod release;
 pub mod route;
 pub mod rtnetlink;
+pub mod softnet;
 pub mod statfs;
 pub mod thread_cpu;
 pub mod vmstat;
@@ -55,10 +57,44 @@ impl ReadError {
     }
 }
 
+/// The most any kernel file nodediag reads may hold. The largest real ones are the
+/// mount table and `/proc/net/*` tables of a big node, around a MiB; a file past this
+/// is not the kernel's (a corrupt mount, a bind-mounted log), and reading it whole
+/// would cost its size in memory on every collection.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// The most a single-value file (a sysctl, a sysfs attribute) may hold: one page.
+pub const MAX_VALUE_BYTES: u64 = 4096;
+
 pub fn read_string(path: &Path) -> Result<String, ReadError> {
-    std::fs::read_to_string(path).map_err(|source| ReadError {
+    read_capped(path, MAX_FILE_BYTES)
+}
+
+/// Reads a text file of at most `max` bytes; a larger one is an error that says so,
+/// after reading no more than `max + 1` bytes.
+pub fn read_capped(path: &Path, max: u64) -> Result<String, ReadError> {
+    use std::io::Read;
+    let err = |source| ReadError {
         path: path.to_path_buf(),
         source,
+    };
+    let file = std::fs::File::open(path).map_err(err)?;
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes).map_err(err)?;
+    if bytes.len() as u64 > max {
+        return Err(ReadError::invalid(
+            path,
+            format!("larger than {max} bytes: not a file of the kind expected here"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        ReadError::invalid(
+            path,
+            format!(
+                "not text: invalid UTF-8 at byte {}",
+                e.utf8_error().valid_up_to()
+            ),
+        )
     })
 }
 
@@ -74,10 +110,9 @@ pub fn read_dir(path: &Path) -> Result<std::fs::ReadDir, ReadError> {
 /// to answer (EINVAL for the speed of a link that is down, EOPNOTSUPP, EPERM), is
 /// absent rather than an error.
 pub fn read_optional(path: &Path) -> Option<String> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Some(s.trim().to_string()),
-        Err(_) => None,
-    }
+    read_capped(path, MAX_VALUE_BYTES)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// A single integer in a sysfs or procfs file, absent when unreadable or unparsable.
@@ -87,11 +122,49 @@ pub fn read_optional_u64(path: &Path) -> Option<u64> {
 
 /// A single integer in a file that must be there.
 pub fn read_u64(path: &Path) -> Result<u64, ReadError> {
-    let s = read_string(path)?;
+    let s = read_capped(path, MAX_VALUE_BYTES)?;
     s.trim().parse().map_err(|e| {
         ReadError::invalid(
             path,
-            format!("expected an integer, got {:?}: {e}", s.trim()),
+            format!(
+                "expected an integer, got {}: {e}",
+                crate::text::quote(s.trim())
+            ),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_files_are_refused_after_reading_past_the_cap_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("nf_conntrack_count");
+        std::fs::write(&big, "7".repeat(10 << 20)).unwrap();
+        let err = read_u64(&big).unwrap_err().to_string();
+        assert!(err.contains("larger than 4096 bytes"), "{err}");
+        assert!(
+            err.len() < 200,
+            "the message quotes nothing of the file: {err}"
+        );
+        assert_eq!(read_optional(&big), None);
+        assert!(read_string(&big).is_ok(), "10 MiB is under the general cap");
+
+        let junk = dir.path().join("nf_conntrack_max");
+        std::fs::write(&junk, format!("12{}", "x".repeat(1000))).unwrap();
+        let err = read_u64(&junk).unwrap_err().to_string();
+        assert!(err.contains("(1002 bytes)"), "a short prefix only: {err}");
+        assert!(err.len() < 300, "{err}");
+    }
+
+    #[test]
+    fn binary_content_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("meminfo");
+        std::fs::write(&f, [b'M', 0xff, 0xfe, b'\n']).unwrap();
+        let err = read_string(&f).unwrap_err().to_string();
+        assert!(err.contains("invalid UTF-8 at byte 1"), "{err}");
+    }
 }

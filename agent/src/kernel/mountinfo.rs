@@ -1,79 +1,108 @@
 //! Mounts as `/proc/<pid>/mountinfo` lists them (proc(5)): which mount a directory is
-//! on, its filesystem type, and whether it is read-only.
+//! on, its filesystem type, whether it is read-only, and where the cgroup hierarchies
+//! are.
 
+use super::{read_string, ReadError};
+use crate::host::HostRoot;
 use std::path::{Component, Path};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
     pub major: u32,
     pub minor: u32,
+    /// The path inside its filesystem that the mount shows (`/` unless it is a bind
+    /// mount of a subdirectory, or a cgroup seen from a cgroup namespace).
+    pub root: String,
+    /// Where it is mounted, as a path in the mount namespace of the process read.
     pub mount_point: String,
     /// Per-mount options (`ro`/`rw` first).
     pub mount_options: String,
     pub fstype: String,
     pub source: String,
     /// Superblock options: a filesystem remounted read-only after I/O errors says
-    /// `ro` here.
+    /// `ro` here; for cgroup v1 they name the controllers (`rw,cpu,cpuacct`).
     pub super_options: String,
 }
 
 impl Mount {
     pub fn read_only(&self) -> bool {
-        let has_ro = |opts: &str| opts.split(',').any(|o| o == "ro");
-        has_ro(&self.mount_options) || has_ro(&self.super_options)
+        has(&self.mount_options, "ro") || has(&self.super_options, "ro")
     }
 
     pub fn dev(&self) -> (u32, u32) {
         (self.major, self.minor)
     }
+
+    /// One of the superblock options, whole (`cpu` is not `cpuset`).
+    pub fn has_super_option(&self, name: &str) -> bool {
+        has(&self.super_options, name)
+    }
 }
 
-/// Parses every well-formed line; malformed ones are skipped (the caller still gets
-/// every other mount).
+fn has(options: &str, name: &str) -> bool {
+    options.split(',').any(|o| o == name)
+}
+
+/// The host's mount table: PID 1's (the host's, with hostPID), else this process's
+/// own. The error is PID 1's, which is the one that says what to fix.
+pub fn read_host(root: &HostRoot) -> Result<Vec<Mount>, ReadError> {
+    let text = read_string(&root.proc(&["1", "mountinfo"]))
+        .or_else(|first| read_string(&root.proc(&["self", "mountinfo"])).map_err(|_| first))?;
+    Ok(parse(&text))
+}
+
+/// Parses every well-formed line: `id parent major:minor root mount-point options
+/// [optional fields...] - fstype source super-options`. Lines without that shape are
+/// skipped: a mount table is never worth failing a collection over.
 pub fn parse(text: &str) -> Vec<Mount> {
     text.lines().filter_map(parse_line).collect()
 }
 
 fn parse_line(line: &str) -> Option<Mount> {
-    // id parent major:minor root mount_point options [optional...] - fstype source super
     let (left, right) = line.split_once(" - ")?;
     let l: Vec<&str> = left.split(' ').collect();
-    let r: Vec<&str> = right.split(' ').collect();
-    if l.len() < 6 || r.len() < 3 {
+    if l.len() < 6 {
         return None;
     }
+    let mut r = right.split(' ');
+    let fstype = r.next()?.to_string();
+    let source = unescape(r.next()?);
     let (major, minor) = l[2].split_once(':')?;
     Some(Mount {
         major: major.parse().ok()?,
         minor: minor.parse().ok()?,
+        root: unescape(l[3]),
         mount_point: unescape(l[4]),
         mount_options: l[5].to_string(),
-        fstype: r[0].to_string(),
-        source: unescape(r[1]),
-        super_options: r[2].to_string(),
+        fstype,
+        source,
+        super_options: r.next().unwrap_or("").to_string(),
     })
 }
 
 /// The kernel writes space, tab, newline and backslash as `\ooo` octal.
 fn unescape(s: &str) -> String {
+    if !s.contains('\\') {
+        return s.to_string();
+    }
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let oct = b
+        let octal = b
             .get(i + 1..i + 4)
-            .filter(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b[i], oct) {
-            (b'\\', Some(o)) => {
-                let v = o.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
-                out.push(v as u8);
+            .filter(|o| b[i] == b'\\' && o.iter().all(|c| (b'0'..=b'7').contains(c)));
+        if let Some(o) = octal {
+            // Three octal digits fit a byte only up to \377.
+            let v = o.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+            if let Ok(v) = u8::try_from(v) {
+                out.push(v);
                 i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
+                continue;
             }
         }
+        out.push(b[i]);
+        i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
 }
@@ -127,6 +156,7 @@ garbage line
         assert_eq!(m[2].mount_point, "/var/lib/etcd");
         assert_eq!(m[2].fstype, "xfs");
         assert_eq!(m[2].dev(), (254, 1));
+        assert_eq!(m[2].root, "/");
         assert_eq!(m[3].mount_point, "/mnt/with space");
     }
 
@@ -164,5 +194,70 @@ garbage line
             "the device picks the mount"
         );
         assert_eq!(at("/srv", Some((9, 9))).as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn mountinfo_escapes_and_garbage() {
+        let m = parse("40 31 0:37 / /mnt/my\\040cgroups rw - cgroup2 none rw\nnonsense\n\n1 2 3\n");
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].mount_point, "/mnt/my cgroups");
+        assert_eq!(unescape("a\\134b"), "a\\b");
+        assert_eq!(unescape("trailing\\04"), "trailing\\04");
+    }
+
+    #[test]
+    fn escapes_garbage_and_truncated_lines() {
+        let m = parse(
+            "40 31 0:37 /sub\\011dir /mnt/my\\040cgroups rw - cgroup2 none rw\n\
+             nonsense\n\n1 2 3\n\
+             41 31 x:1 / /bad-dev rw - ext4 /dev/x rw\n\
+             42 31 0:38 / /short rw - tmpfs\n\
+             43 31 0:39 / /no-super rw - tmpfs none\n",
+        );
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert_eq!(m[0].mount_point, "/mnt/my cgroups");
+        assert_eq!(m[0].root, "/sub\tdir");
+        assert_eq!(m[1].mount_point, "/no-super");
+        assert_eq!(m[1].super_options, "", "absent super options read as none");
+        assert!(!m[1].read_only());
+        assert_eq!(unescape("a\\134b"), "a\\b");
+        assert_eq!(unescape("trailing\\04"), "trailing\\04");
+        assert_eq!(unescape("\\400 is not a byte"), "\\400 is not a byte");
+        assert_eq!(unescape("\\\\040"), "\\ ");
+    }
+
+    #[test]
+    fn super_options_are_matched_whole() {
+        let m = parse("39 33 0:34 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n38 33 0:33 / /sys/fs/cgroup/cpuset rw - cgroup cgroup rw,cpuset\n");
+        assert!(m[0].has_super_option("cpu") && m[0].has_super_option("cpuacct"));
+        assert!(!m[1].has_super_option("cpu"), "cpuset is not cpu");
+    }
+
+    fn tree(files: &[(&str, &str)]) -> (tempfile::TempDir, HostRoot) {
+        let t = tempfile::tempdir().unwrap();
+        for (rel, text) in files {
+            let p = t.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        let root = HostRoot {
+            proc: t.path().to_path_buf(),
+            ..HostRoot::default()
+        };
+        (t, root)
+    }
+
+    #[test]
+    fn the_host_table_is_pid_1s_else_our_own() {
+        let host = "1 0 254:0 / / rw - ext4 /dev/vda rw\n";
+        let ours = "2 0 0:50 / / rw - overlay overlay rw\n";
+        let (_t, root) = tree(&[("1/mountinfo", host), ("self/mountinfo", ours)]);
+        assert_eq!(read_host(&root).unwrap()[0].fstype, "ext4");
+        let (_t, root) = tree(&[("self/mountinfo", ours)]);
+        assert_eq!(read_host(&root).unwrap()[0].fstype, "overlay");
+        let (t, root) = tree(&[]);
+        let err = read_host(&root).unwrap_err();
+        assert!(err.is_not_found());
+        assert_eq!(err.path, t.path().join("1/mountinfo"), "PID 1's error");
     }
 }

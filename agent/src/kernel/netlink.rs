@@ -2,14 +2,16 @@
 //! dumps nodediag makes (ctnetlink statistics, rtnetlink links, ethtool link modes).
 //! It runs on blocking threads only.
 
+use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockType};
+use nix::sys::time::TimeVal;
 use std::io;
 use std::ops::ControlFlow;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::Duration;
+use std::os::fd::{AsRawFd, OwnedFd};
 
-pub const NETLINK_ROUTE: i32 = libc::NETLINK_ROUTE;
-pub const NETLINK_NETFILTER: i32 = libc::NETLINK_NETFILTER;
-pub const NETLINK_GENERIC: i32 = libc::NETLINK_GENERIC;
+pub use nix::sys::socket::SockProtocol;
+pub const NETLINK_ROUTE: SockProtocol = SockProtocol::NetlinkRoute;
+pub const NETLINK_NETFILTER: SockProtocol = SockProtocol::NetlinkNetFilter;
+pub const NETLINK_GENERIC: SockProtocol = SockProtocol::NetlinkGeneric;
 
 pub const NLM_F_REQUEST: u16 = 0x1;
 pub const NLM_F_ACK: u16 = 0x4;
@@ -18,7 +20,6 @@ pub const NLM_F_CREATE: u16 = 0x400;
 pub const NLMSG_ERROR: u16 = 0x2;
 pub const NLMSG_DONE: u16 = 0x3;
 pub const NLMSG_HDRLEN: usize = 16;
-const NETLINK_ADD_MEMBERSHIP: libc::c_int = 1;
 const NETLINK_LISTEN_ALL_NSID: libc::c_int = 8;
 const NLA_HDRLEN: usize = 4;
 pub const NLA_F_NESTED: u16 = 0x8000;
@@ -41,38 +42,15 @@ pub struct Message {
 }
 
 impl NetlinkSocket {
-    pub fn open(protocol: i32) -> io::Result<Self> {
-        // SAFETY: plain socket(2); the returned fd is owned by OwnedFd below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                protocol,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh, valid descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    pub fn open(protocol: SockProtocol) -> io::Result<Self> {
+        let fd: OwnedFd = socket::socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            protocol,
+        )?;
         // A kernel that never answers must not hang a collector thread forever.
-        let timeout = libc::timeval {
-            tv_sec: Duration::from_secs(5).as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
-        // SAFETY: valid fd, pointer and length of a timeval.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &timeout as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        socket::setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(5, 0))?;
         Ok(Self {
             fd,
             seq: 1,
@@ -81,62 +59,41 @@ impl NetlinkSocket {
         })
     }
 
-    /// Subscribes to a multicast group (RTNLGRP_LINK, ...): the kernel then queues a
-    /// message on this socket for every change it announces there. The socket is
-    /// bound first: an unbound one has port 0, the kernel's own, and the kernel sends
-    /// its announcements to every member but their sender.
-    pub fn join_group(&self, group: u32) -> io::Result<()> {
-        // SAFETY: bind to a zeroed sockaddr_nl of our own (port chosen by the
-        // kernel); binding twice fails harmlessly with EINVAL.
-        let rc = unsafe {
-            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
-            addr.nl_family = libc::AF_NETLINK as u16;
-            libc::bind(
-                self.fd.as_raw_fd(),
-                &addr as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        let err = io::Error::last_os_error();
-        if rc < 0 && err.raw_os_error() != Some(libc::EINVAL) {
-            return Err(err);
-        }
-        self.set_int(
-            libc::SOL_NETLINK,
-            NETLINK_ADD_MEMBERSHIP,
-            group as libc::c_int,
-        )
+    /// Subscribes to multicast groups (a bit each: 1 << (RTNLGRP_LINK - 1), ...): the
+    /// kernel then queues a message on this socket for every change it announces
+    /// there. Binding also gives the socket a port of its own: unbound, it has port
+    /// 0, the kernel's, and the kernel sends announcements to all but their sender.
+    pub fn subscribe(&self, groups: u32) -> io::Result<()> {
+        socket::bind(self.fd.as_raw_fd(), &NetlinkAddr::new(0, groups))?;
+        Ok(())
     }
 
     /// Also receives the groups' messages from every other namespace this socket's
     /// namespace has given an id, each tagged with that id (NETLINK_LISTEN_ALL_NSID,
     /// Linux 4.7+; needs CAP_NET_BROADCAST).
     pub fn listen_all_nsid(&self) -> io::Result<()> {
-        self.set_int(libc::SOL_NETLINK, NETLINK_LISTEN_ALL_NSID, 1)
-    }
-
-    /// Asks for a receive buffer of `bytes`, beyond net.core.rmem_max when allowed
-    /// (SO_RCVBUFFORCE needs CAP_NET_ADMIN), so bursts of announcements fit.
-    pub fn grow_receive_buffer(&self, bytes: usize) -> io::Result<()> {
-        let n = bytes.min(libc::c_int::MAX as usize) as libc::c_int;
-        self.set_int(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, n)
-            .or_else(|_| self.set_int(libc::SOL_SOCKET, libc::SO_RCVBUF, n))
-    }
-
-    fn set_int(&self, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-        // SAFETY: valid fd, pointer and length of an int.
+        let on: libc::c_int = 1;
+        // SAFETY: valid fd, pointer and length of an int (nix has no such option).
         let rc = unsafe {
             libc::setsockopt(
                 self.fd.as_raw_fd(),
-                level,
-                name,
-                &value as *const _ as *const libc::c_void,
+                libc::SOL_NETLINK,
+                NETLINK_LISTEN_ALL_NSID,
+                &on as *const libc::c_int as *const libc::c_void,
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
+        Ok(())
+    }
+
+    /// Asks for a receive buffer of `bytes`, beyond net.core.rmem_max when allowed
+    /// (SO_RCVBUFFORCE needs CAP_NET_ADMIN), so bursts of announcements fit.
+    pub fn grow_receive_buffer(&self, bytes: usize) -> io::Result<()> {
+        socket::setsockopt(&self.fd, sockopt::RcvBufForce, &bytes)
+            .or_else(|_| socket::setsockopt(&self.fd, sockopt::RcvBuf, &bytes))?;
         Ok(())
     }
 
@@ -171,39 +128,32 @@ impl NetlinkSocket {
     /// One datagram without waiting, with the namespace id the kernel tags it with;
     /// None when nothing is queued.
     fn recv_tagged(&self, buf: &mut [u8]) -> io::Result<Option<(usize, Option<i32>)>> {
-        // Room for one control message carrying an int, aligned as the kernel writes it.
-        let mut control = [0u64; 4];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-            iov_len: buf.len(),
+        let mut iov = [std::io::IoSliceMut::new(buf)];
+        let mut control = nix::cmsg_space!(libc::c_int);
+        let msg = match socket::recvmsg::<NetlinkAddr>(
+            self.fd.as_raw_fd(),
+            &mut iov,
+            Some(&mut control),
+            MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(m) => m,
+            Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
-        // SAFETY: msghdr points at the buffers above, which outlive the call; the
-        // control messages are walked with the libc macros within controllen.
-        unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-            msg.msg_controllen = std::mem::size_of_val(&control) as _;
-            let n = libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT);
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                return match e.kind() {
-                    io::ErrorKind::WouldBlock => Ok(None),
-                    _ => Err(e),
-                };
-            }
-            let mut nsid = None;
-            let mut c = libc::CMSG_FIRSTHDR(&msg);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_NETLINK && (*c).cmsg_type == NETLINK_LISTEN_ALL_NSID
+        let mut nsid = None;
+        for c in msg.cmsgs()? {
+            if let socket::ControlMessageOwned::Unknown(u) = c {
+                if u.cmsg_header.cmsg_level == libc::SOL_NETLINK
+                    && u.cmsg_header.cmsg_type == NETLINK_LISTEN_ALL_NSID
                 {
-                    nsid = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32));
+                    nsid = u
+                        .data_bytes
+                        .get(..4)
+                        .map(|b| i32::from_ne_bytes(b.try_into().unwrap_or_default()));
                 }
-                c = libc::CMSG_NXTHDR(&msg, c);
             }
-            Ok(Some((n as usize, nsid)))
         }
+        Ok(Some((msg.bytes, nsid)))
     }
 
     /// Sends one request and collects every reply message until the kernel says it is
@@ -300,40 +250,14 @@ impl NetlinkSocket {
 
     /// Sends one buffer of whole messages to the kernel (nl_pid 0).
     pub fn send(&self, msg: &[u8]) -> io::Result<()> {
-        // SAFETY: sending a buffer we own to the kernel (nl_pid 0).
-        let sent = unsafe {
-            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
-            addr.nl_family = libc::AF_NETLINK as u16;
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                msg.as_ptr() as *const libc::c_void,
-                msg.len(),
-                0,
-                &addr as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let kernel = NetlinkAddr::new(0, 0);
+        socket::sendto(self.fd.as_raw_fd(), msg, &kernel, MsgFlags::empty())?;
         Ok(())
     }
 
     /// Receives one datagram (one or more messages); walk it with `messages`.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: receiving into a buffer we own, bounded by its length.
-        let n = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                0,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        Ok(socket::recv(self.fd.as_raw_fd(), buf, MsgFlags::empty())?)
     }
 }
 

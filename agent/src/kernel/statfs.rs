@@ -1,11 +1,10 @@
 //! Filesystem capacity (`statvfs(3)`), the device a path lives on (`stat(2)`
 //! `st_dev`), and that device's name in sysfs (`/sys/dev/block/MAJ:MIN`).
 
+use super::ReadError;
 use crate::host::HostRoot;
+use nix::sys::stat::{major, minor};
 use serde::Serialize;
-use std::ffi::CString;
-use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -56,34 +55,37 @@ fn ratio(part: u64, whole: u64) -> Option<f64> {
     (whole > 0).then(|| (part.min(whole)) as f64 / whole as f64)
 }
 
-pub fn statvfs(path: &Path) -> io::Result<FsUsage> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
-    // SAFETY: statvfs fills the zeroed struct we own; c is a valid C string.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let frsize = if st.f_frsize > 0 {
-        st.f_frsize
+pub fn statvfs(path: &Path) -> Result<FsUsage, ReadError> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(|errno| ReadError {
+        path: path.to_path_buf(),
+        source: errno.into(),
+    })?;
+    let frsize = if st.fragment_size() > 0 {
+        st.fragment_size()
     } else {
-        st.f_bsize
+        st.block_size()
     };
     #[allow(clippy::unnecessary_cast)] // the field widths differ between libcs
     Ok(FsUsage::from_raw(
         frsize as u64,
-        st.f_blocks as u64,
-        st.f_bavail as u64,
-        st.f_files as u64,
-        st.f_ffree as u64,
-        st.f_flag as u64,
+        st.blocks() as u64,
+        st.blocks_available() as u64,
+        st.files() as u64,
+        st.files_free() as u64,
+        st.flags().bits() as u64,
     ))
 }
 
 /// The (major, minor) of the filesystem a path is on.
-pub fn device_of(path: &Path) -> io::Result<(u32, u32)> {
-    let dev = std::fs::metadata(path)?.dev();
-    Ok((libc::major(dev), libc::minor(dev)))
+pub fn device_of(path: &Path) -> Result<(u32, u32), ReadError> {
+    let dev = std::fs::metadata(path)
+        .map_err(|source| ReadError {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .dev();
+    // Linux majors have 12 bits and minors 20: both fit.
+    Ok((major(dev) as u32, minor(dev) as u32))
 }
 
 /// A block device as sysfs names it.
@@ -140,7 +142,18 @@ mod tests {
         assert!(u.size_bytes > 0 && u.avail_bytes <= u.size_bytes);
         let dev = device_of(dir.path()).unwrap();
         assert_eq!(dev, device_of(&dir.path().join(".")).unwrap());
-        assert!(statvfs(Path::new("/nonexistent/nodediag")).is_err());
+        // Major and minor put back together are the directory's own st_dev.
+        let st_dev = std::fs::metadata(dir.path()).unwrap().dev();
+        assert_eq!(
+            nix::sys::stat::makedev(dev.0.into(), dev.1.into()),
+            st_dev,
+            "{dev:?} from {st_dev:#x}"
+        );
+        let missing = Path::new("/nonexistent/nodediag");
+        let e = statvfs(missing).unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+        assert_eq!(e.path, missing, "the error names the path");
+        assert_eq!(device_of(missing).unwrap_err().path, missing);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! joined them. The scheduler reads both around a collection, so a collector's cost
 //! counts every thread it used, not only the one it ran on.
 
+use nix::time::{clock_gettime, ClockId};
 use std::cell::Cell;
 use std::time::Duration;
 
@@ -12,19 +13,13 @@ thread_local! {
 
 /// CPU the calling thread has used since it started.
 pub fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec we own.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return Duration::ZERO;
+    match clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID) {
+        Ok(t) => Duration::new(
+            t.tv_sec().max(0) as u64,
+            t.tv_nsec().clamp(0, 999_999_999) as u32,
+        ),
+        Err(_) => Duration::ZERO,
     }
-    Duration::new(
-        ts.tv_sec.max(0) as u64,
-        ts.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
 }
 
 /// Adds a joined helper thread's CPU to the calling thread's account.

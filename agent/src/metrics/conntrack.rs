@@ -41,6 +41,12 @@ pub fn render(snap: &Snapshot, e: &mut Encoder) {
         s.entries as f64,
     );
     e.single(
+        "nodediag_conntrack_entries_peak",
+        Kind::Gauge,
+        "Highest entry count of the host network namespace's conntrack table read since the previous sample (nf_conntrack_count, read every --conntrack.peak-interval).",
+        s.peak_entries() as f64,
+    );
+    e.single(
         "nodediag_conntrack_entries_limit",
         Kind::Gauge,
         "Size limit of the conntrack table (net.netfilter.nf_conntrack_max).",

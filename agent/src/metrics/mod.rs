@@ -4,6 +4,7 @@
 pub mod cgroup;
 pub mod conntrack;
 pub mod disk;
+pub mod dns;
 pub mod encode;
 pub mod netns;
 pub mod nic;

@@ -4,7 +4,7 @@
 
 use crate::finding::{Finding, Severity};
 use crate::sample::AnySample;
-use crate::store::{Snapshot, Status};
+use crate::store::{SetupState, Snapshot, Status};
 use crate::time::{age, rfc3339};
 use std::fmt::Write;
 use std::time::SystemTime;
@@ -12,6 +12,7 @@ use std::time::SystemTime;
 pub mod cgroup;
 pub mod conntrack;
 pub mod disk;
+pub mod dns;
 pub mod kmsg;
 pub mod netns;
 pub mod nic;
@@ -96,6 +97,7 @@ pub fn render<'a>(
             let _ = writeln!(out, "  {signal}: {error}");
         }
     }
+    setup(&mut out, snap);
     out.push_str("\ncollectors:\n");
     let width = snap.collectors.keys().map(|n| n.len()).max().unwrap_or(0);
     for (name, c) in &snap.collectors {
@@ -136,6 +138,28 @@ pub fn render<'a>(
         }
     }
     out
+}
+
+/// What the agent set up for itself, when it is not in place as asked: a missing
+/// notrack exemption means the agent may go dark when the conntrack table fills.
+fn setup(out: &mut String, snap: &Snapshot) {
+    let mut trouble = snap
+        .setup
+        .iter()
+        .filter_map(|(name, s)| match &s.state {
+            SetupState::Unavailable { what, hint } => {
+                Some(format!("  {name}  unavailable  {what}: {hint}"))
+            }
+            SetupState::Error { message } => Some(format!("  {name}  error  {message}")),
+            SetupState::Installed | SetupState::Disabled => None,
+        })
+        .peekable();
+    if trouble.peek().is_some() {
+        out.push_str("\nagent setup not in place:\n");
+        for line in trouble {
+            let _ = writeln!(out, "{line}");
+        }
+    }
 }
 
 fn write_finding(out: &mut String, f: &Finding, now: SystemTime) {

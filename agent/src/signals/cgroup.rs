@@ -7,6 +7,7 @@ use crate::diagnose::{cgroup, FindingDef, RuleSet};
 use crate::flags::parse_duration;
 use crate::http::Route;
 use crate::metrics::encode::Encoder;
+use crate::sample::CollectError;
 use crate::store::Snapshot;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -53,7 +54,10 @@ impl Signal for Cgroup {
         args: &CgroupArgs,
         ctx: &collect::Context,
     ) -> impl Collector<Sample = CgroupSample> {
-        CgroupCollector::new(ctx.root.clone(), args.cgroup_root.clone())
+        KernelJudged(CgroupCollector::new(
+            ctx.root.clone(),
+            args.cgroup_root.clone(),
+        ))
     }
 
     fn rules(args: &CgroupArgs) -> RuleSet {
@@ -75,5 +79,58 @@ impl Signal for Cgroup {
 
     fn routes() -> Vec<Route> {
         crate::http::cgroup::routes()
+    }
+}
+
+/// The cgroup collector with the rules' verdict on its kernel added to each sample:
+/// `cfs_bandwidth_fix` is a judgement about kernel versions, which belongs to the
+/// rules, and the collector below them cannot ask them.
+struct KernelJudged(CgroupCollector);
+
+impl Collector for KernelJudged {
+    type Sample = CgroupSample;
+
+    fn collect(&mut self) -> Result<CgroupSample, CollectError> {
+        let mut s = self.0.collect()?;
+        s.cfs_bandwidth_fix = cgroup::cfs_bandwidth_fix(s.kernel_release.as_deref());
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::HostRoot;
+    use std::path::Path;
+
+    fn write(base: &Path, rel: &str, text: &str) {
+        let p = base.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn samples_carry_the_rules_verdict_on_their_kernel() {
+        let t = tempfile::tempdir().unwrap();
+        let b = t.path();
+        write(
+            b,
+            "proc/1/mountinfo",
+            "35 24 0:30 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+        );
+        write(b, "rootfs/sys/fs/cgroup/cgroup.controllers", "cpu\n");
+        let root = HostRoot {
+            proc: b.join("proc"),
+            sys: b.join("sys"),
+            rootfs: b.join("rootfs"),
+        };
+        let mut c = KernelJudged(CgroupCollector::new(root, None));
+        assert_eq!(c.collect().unwrap().cfs_bandwidth_fix, None, "no osrelease");
+        for (release, fix) in [("4.19.0-21-amd64\n", false), ("6.1.0-18-amd64\n", true)] {
+            write(b, "proc/sys/kernel/osrelease", release);
+            let s = c.collect().unwrap();
+            assert_eq!(s.kernel_release.as_deref(), Some(release.trim()));
+            assert_eq!(s.cfs_bandwidth_fix, Some(fix), "{release}");
+        }
     }
 }

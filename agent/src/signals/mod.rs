@@ -10,6 +10,7 @@
 mod cgroup;
 mod conntrack;
 mod disk;
+mod dns;
 mod kmsg;
 mod netns;
 mod nic;
@@ -57,6 +58,23 @@ pub trait Signal: 'static {
     fn routes() -> Vec<Route> {
         Vec::new()
     }
+
+    /// The collector and the endpoints, built together from the flags so that they
+    /// can share what both use (the conntrack signal's one dump at a time). Most
+    /// signals keep this default. The collector is dropped unused when disabled:
+    /// building it must start nothing.
+    fn parts(args: &Self::Args, ctx: &collect::Context) -> Parts {
+        Parts {
+            collector: Box::new(Self::collector(args, ctx)),
+            routes: Self::routes(),
+        }
+    }
+}
+
+/// What [`Signal::parts`] builds.
+pub struct Parts {
+    pub collector: Box<dyn collect::DynCollector>,
+    pub routes: Vec<Route>,
 }
 
 /// A collector's switch and own interval, as its flags give them.
@@ -72,7 +90,6 @@ pub struct SignalDef {
     pub findings: &'static [&'static FindingDef],
     pub report: report::Section,
     pub metrics: fn(&Snapshot, &mut Encoder),
-    pub routes: fn() -> Vec<Route>,
 }
 
 impl SignalDef {
@@ -86,7 +103,6 @@ impl SignalDef {
                 detail: S::report,
             },
             metrics: S::metrics,
-            routes: S::routes,
         }
     }
 }
@@ -98,24 +114,28 @@ fn summary_of<S: Signal>(sample: &dyn AnySample) -> String {
         .unwrap_or_default()
 }
 
-/// The collectors the flags enable, and every signal's rules.
+/// The collectors the flags enable, every signal's rules, and their endpoints.
 #[derive(Default)]
 pub struct Built {
     pub collectors: Vec<Enabled>,
     /// Each signal's rules, under its name.
     pub rules: Vec<(&'static str, RuleSet)>,
+    /// Every signal's endpoints, whether its collector runs or not.
+    pub routes: Vec<Route>,
 }
 
 impl Built {
     fn add<S: Signal>(&mut self, args: &S::Args, ctx: &collect::Context) {
         let schedule = S::schedule(args);
+        let parts = S::parts(args, ctx);
         if !schedule.disabled {
             self.collectors.push(Enabled {
-                collector: Box::new(S::collector(args, ctx)),
+                collector: parts.collector,
                 interval: schedule.interval.unwrap_or(ctx.interval),
             });
         }
         self.rules.push((S::Sample::COLLECTOR, S::rules(args)));
+        self.routes.extend(parts.routes);
     }
 }
 
@@ -144,6 +164,7 @@ macro_rules! registry {
 }
 
 registry! {
+    dns: dns::Dns,
     disk: disk::Disk,
     cgroup: cgroup::Cgroup,
     pressure: pressure::Pressure,
@@ -181,12 +202,13 @@ pub fn render_metrics(snap: &Snapshot, format: Format) -> String {
     crate::metrics::render(snap, format, SIGNALS.iter().map(|s| s.metrics))
 }
 
-/// What the HTTP layer serves beyond its own endpoints.
-pub fn http_view() -> crate::http::View {
+/// What the HTTP layer serves beyond its own endpoints: `routes` are the built
+/// signals' ([`Built::routes`]).
+pub fn http_view(routes: Vec<Route>) -> crate::http::View {
     crate::http::View {
         report: render_report,
         metrics: render_metrics,
-        routes: SIGNALS.iter().flat_map(|s| (s.routes)()).collect(),
+        routes,
         finding: |id| finding(id).is_some(),
     }
 }

@@ -233,23 +233,19 @@ impl DiskCollector {
     }
 
     fn mounts(&self, unavailable: &mut Vec<Unavailable>) -> Option<Vec<Mount>> {
-        let candidates = [
-            self.root.proc(&["1", "mountinfo"]),
-            self.root.proc(&["self", "mountinfo"]),
-        ];
-        for p in &candidates {
-            if let Ok(text) = std::fs::read_to_string(p) {
-                return Some(mountinfo::parse(&text));
+        match mountinfo::read_host(&self.root) {
+            Ok(mounts) => Some(mounts),
+            Err(e) => {
+                unavailable.push(Unavailable::new(
+                    "mount table",
+                    format!(
+                        "{} is unreadable: read-only mounts are judged from statvfs as nodediag sees them",
+                        e.path.display()
+                    ),
+                ));
+                None
             }
         }
-        unavailable.push(Unavailable::new(
-            "mount table",
-            format!(
-                "{} is unreadable: read-only mounts are judged from statvfs as nodediag sees them",
-                candidates[0].display()
-            ),
-        ));
-        None
     }
 }
 
@@ -268,10 +264,10 @@ impl Collector for DiskCollector {
         self.watch_new_dirs()?;
         let mut unavailable = Vec::new();
         let mounts = self.mounts(&mut unavailable);
-        let diskstats_path = self.root.proc(&["diskstats"]);
-        let lines = match crate::kernel::read_string(&diskstats_path) {
-            Ok(text) => diskstats::parse(&text)
-                .map_err(|e| CollectError::Failed(format!("{}: {e}", diskstats_path.display())))?,
+        let lines = match diskstats::read(&self.root) {
+            Ok(lines) => lines,
+            // Counters the kernel wrote but nodediag cannot parse: a defect to report.
+            Err(e) if e.source.kind() == std::io::ErrorKind::InvalidData => return Err(e.into()),
             Err(e) => {
                 unavailable.push(Unavailable::new(
                     "device I/O counters",
@@ -333,7 +329,10 @@ impl Collector for DiskCollector {
                         }),
                         None if !lines.is_empty() => unavailable.push(Unavailable::new(
                             format!("I/O counters of {}", b.disk),
-                            format!("{} has no line for it", diskstats_path.display()),
+                            format!(
+                                "{} has no line for it",
+                                diskstats::path(&self.root).display()
+                            ),
                         )),
                         None => {}
                     }

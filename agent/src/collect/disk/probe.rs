@@ -8,10 +8,11 @@
 //! When the file is full it is preallocated again from the start, like etcd moving to
 //! a fresh segment: the file never grows past its size.
 
+use nix::errno::Errno;
+use nix::fcntl::{fallocate, FallocateFlags, Flock, FlockArg};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,8 @@ pub const FILE_PREFIX: &str = ".nodediag-fsync-probe.";
 
 pub struct ProbeFile {
     path: PathBuf,
-    file: File,
+    /// Locked for as long as it is open, so a restarted agent knows it is in use.
+    file: Flock<File>,
     size: u64,
     offset: u64,
     record: [u8; RECORD_SIZE],
@@ -45,10 +47,8 @@ impl ProbeFile {
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC)
             .open(path)?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let file =
+            Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| errno)?;
         let mut p = Self {
             path: path.to_path_buf(),
             file,
@@ -70,28 +70,17 @@ impl ProbeFile {
     }
 
     fn preallocate(&mut self) -> io::Result<()> {
-        let fd = self.file.as_raw_fd();
         let len = self.size as libc::off_t;
         if self.preallocates {
             // Drop the written blocks first so the next pass writes into unwritten
             // extents again; a filesystem without hole punching just overwrites.
-            // SAFETY: fallocate on a descriptor we own, within the file's size.
-            let punched = unsafe {
-                libc::fallocate(
-                    fd,
-                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                    0,
-                    len,
-                )
-            } == 0;
-            // SAFETY: as above.
-            let allocated = punched && unsafe { libc::fallocate(fd, 0, 0, len) } == 0;
-            if !allocated {
-                let err = io::Error::last_os_error();
-                match err.raw_os_error() {
-                    Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => self.preallocates = false,
-                    _ => return Err(err),
-                }
+            let punch = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+            let allocated = fallocate(&*self.file, punch, 0, len)
+                .and_then(|()| fallocate(&*self.file, FallocateFlags::empty(), 0, len));
+            match allocated {
+                Ok(()) => {}
+                Err(Errno::EOPNOTSUPP | Errno::ENOSYS) => self.preallocates = false,
+                Err(errno) => return Err(errno.into()),
             }
         }
         if !self.preallocates && self.file.metadata()?.len() < self.size {
@@ -162,9 +151,11 @@ pub fn remove_stale(dir: &Path) -> Vec<PathBuf> {
         }
         let path = e.path();
         let Ok(f) = File::open(&path) else { continue };
-        // SAFETY: flock on a descriptor we own; it is released when f is dropped.
-        let free = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-        if free && std::fs::remove_file(&path).is_ok() {
+        // Removed while locked; the lock goes with the descriptor at the end of the turn.
+        let Ok(_free) = Flock::lock(f, FlockArg::LockExclusiveNonblock) else {
+            continue;
+        };
+        if std::fs::remove_file(&path).is_ok() {
             removed.push(path);
         }
     }

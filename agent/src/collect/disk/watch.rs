@@ -6,6 +6,7 @@
 
 use super::probe::{self, ProbeFile};
 use crate::kernel::statfs::{self, FsUsage};
+use crate::kernel::ReadError;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -326,7 +327,8 @@ fn run(dir: &Path, file: &Path, cfg: &WatchConfig, shared: &Shared) {
             let mut st = shared.lock();
             st.usage = Some(match &usage {
                 Ok(u) => Ok(*u),
-                Err(e) => Err(format!("statvfs {}: {e}", dir.display())),
+                // The error names the directory: "statvfs DIR: reason".
+                Err(e) => Err(format!("statvfs {e}")),
             });
             st.dev = dev;
         }
@@ -412,7 +414,7 @@ fn prepare(
     file: &Path,
     cfg: &WatchConfig,
     shared: &Shared,
-    usage: &std::io::Result<FsUsage>,
+    usage: &Result<FsUsage, ReadError>,
     probe: &mut Option<ProbeFile>,
 ) -> bool {
     if let Ok(u) = usage {

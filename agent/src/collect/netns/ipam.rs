@@ -108,13 +108,16 @@ fn network(
         .filter(|r| {
             r.container_id
                 .as_ref()
-                .is_none_or(|id| !procs.live_containers.contains(id))
+                .is_none_or(|id| !procs.live_containers.contains_key(id))
         })
-        .map(|r| Reservation {
-            ip: r.ip.to_string(),
-            container_id: r.container_id.clone(),
-            interface: r.interface.clone(),
-        })
+        .map(|r| reservation(r, procs))
+        .collect();
+    // Each address with the pod whose sandbox holds it: who a conntrack entry's
+    // source address belongs to when the pod's own interfaces cannot be read.
+    let owned = reservations
+        .iter()
+        .map(|r| reservation(r, procs))
+        .filter(|r| r.pod.is_some())
         .collect();
     IpamNetwork {
         name,
@@ -126,5 +129,19 @@ fn network(
         allocated: reservations.len() as u64,
         stale_known,
         stale,
+        owned,
+    }
+}
+
+fn reservation(r: &cni::Reservation, procs: &ProcScan) -> Reservation {
+    Reservation {
+        ip: r.ip.to_string(),
+        container_id: r.container_id.clone(),
+        interface: r.interface.clone(),
+        pod: r
+            .container_id
+            .as_ref()
+            .and_then(|id| procs.live_containers.get(id))
+            .cloned(),
     }
 }

@@ -11,7 +11,7 @@
 mod ipam;
 mod links;
 mod sample;
-mod scan;
+pub(crate) mod scan;
 
 pub use sample::{
     AgeSource, IpamNetwork, IpamRangeSet, NetnsInfo, NetnsInterface, NetnsSample, Overlay,

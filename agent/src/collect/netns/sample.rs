@@ -158,6 +158,9 @@ pub struct Reservation {
     pub ip: String,
     pub container_id: Option<String>,
     pub interface: Option<String>,
+    /// The pod whose sandbox (the reservation's container) runs on the node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Attribution>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -183,6 +186,8 @@ pub struct IpamNetwork {
     pub stale_known: bool,
     /// Reservations whose container has no process on the node.
     pub stale: Vec<Reservation>,
+    /// Reservations whose container runs, with its pod (bounded by the range).
+    pub owned: Vec<Reservation>,
 }
 
 impl IpamNetwork {

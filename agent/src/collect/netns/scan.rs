@@ -21,18 +21,19 @@ pub(super) struct PinScan {
 
 /// What the process scan found about one namespace.
 #[derive(Debug, Default)]
-pub(super) struct ProcView {
+pub(crate) struct ProcView {
     pub pids: Vec<u32>,
     pub oldest_start: Option<SystemTime>,
     pub pod: Option<Attribution>,
 }
 
-pub(super) struct ProcScan {
+pub(crate) struct ProcScan {
     pub host: Option<u64>,
     pub host_from_pid1: bool,
     pub by_ns: HashMap<u64, ProcView>,
-    /// Container ids of every process in a pod cgroup: the live sandboxes.
-    pub live_containers: HashSet<String>,
+    /// Container ids of every process in a pod cgroup (the live sandboxes), with
+    /// their pod.
+    pub live_containers: HashMap<String, Attribution>,
     pub cgroups_readable: bool,
     pub unreadable: u32,
 }
@@ -75,7 +76,7 @@ pub(super) fn pins(dirs: &[HostDir]) -> PinScan {
     scan
 }
 
-pub(super) fn processes(root: &HostRoot, index: &PodIndex) -> Result<ProcScan, CollectError> {
+pub(crate) fn processes(root: &HostRoot, index: &PodIndex) -> Result<ProcScan, CollectError> {
     let pids = process::list_pids(root)?;
     let (host, host_from_pid1) = match netns::netns_of(root, "1") {
         Ok(i) => (Some(i), true),
@@ -86,7 +87,7 @@ pub(super) fn processes(root: &HostRoot, index: &PodIndex) -> Result<ProcScan, C
         host,
         host_from_pid1,
         by_ns: HashMap::new(),
-        live_containers: HashSet::new(),
+        live_containers: HashMap::new(),
         cgroups_readable: false,
         unreadable: 0,
     };
@@ -101,8 +102,10 @@ pub(super) fn processes(root: &HostRoot, index: &PodIndex) -> Result<ProcScan, C
             .as_ref()
             .and_then(pods::pod_cgroup)
             .and_then(|path| index.attribute(path));
-        if let Some(id) = attribution.as_ref().and_then(|a| a.container_id.clone()) {
-            scan.live_containers.insert(id);
+        if let Some(a) = attribution.as_ref() {
+            if let Some(id) = a.container_id.clone() {
+                scan.live_containers.insert(id, a.clone());
+            }
         }
         let view = scan.by_ns.entry(inode).or_default();
         view.pids.push(pid);

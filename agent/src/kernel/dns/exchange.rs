@@ -623,42 +623,29 @@ fn connect_udp(server: SocketAddr) -> io::Result<UdpSocket> {
 
 /// Sends the batch's queries: one sendmmsg for two, as glibc does.
 fn send_batch(sock: &UdpSocket, queries: &[Pending], batch: &[usize]) -> io::Result<()> {
-    let mut iov: Vec<libc::iovec> = batch
-        .iter()
-        .map(|&i| libc::iovec {
-            iov_base: queries[i].msg.as_ptr() as *mut libc::c_void,
-            iov_len: queries[i].msg.len(),
-        })
-        .collect();
-    let mut msgs: Vec<libc::mmsghdr> = iov
-        .iter_mut()
-        .map(|v| {
-            // SAFETY: mmsghdr is plain data; zeroed means no address and no control.
-            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            m.msg_hdr.msg_iov = v as *mut libc::iovec;
-            m.msg_hdr.msg_iovlen = 1;
-            m
-        })
-        .collect();
+    use nix::sys::socket::{sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
     let mut sent = 0usize;
-    while sent < msgs.len() {
-        // SAFETY: the headers point at iovecs and query buffers that outlive the call.
-        let n = unsafe {
-            libc::sendmmsg(
-                sock.as_raw_fd(),
-                msgs[sent..].as_mut_ptr(),
-                (msgs.len() - sent) as libc::c_uint,
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
+    while sent < batch.len() {
+        let rest = &batch[sent..];
+        let slices: Vec<[io::IoSlice; 1]> = rest
+            .iter()
+            .map(|&i| [io::IoSlice::new(&queries[i].msg)])
+            .collect();
+        // The socket is connected: no address per message, no control data.
+        let addrs: Vec<Option<SockaddrStorage>> = vec![None; rest.len()];
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(rest.len(), None);
+        match sendmmsg(
+            sock.as_raw_fd(),
+            &mut headers,
+            &slices,
+            &addrs,
+            [],
+            MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Ok(results) => sent += results.count(),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
         }
-        sent += n as usize;
     }
     Ok(())
 }

@@ -17,4 +17,4 @@ pub mod search;
 pub mod wire;
 
 #[cfg(test)]
-mod test_server;
+pub(crate) mod test_server;

@@ -14,7 +14,6 @@ use super::search::{self, Verdict};
 use serde::Serialize;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -243,11 +242,9 @@ pub fn run_all(
 /// Moves the calling thread, which must be one made for this, into a namespace.
 fn enter_netns(path: &Path) -> io::Result<()> {
     let file = std::fs::File::open(path)?;
-    // SAFETY: setns on a descriptor we hold open; it changes only this thread,
-    // which spawn() created for the probe and which ends with it.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // It changes only this thread, which spawn() created for the probe and which
+    // ends with it.
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
     Ok(())
 }
 

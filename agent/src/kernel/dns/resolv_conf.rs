@@ -5,11 +5,13 @@
 //! option values are skipped. We keep its results and also list what it skipped,
 //! since a skipped line is often why a pod resolves differently from the node.
 
+use nix::errno::Errno;
+use nix::fcntl::{self, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
 use serde::Serialize;
 use std::io::{self, Read};
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -310,20 +312,8 @@ fn read_bounded(file: std::fs::File, path: &Path) -> Result<ResolvConf, ResolvCo
 }
 
 fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: open on a NUL-terminated path; the descriptor is owned right after.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    Ok(fcntl::open(path, flags, Mode::empty())?)
 }
 
 /// Opens for reading with O_NONBLOCK (a FIFO must not hang the probe). With a root
@@ -336,52 +326,23 @@ fn open_no_block(
         path: path.to_path_buf(),
         source,
     };
-    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY;
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
     let fd = match in_root {
-        None => {
-            let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-                .map_err(|_| io_err(io::Error::from(io::ErrorKind::InvalidInput)))?;
-            // SAFETY: open on a NUL-terminated path.
-            unsafe { libc::open(c.as_ptr(), flags) }
-        }
-        Some((dir, rel)) => match openat2_in_root(dir, rel, flags) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-                let c = std::ffi::CString::new(rel).expect("a literal without NUL");
-                // SAFETY: openat on a directory descriptor we own and a literal path.
-                unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_NOFOLLOW) }
+        None => fcntl::open(path, flags, Mode::empty()),
+        Some((dir, rel)) => {
+            let how = OpenHow::new()
+                .flags(flags)
+                .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+            match fcntl::openat2(dir, rel, how) {
+                // Kernels before 5.6: no openat2; at least refuse a symlink at the end.
+                Err(Errno::ENOSYS) => {
+                    fcntl::openat(dir, rel, flags | OFlag::O_NOFOLLOW, Mode::empty())
+                }
+                other => other,
             }
-            Err(e) => return Err(io_err(e)),
-            Ok(fd) => fd,
-        },
+        }
     };
-    if fd < 0 {
-        return Err(io_err(io::Error::last_os_error()));
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
-}
-
-fn openat2_in_root(dir: &OwnedFd, rel: &str, flags: libc::c_int) -> io::Result<libc::c_int> {
-    let c =
-        std::ffi::CString::new(rel).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: open_how is plain data; zeroed is its documented default.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = flags as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: openat2 reads the path and the open_how we own, of the size we pass.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd as libc::c_int)
+    Ok(std::fs::File::from(fd.map_err(|e| io_err(e.into()))?))
 }
 
 #[cfg(test)]
@@ -532,9 +493,7 @@ mod tests {
         let err = read(&missing).unwrap_err().to_string();
         assert!(err.starts_with(&missing.display().to_string()), "{err}");
         let fifo = dir.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
-        // SAFETY: mkfifo on a NUL-terminated path in our temp dir.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
         assert!(matches!(read(&fifo), Err(ResolvConfError::NotAFile { .. })));
         let file = dir.path().join("resolv.conf");
         std::fs::write(&file, KUBELET_WRITTEN).unwrap();

@@ -44,9 +44,16 @@ impl TestServer {
     /// name and type.
     pub fn start(rule: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static) -> TestServer {
         let rule: Arc<Rule> = Arc::new(rule);
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).unwrap();
+        // The kernel picks a free UDP port; the same TCP port may be taken (by any
+        // other test's connection), then try another.
+        let (udp, addr, tcp) = (0..50)
+            .find_map(|_| {
+                let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+                let addr = udp.local_addr().unwrap();
+                let tcp = TcpListener::bind(addr).ok()?;
+                Some((udp, addr, tcp))
+            })
+            .expect("a port free for both UDP and TCP");
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         udp.set_read_timeout(Some(Duration::from_millis(20)))

@@ -296,7 +296,8 @@ fn push_label(name: &mut String, label: &[u8]) {
 /// (glibc draws its ids the same way, from getrandom).
 pub fn random_id() -> u16 {
     let mut b = [0u8; 2];
-    // SAFETY: getrandom writes at most two bytes into the buffer we own.
+    // SAFETY: getrandom writes at most two bytes into the buffer we own. nix has no
+    // wrapper for getrandom(2), and a crate for two bytes is not worth its weight.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), libc::GRND_NONBLOCK) };
     if n == 2 {
         return u16::from_ne_bytes(b);

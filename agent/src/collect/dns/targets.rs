@@ -1,0 +1,179 @@
+//! Which pods to probe from: every pod network namespace on the node, found the way
+//! the netns collector finds them, and a few of them each round, in turn.
+
+use crate::collect::netns::scan;
+use crate::collect::pods::{Attribution, PodIndex};
+use crate::host::HostRoot;
+use crate::kernel::dns::resolv_conf::{self, ResolvConf, ResolvConfError};
+use crate::sample::{CollectError, Unavailable};
+use std::io;
+
+/// Processes of a pod tried for a readable resolv.conf: the sandbox's pause process
+/// may have none, its containers share the same file.
+const PIDS_TRIED: usize = 4;
+
+/// A pod's network namespace, and its processes (lowest pid first) to enter it
+/// through and to read its resolv.conf through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodNetns {
+    pub inode: u64,
+    pub pod: Attribution,
+    pub pids: Vec<u32>,
+}
+
+/// Every pod network namespace on the node, sorted by inode: namespaces other than the
+/// host's that hold a process in a pod's cgroup (a pod with no process left has no
+/// resolver to speak of, so pins alone are not enough here). One walk of procfs, the
+/// netns collector's; `namespaces` keeps pods of those Kubernetes namespaces only.
+pub fn pod_namespaces(
+    root: &HostRoot,
+    namespaces: &[String],
+) -> Result<(Vec<PodNetns>, Vec<Unavailable>), CollectError> {
+    let (index, missing) = PodIndex::read(root);
+    let procs = scan::processes(root, &index)?;
+    let mut out: Vec<PodNetns> = procs
+        .by_ns
+        .into_iter()
+        .filter(|(inode, _)| Some(*inode) != procs.host)
+        .filter_map(|(inode, view)| {
+            let pod = view.pod?;
+            let selected = namespaces.is_empty()
+                || pod
+                    .namespace
+                    .as_ref()
+                    .is_some_and(|ns| namespaces.contains(ns));
+            let mut pids = view.pids;
+            pids.sort_unstable();
+            selected.then_some(PodNetns { inode, pod, pids })
+        })
+        .collect();
+    out.sort_by_key(|p| p.inode);
+    Ok((out, missing))
+}
+
+/// Takes turns through the pod namespaces: each round the next few after the last
+/// one probed, by inode, so every pod is probed over time whatever comes and goes.
+#[derive(Debug, Default)]
+pub struct Rotation {
+    last: Option<u64>,
+}
+
+impl Rotation {
+    pub fn next<'a>(&mut self, sorted: &'a [PodNetns], n: usize) -> Vec<&'a PodNetns> {
+        if sorted.is_empty() || n == 0 {
+            return Vec::new();
+        }
+        let start = match self.last {
+            Some(last) => sorted.partition_point(|p| p.inode <= last) % sorted.len(),
+            None => 0,
+        };
+        let picked: Vec<&PodNetns> = sorted
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(n.min(sorted.len()))
+            .collect();
+        self.last = picked.last().map(|p| p.inode);
+        picked
+    }
+}
+
+/// The pod's `/etc/resolv.conf`, read through the root of one of its processes
+/// (`/proc/<pid>/root`), and that process. The error names the file; a file that is
+/// missing in one process's root is looked for in the next.
+pub fn read_resolv_conf(root: &HostRoot, pids: &[u32]) -> Result<(u32, ResolvConf), String> {
+    let mut errors: Vec<ResolvConfError> = Vec::new();
+    for &pid in pids.iter().take(PIDS_TRIED) {
+        match resolv_conf::read_in_root(&root.proc(&[&pid.to_string(), "root"])) {
+            Ok(conf) => return Ok((pid, conf)),
+            Err(e) => errors.push(e),
+        }
+    }
+    let not_found = |e: &ResolvConfError| matches!(e, ResolvConfError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound);
+    // A refusal (a FIFO, a link out of the root) says more than a missing file.
+    let telling = errors
+        .iter()
+        .find(|e| !not_found(e))
+        .or(errors.first())
+        .map(|e| e.to_string());
+    Err(telling.unwrap_or_else(|| "no process to read it through".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::pods::Qos;
+
+    fn ns(inode: u64) -> PodNetns {
+        PodNetns {
+            inode,
+            pod: Attribution {
+                pod_uid: format!("uid-{inode}"),
+                qos: Qos::Burstable,
+                namespace: Some("team-a".into()),
+                pod: Some(format!("web-{inode}")),
+                container: None,
+                container_id: None,
+            },
+            pids: vec![inode as u32],
+        }
+    }
+
+    fn inodes(v: &[&PodNetns]) -> Vec<u64> {
+        v.iter().map(|p| p.inode).collect()
+    }
+
+    #[test]
+    fn rounds_take_turns_and_wrap() {
+        let all: Vec<PodNetns> = [10, 20, 30, 40, 50].map(ns).to_vec();
+        let mut r = Rotation::default();
+        assert_eq!(inodes(&r.next(&all, 3)), [10, 20, 30]);
+        assert_eq!(inodes(&r.next(&all, 3)), [40, 50, 10]);
+        assert_eq!(inodes(&r.next(&all, 3)), [20, 30, 40]);
+        assert_eq!(
+            inodes(&r.next(&all, 9)),
+            [50, 10, 20, 30, 40],
+            "never one twice"
+        );
+        assert!(r.next(&[], 3).is_empty());
+    }
+
+    #[test]
+    fn a_namespace_that_went_away_does_not_lose_the_place() {
+        let mut r = Rotation::default();
+        let before: Vec<PodNetns> = [10, 20, 30, 40].map(ns).to_vec();
+        assert_eq!(inodes(&r.next(&before, 2)), [10, 20]);
+        // 20 is gone and 25 is new: the turn goes on after 20.
+        let after: Vec<PodNetns> = [10, 25, 30, 40].map(ns).to_vec();
+        assert_eq!(inodes(&r.next(&after, 2)), [25, 30]);
+    }
+
+    #[test]
+    fn resolv_conf_errors_name_the_file_and_prefer_a_refusal() {
+        let proc = tempfile::tempdir().unwrap();
+        let root = HostRoot {
+            proc: proc.path().to_path_buf(),
+            ..HostRoot::default()
+        };
+        // pid 1: no /etc/resolv.conf (a pause image); pid 2: a directory there.
+        std::fs::create_dir_all(proc.path().join("1/root/etc")).unwrap();
+        std::fs::create_dir_all(proc.path().join("2/root/etc/resolv.conf")).unwrap();
+        let err = read_resolv_conf(&root, &[1, 2]).unwrap_err();
+        assert!(err.contains("2/root/etc/resolv.conf"), "{err}");
+        assert!(err.contains("not a regular file"), "{err}");
+        // pid 3 has one: it is read after the others failed.
+        std::fs::create_dir_all(proc.path().join("3/root/etc")).unwrap();
+        std::fs::write(
+            proc.path().join("3/root/etc/resolv.conf"),
+            "nameserver 10.96.0.10\nsearch a.svc.cluster.local svc.cluster.local cluster.local\n",
+        )
+        .unwrap();
+        let (pid, conf) = read_resolv_conf(&root, &[1, 2, 3]).unwrap();
+        assert_eq!(pid, 3);
+        assert_eq!(conf.cluster_domain(), Some("cluster.local"));
+        let none = read_resolv_conf(&root, &[]).unwrap_err();
+        assert!(none.contains("no process"), "{none}");
+        let missing = read_resolv_conf(&root, &[1]).unwrap_err();
+        assert!(missing.contains("1/root"), "{missing}");
+    }
+}

@@ -1,0 +1,117 @@
+//! Reading one cgroup's CPU files, v1 and v2; every error names the file.
+
+use super::{parse_cpu_max, parse_cpu_stat, parse_v1_quota, CpuQuota, CpuStat};
+use crate::kernel::{read_optional, read_string, ReadError};
+use std::io;
+use std::path::Path;
+
+/// What one cgroup says about CPU bandwidth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuCgroupFiles {
+    pub quota: Option<CpuQuota>,
+    pub stat: CpuStat,
+}
+
+fn bad_data(path: &Path, message: String) -> ReadError {
+    ReadError {
+        path: path.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::InvalidData, message),
+    }
+}
+
+fn read_cpu_stat(path: &Path) -> Result<CpuStat, ReadError> {
+    parse_cpu_stat(&read_string(path)?).map_err(|m| bad_data(path, m))
+}
+
+/// Reads a v1 cgroup: `cpu_dir` in the cpu hierarchy, `cpuacct_dir` the same cgroup in
+/// the cpuacct hierarchy (the same directory when co-mounted). A kernel without
+/// CONFIG_CFS_BANDWIDTH has no quota files: no quota, zero counters.
+pub fn read_v1(cpu_dir: &Path, cpuacct_dir: Option<&Path>) -> Result<CpuCgroupFiles, ReadError> {
+    let mut stat = read_cpu_stat(&cpu_dir.join("cpu.stat"))?;
+    let quota_path = cpu_dir.join("cpu.cfs_quota_us");
+    let quota = match (
+        read_optional(&quota_path),
+        read_optional(&cpu_dir.join("cpu.cfs_period_us")),
+    ) {
+        (Some(q), Some(p)) => parse_v1_quota(&q, &p).map_err(|m| bad_data(&quota_path, m))?,
+        _ => None,
+    };
+    if let Some(dir) = cpuacct_dir {
+        let usage_path = dir.join("cpuacct.usage");
+        stat.usage_ns = match read_optional(&usage_path) {
+            Some(u) => Some(u.parse().map_err(|e| {
+                bad_data(&usage_path, format!("expected nanoseconds, got {u:?}: {e}"))
+            })?),
+            None => None,
+        };
+    }
+    Ok(CpuCgroupFiles { quota, stat })
+}
+
+/// Reads a v2 cgroup. `cpu.max` is missing where the parent has not enabled the cpu
+/// controller for its children: no quota.
+pub fn read_v2(dir: &Path) -> Result<CpuCgroupFiles, ReadError> {
+    let stat = read_cpu_stat(&dir.join("cpu.stat"))?;
+    let max_path = dir.join("cpu.max");
+    let quota = match read_optional(&max_path) {
+        Some(text) => parse_cpu_max(&text).map_err(|m| bad_data(&max_path, m))?,
+        None => None,
+    };
+    Ok(CpuCgroupFiles { quota, stat })
+}
+
+/// The controllers a v2 cgroup offers (`cgroup.controllers` of the root).
+pub fn v2_controllers(root: &Path) -> Result<Vec<String>, ReadError> {
+    Ok(read_string(&root.join("cgroup.controllers"))?
+        .split_whitespace()
+        .map(str::to_string)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(t.path().join(name), text).unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn v1_with_and_without_bandwidth_files() {
+        let t = dir(&[
+            (
+                "cpu.stat",
+                "nr_periods 5\nnr_throttled 2\nthrottled_time 7\n",
+            ),
+            ("cpu.cfs_quota_us", "50000\n"),
+            ("cpu.cfs_period_us", "100000\n"),
+            ("cpuacct.usage", "123456\n"),
+        ]);
+        let f = read_v1(t.path(), Some(t.path())).unwrap();
+        assert_eq!(f.quota.unwrap().cores(), 0.5);
+        assert_eq!((f.stat.nr_throttled, f.stat.usage_ns), (2, Some(123_456)));
+        let bare = dir(&[("cpu.stat", "nr_periods 0\n")]);
+        let f = read_v1(bare.path(), None).unwrap();
+        assert_eq!((f.quota, f.stat.usage_ns), (None, None));
+    }
+
+    #[test]
+    fn errors_name_the_file_that_was_wrong() {
+        let t = dir(&[("cpu.stat", "nr_periods 0\n"), ("cpuacct.usage", "lots\n")]);
+        let e = read_v1(t.path(), Some(t.path())).unwrap_err();
+        assert_eq!(e.path, t.path().join("cpuacct.usage"));
+        assert!(e.to_string().contains("expected nanoseconds"), "{e}");
+        let t = dir(&[("cpu.stat", "usage_usec 1\n"), ("cpu.max", "lots 100000\n")]);
+        let e = read_v2(t.path()).unwrap_err();
+        assert_eq!(e.path, t.path().join("cpu.max"));
+        let t = dir(&[]);
+        let e = read_v2(t.path()).unwrap_err();
+        assert!(e.is_not_found());
+        assert_eq!(e.path, t.path().join("cpu.stat"));
+        assert!(v2_controllers(t.path()).unwrap_err().is_not_found());
+    }
+}

@@ -1,0 +1,15 @@
+//! cgroup CPU bandwidth, v1 and v2: where the hierarchies are mounted, how a pod's
+//! cgroups sit in them, and the files of one cgroup. Parsers are pure; readers take
+//! the directory of one cgroup.
+
+mod files;
+mod hierarchy;
+mod quota;
+mod stat;
+mod tree;
+
+pub use files::{read_v1, read_v2, v2_controllers, CpuCgroupFiles};
+pub use hierarchy::{cpu_hierarchy, CpuHierarchy};
+pub use quota::{parse_cpu_max, parse_v1_quota, CpuQuota};
+pub use stat::{parse_cpu_stat, CpuStat};
+pub use tree::{cgroup_dir, child_cgroups, find_kubepods};
