@@ -8,7 +8,7 @@ use crate::kernel::ethtool::{EthtoolSocket, LinkModes};
 use crate::kernel::net_class::{self, Duplex, NicCounters};
 use crate::kernel::rtnetlink::Link;
 use crate::kernel::ReadError;
-use crate::sample::{CollectError, Sample, Unavailable};
+use crate::sample::{CollectError, Compacted, Sample, Unavailable};
 use serde::Serialize;
 use std::path::Path;
 
@@ -49,6 +49,21 @@ impl Sample for NicSample {
 
     fn unavailable(&self) -> &[Unavailable] {
         &self.unavailable
+    }
+
+    /// The physical NICs: nic_errors compares their counters over the window; every
+    /// other reader (the other NIC rules, metrics, the report) takes the newest
+    /// sample. A node's hundreds of veths are not kept.
+    fn compact(&self) -> Compacted<Self> {
+        Compacted::Part(NicSample {
+            interfaces: self
+                .interfaces
+                .iter()
+                .filter(|n| n.class == NicClass::Physical)
+                .cloned()
+                .collect(),
+            unavailable: Vec::new(),
+        })
     }
 }
 
