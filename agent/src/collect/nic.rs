@@ -6,7 +6,7 @@ use super::Collector;
 use crate::host::HostRoot;
 use crate::kernel::ethtool::{EthtoolSocket, LinkModes};
 use crate::kernel::net_class::{self, Duplex, NicCounters};
-use crate::kernel::rtnetlink::Link;
+use crate::kernel::rtnetlink::{Link, LinkStats};
 use crate::kernel::ReadError;
 use crate::sample::{CollectError, Compacted, Sample, Unavailable};
 use serde::Serialize;
@@ -140,10 +140,11 @@ impl Collector for NicCollector {
             self.open_ethtool(&mut unavailable);
             match self.dump_links() {
                 Ok(links) => {
+                    let interfaces = self.nics_of_links(links, &mut unavailable);
                     return Ok(NicSample {
-                        interfaces: self.nics_of_links(links),
+                        interfaces,
                         unavailable,
-                    })
+                    });
                 }
                 Err(e) => unavailable.push(Unavailable::new(
                     "rtnetlink link kinds",
@@ -151,8 +152,9 @@ impl Collector for NicCollector {
                 )),
             }
         }
+        let interfaces = self.nics_from_sysfs(&mut unavailable)?;
         Ok(NicSample {
-            interfaces: self.nics_from_sysfs()?,
+            interfaces,
             unavailable,
         })
     }
@@ -182,18 +184,28 @@ impl NicCollector {
         }
     }
 
-    fn nics_of_links(&mut self, mut links: Vec<Link>) -> Vec<Nic> {
+    fn nics_of_links(
+        &mut self,
+        mut links: Vec<Link>,
+        unavailable: &mut Vec<Unavailable>,
+    ) -> Vec<Nic> {
         links.sort_by(|a, b| a.name.cmp(&b.name));
-        links.into_iter().map(|l| self.nic_of_link(l)).collect()
+        let mut unreadable = Vec::new();
+        let nics = links
+            .into_iter()
+            .map(|l| self.nic_of_link(l, &mut unreadable))
+            .collect();
+        unavailable.extend(unreadable.iter().map(Unavailable::unreadable));
+        nics
     }
 
-    fn nic_of_link(&mut self, l: Link) -> Nic {
+    fn nic_of_link(&mut self, l: Link, unreadable: &mut Vec<ReadError>) -> Nic {
         // A physical NIC sits on a device: the kernel says so since 5.16, sysfs always.
         // A veth never does, so a node's many veths cost no sysfs read at all.
         let physical = l.parent_device.is_some()
             || (l.kind.as_deref() != Some("veth") && net_class::has_device(&self.root, &l.name));
         let (class, kind, speed_mbps, duplex, (link_modes, link_modes_error)) = if physical {
-            let attrs = net_class::read_physical(&self.root, &l.name);
+            let attrs = net_class::read_physical(&self.root, &l.name, unreadable);
             let modes = self.link_modes(&l.name);
             let kind = attrs.driver;
             (
@@ -207,10 +219,11 @@ impl NicCollector {
             let kind = l
                 .kind
                 .clone()
-                .or_else(|| sysfs_kind(&net_class::read(&self.root, &l.name)));
+                .or_else(|| sysfs_kind(&net_class::read(&self.root, &l.name, unreadable)));
             (NicClass::Virtual, kind, None, None, (None, None))
         };
-        let stats = l.stats.unwrap_or_default();
+        // No stats attribute: counters unknown, not 0.
+        let stat = |f: fn(&LinkStats) -> u64| l.stats.as_ref().map(f);
         Nic {
             class,
             kind,
@@ -222,12 +235,12 @@ impl NicCollector {
             duplex,
             mtu: l.mtu.map(u64::from),
             counters: NicCounters {
-                rx_packets: stats.rx_packets,
-                tx_packets: stats.tx_packets,
-                rx_errors: stats.rx_errors,
-                tx_errors: stats.tx_errors,
-                rx_dropped: stats.rx_dropped,
-                tx_dropped: stats.tx_dropped,
+                rx_packets: stat(|s| s.rx_packets),
+                tx_packets: stat(|s| s.tx_packets),
+                rx_errors: stat(|s| s.rx_errors),
+                tx_errors: stat(|s| s.tx_errors),
+                rx_dropped: stat(|s| s.rx_dropped),
+                tx_dropped: stat(|s| s.tx_dropped),
             },
             link_modes,
             link_modes_error,
@@ -235,11 +248,15 @@ impl NicCollector {
         }
     }
 
-    fn nics_from_sysfs(&mut self) -> Result<Vec<Nic>, CollectError> {
+    fn nics_from_sysfs(
+        &mut self,
+        unavailable: &mut Vec<Unavailable>,
+    ) -> Result<Vec<Nic>, CollectError> {
         let names = net_class::list(&self.root).map_err(class_dir_error)?;
         let mut interfaces = Vec::with_capacity(names.len());
+        let mut unreadable = Vec::new();
         for name in names {
-            let sys = net_class::read(&self.root, &name);
+            let sys = net_class::read(&self.root, &name, &mut unreadable);
             let class = if sys.physical {
                 NicClass::Physical
             } else {
@@ -266,6 +283,7 @@ impl NicCollector {
                 name,
             });
         }
+        unavailable.extend(unreadable.iter().map(Unavailable::unreadable));
         Ok(interfaces)
     }
 }

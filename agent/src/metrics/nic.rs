@@ -7,7 +7,7 @@ use crate::store::Snapshot;
 const BYTES_PER_MBIT: f64 = 125_000.0;
 
 /// (metric name, help, which counter)
-type CounterDef = (&'static str, &'static str, fn(&NicCounters) -> u64);
+type CounterDef = (&'static str, &'static str, fn(&NicCounters) -> Option<u64>);
 
 pub fn render(snap: &Snapshot, e: &mut Encoder) {
     let Some((_, s)) = snap.latest::<NicSample>() else {
@@ -124,8 +124,11 @@ pub fn render(snap: &Snapshot, e: &mut Encoder) {
             Kind::Counter,
             &format!("{help} (/sys/class/net/*/statistics)."),
         );
+        // A counter that did not read has no series, rather than a false 0.
         for n in nics {
-            e.sample(name, &[("interface", &n.name)], get(&n.counters) as f64);
+            if let Some(v) = get(&n.counters) {
+                e.sample(name, &[("interface", &n.name)], v as f64);
+            }
         }
     }
 }

@@ -201,7 +201,7 @@ fn host_links_from_sysfs(root: &HostRoot) -> Vec<Link> {
     names
         .iter()
         .map(|name| {
-            let s = net_class::read(root, name);
+            let s = net_class::read(root, name, &mut Vec::new());
             let index = s.ifindex.unwrap_or(0) as u32;
             let iflink = s.iflink.map(|i| i as u32);
             let veth_like = !s.physical
@@ -228,18 +228,23 @@ fn host_links_from_sysfs(root: &HostRoot) -> Vec<Link> {
                 carrier: s.carrier,
                 link_type: 0,
                 parent_device: None,
-                stats: Some(LinkStats {
-                    rx_packets: s.counters.rx_packets,
-                    tx_packets: s.counters.tx_packets,
-                    rx_errors: s.counters.rx_errors,
-                    tx_errors: s.counters.tx_errors,
-                    rx_dropped: s.counters.rx_dropped,
-                    tx_dropped: s.counters.tx_dropped,
-                    ..LinkStats::default()
-                }),
+                stats: sysfs_stats(&s.counters),
             }
         })
         .collect()
+}
+
+/// Counters from sysfs, when every one of them read.
+fn sysfs_stats(c: &net_class::NicCounters) -> Option<LinkStats> {
+    Some(LinkStats {
+        rx_packets: c.rx_packets?,
+        tx_packets: c.tx_packets?,
+        rx_errors: c.rx_errors?,
+        tx_errors: c.tx_errors?,
+        rx_dropped: c.rx_dropped?,
+        tx_dropped: c.tx_dropped?,
+        ..LinkStats::default()
+    })
 }
 
 /// Each host-side veth with where its peer is and whose pod that is; records each
