@@ -183,7 +183,7 @@ pct() { # pct FILE Q: the Q quantile of seconds, in ms
   sort -n "$1" | awk -v q="$2" '{ v[NR] = $1 } END { i = int(NR * q + 0.999); if (i < 1) i = 1; printf "%.1f", v[i] * 1000 }'
 }
 
-collectors=(nic netns cgroup pressure disk conntrack kmsg)
+collectors=(nic netns cgroup pressure disk conntrack kmsg dns)
 hz=$(getconf CLK_TCK)
 summary=()
 
