@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 pub mod caps;
 pub mod conntrack;
 pub mod dns;
+pub mod mount;
 pub mod pki;
 pub mod veth;
 pub mod web;
@@ -287,6 +288,55 @@ pub fn promtool_check(metrics: &str) {
     assert!(
         out.status.success(),
         "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The value of one series (`name{labels}` exactly as exposed) in a text scrape.
+pub fn series_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let value = l.strip_prefix(series)?.strip_prefix(' ')?;
+        value.split(' ').next()?.parse().ok()
+    })
+}
+
+/// The Prometheus Python client's OpenMetrics parser on a scrape: it checks what
+/// `promtool check metrics` cannot (promtool 2.42 reads the 0.0.4 text format only,
+/// and takes OpenMetrics' `# TYPE x counter` for a family apart from `x_total`): the
+/// `# EOF`, counter and unit suffixes, histogram buckets and their `+Inf`.
+pub fn openmetrics_check(metrics: &str) {
+    use std::io::Write;
+    const CHECK: &str = "import sys\n\
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\n\
+n = sum(1 for _ in parse(sys.stdin.read()))\n\
+print(n, 'families')\n";
+    let have = Command::new("python3")
+        .args(["-c", "import prometheus_client.openmetrics.parser"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        skip("python3 with prometheus_client (pip install prometheus-client) checks OpenMetrics");
+        return;
+    }
+    let mut child = Command::new("python3")
+        .args(["-c", CHECK])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "OpenMetrics parser: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
