@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::conntrack::{have, Netns};
+use common::conntrack::{have, ConntrackMax, Netns};
 use common::veth::Pod;
 use common::{in_netns, skip, CrossProcessLock};
 use nodediag::collect::conntrack_top::{Owners, TopBuilder};
@@ -98,7 +98,7 @@ fn lab(tag: &str) -> Option<Lab> {
         skip("nft not installed");
         return None;
     }
-    let lock = CrossProcessLock::acquire("nf_conntrack_max");
+    let lock = ConntrackMax::unchanged();
     let node = Netns::new(&format!("ctd{tag}-node"))?;
     track_everything(&node);
     let a = Pod::attach(&node, &format!("ctd{tag}-a"), 0)?;

@@ -54,13 +54,28 @@ impl dyn AnySample + '_ {
 pub struct Unavailable {
     pub what: String,
     pub hint: String,
+    /// The part exists on this host but could not be read or parsed: a defect to look
+    /// at, not a feature the host lacks. `check` cannot vouch for its findings then.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
 }
 
 impl Unavailable {
+    /// A part the host does not have (an old kernel, a module not loaded).
     pub fn new(what: impl Into<String>, hint: impl Into<String>) -> Self {
         Self {
             what: what.into(),
             hint: hint.into(),
+            unreadable: false,
+        }
+    }
+
+    /// A file that is there but did not read or parse, named with its problem.
+    pub fn unreadable(e: &crate::kernel::ReadError) -> Self {
+        Self {
+            what: e.path.display().to_string(),
+            hint: e.source.to_string(),
+            unreadable: true,
         }
     }
 }

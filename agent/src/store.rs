@@ -153,6 +153,19 @@ impl Snapshot {
             .collect()
     }
 
+    /// Parts of the latest samples that exist on the host but did not read, by
+    /// collector: what a report cannot vouch for.
+    pub fn unreadable_parts(&self) -> impl Iterator<Item = (&'static str, &Unavailable)> {
+        self.collectors.iter().flat_map(|(name, c)| {
+            c.latest()
+                .filter(|_| c.is_ok())
+                .into_iter()
+                .flat_map(|s| s.sample.unavailable().iter())
+                .filter(|u| u.unreadable)
+                .map(move |u| (*name, u))
+        })
+    }
+
     pub fn ready(&self) -> bool {
         self.not_ready().is_empty()
     }
@@ -217,7 +230,7 @@ impl Store {
                     state.history.pop_front();
                 }
             }
-            Err(CollectError::Unavailable(Unavailable { what, hint })) => {
+            Err(CollectError::Unavailable(Unavailable { what, hint, .. })) => {
                 state.status = Status::Unavailable { what, hint };
             }
             Err(e) => {

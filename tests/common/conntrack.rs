@@ -132,33 +132,50 @@ impl Drop for Netns {
     }
 }
 
+const MAX_PATH: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+
 /// Lowers the global `nf_conntrack_max` and restores it on drop, holding a
 /// cross-process lock meanwhile so two tests never lower and restore it over each
 /// other. The limit applies to each namespace's own count, so the host's table is
 /// only affected if it already holds more entries than the temporary limit.
+///
+/// The value to restore is also written to a journal beside the lock: a test
+/// process killed while holding the limit low (a timeout, ^C) cannot restore it,
+/// so the next holder does, before anything else reads the limit.
 pub struct ConntrackMax {
-    path: &'static str,
     old: String,
     _lock: CrossProcessLock,
 }
 
 impl ConntrackMax {
     pub fn set(v: u64) -> ConntrackMax {
-        let lock = CrossProcessLock::acquire("nf_conntrack_max");
-        let path = "/proc/sys/net/netfilter/nf_conntrack_max";
-        let old = std::fs::read_to_string(path).expect("nf_conntrack_max");
-        std::fs::write(path, v.to_string()).expect("lower nf_conntrack_max");
-        ConntrackMax {
-            path,
-            old,
-            _lock: lock,
-        }
+        let lock = Self::unchanged();
+        let old = std::fs::read_to_string(MAX_PATH).expect("nf_conntrack_max");
+        std::fs::write(journal(), old.trim()).expect("journal nf_conntrack_max");
+        std::fs::write(MAX_PATH, v.to_string()).expect("lower nf_conntrack_max");
+        ConntrackMax { old, _lock: lock }
     }
+
+    /// The lock alone, for tests that need the limit left as the host has it while
+    /// they run; a limit left low by a killed run is restored first.
+    pub fn unchanged() -> CrossProcessLock {
+        let lock = CrossProcessLock::acquire("nf_conntrack_max");
+        if let Ok(saved) = std::fs::read_to_string(journal()) {
+            std::fs::write(MAX_PATH, saved.trim()).expect("restore nf_conntrack_max");
+            let _ = std::fs::remove_file(journal());
+        }
+        lock
+    }
+}
+
+fn journal() -> std::path::PathBuf {
+    std::env::temp_dir().join("nodediag-test-nf_conntrack_max.saved")
 }
 
 impl Drop for ConntrackMax {
     fn drop(&mut self) {
         // drop() runs before the fields are dropped: restored, then unlocked.
-        let _ = std::fs::write(self.path, self.old.trim());
+        let _ = std::fs::write(MAX_PATH, self.old.trim());
+        let _ = std::fs::remove_file(journal());
     }
 }

@@ -220,6 +220,10 @@ fn exit_code(snap: &Snapshot, needed: &BTreeSet<&str>) -> i32 {
     if snap.failed_rules().any(|(n, _)| needed.contains(n)) {
         return EXIT_UNKNOWN;
     }
+    // A file that is there but did not read: its findings cannot be vouched for.
+    if snap.unreadable_parts().any(|(n, _)| needed.contains(n)) {
+        return EXIT_UNKNOWN;
+    }
     let relevant: Vec<&Status> = snap
         .collectors
         .iter()

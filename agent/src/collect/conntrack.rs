@@ -292,13 +292,16 @@ impl Collector for ConntrackCollector {
                     stats = Some(s);
                     source = Some(StatsSource::Procfs);
                 }
-                Err(e) => unavailable.push(Unavailable::new(
+                // Only a missing file is about the kernel's build; one that does not
+                // parse is named with its problem.
+                Err(e) if e.is_not_found() => unavailable.push(Unavailable::new(
                     "/proc/net/stat/nf_conntrack",
                     format!(
                         "{e}: kernels since 5.15.65 are often built without \
                          CONFIG_NF_CONNTRACK_PROCFS; grant CAP_NET_ADMIN for ctnetlink"
                     ),
                 )),
+                Err(e) => unavailable.push(Unavailable::unreadable(&e)),
             }
         }
         let peak = self.peak(table.entries, table.max, &mut unavailable);
@@ -307,7 +310,13 @@ impl Collector for ConntrackCollector {
         Ok(ConntrackSample {
             entries: table.entries,
             max: table.max,
-            buckets: table.buckets,
+            buckets: match conntrack::read_buckets(&self.root) {
+                Ok(b) => b,
+                Err(e) => {
+                    unavailable.push(Unavailable::unreadable(&e));
+                    None
+                }
+            },
             stats,
             stats_source: source,
             peak,

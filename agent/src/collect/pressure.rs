@@ -8,7 +8,7 @@ use crate::kernel::limits::{self, FileNr};
 use crate::kernel::meminfo::{self, KubeletAvailable};
 use crate::kernel::neigh::{self, NeighStats};
 use crate::kernel::psi::{self, Psi};
-use crate::kernel::{read_optional, read_optional_u64, read_string, vmstat};
+use crate::kernel::{read_string, read_u64_if_present, vmstat, ReadError};
 use crate::sample::{CollectError, Sample, Unavailable};
 use serde::Serialize;
 use std::path::Path;
@@ -139,7 +139,8 @@ impl Collector for PressureCollector {
         let memory = MemorySignal {
             total_bytes: mem.total,
             available_bytes: mem.available,
-            kubelet_available: meminfo::kubelet_available(root, &mem),
+            kubelet_available: noted(meminfo::kubelet_available(root, &mem), &mut unavailable)
+                .flatten(),
         };
         if mem.available.is_none() {
             unavailable.push(Unavailable::new(
@@ -156,29 +157,25 @@ impl Collector for PressureCollector {
         );
         let inotify = read_inotify(root, &mut unavailable);
         let neighbors = read_neighbors(root, &mut unavailable);
+        let ip_forward = root.proc(&["sys", "net", "ipv4", "ip_forward"]);
         let forwarding = Forwarding {
-            ipv4_forward: read_optional_u64(&root.proc(&["sys", "net", "ipv4", "ip_forward"])),
-            bridge_nf_call_iptables: read_optional_u64(&root.proc(&[
-                "sys",
-                "net",
-                "bridge",
-                "bridge-nf-call-iptables",
-            ])),
+            ipv4_forward: optional_u64(
+                &ip_forward,
+                Some((
+                    "net.ipv4.ip_forward",
+                    "missing: forwarding_disabled cannot be judged",
+                )),
+                &mut unavailable,
+            ),
+            // Missing until br_netfilter is loaded, which is fine: nothing bridged is
+            // filtered then.
+            bridge_nf_call_iptables: optional_u64(
+                &root.proc(&["sys", "net", "bridge", "bridge-nf-call-iptables"]),
+                None,
+                &mut unavailable,
+            ),
         };
-        if forwarding.ipv4_forward.is_none() {
-            unavailable.push(Unavailable::new(
-                "net.ipv4.ip_forward",
-                "unreadable: forwarding_disabled cannot be judged",
-            ));
-        }
-        let oom_kills = read_optional(&root.proc(&["vmstat"]))
-            .and_then(|t| vmstat::vmstat_value(&t, "oom_kill"));
-        if oom_kills.is_none() {
-            unavailable.push(Unavailable::new(
-                "oom_kill in /proc/vmstat",
-                "needs Linux 4.13+: OOM kills are seen only in the kernel log (kmsg collector)",
-            ));
-        }
+        let oom_kills = read_oom_kills(root, &mut unavailable);
         Ok(PressureSample {
             memory,
             psi,
@@ -202,33 +199,94 @@ fn parsed<T>(
     parsed_or_explain(path, parse, None, unavailable)
 }
 
-/// `parsed`, with what an unreadable file means added to its hint.
+/// `parsed`, with what one errno means added to the hint when the read fails with it.
 fn parsed_or_explain<T>(
     path: &Path,
     parse: impl Fn(&str) -> Result<T, String>,
-    unreadable_means: Option<&str>,
+    unreadable_means: Option<(i32, &str)>,
     unavailable: &mut Vec<Unavailable>,
 ) -> Option<T> {
     match read_string(path) {
         Ok(text) => match parse(&text) {
             Ok(v) => Some(v),
             Err(e) => {
-                unavailable.push(Unavailable::new(
-                    path.display().to_string(),
-                    format!("malformed: {e}"),
-                ));
+                let e = ReadError::invalid(path, format!("malformed: {e}"));
+                unavailable.push(Unavailable::unreadable(&e));
                 None
             }
         },
         Err(e) => {
-            let hint = match unreadable_means {
-                Some(means) => format!("{}: {means}", e.source),
-                None => e.source.to_string(),
-            };
-            unavailable.push(Unavailable::new(path.display().to_string(), hint));
+            unavailable.push(match unreadable_means {
+                Some((errno, means)) if e.source.raw_os_error() == Some(errno) => {
+                    Unavailable::new(path.display().to_string(), format!("{}: {means}", e.source))
+                }
+                _ if e.is_not_found() => {
+                    Unavailable::new(path.display().to_string(), e.source.to_string())
+                }
+                _ => Unavailable::unreadable(&e),
+            });
             None
         }
     }
+}
+
+/// A value worth having that the host may rightly lack: absent then, with the hint
+/// when there is one; a file that exists but does not read is named with its problem.
+fn optional_u64(
+    path: &Path,
+    missing_means: Option<(&str, &str)>,
+    unavailable: &mut Vec<Unavailable>,
+) -> Option<u64> {
+    match read_u64_if_present(path) {
+        Ok(Some(v)) => Some(v),
+        Ok(None) => {
+            if let Some((what, means)) = missing_means {
+                unavailable.push(Unavailable::new(what, means));
+            }
+            None
+        }
+        Err(e) => {
+            unavailable.push(Unavailable::unreadable(&e));
+            None
+        }
+    }
+}
+
+/// A read that may fail without costing the sample: the failure is noted, naming its
+/// file.
+fn noted<T>(r: Result<T, ReadError>, unavailable: &mut Vec<Unavailable>) -> Option<T> {
+    r.map_err(|e| unavailable.push(Unavailable::unreadable(&e)))
+        .ok()
+}
+
+/// `oom_kill` of /proc/vmstat: missing from kernels before 4.13, which is said as
+/// such; a vmstat that does not read, or an oom_kill that is not a number, is not.
+fn read_oom_kills(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Option<u64> {
+    let path = root.proc(&["vmstat"]);
+    let text = noted(read_string(&path), unavailable)?;
+    if !vmstat::looks_like_vmstat(&text) {
+        let e = ReadError::invalid(&path, "malformed: no `name value` lines");
+        unavailable.push(Unavailable::unreadable(&e));
+        return None;
+    }
+    if !text
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some("oom_kill"))
+    {
+        unavailable.push(Unavailable::new(
+            "oom_kill in /proc/vmstat",
+            "needs Linux 4.13+: OOM kills are seen only in the kernel log (kmsg collector)",
+        ));
+        return None;
+    }
+    let value = vmstat::vmstat_value(&text, "oom_kill");
+    if value.is_none() {
+        unavailable.push(Unavailable::unreadable(&ReadError::invalid(
+            &path,
+            "the oom_kill line holds no number",
+        )));
+    }
+    value
 }
 
 fn read_psi(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> PsiSignals {
@@ -248,7 +306,7 @@ fn read_psi(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> PsiSignals {
         parsed_or_explain(
             &root.proc(&["pressure", name]),
             psi::parse_psi,
-            Some("PSI is disabled (boot with psi=1)"),
+            Some((libc::EOPNOTSUPP, "PSI is disabled (boot with psi=1)")),
             unavailable,
         )
     };
@@ -265,21 +323,19 @@ fn read_tasks(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Option<Tas
         limits::parse_loadavg_tasks,
         unavailable,
     )?;
-    let pid_max_path = root.proc(&["sys", "kernel", "pid_max"]);
-    let Some(pid_max) = read_optional_u64(&pid_max_path) else {
-        unavailable.push(Unavailable::new(
-            pid_max_path.display().to_string(),
-            "unreadable: pid_exhaustion cannot be judged",
-        ));
-        return None;
-    };
-    let threads_max = read_optional_u64(&root.proc(&["sys", "kernel", "threads-max"]));
-    if threads_max.is_none() {
-        unavailable.push(Unavailable::new(
+    let pid_max = optional_u64(
+        &root.proc(&["sys", "kernel", "pid_max"]),
+        Some(("kernel.pid_max", "missing: pid_exhaustion cannot be judged")),
+        unavailable,
+    )?;
+    let threads_max = optional_u64(
+        &root.proc(&["sys", "kernel", "threads-max"]),
+        Some((
             "kernel.threads-max",
             "not exposed here: tasks are compared with pid_max only",
-        ));
-    }
+        )),
+        unavailable,
+    );
     Some(TaskSignal {
         tasks,
         pid_max,
@@ -289,13 +345,14 @@ fn read_tasks(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Option<Tas
 
 fn read_inotify(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Option<InotifySignal> {
     let dir = |n: &str| root.proc(&["sys", "fs", "inotify", n]);
-    let Some(max_user_instances) = read_optional_u64(&dir("max_user_instances")) else {
-        unavailable.push(Unavailable::new(
+    let max_user_instances = optional_u64(
+        &dir("max_user_instances"),
+        Some((
             "fs.inotify.max_user_instances",
-            "unreadable (kernel without CONFIG_INOTIFY_USER?): inotify is not checked",
-        ));
-        return None;
-    };
+            "missing (kernel without CONFIG_INOTIFY_USER?): inotify is not checked",
+        )),
+        unavailable,
+    )?;
     let usage = match inotify::scan(root) {
         Ok(u) => u,
         Err(e) => {
@@ -314,7 +371,7 @@ fn read_inotify(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Option<I
     }
     Some(InotifySignal {
         max_user_instances,
-        max_user_watches: read_optional_u64(&dir("max_user_watches")),
+        max_user_watches: optional_u64(&dir("max_user_watches"), None, unavailable),
         usage,
     })
 }
@@ -330,20 +387,15 @@ fn read_neighbors(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Vec<Ne
             Ok(text) => match neigh::parse_neigh_stat(&text) {
                 Ok(s) => s,
                 Err(e) => {
-                    unavailable.push(Unavailable::new(
-                        path.display().to_string(),
-                        format!("malformed: {e}"),
-                    ));
+                    let e = ReadError::invalid(&path, format!("malformed: {e}"));
+                    unavailable.push(Unavailable::unreadable(&e));
                     continue;
                 }
             },
             // No IPv6 (ipv6.disable=1) is normal; a missing IPv4 table is not.
             Err(e) if e.is_not_found() && family == "ipv6" => continue,
             Err(e) => {
-                unavailable.push(Unavailable::new(
-                    path.display().to_string(),
-                    e.source.to_string(),
-                ));
+                unavailable.push(Unavailable::unreadable(&e));
                 continue;
             }
         };
@@ -351,14 +403,11 @@ fn read_neighbors(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Vec<Ne
             family,
             entries: stats.entries,
             table_fulls: stats.table_fulls,
-            gc_thresh3: read_optional_u64(&root.proc(&[
-                "sys",
-                "net",
-                sysctl_dir,
-                "neigh",
-                "default",
-                "gc_thresh3",
-            ])),
+            gc_thresh3: optional_u64(
+                &root.proc(&["sys", "net", sysctl_dir, "neigh", "default", "gc_thresh3"]),
+                None,
+                unavailable,
+            ),
         });
     }
     out

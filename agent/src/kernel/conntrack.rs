@@ -1,7 +1,7 @@
 //! Conntrack table size (`/proc/sys/net/netfilter`) and the per-CPU statistics file
 //! `/proc/net/stat/nf_conntrack`, whose columns differ between kernels.
 
-use super::{read_string, read_u64, ReadError};
+use super::{read_string, read_u64, read_u64_if_present, ReadError};
 use crate::host::HostRoot;
 use serde::Serialize;
 
@@ -69,14 +69,20 @@ impl ConntrackStats {
     }
 }
 
-/// Reads the table size. `Err` with a not-found error means conntrack is not loaded.
+/// Reads the table size (`buckets` apart, see `read_buckets`). `Err` with a not-found
+/// error means conntrack is not loaded.
 pub fn read_table(root: &HostRoot) -> Result<ConntrackTable, ReadError> {
     let dir = |name: &str| root.proc(&["sys", "net", "netfilter", name]);
     Ok(ConntrackTable {
         entries: read_u64(&dir("nf_conntrack_count"))?,
         max: read_u64(&dir("nf_conntrack_max"))?,
-        buckets: read_u64(&dir("nf_conntrack_buckets")).ok(),
+        buckets: None,
     })
+}
+
+/// The hash table's size, which old kernels do not show: None then.
+pub fn read_buckets(root: &HostRoot) -> Result<Option<u64>, ReadError> {
+    read_u64_if_present(&root.proc(&["sys", "net", "netfilter", "nf_conntrack_buckets"]))
 }
 
 pub fn read_proc_stats(root: &HostRoot) -> Result<ConntrackStats, ReadError> {

@@ -37,59 +37,82 @@ pub fn path(root: &HostRoot) -> PathBuf {
     root.proc(&["diskstats"])
 }
 
-/// Reads and parses `/proc/diskstats`; a file that does not parse is an
-/// `InvalidData` error naming it.
-pub fn read(root: &HostRoot) -> Result<Vec<DiskLine>, ReadError> {
-    let path = path(root);
-    let text = read_string(&path)?;
-    parse(&text).map_err(|e| ReadError {
-        path,
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-    })
+/// What `/proc/diskstats` held: the lines that parsed, and what was wrong with those
+/// that did not (at most a few), so one bad line costs that device only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiskStatsFile {
+    pub lines: Vec<DiskLine>,
+    pub bad_lines: Vec<String>,
+    pub bad_count: usize,
 }
 
-/// Parses the whole file. A line that is not numbers where numbers belong is an
-/// error naming the line; short partition lines of old kernels are skipped.
-pub fn parse(text: &str) -> Result<Vec<DiskLine>, String> {
-    let mut out = Vec::new();
+/// Bad lines described in full; past these only their number is kept.
+const BAD_LINES_KEPT: usize = 3;
+
+/// Reads and parses `/proc/diskstats`.
+pub fn read(root: &HostRoot) -> Result<DiskStatsFile, ReadError> {
+    Ok(parse(&read_string(&path(root))?))
+}
+
+/// Parses the whole file. A line that is not numbers where numbers belong is
+/// described (numbered, its text quoted short) and skipped; short partition lines of
+/// old kernels are skipped silently.
+pub fn parse(text: &str) -> DiskStatsFile {
+    let mut out = DiskStatsFile::default();
     for (i, line) in text.lines().enumerate() {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.is_empty() {
-            continue;
+        match parse_line(line) {
+            Ok(Some(l)) => out.lines.push(l),
+            Ok(None) => {}
+            Err(what) => {
+                out.bad_count += 1;
+                if out.bad_lines.len() < BAD_LINES_KEPT {
+                    out.bad_lines.push(format!(
+                        "line {}: {what}: {}",
+                        i + 1,
+                        crate::text::quote(line)
+                    ));
+                }
+            }
         }
-        let bad = |what: &str| format!("line {}: {what}: {line:?}", i + 1);
-        if cols.len() < 3 {
-            return Err(bad("expected major, minor and a device name"));
-        }
-        let major = cols[0].parse().map_err(|_| bad("major is not a number"))?;
-        let minor = cols[1].parse().map_err(|_| bad("minor is not a number"))?;
-        let fields: Vec<u64> = cols[3..]
-            .iter()
-            .map(|c| c.parse::<u64>())
-            .collect::<Result<_, _>>()
-            .map_err(|_| bad("a counter is not a number"))?;
-        if fields.len() < 11 {
-            continue;
-        }
-        let flush = fields.len() >= 17;
-        out.push(DiskLine {
-            major,
-            minor,
-            name: cols[2].to_string(),
-            stats: DiskStats {
-                reads_completed: fields[0],
-                read_time_ms: fields[3],
-                writes_completed: fields[4],
-                sectors_written: fields[6],
-                write_time_ms: fields[7],
-                in_progress: fields[8],
-                io_time_ms: fields[9],
-                flushes_completed: flush.then(|| fields[15]),
-                flush_time_ms: flush.then(|| fields[16]),
-            },
-        });
     }
-    Ok(out)
+    out
+}
+
+fn parse_line(line: &str) -> Result<Option<DiskLine>, &'static str> {
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    if cols.is_empty() {
+        return Ok(None);
+    }
+    if cols.len() < 3 {
+        return Err("expected major, minor and a device name");
+    }
+    let major = cols[0].parse().map_err(|_| "major is not a number")?;
+    let minor = cols[1].parse().map_err(|_| "minor is not a number")?;
+    let fields: Vec<u64> = cols[3..]
+        .iter()
+        .map(|c| c.parse::<u64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| "a counter is not a number")?;
+    if fields.len() < 11 {
+        return Ok(None);
+    }
+    let flush = fields.len() >= 17;
+    Ok(Some(DiskLine {
+        major,
+        minor,
+        name: cols[2].to_string(),
+        stats: DiskStats {
+            reads_completed: fields[0],
+            read_time_ms: fields[3],
+            writes_completed: fields[4],
+            sectors_written: fields[6],
+            write_time_ms: fields[7],
+            in_progress: fields[8],
+            io_time_ms: fields[9],
+            flushes_completed: flush.then(|| fields[15]),
+            flush_time_ms: flush.then(|| fields[16]),
+        },
+    }))
 }
 
 #[cfg(test)]
@@ -110,7 +133,7 @@ mod tests {
 
     #[test]
     fn flush_fields_are_read_from_kernel_5_5() {
-        let lines = parse(WITH_FLUSH).unwrap();
+        let lines = parse(WITH_FLUSH).lines;
         assert_eq!(lines.len(), 2);
         let vda = &lines[1];
         assert_eq!((vda.major, vda.minor, vda.name.as_str()), (254, 0, "vda"));
@@ -123,22 +146,33 @@ mod tests {
 
     #[test]
     fn older_formats_have_no_flush_fields() {
-        let sda = &parse(WITH_DISCARD).unwrap()[0];
+        let sda = &parse(WITH_DISCARD).lines[0];
         assert_eq!(sda.stats.writes_completed, 5000);
         assert_eq!(sda.stats.in_progress, 2);
         assert_eq!(sda.stats.flushes_completed, None);
-        let old = parse(OLD).unwrap();
+        let old = parse(OLD).lines;
         assert_eq!(old.len(), 1, "the 4-field partition line is skipped");
         assert_eq!(old[0].stats.io_time_ms, 7000);
         assert_eq!(old[0].stats.flush_time_ms, None);
     }
 
     #[test]
-    fn garbage_is_an_error_naming_the_line() {
-        let err = parse("8 0 sda 1 2 x 4 5 6 7 8 9 10 11\n").unwrap_err();
-        assert!(err.contains("line 1"), "{err}");
-        assert!(parse("8\n").is_err());
-        assert!(parse("\n\n").unwrap().is_empty());
+    fn a_bad_line_costs_that_line_only_and_is_named() {
+        let text = format!("8 0 sda 1 2 x 4 5 6 7 8 9 10 11\n8\n{WITH_DISCARD}");
+        let f = parse(&text);
+        assert_eq!(f.lines.len(), 1, "sda of the good line is kept");
+        assert_eq!(f.bad_count, 2);
+        assert!(
+            f.bad_lines[0].starts_with("line 1: a counter is not a number"),
+            "{f:?}"
+        );
+        assert!(
+            f.bad_lines[1].starts_with("line 2: expected major"),
+            "{f:?}"
+        );
+        let long = format!("8 0 sda {}\n", "9x".repeat(100_000));
+        assert!(parse(&long).bad_lines[0].len() < 200, "quoted short");
+        assert_eq!(parse("\n\n"), DiskStatsFile::default());
     }
 
     #[test]
@@ -154,11 +188,10 @@ mod tests {
             "8 0 sda x 1 2 3 4 5 6 7 8 9 10\n",
         )
         .unwrap();
-        let e = read(&root).unwrap_err();
-        assert_eq!(e.path, t.path().join("diskstats"));
-        assert_eq!(e.source.kind(), std::io::ErrorKind::InvalidData);
-        assert!(e.to_string().contains("line 1"), "{e}");
+        let f = read(&root).unwrap();
+        assert!(f.lines.is_empty());
+        assert!(f.bad_lines[0].contains("line 1"), "{f:?}");
         std::fs::write(t.path().join("diskstats"), OLD).unwrap();
-        assert_eq!(read(&root).unwrap().len(), 1);
+        assert_eq!(read(&root).unwrap().lines.len(), 1);
     }
 }

@@ -2,7 +2,7 @@
 //! working set of the root memory cgroup), which is what its MemoryPressure
 //! condition and eviction thresholds compare with.
 
-use super::{read_optional, read_string, ReadError};
+use super::{read_if_present, read_string, read_u64_if_present, ReadError};
 use crate::host::HostRoot;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -68,27 +68,36 @@ pub struct KubeletAvailable {
     pub source: KubeletAvailableSource,
 }
 
-pub fn kubelet_available(root: &HostRoot, mem: &MemInfo) -> Option<KubeletAvailable> {
-    let usage = read_optional(&root.sys(&["fs", "cgroup", "memory", "memory.usage_in_bytes"]))
-        .and_then(|s| s.parse::<u64>().ok());
-    let stat = read_optional(&root.sys(&["fs", "cgroup", "memory", "memory.stat"]));
+/// From the v1 root memory cgroup where it exists (as the kubelet does), else from
+/// meminfo. A root cgroup whose files exist but do not read is an error, not a quiet
+/// fall back to the other figure.
+pub fn kubelet_available(
+    root: &HostRoot,
+    mem: &MemInfo,
+) -> Result<Option<KubeletAvailable>, ReadError> {
+    let memcg = |f: &str| root.sys(&["fs", "cgroup", "memory", f]);
+    let usage = read_u64_if_present(&memcg("memory.usage_in_bytes"))?;
+    let stat_path = memcg("memory.stat");
+    let stat = read_if_present(&stat_path)?;
     if let (Some(usage), Some(stat)) = (usage, stat) {
-        if let Some(inactive) = stat_value(&stat, "total_inactive_file") {
-            return Some(kubelet_from(
-                mem.total,
-                usage,
-                inactive,
-                KubeletAvailableSource::CgroupV1Root,
-            ));
-        }
+        let inactive = stat_value(&stat, "total_inactive_file").ok_or_else(|| {
+            ReadError::invalid(&stat_path, "no total_inactive_file line with a number")
+        })?;
+        return Ok(Some(kubelet_from(
+            mem.total,
+            usage,
+            inactive,
+            KubeletAvailableSource::CgroupV1Root,
+        )));
     }
-    let inactive = mem.inactive_file?;
-    Some(kubelet_from(
-        mem.total,
-        mem.total.saturating_sub(mem.free),
-        inactive,
-        KubeletAvailableSource::Meminfo,
-    ))
+    Ok(mem.inactive_file.map(|inactive| {
+        kubelet_from(
+            mem.total,
+            mem.total.saturating_sub(mem.free),
+            inactive,
+            KubeletAvailableSource::Meminfo,
+        )
+    }))
 }
 
 fn kubelet_from(
@@ -150,7 +159,7 @@ mod tests {
         };
         let mem = parse_meminfo(MODERN).unwrap();
         // cgroup v2 (or no memory controller): MemTotal - (MemTotal - MemFree - Inactive(file))
-        let v2 = kubelet_available(&root, &mem).unwrap();
+        let v2 = kubelet_available(&root, &mem).unwrap().unwrap();
         assert_eq!(v2.source, KubeletAvailableSource::Meminfo);
         assert_eq!(v2.bytes, (15829924 + 6193032) * 1024);
         let cg = dir.path().join("sys/fs/cgroup/memory");
@@ -161,9 +170,19 @@ mod tests {
             "cache 1\ntotal_inactive_file 2000000000\n",
         )
         .unwrap();
-        let v1 = kubelet_available(&root, &mem).unwrap();
+        let v1 = kubelet_available(&root, &mem).unwrap().unwrap();
         assert_eq!(v1.source, KubeletAvailableSource::CgroupV1Root);
         assert_eq!(v1.bytes, 24684084 * 1024 - 7_000_000_000);
+        std::fs::write(cg.join("memory.stat"), "cache 1\n").unwrap();
+        let err = kubelet_available(&root, &mem).unwrap_err();
+        assert_eq!(
+            err.path,
+            cg.join("memory.stat"),
+            "no quiet fall back to meminfo"
+        );
+        std::fs::write(cg.join("memory.usage_in_bytes"), "lots\n").unwrap();
+        let err = kubelet_available(&root, &mem).unwrap_err();
+        assert_eq!(err.path, cg.join("memory.usage_in_bytes"));
     }
 
     #[test]

@@ -113,6 +113,26 @@ pub fn read_optional(path: &Path) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// A file that may rightly be missing (a module not loaded, an older kernel): None
+/// then. One that exists but cannot be read is an error naming it, never "absent".
+pub fn read_if_present(path: &Path) -> Result<Option<String>, ReadError> {
+    match read_capped(path, MAX_FILE_BYTES) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// An integer in a file that may rightly be missing: None then; an error when the
+/// file exists but holds no integer.
+pub fn read_u64_if_present(path: &Path) -> Result<Option<u64>, ReadError> {
+    match read_u64(path) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// A single integer in a sysfs or procfs file, absent when unreadable or unparsable.
 pub fn read_optional_u64(path: &Path) -> Option<u64> {
     read_optional(path)?.parse().ok()
@@ -155,6 +175,21 @@ mod tests {
         let err = read_u64(&junk).unwrap_err().to_string();
         assert!(err.contains("(1002 bytes)"), "a short prefix only: {err}");
         assert!(err.len() < 300, "{err}");
+    }
+
+    #[test]
+    fn present_but_unreadable_is_an_error_missing_is_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("bridge-nf-call-iptables");
+        assert_eq!(read_u64_if_present(&missing).unwrap(), None);
+        let junk = dir.path().join("ip_forward");
+        std::fs::write(&junk, "x!#@\n").unwrap();
+        let err = read_u64_if_present(&junk).unwrap_err();
+        assert_eq!(err.path, junk);
+        assert!(err.to_string().contains("expected an integer"), "{err}");
+        std::fs::write(&junk, "1\n").unwrap();
+        assert_eq!(read_u64_if_present(&junk).unwrap(), Some(1));
+        assert_eq!(read_if_present(&missing).unwrap(), None);
     }
 
     #[test]

@@ -57,6 +57,12 @@ pub fn summary_line(snap: &Snapshot) -> String {
             unevaluated.join(", ")
         );
     }
+    if let Some((collector, part)) = snap.unreadable_parts().next() {
+        return format!(
+            "UNKNOWN: {collector} could not read {}: {}",
+            part.what, part.hint
+        );
+    }
     let nothing_sampled =
         !snap.collectors.is_empty() && !snap.collectors.values().any(|c| c.is_ok());
     if nothing_sampled {
@@ -132,7 +138,15 @@ pub fn render<'a>(
                 let _ = writeln!(
                     out,
                     "  {:<width$}  {:<11}  {:>8}  {}: {}",
-                    "", "partial", "", u.what, u.hint
+                    "",
+                    if u.unreadable {
+                        "unreadable"
+                    } else {
+                        "partial"
+                    },
+                    "",
+                    u.what,
+                    u.hint
                 );
             }
         }

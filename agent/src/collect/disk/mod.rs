@@ -10,6 +10,7 @@ use crate::host::HostRoot;
 use crate::kernel::diskstats::{self, DiskStats};
 use crate::kernel::mountinfo::{self, Mount};
 use crate::kernel::statfs::{self, FsUsage};
+use crate::kernel::ReadError;
 use crate::sample::{CollectError, Sample, Unavailable};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -265,9 +266,22 @@ impl Collector for DiskCollector {
         let mut unavailable = Vec::new();
         let mounts = self.mounts(&mut unavailable);
         let lines = match diskstats::read(&self.root) {
-            Ok(lines) => lines,
-            // Counters the kernel wrote but nodediag cannot parse: a defect to report.
-            Err(e) if e.source.kind() == std::io::ErrorKind::InvalidData => return Err(e.into()),
+            Ok(file) => {
+                // A line nodediag cannot parse costs that device's latency, not the
+                // probe's or the space figures.
+                if file.bad_count > 0 {
+                    let e = ReadError::invalid(
+                        &diskstats::path(&self.root),
+                        format!(
+                            "{} lines skipped: {}",
+                            file.bad_count,
+                            file.bad_lines.join("; ")
+                        ),
+                    );
+                    unavailable.push(Unavailable::unreadable(&e));
+                }
+                file.lines
+            }
             Err(e) => {
                 unavailable.push(Unavailable::new(
                     "device I/O counters",

@@ -1,7 +1,8 @@
 //! Reading one cgroup's CPU files, v1 and v2; every error names the file.
 
 use super::{parse_cpu_max, parse_cpu_stat, parse_v1_quota, CpuQuota, CpuStat};
-use crate::kernel::{read_optional, read_string, ReadError};
+use crate::kernel::{read_if_present, read_string, ReadError};
+use crate::text::quote;
 use std::io;
 use std::path::Path;
 
@@ -29,18 +30,22 @@ fn read_cpu_stat(path: &Path) -> Result<CpuStat, ReadError> {
 pub fn read_v1(cpu_dir: &Path, cpuacct_dir: Option<&Path>) -> Result<CpuCgroupFiles, ReadError> {
     let mut stat = read_cpu_stat(&cpu_dir.join("cpu.stat"))?;
     let quota_path = cpu_dir.join("cpu.cfs_quota_us");
+    // A quota file that exists but does not read is an error, not "no limit".
     let quota = match (
-        read_optional(&quota_path),
-        read_optional(&cpu_dir.join("cpu.cfs_period_us")),
+        read_if_present(&quota_path)?,
+        read_if_present(&cpu_dir.join("cpu.cfs_period_us"))?,
     ) {
         (Some(q), Some(p)) => parse_v1_quota(&q, &p).map_err(|m| bad_data(&quota_path, m))?,
         _ => None,
     };
     if let Some(dir) = cpuacct_dir {
         let usage_path = dir.join("cpuacct.usage");
-        stat.usage_ns = match read_optional(&usage_path) {
-            Some(u) => Some(u.parse().map_err(|e| {
-                bad_data(&usage_path, format!("expected nanoseconds, got {u:?}: {e}"))
+        stat.usage_ns = match read_if_present(&usage_path)? {
+            Some(u) => Some(u.trim().parse().map_err(|e| {
+                bad_data(
+                    &usage_path,
+                    format!("expected nanoseconds, got {}: {e}", quote(u.trim())),
+                )
             })?),
             None => None,
         };
@@ -53,7 +58,7 @@ pub fn read_v1(cpu_dir: &Path, cpuacct_dir: Option<&Path>) -> Result<CpuCgroupFi
 pub fn read_v2(dir: &Path) -> Result<CpuCgroupFiles, ReadError> {
     let stat = read_cpu_stat(&dir.join("cpu.stat"))?;
     let max_path = dir.join("cpu.max");
-    let quota = match read_optional(&max_path) {
+    let quota = match read_if_present(&max_path)? {
         Some(text) => parse_cpu_max(&text).map_err(|m| bad_data(&max_path, m))?,
         None => None,
     };
