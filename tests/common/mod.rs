@@ -265,8 +265,9 @@ impl Agent {
     }
 }
 
-/// `promtool check metrics` on a scrape.
-pub fn promtool_check(metrics: &str) {
+/// `promtool check metrics` on a scrape: (it passed, what it said); None without
+/// promtool.
+fn promtool_lint(metrics: &str) -> Option<(bool, String)> {
     use std::io::Write;
     let Ok(mut child) = Command::new("promtool")
         .args(["check", "metrics"])
@@ -276,7 +277,7 @@ pub fn promtool_check(metrics: &str) {
         .spawn()
     else {
         skip("promtool is not installed (apt-get install prometheus)");
-        return;
+        return None;
     };
     child
         .stdin
@@ -285,11 +286,46 @@ pub fn promtool_check(metrics: &str) {
         .write_all(metrics.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
+    let said = format!(
+        "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+    Some((out.status.success(), said))
+}
+
+/// `promtool check metrics` on a text 0.0.4 scrape: clean.
+pub fn promtool_check(metrics: &str) {
+    if let Some((passed, said)) = promtool_lint(metrics) {
+        assert!(passed, "promtool check metrics: {said}");
+    }
+}
+
+/// `promtool check metrics` on an OpenMetrics scrape. promtool (2.42 and later) reads
+/// it with the 0.0.4 parser, which takes a counter's OpenMetrics `# HELP x` (the
+/// family, without `_total`) for another family than its `x_total` samples: so
+/// "x_total no help text" is all it may say, and only for counters declared as `x`.
+/// Anything else (a parse error, a naming or unit problem) fails.
+pub fn promtool_check_openmetrics(metrics: &str) {
+    let Some((passed, said)) = promtool_lint(metrics) else {
+        return;
+    };
+    if passed {
+        return;
+    }
+    let other: Vec<&str> = said
+        .lines()
+        .filter(|l| {
+            let counter = l
+                .strip_suffix(" no help text")
+                .and_then(|n| n.strip_suffix("_total"));
+            !counter.is_some_and(|c| metrics.contains(&format!("\n# TYPE {c} counter\n")))
+        })
+        .collect();
+    assert!(
+        other.is_empty(),
+        "promtool check metrics on OpenMetrics: {}",
+        other.join("\n")
     );
 }
 
