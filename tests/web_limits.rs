@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{fixture, wait_for, Agent};
+use common::{fixture, series_value, wait_for, Agent};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -296,6 +296,15 @@ fn the_connection_cap_holds_and_probes_answer_once_slots_free() {
         },
     );
     drop(held);
+    let (_, metrics) = agent.get("/metrics");
+    let refused = series_value(
+        &metrics,
+        "nodediag_http_connections_refused_total{reason=\"max_connections\"}",
+    );
+    assert!(
+        refused.is_some_and(|n| n >= 1.0),
+        "the refusal over the cap is not counted: {refused:?}"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ pub mod conntrack_top;
 pub mod disk;
 pub mod dns;
 pub mod kmsg;
+pub mod native_histogram;
 pub mod netns;
 pub mod nic;
 pub mod pods;
