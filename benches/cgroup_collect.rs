@@ -11,7 +11,7 @@ use nodediag::collect::cgroup::CgroupCollector;
 use nodediag::collect::{CgroupSample, Collector};
 use nodediag::diagnose::cgroup::throttling;
 use nodediag::host::HostRoot;
-use nodediag::metrics::encode::Format;
+use nodediag::metrics::exposition::Format;
 use nodediag::signals;
 use nodediag::store::Store;
 use std::path::{Path, PathBuf};
@@ -167,7 +167,7 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     // 21 samples: a 5 minute window at the 15 s default interval.
-    let store = Store::new("bench".into(), Duration::from_secs(300));
+    let store = Arc::new(Store::new("bench".into(), Duration::from_secs(300)));
     store.register("cgroup", Duration::from_secs(15));
     let t0 = SystemTime::now();
     for i in 0..21u64 {
@@ -189,8 +189,9 @@ fn bench(c: &mut Criterion) {
     c.bench_function("window/throttling_300_containers_21_samples", |b| {
         b.iter(|| throttling(&snap.history::<CgroupSample>(), snap.window))
     });
+    let exposition = signals::metrics_exposition(store.clone());
     c.bench_function("metrics/render_300_containers", |b| {
-        b.iter(|| signals::render_metrics(&snap, Format::Text))
+        b.iter(|| exposition.encode(Format::Text))
     });
     // A new sample into a full window: the one it replaces as the newest is cut down
     // to the counters the rules read of older samples.

@@ -1,6 +1,6 @@
 //! Cost of a scrape: encoding /metrics from a store holding a large node (500
-//! interfaces, conntrack statistics, findings). The scrape does no kernel I/O, so this
-//! is what Prometheus waits for.
+//! interfaces, conntrack statistics, findings) in each exposition format. The scrape
+//! does no kernel I/O, so this is what Prometheus waits for.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nodediag::collect::nic::{Nic, NicClass};
@@ -8,7 +8,7 @@ use nodediag::collect::{ConntrackSample, NicSample};
 use nodediag::diagnose::{Finding, Severity};
 use nodediag::kernel::conntrack::ConntrackStats;
 use nodediag::kernel::net_class::{Duplex, NicCounters};
-use nodediag::metrics::encode::Format;
+use nodediag::metrics::exposition::Format;
 use nodediag::signals;
 use nodediag::store::Store;
 use std::sync::Arc;
@@ -96,18 +96,17 @@ fn large_node() -> Store {
 }
 
 fn encode(c: &mut Criterion) {
-    let store = large_node();
-    let size = store
-        .read(|s| signals::render_metrics(s, Format::Text))
-        .len();
+    let exposition = signals::metrics_exposition(Arc::new(large_node()));
+    let size = exposition.encode(Format::Text).expect("encodes").len();
     let mut group = c.benchmark_group("metrics_encode_500_interfaces");
     group.throughput(Throughput::Bytes(size as u64));
-    group.bench_function("text_0.0.4", |b| {
-        b.iter(|| store.read(|s| signals::render_metrics(s, Format::Text)))
-    });
-    group.bench_function("openmetrics", |b| {
-        b.iter(|| store.read(|s| signals::render_metrics(s, Format::OpenMetrics)))
-    });
+    for (name, format) in [
+        ("text_0.0.4", Format::Text),
+        ("openmetrics", Format::OpenMetrics),
+        ("protobuf", Format::Protobuf),
+    ] {
+        group.bench_function(name, |b| b.iter(|| exposition.encode(format)));
+    }
     group.finish();
 }
 

@@ -27,7 +27,10 @@ root=$(dirname "$here")
 bin=${NODEDIAG_BIN:-}
 if [ -z "$bin" ]; then
   (cd "$root" && cargo build --release --locked --bin nodediag)
-  bin=$root/target/release/nodediag
+  # Where cargo put it: CARGO_TARGET_DIR or the build config may move target/.
+  target=$(cd "$root" && cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  bin=$target/release/nodediag
 fi
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n1)
 ref=${NODEDIAG_IMAGE:-ghcr.io/nodediag/nodediag:$version}

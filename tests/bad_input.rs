@@ -92,3 +92,32 @@ fn an_oversized_kernel_file_is_an_error_that_quotes_none_of_it() {
     assert!(message.contains("nf_conntrack_count"), "{message}");
     assert!(message.contains("larger than"), "{message}");
 }
+
+#[test]
+fn a_mount_table_past_the_cap_is_named_not_replaced_by_another() {
+    let tree = copy_of("healthy");
+    let p = |d: &str| tree.path().join(d);
+    std::fs::create_dir_all(p("rootfs/var/lib/kubelet")).unwrap();
+    std::fs::create_dir_all(p("proc/1")).unwrap();
+    let line = "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw\n";
+    std::fs::write(p("proc/1/mountinfo"), line.repeat((17 << 20) / line.len())).unwrap();
+    let (code, out) = check(
+        &p("proc"),
+        &p("sys"),
+        &p("rootfs"),
+        &[
+            "--finding",
+            "filesystem_readonly",
+            "--no-collector.pressure",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let summary = v["summary"].as_str().unwrap();
+    assert!(summary.contains("proc/1/mountinfo"), "{summary}");
+    assert!(summary.contains("larger than"), "{summary}");
+    assert_eq!(
+        code,
+        Some(2),
+        "a rule that needs the mount table cannot tell: {v:#}"
+    );
+}

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::mount::Mount;
 use common::{check, skip, wait_for, Agent};
 use nodediag::collect::disk::probe::{self, ProbeFile};
 use nodediag::diagnose::disk::percentile;
@@ -41,74 +42,6 @@ fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
             "{cmd} {args:?}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ))
-    }
-}
-
-/// A mount point in a temporary directory, unmounted (and its loop device detached)
-/// on drop.
-struct Mount {
-    /// Removed (with the image file) after the unmount in drop: fields drop last.
-    _dir: tempfile::TempDir,
-    point: PathBuf,
-    loop_dev: Option<String>,
-}
-
-impl Mount {
-    fn tmpfs(options: &str) -> Result<Mount, String> {
-        let dir = tempfile::Builder::new()
-            .prefix(&unique("tmpfs"))
-            .tempdir()
-            .map_err(|e| e.to_string())?;
-        let point = dir.path().join("mnt");
-        std::fs::create_dir(&point).map_err(|e| e.to_string())?;
-        run(
-            "mount",
-            &["-t", "tmpfs", "-o", options, "nodediag-test", path(&point)],
-        )?;
-        Ok(Mount {
-            _dir: dir,
-            point,
-            loop_dev: None,
-        })
-    }
-
-    /// An ext4 filesystem on a loop device over a file on the machine's disk.
-    fn loop_ext4(size: &str) -> Result<Mount, String> {
-        let dir = tempfile::Builder::new()
-            .prefix(&unique("loop"))
-            .tempdir_in("/var/tmp")
-            .map_err(|e| e.to_string())?;
-        let image = dir.path().join("disk.img");
-        let point = dir.path().join("mnt");
-        std::fs::create_dir(&point).map_err(|e| e.to_string())?;
-        run("truncate", &["-s", size, path(&image)])?;
-        run("mkfs.ext4", &["-q", "-F", path(&image)])?;
-        let loop_dev = run("losetup", &["--find", "--show", path(&image)])?;
-        let mut m = Mount {
-            _dir: dir,
-            point,
-            loop_dev: Some(loop_dev.clone()),
-        };
-        run("mount", &[&loop_dev, path(&m.point)]).inspect_err(|_| {
-            let _ = run("losetup", &["-d", &loop_dev]);
-            m.loop_dev = None;
-        })?;
-        Ok(m)
-    }
-
-    fn path(&self) -> &str {
-        path(&self.point)
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        if run("umount", &[path(&self.point)]).is_err() {
-            let _ = run("umount", &["-l", path(&self.point)]);
-        }
-        if let Some(dev) = &self.loop_dev {
-            let _ = run("losetup", &["-d", dev]);
-        }
     }
 }
 

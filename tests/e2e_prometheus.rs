@@ -1,10 +1,15 @@
-//! End to end with a real Prometheus: a full conntrack table in a fresh network
-//! namespace, nodediag and Prometheus both running in it, Prometheus scraping every
-//! second and evaluating dashboards/alerts.yaml. Asserts through Prometheus's HTTP
-//! API that NodediagConntrack fires for conntrack_table_full and conntrack_drops,
-//! then runs every PromQL expression of dashboards/nodediag.json against it.
+//! End to end with a real Prometheus (Debian's 2.42), nodediag and Prometheus both
+//! running in a fresh network namespace, Prometheus scraping every second:
 //!
-//! Needs root, nft and Debian's `prometheus` package (tests/run.sh installs both).
+//! - a full conntrack table, Prometheus evaluating dashboards/alerts.yaml over
+//!   OpenMetrics scrapes: NodediagConntrack fires for conntrack_table_full and
+//!   conntrack_drops, and every PromQL expression of dashboards/nodediag.json runs;
+//! - the fsync probe on a loop-mounted ext4, Prometheus with native histograms
+//!   (so scraping protobuf): `histogram_quantile` over the native histogram agrees
+//!   with the probe's own percentiles to the bucket.
+//!
+//! Needs root, nft, fallocate, mkfs.ext4, losetup and Debian's `prometheus` package
+//! (tests/run.sh installs them).
 
 mod common;
 
@@ -32,6 +37,11 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(netns: &str, target: &str) -> Prometheus {
+        Self::start_with(netns, target, &[])
+    }
+
+    /// With extra command-line flags (`--enable-feature=...`).
+    fn start_with(netns: &str, target: &str, flags: &[&str]) -> Prometheus {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("alerts.yaml"), rules_without_for()).expect("rules");
         let config = format!(
@@ -53,6 +63,7 @@ impl Prometheus {
                 dir.path().join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -97,6 +108,12 @@ impl Prometheus {
 
     fn query(&self, expr: &str) -> Value {
         self.api("/api/v1/query", &[("query", expr)])["data"]["result"].clone()
+    }
+
+    /// An instant query evaluated at `time` (Unix seconds).
+    fn query_at(&self, expr: &str, time: f64) -> Value {
+        let time = format!("{time:.3}");
+        self.api("/api/v1/query", &[("query", expr), ("time", &time)])["data"]["result"].clone()
     }
 
     fn log(&self) -> String {
@@ -273,6 +290,13 @@ fn a_full_conntrack_table_fires_the_alert_in_prometheus_and_the_dashboard_querie
             (!up.as_array()?.is_empty() && evaluated).then_some(())
         },
     );
+    // Prometheus 2.42 without native histograms asks for OpenMetrics first.
+    let negotiated = prom.query(r#"nodediag_scrapes_total{format="openmetrics"} > 0"#);
+    assert!(
+        !negotiated.as_array().unwrap().is_empty(),
+        "no OpenMetrics scrape counted: {}",
+        prom.query("nodediag_scrapes_total")
+    );
     // Before the table fills: a healthy namespace, nothing firing.
     assert_eq!(
         prom.query(r#"nodediag_finding_active{finding=~"conntrack_.*"}"#),
@@ -365,4 +389,219 @@ fn a_full_conntrack_table_fires_the_alert_in_prometheus_and_the_dashboard_querie
         "{queries} dashboard queries of {} panels parsed and ran; no data yet (collectors not on this branch, or no physical NIC): {empty:?}",
         panels.len()
     );
+}
+
+/// Schema-3 native histogram bucket holding `v`: the `i` with 2^((i-1)/8) < v <= 2^(i/8).
+fn native_bucket(v: f64) -> i32 {
+    (v.log2() * 8.0).ceil() as i32
+}
+
+/// A file taking all but `leave` bytes of the filesystem's available space, so the
+/// fsync probe (which wants --fsync.min-free) stops; removed on drop.
+struct Filler(PathBuf);
+
+impl Filler {
+    fn take(dir: &str, leave: u64) -> Filler {
+        let st = nix::sys::statvfs::statvfs(dir).expect("statvfs");
+        let avail = st.blocks_available() * st.fragment_size();
+        let path = Path::new(dir).join("nodediag-test-filler");
+        let size = avail.saturating_sub(leave).to_string();
+        let out = Command::new("fallocate")
+            .args(["-l", &size, path.to_str().unwrap()])
+            .output()
+            .expect("fallocate");
+        assert!(out.status.success(), "fallocate: {out:?}");
+        Filler(path)
+    }
+}
+
+impl Drop for Filler {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The probe's state and count in the agent's newest sample, and its percentiles
+/// over the window, for one directory.
+fn probe_figures(agent: &Agent, dir: &str) -> Option<(String, u64, Value)> {
+    let v = agent.get_json(&format!("/api/v1/disks?path={dir}"));
+    let d = &v["dirs"][0];
+    let probe = &d["probe"];
+    Some((
+        probe["state"].as_str()?.to_string(),
+        probe["probes_total"].as_u64()?,
+        d["fsync"].clone(),
+    ))
+}
+
+/// The probe's own figures against what Prometheus makes of the native histogram:
+/// the fsync probe writes into a loop-mounted ext4 for a stretch shorter than a
+/// minute, held back before and after by filling the filesystem below
+/// --fsync.min-free. Prometheus (--enable-feature=native-histograms, so it asks for
+/// protobuf) scrapes the histogram at zero before the stretch and complete after it,
+/// so `rate(...[1m])` at the end covers exactly the observations the agent's own
+/// window holds, and `histogram_quantile` must land in the bucket of the agent's
+/// exact percentile.
+#[test]
+fn fsync_latency_as_a_native_histogram_over_protobuf_gives_the_probes_percentiles() {
+    if !is_root() {
+        skip("needs root (loop devices, mounts, network namespaces)");
+        return;
+    }
+    if !Path::new(PROMETHEUS).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{PROMETHEUS} is required in CI (tests/run.sh installs the prometheus package)"
+        );
+        skip(&format!("{PROMETHEUS} not installed"));
+        return;
+    }
+    if !have("fallocate") || !have("mkfs.ext4") || !have("losetup") {
+        skip("fallocate, mkfs.ext4 and losetup are needed for the probed filesystem");
+        return;
+    }
+    let disk = match common::mount::Mount::loop_ext4("256M") {
+        Ok(m) => m,
+        Err(e) => {
+            skip(&format!("cannot make a loop-mounted ext4: {e}"));
+            return;
+        }
+    };
+    let dir = disk.path().to_string();
+    const MIN_FREE: u64 = 64 << 20;
+    let mut filler = Some(Filler::take(&dir, MIN_FREE / 2));
+    let Some(ns) = Netns::new("e2enh") else {
+        return;
+    };
+    let agent = Agent::start_in_netns(
+        &ns.0,
+        &[
+            "--interval",
+            "1s",
+            // Longer than the test: the agent's percentiles cover every probe.
+            "--window",
+            "10m",
+            "--no-collector.dns",
+            "--fsync.path",
+            &dir,
+            "--disk.path",
+            &dir,
+            "--fsync.probes",
+            "50",
+            "--fsync.file-size",
+            "1MiB",
+            "--fsync.min-free",
+            "64MiB",
+        ],
+    );
+    wait_for(
+        "the probe refused for lack of space",
+        Duration::from_secs(30),
+        || {
+            let (state, n, _) = probe_figures(&agent, &dir)?;
+            assert_eq!(n, 0, "probes before the space was freed");
+            (state == "refused").then_some(())
+        },
+    );
+    let prom = Prometheus::start_with(&ns.0, &agent.addr, &["--enable-feature=native-histograms"]);
+    wait_for("prometheus ready", Duration::from_secs(60), || {
+        (prom.get("/-/ready", &[]).0 == 200).then_some(())
+    });
+    let selector = format!("nodediag_fsync_duration_seconds{{path=\"{dir}\"}}");
+    // Stored as a native histogram (a "histogram", not a "value"): only the protobuf
+    // exposition carries one, and Prometheus asked for it.
+    wait_for(
+        "a native fsync histogram at zero in prometheus",
+        Duration::from_secs(30),
+        || {
+            let r = prom.query(&selector);
+            let h = r.as_array()?.first()?.get("histogram")?.clone();
+            (h[1]["count"] == "0").then_some(())
+        },
+    );
+    let (_, text) = agent.get("/metrics");
+    let protobuf_scrapes = text
+        .lines()
+        .find_map(|l| l.strip_prefix("nodediag_scrapes_total{format=\"protobuf\"} "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(protobuf_scrapes > 0, "no protobuf scrape counted:\n{text}");
+
+    // The stretch: free the space, let the probe run, fill it again.
+    let started = unix_now();
+    drop(filler.take());
+    let probes = wait_for("500 probes", Duration::from_secs(40), || {
+        let (_, n, _) = probe_figures(&agent, &dir)?;
+        (n >= 500).then_some(n)
+    });
+    filler = Some(Filler::take(&dir, MIN_FREE / 2));
+    let (total, figures) = wait_for("the probe refused again", Duration::from_secs(30), || {
+        let (state, n, fig) = probe_figures(&agent, &dir)?;
+        (state == "refused").then_some((n, fig))
+    });
+    assert!(total >= probes);
+    assert_eq!(
+        figures["probes"].as_u64(),
+        Some(total),
+        "the agent's window holds every probe: {figures}"
+    );
+    wait_for(
+        "prometheus to scrape the last count",
+        Duration::from_secs(30),
+        || {
+            let r = prom.query(&format!("histogram_count({selector})"));
+            let v: f64 = r.as_array()?.first()?["value"][1].as_str()?.parse().ok()?;
+            (v == total as f64).then_some(())
+        },
+    );
+    let at = unix_now();
+    assert!(
+        at - started < 55.0,
+        "the stretch took {:.0} s: a 1m rate would not reach back to the zero count",
+        at - started
+    );
+    // The range holds the zero before the stretch and the total after it.
+    let series = prom.query_at(&format!("{selector}[1m]"), at);
+    let points = series[0]["histograms"]
+        .as_array()
+        .expect("histogram points");
+    assert_eq!(points.first().unwrap()[1]["count"], "0", "{series}");
+    assert_eq!(
+        points.last().unwrap()[1]["count"],
+        total.to_string().as_str(),
+        "{series}"
+    );
+
+    for (q, agent_field) in [(0.5, "p50_seconds"), (0.99, "p99_seconds")] {
+        let expr = format!("histogram_quantile({q}, rate({selector}[1m]))");
+        let r = prom.query_at(&expr, at);
+        let from_prometheus: f64 = r[0]["value"][1].as_str().unwrap().parse().unwrap();
+        let own = figures[agent_field].as_f64().unwrap();
+        let (bucket, own_bucket) = (native_bucket(from_prometheus), native_bucket(own));
+        eprintln!(
+            "{expr}: {:.3} ms; the agent's own {agent_field} over the same {total} probes: {:.3} ms \
+             (bucket {own_bucket}: ({:.3}, {:.3}] ms; ratio {:.3})",
+            from_prometheus * 1e3,
+            own * 1e3,
+            (f64::from(own_bucket - 1) / 8.0).exp2() * 1e3,
+            (f64::from(own_bucket) / 8.0).exp2() * 1e3,
+            from_prometheus / own
+        );
+        // When q × count is a whole number, Prometheus's rank sits exactly on a
+        // bucket's cumulative count, and float rounding may take the next bucket.
+        let rank = q * total as f64;
+        let on_an_edge = (rank - rank.round()).abs() < 1e-6;
+        assert!(
+            bucket == own_bucket || (on_an_edge && bucket == own_bucket + 1),
+            "{expr} = {from_prometheus} is in bucket {bucket}, the agent's {own} in {own_bucket}"
+        );
+    }
+    drop(filler);
 }

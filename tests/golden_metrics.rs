@@ -1,12 +1,17 @@
 //! End to end on fixture trees: the real binary serves /metrics, which must match the
-//! checked-in golden file and pass `promtool check metrics`.
+//! checked-in golden files in both text formats (0.0.4 and OpenMetrics) and pass their
+//! linters (`promtool check metrics` on both, the OpenMetrics parser of the Prometheus
+//! Python client); protobuf is served to a scraper that asks for it.
 //!
-//! Regenerate the golden file after an intended change:
+//! Regenerate the golden files after an intended change:
 //! `UPDATE_GOLDEN=1 cargo test --test golden_metrics`
 
 mod common;
 
-use common::{fixture, get_with, promtool_check, Agent};
+use common::{
+    fixture, get_with, openmetrics_check, promtool_check, promtool_check_openmetrics, Agent,
+};
+use std::io::Read;
 use std::path::PathBuf;
 
 /// Values that change from run to run are masked before the diff.
@@ -16,6 +21,11 @@ const VOLATILE: &[&str] = &[
     "nodediag_collector_last_success_timestamp_seconds",
     "nodediag_collector_runs_total",
 ];
+
+const OPENMETRICS: &str =
+    "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+/// What Prometheus 2.42 sends with --enable-feature=native-histograms.
+const PROTOBUF: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
 fn degraded_agent() -> Agent {
     let root = fixture("degraded");
@@ -52,13 +62,12 @@ fn normalise(metrics: &str) -> String {
         .collect()
 }
 
-#[test]
-fn metrics_match_the_golden_file_and_pass_promtool() {
-    let agent = degraded_agent();
-    let (status, body) = agent.get("/metrics");
-    assert_eq!(status, 200);
-    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/metrics.prom");
-    let got = normalise(&body);
+/// Diffs a scrape with its golden file (or rewrites the file under UPDATE_GOLDEN).
+fn assert_golden(body: &str, file: &str) {
+    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(file);
+    let got = normalise(body);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
         std::fs::write(&golden, &got).unwrap();
@@ -81,23 +90,105 @@ fn metrics_match_the_golden_file_and_pass_promtool() {
             diff.join("\n")
         );
     }
-    promtool_check(&body);
+}
+
+/// (status, Content-Type, body) of GET /metrics with `accept`.
+fn scrape(agent: &Agent, accept: &str) -> (u16, String, Vec<u8>) {
+    let r = ureq::get(&agent.url("/metrics"))
+        .set("Accept", accept)
+        .call()
+        .expect("GET /metrics");
+    let content_type = r.header("Content-Type").unwrap_or("").to_string();
+    let status = r.status();
+    let mut body = Vec::new();
+    r.into_reader().read_to_end(&mut body).unwrap();
+    (status, content_type, body)
 }
 
 #[test]
-fn openmetrics_is_served_when_asked_for() {
+fn metrics_match_the_golden_files_and_pass_the_linters() {
     let agent = degraded_agent();
-    let (status, body) = get_with(
-        &agent.url("/metrics"),
-        Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
-    );
+    let (status, body) = agent.get("/metrics");
     assert_eq!(status, 200);
-    assert!(body.ends_with("# EOF\n"));
-    assert!(body.contains("# TYPE nodediag_conntrack_drop counter\n"));
-    assert!(body.contains("\nnodediag_conntrack_drop_total 26\n"));
+    assert_golden(&body, "metrics.prom");
+    promtool_check(&body);
+
+    let (status, content_type, om) = scrape(&agent, OPENMETRICS);
+    assert_eq!(status, 200);
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let om = String::from_utf8(om).expect("UTF-8");
+    assert_golden(&om, "metrics.openmetrics");
+    openmetrics_check(&om);
+    promtool_check_openmetrics(&om);
+}
+
+/// (name, type) of each length-delimited MetricFamily message.
+fn protobuf_families(mut body: &[u8]) -> Vec<(String, String)> {
+    use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::{
+        MetricFamily, MetricType,
+    };
+    use prost_014::Message;
+    let mut families = Vec::new();
+    while !body.is_empty() {
+        let family = MetricFamily::decode_length_delimited(&mut body).expect("a MetricFamily");
+        let kind = match MetricType::try_from(family.r#type) {
+            Ok(MetricType::Counter) => "counter",
+            Ok(MetricType::Gauge) => "gauge",
+            Ok(MetricType::Histogram) => "histogram",
+            other => panic!("{}: unexpected type {other:?}", family.name),
+        };
+        families.push((family.name, kind.to_string()));
+    }
+    families
+}
+
+/// (name, type) of each `# TYPE` line of a text 0.0.4 scrape.
+fn text_families(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let (name, kind) = l.strip_prefix("# TYPE ")?.split_once(' ')?;
+            Some((name.to_string(), kind.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn each_format_is_served_when_asked_for_and_counted() {
+    let agent = degraded_agent();
+    let (_, content_type, om) = scrape(&agent, OPENMETRICS);
+    let om = String::from_utf8(om).unwrap();
+    assert!(content_type.starts_with("application/openmetrics-text"));
+    assert!(om.ends_with("# EOF\n"));
+    assert!(om.contains("# TYPE nodediag_conntrack_drop counter\n"));
+    assert!(om.contains("\nnodediag_conntrack_drop_total 26\n"));
+
+    let (status, content_type, proto) = scrape(&agent, PROTOBUF);
+    assert_eq!(status, 200);
+    assert_eq!(
+        content_type,
+        "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+    );
     let (_, text) = agent.get("/metrics");
+    // Prometheus stores what protobuf names, and the dashboard and the alerts query
+    // the 0.0.4 names: the same families, in the same order, of the same types.
+    assert_eq!(protobuf_families(&proto), text_families(&text));
     assert!(text.contains("# TYPE nodediag_conntrack_drop_total counter\n"));
     assert!(!text.contains("# EOF"));
+    for line in [
+        "nodediag_scrapes_total{format=\"text\"} 1",
+        "nodediag_scrapes_total{format=\"openmetrics\"} 1",
+        "nodediag_scrapes_total{format=\"protobuf\"} 1",
+    ] {
+        assert!(
+            text.contains(&format!("{line}\n")),
+            "no {line:?} in\n{text}"
+        );
+    }
+    let (status, _) = get_with(&agent.url("/metrics"), Some("*/*"));
+    assert_eq!(status, 200);
 }
 
 #[test]

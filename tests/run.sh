@@ -17,6 +17,7 @@ declare -A packages=(
   [ip]=iproute2           # network namespaces and veth pairs
   [sysctl]=procps         # ip_forward inside a test namespace (tests/notrack_table.rs)
   [setpriv]=util-linux    # an agent without CAP_NET_ADMIN (tests/conntrack_incident.rs)
+  [fallocate]=util-linux  # fills the probed filesystem in tests/e2e_prometheus.rs
   [dnsmasq]=dnsmasq-base  # the real resolver of tests/dns_real.rs (the binary only, no system service)
   [fio]=fio               # the fsync benchmark's reference and the disk tests
   [losetup]=mount         # loop devices: the slow (blkio-throttled) ext4 of the fsync tests
@@ -44,8 +45,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# PyYAML for the python3 on PATH, which need not be Debian's (pyenv, venv).
+# PyYAML for the python3 on PATH, which need not be Debian's (pyenv, venv), and the
+# Prometheus client's OpenMetrics parser (tests/golden_metrics.rs checks /metrics with it).
 python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml
+python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null ||
+  python3 -m pip install --quiet prometheus-client
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   rustup component add rustfmt clippy
 fi

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{fixture, wait_for, Agent};
+use common::{fixture, series_value, wait_for, Agent};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -259,17 +259,27 @@ fn the_connection_cap_holds_and_probes_answer_once_slots_free() {
     );
     assert_eq!(over.status(), 503, "{}", over.text());
     assert!(over.error().contains("too many connections"));
-    // A flood over the cap does not take descriptors beyond the cap and the few
-    // being refused.
+    // A flood over the cap is refused, each connection answered and closed by the
+    // agent, none of them keeping a descriptor once answered.
     let flood: Vec<TcpStream> = (0..200)
         .filter_map(|_| TcpStream::connect(&agent.addr).ok())
         .collect();
-    let during = held_connections(&agent);
-    assert!(
-        during <= 20 + 32,
-        "{during} connections held with a cap of 20"
+    let mut refused = 0;
+    for mut s in flood {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut answer = Vec::new();
+        // Closed by the agent: the read ends (a reset also ends it).
+        let _ = s.read_to_end(&mut answer);
+        if String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 503") {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "no connection of the flood was answered 503");
+    wait_for(
+        "only the 20 held connections once the flood is answered",
+        Duration::from_secs(10),
+        || (held_connections(&agent) == 20).then_some(()),
     );
-    drop(flood);
     // The held connections are cut by the header timeout; the probe then answers.
     wait_for(
         "/healthz after the slots free up",
@@ -286,6 +296,15 @@ fn the_connection_cap_holds_and_probes_answer_once_slots_free() {
         },
     );
     drop(held);
+    let (_, metrics) = agent.get("/metrics");
+    let refused = series_value(
+        &metrics,
+        "nodediag_http_connections_refused_total{reason=\"max_connections\"}",
+    );
+    assert!(
+        refused.is_some_and(|n| n >= 1.0),
+        "the refusal over the cap is not counted: {refused:?}"
+    );
 }
 
 #[test]

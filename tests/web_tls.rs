@@ -6,7 +6,7 @@ mod common;
 
 use common::pki::{Pki, Use, Validity};
 use common::web::{curl, have_curl, CurlResult};
-use common::{fixture, skip, wait_for, Agent, BIN};
+use common::{fixture, series_value, skip, wait_for, Agent, BIN};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -150,6 +150,19 @@ fn plain_http_to_the_tls_port_gets_a_json_400_at_once() {
     let r = curl(&format!("http://{}/healthz", agent.addr), &[]);
     assert_eq!(r.status, 400, "{r:?}");
     assert!(r.error().contains("HTTPS"), "{r:?}");
+    let metrics = curl(
+        &https(&agent, "/metrics"),
+        &["--cacert", &ca_arg(&pki, "ca")],
+    )
+    .body;
+    assert_eq!(
+        series_value(
+            &metrics,
+            "nodediag_http_connections_refused_total{reason=\"plain_http\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
     // Answered, not left to the 30 s header timeout.
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -243,6 +256,16 @@ fn basic_auth_wants_the_right_password_and_says_how() {
     }
     let ok = get(&["-u", "prometheus:s3cret"]);
     assert_eq!(ok.status, 200, "{ok:?}");
+    // Each refusal counted by its reason.
+    let metrics = curl(
+        &https(&agent, "/metrics"),
+        &["--cacert", &ca, "-u", "prometheus:s3cret"],
+    )
+    .body;
+    for (reason, n) in [("credentials_missing", 1.0), ("credentials_wrong", 2.0)] {
+        let series = format!("nodediag_http_requests_refused_total{{reason=\"{reason}\"}}");
+        assert_eq!(series_value(&metrics, &series), Some(n), "{metrics}");
+    }
     assert_eq!(
         ok.header("x-content-type-options").as_deref(),
         Some("nosniff")
@@ -394,6 +417,16 @@ fn a_rewritten_config_and_a_renewed_certificate_are_picked_up() {
         "the old password still works"
     );
 
+    let reload_failures = || {
+        let metrics = curl(
+            &https(&agent, "/metrics"),
+            &["--cacert", &ca_arg(&pki, "ca"), "-u", "prometheus:second"],
+        )
+        .body;
+        series_value(&metrics, "nodediag_web_config_reload_failures_total")
+    };
+    assert_eq!(reload_failures(), Some(0.0));
+
     // A broken file keeps the last good configuration: fail closed, not open.
     write(&cfg, "basic_auth_users: [not, a, mapping]\n");
     // SAFETY: as above.
@@ -409,6 +442,11 @@ fn a_rewritten_config_and_a_renewed_certificate_are_picked_up() {
     );
     assert_eq!(with("ca", "prometheus:second").status, 200);
     assert_eq!(with("ca", "prometheus:wrong").status, 401);
+    assert_eq!(
+        reload_failures(),
+        Some(1.0),
+        "the failed reload is not counted"
+    );
     let reloads = agent.logged_times("web config reloaded");
     write(&cfg, &config("second"));
     unsafe { libc::kill(agent.pid() as libc::pid_t, libc::SIGHUP) };

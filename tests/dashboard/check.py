@@ -86,14 +86,17 @@ def check(name, fn):
 
 def exported_metrics():
     """Names the agent on this branch exports: every "nodediag_..." literal in
-    agent/src/metrics, the golden /metrics (which has the conntrack counters
-    whose names are built at run time), and the _bucket/_sum/_count series of
-    histograms."""
+    agent/src/metrics and the web server's families (agent/src/http/web_metrics.rs),
+    the golden /metrics (which has the conntrack counters whose names are built at
+    run time), and the _bucket/_sum/_count series of histograms (a histogram is
+    native too when Prometheus ingests native histograms: then its bare name)."""
     names = set()
-    for rs in (ROOT / "agent" / "src" / "metrics").rglob("*.rs"):
+    sources = list((ROOT / "agent" / "src" / "metrics").rglob("*.rs"))
+    sources.append(ROOT / "agent" / "src" / "http" / "web_metrics.rs")
+    for rs in sources:
         text = rs.read_text(encoding="utf-8")
         names.update(re.findall(r'"(nodediag_[a-z0-9_]+)"', text))
-        for h in re.findall(r'"(nodediag_[a-z0-9_]+)",\s*Kind::Histogram', text):
+        for h in re.findall(r'\.histogram\(\s*"(nodediag_[a-z0-9_]+)"', text):
             names.update({h + "_bucket", h + "_sum", h + "_count"})
     golden = ROOT / "tests" / "golden" / "metrics.prom"
     for line in golden.read_text(encoding="utf-8").splitlines():

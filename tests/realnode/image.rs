@@ -213,11 +213,12 @@ fn check_image_files(cx: &Ctx, archive: &Path) {
         .filter_map(|l| l.split_whitespace().last())
         .map(|p| p.trim_start_matches("./").to_string())
         .collect();
+    // build-image.sh's release build, beside the debug one these tests run, wherever
+    // CARGO_TARGET_DIR puts the target directory.
     let bin = std::env::var("NODEDIAG_BIN").unwrap_or_else(|_| {
-        repo_root()
-            .join("target/release/nodediag")
-            .display()
-            .to_string()
+        let debug = Path::new(crate::common::BIN);
+        let target = debug.parent().and_then(Path::parent).expect("target dir");
+        target.join("release/nodediag").display().to_string()
     });
     let ldd = run(Command::new("ldd").arg(&bin)).unwrap();
     let mut want: BTreeSet<String> = ldd

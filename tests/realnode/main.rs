@@ -9,6 +9,7 @@ mod common;
 mod cri;
 mod image;
 mod kubelet;
+mod leftovers;
 mod manifest;
 mod node;
 

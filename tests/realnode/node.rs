@@ -129,6 +129,8 @@ impl Node {
         // One real node at a time on a machine: the shared `/` and ip_forward are
         // global, and two runs restoring them would undo each other.
         let lock = CrossProcessLock::acquire("realnode");
+        // With the lock held no other run is alive: whatever a killed one left can go.
+        super::leftovers::sweep();
         let pid = std::process::id();
         let name = format!("ndrn{pid}");
         let tmp = tempfile::Builder::new()
@@ -269,6 +271,27 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 self.restore.push(Restore::RemoveDirIfEmpty(dir.into()));
             }
         }
+        self.journal_global_state()?;
+        Ok(())
+    }
+
+    /// What drop will restore, written where a later run's sweep finds it if this
+    /// one is killed before its drop runs: else that run would take a shared `/` and
+    /// forwarding on for the machine's own settings.
+    fn journal_global_state(&self) -> Result<()> {
+        let lines: Vec<String> = self
+            .restore
+            .iter()
+            .filter_map(|r| match r {
+                Restore::Sysctl(path, value) => Some(format!("sysctl {path} {value}")),
+                Restore::MakePrivate(path) => Some(format!("make-private {path}")),
+                Restore::RemoveDirIfEmpty(_) => None,
+            })
+            .collect();
+        std::fs::write(
+            self.dir.join(super::leftovers::GLOBAL_STATE),
+            lines.join("\n"),
+        )?;
         Ok(())
     }
 

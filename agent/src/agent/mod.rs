@@ -111,13 +111,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         on_sample,
     );
     tasks.push(refresher);
-    let served = web
-        .serve(
-            listener,
-            crate::http::router(agent.store.clone(), signals::http_view(routes)),
-            shutdown_signal(),
-        )
-        .await;
+    let mut view = signals::http_view(agent.store.clone(), routes);
+    web.register_metrics(&mut view.metrics);
+    let app = crate::http::router(agent.store.clone(), view);
+    let served = web.serve(listener, app, shutdown_signal()).await;
     tracing::info!("shutting down");
     // Removed however the server ended: an exemption without its agent is a port
     // nobody tracks.

@@ -5,6 +5,7 @@
 use super::auth;
 use super::reload::{Active, WebState};
 use super::tls::ClientCerts;
+use super::web_metrics::RequestRefusal;
 use super::ApiError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -37,6 +38,7 @@ pub async fn admit(
     }
     if let Some(bucket) = &active.limiter {
         if !bucket.allow() {
+            web.counters.refused_request(RequestRefusal::RateLimited);
             let mut r =
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded").into_response();
             r.headers_mut()
@@ -50,6 +52,8 @@ pub async fn admit(
             ClientCerts::Required | ClientCerts::RequiredOutsideOpenPaths
         );
         if required && !peer.client_cert {
+            web.counters
+                .refused_request(RequestRefusal::ClientCertificateMissing);
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "a client certificate signed by the configured client CA is required",
@@ -65,17 +69,27 @@ pub async fn admit(
         .headers
         .get(header::AUTHORIZATION)
         .map(|v| auth::credentials(v.as_bytes()));
-    let message = match given {
+    let (message, why) = match given {
         Some(Some((user, password))) => {
             if web.passwords.check(users, &user, &password).await {
                 return Ok(());
             }
             tracing::debug!(peer = %peer.addr, %user, "basic auth failed");
-            "wrong user name or password"
+            (
+                "wrong user name or password",
+                RequestRefusal::CredentialsWrong,
+            )
         }
-        Some(None) => "the Authorization header is not Basic credentials",
-        None => "authentication required",
+        Some(None) => (
+            "the Authorization header is not Basic credentials",
+            RequestRefusal::CredentialsWrong,
+        ),
+        None => (
+            "authentication required",
+            RequestRefusal::CredentialsMissing,
+        ),
     };
+    web.counters.refused_request(why);
     let mut r = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
     r.headers_mut().insert(
         header::WWW_AUTHENTICATE,

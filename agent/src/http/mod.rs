@@ -3,7 +3,7 @@
 //! (limits, TLS, authentication) starts in `web_server` and runs in `server`.
 
 use crate::finding::Severity;
-use crate::metrics::encode::Format;
+use crate::metrics::exposition::{Exposition, Format};
 use crate::store::{Snapshot, Store};
 
 mod access;
@@ -22,6 +22,7 @@ mod server;
 mod tls;
 mod web_config;
 pub mod web_flags;
+pub(crate) mod web_metrics;
 pub mod web_server;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -56,7 +57,9 @@ impl Route {
 /// signal, the signals' own endpoints, and which finding ids exist.
 pub struct View {
     pub report: fn(&Snapshot, SystemTime) -> String,
-    pub metrics: fn(&Snapshot, Format) -> String,
+    /// What `/metrics` encodes; the web server adds its own families to it
+    /// ([`web_server::WebServer::register_metrics`]).
+    pub metrics: Exposition,
     pub routes: Vec<Route>,
     pub finding: fn(&str) -> bool,
 }
@@ -82,6 +85,7 @@ pub fn router(store: Arc<Store>, view: View) -> Router {
         .into_iter()
         .chain(routes.iter().map(|r| r.path))
         .collect();
+    let metrics = Arc::new(metrics);
     let mut router = Router::new()
         .route(
             "/",
@@ -89,11 +93,9 @@ pub fn router(store: Arc<Store>, view: View) -> Router {
         )
         .route(
             "/metrics",
-            get(
-                move |state: State<Arc<Store>>, headers: HeaderMap, q: RawQuery| {
-                    metrics_handler(state, headers, q, metrics)
-                },
-            ),
+            get(move |headers: HeaderMap, q: RawQuery| {
+                metrics_handler(headers, q, metrics.clone())
+            }),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -217,15 +219,16 @@ async fn text_report(
 }
 
 async fn metrics_handler(
-    State(store): State<Arc<Store>>,
     headers: HeaderMap,
     q: RawQuery,
-    metrics: fn(&Snapshot, Format) -> String,
+    metrics: Arc<Exposition>,
 ) -> Result<Response, ApiError> {
     query(q.0, &[])?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::negotiate(accept);
-    let body = store.read(|s| metrics(s, format));
+    let body = metrics
+        .scrape(format)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
 

@@ -9,6 +9,7 @@
 use super::access::TokenBucket;
 use super::auth::PasswordChecker;
 use super::web_config::{self, FileSet, WebConfig, WebConfigError};
+use super::web_metrics::WebCounters;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -47,8 +48,10 @@ pub struct WebState {
     open_paths: Vec<String>,
     current: RwLock<Arc<Active>>,
     pub passwords: PasswordChecker,
-    /// Reloads that failed and kept the previous configuration. Kept for a metric.
+    /// Reloads that failed and kept the previous configuration.
     pub failed_reloads: AtomicU64,
+    /// Requests and connections refused, by reason.
+    pub counters: WebCounters,
 }
 
 impl WebState {
@@ -74,6 +77,7 @@ impl WebState {
             current: RwLock::new(Arc::new(Active::new(config))),
             passwords: PasswordChecker::default(),
             failed_reloads: AtomicU64::new(0),
+            counters: WebCounters::default(),
         };
         Ok((Arc::new(state), files))
     }

@@ -15,6 +15,7 @@ use super::access::{self, Peer};
 use super::guarded_io::{ConnShared, GuardedIo, InFlight, Timeouts};
 use super::head_gate::{HeadLimits, Verdict};
 use super::reload::WebState;
+use super::web_metrics::ConnectionRefusal;
 use super::ApiError;
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -97,6 +98,7 @@ pub async fn serve(
                         });
                     }
                     Err(_) => {
+                        shared.web.counters.refused_connection(ConnectionRefusal::MaxConnections);
                         if cap_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
                             tracing::warn!(
                                 max_connections = settings.max_connections,
@@ -280,14 +282,19 @@ async fn talk(
         r = tokio::time::timeout_at(deadline, handshake) => match r {
             Ok(Ok(s)) => s,
             Ok(Err(Some(plain))) => {
+                shared.web.counters.refused_connection(ConnectionRefusal::PlainHttp);
                 let body = raw_response(
                     StatusCode::BAD_REQUEST,
                     "this port serves HTTPS: the client sent plain HTTP",
                 );
                 return answer_and_close(plain, &body).await;
             }
-            Ok(Err(None)) => return,
+            Ok(Err(None)) => {
+                shared.web.counters.refused_connection(ConnectionRefusal::TlsHandshake);
+                return;
+            }
             Err(_) => {
+                shared.web.counters.refused_connection(ConnectionRefusal::TlsHandshake);
                 tracing::debug!(peer = %addr, "TLS handshake not done within {:?}", timeouts.read_header);
                 return;
             }

@@ -8,6 +8,8 @@ use super::reload::WebState;
 use super::server::{self, ServerSettings};
 use super::web_config::FileSet;
 use super::web_flags::WebArgs;
+use super::web_metrics::WebFamilies;
+use crate::metrics::exposition::Exposition;
 use anyhow::Context;
 use std::future::Future;
 use std::sync::Arc;
@@ -77,6 +79,12 @@ impl WebServer {
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
         socket.listen(65535)
+    }
+
+    /// Adds the server's own families (refused requests and connections, failed
+    /// reloads) to what `/metrics` encodes.
+    pub fn register_metrics(&self, metrics: &mut Exposition) {
+        metrics.add(Box::new(WebFamilies(self.web.clone())));
     }
 
     /// For the start-up log line.

@@ -43,11 +43,21 @@ fn has(options: &str, name: &str) -> bool {
     options.split(',').any(|o| o == name)
 }
 
-/// The host's mount table: PID 1's (the host's, with hostPID), else this process's
-/// own. The error is PID 1's, which is the one that says what to fix.
+/// The host's mount table: PID 1's (the host's, with hostPID), else, when PID 1's is
+/// absent or refused to us, this process's own. A PID 1 table that is there but does
+/// not read (too large, an I/O error) is an error, not a reason to answer from another
+/// table. The error is PID 1's, which is the one that says what to fix.
 pub fn read_host(root: &HostRoot) -> Result<Vec<Mount>, ReadError> {
-    let text = read_string(&root.proc(&["1", "mountinfo"]))
-        .or_else(|first| read_string(&root.proc(&["self", "mountinfo"])).map_err(|_| first))?;
+    let text = read_string(&root.proc(&["1", "mountinfo"])).or_else(|first| {
+        let elsewhere = matches!(
+            first.source.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+        );
+        if !elsewhere {
+            return Err(first);
+        }
+        read_string(&root.proc(&["self", "mountinfo"])).map_err(|_| first)
+    })?;
     Ok(parse(&text))
 }
 

@@ -2,17 +2,20 @@
 //! others are never throttled, and leaving them out keeps one series per limited
 //! container. Pod-level cgroups carry `container=""`, as in cAdvisor.
 
-use super::encode::{Encoder, Kind};
+use super::family::Families;
 use crate::collect::cgroup::CpuCgroup;
 use crate::collect::CgroupSample;
 use crate::store::Snapshot;
 use crate::text::short_id;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
 use std::collections::HashSet;
+use std::fmt;
 
-/// (metric name, kind, help, value)
+/// (metric name, counter or gauge, help, value)
 type Def = (
     &'static str,
-    Kind,
+    MetricType,
     &'static str,
     fn(&CpuCgroup) -> Option<f64>,
 );
@@ -20,57 +23,56 @@ type Def = (
 const DEFS: [Def; 5] = [
     (
         "nodediag_cgroup_cpu_periods_total",
-        Kind::Counter,
+        MetricType::Counter,
         "CFS enforcement periods that had runnable tasks (cgroup cpu.stat nr_periods).",
         |c| Some(c.stat.nr_periods as f64),
     ),
     (
         "nodediag_cgroup_cpu_throttled_periods_total",
-        Kind::Counter,
+        MetricType::Counter,
         "Periods in which the cgroup used up its CPU quota and was throttled (cgroup cpu.stat nr_throttled).",
         |c| Some(c.stat.nr_throttled as f64),
     ),
     (
         "nodediag_cgroup_cpu_throttled_seconds_total",
-        Kind::Counter,
+        MetricType::Counter,
         "Time the cgroup's tasks spent throttled (cgroup v1 cpu.stat throttled_time, v2 throttled_usec).",
         |c| Some(c.stat.throttled_ns as f64 / 1e9),
     ),
     (
         "nodediag_cgroup_cpu_usage_seconds_total",
-        Kind::Counter,
+        MetricType::Counter,
         "CPU time used by the cgroup (cgroup v1 cpuacct.usage, v2 cpu.stat usage_usec).",
         |c| c.stat.usage_ns.map(|u| u as f64 / 1e9),
     ),
     (
         "nodediag_cgroup_cpu_limit_cores",
-        Kind::Gauge,
+        MetricType::Gauge,
         "CPU limit in cores: quota / period (cgroup v1 cpu.cfs_quota_us / cpu.cfs_period_us, v2 cpu.max).",
         |c| c.quota.map(|q| q.cores()),
     ),
 ];
 
-pub fn render(snap: &Snapshot, e: &mut Encoder) {
+pub fn encode(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
     let Some((_, s)) = snap.latest::<CgroupSample>() else {
-        return;
+        return Ok(());
     };
     let series = limited(s);
-    if series.is_empty() {
-        return;
-    }
     for (name, kind, help, value) in DEFS {
-        e.family(name, kind, help);
-        for (labels, cg) in &series {
-            if let Some(v) = value(cg) {
-                let [ns, pod, container] = labels;
-                e.sample(
-                    name,
-                    &[("namespace", ns), ("pod", pod), ("container", container)],
-                    v,
-                );
-            }
+        let values = series.iter().filter_map(|([ns, pod, container], cg)| {
+            let labels = [
+                ("namespace", ns.as_str()),
+                ("pod", pod.as_str()),
+                ("container", container.as_str()),
+            ];
+            Some((labels, value(cg)?))
+        });
+        match kind {
+            MetricType::Counter => e.counter(name, help, values)?,
+            _ => e.gauge(name, help, values)?,
         }
     }
+    Ok(())
 }
 
 /// (namespace, pod, container) labels of every limited cgroup. Unknown names fall
@@ -107,7 +109,7 @@ mod tests {
     use crate::collect::cgroup::{CgroupVersion, ContainerCpu, PodCpu};
     use crate::collect::pods::Qos;
     use crate::kernel::cgroup::{CpuQuota, CpuStat};
-    use crate::metrics::encode::Format;
+    use crate::metrics::exposition::{Exposition, Format};
     use crate::store::Store;
     use std::sync::Arc;
     use std::time::{Duration, SystemTime};
@@ -138,7 +140,7 @@ mod tests {
     }
 
     fn render_with(pods: Vec<PodCpu>) -> String {
-        let store = Store::new("n".into(), Duration::from_secs(60));
+        let store = Arc::new(Store::new("n".into(), Duration::from_secs(60)));
         store.register("cgroup", Duration::from_secs(15));
         let s = CgroupSample {
             version: CgroupVersion::V2,
@@ -150,9 +152,7 @@ mod tests {
             unavailable: vec![],
         };
         store.record("cgroup", SystemTime::now(), Duration::ZERO, Ok(Arc::new(s)));
-        let mut e = Encoder::new(Format::Text);
-        store.read(|snap| render(snap, &mut e));
-        e.finish()
+        Exposition::of_signal(store, encode).text(Format::Text)
     }
 
     #[test]

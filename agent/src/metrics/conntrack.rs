@@ -1,6 +1,8 @@
-use super::encode::{Encoder, Kind};
+use super::family::Families;
 use crate::collect::ConntrackSample;
 use crate::store::Snapshot;
+use prometheus_client::encoding::DescriptorEncoder;
+use std::fmt;
 
 const STAT_HELP: [(&str, &str); 10] = [
     ("found", "Conntrack lookups that found an entry"),
@@ -30,45 +32,40 @@ const STAT_HELP: [(&str, &str); 10] = [
     ),
 ];
 
-pub fn render(snap: &Snapshot, e: &mut Encoder) {
+pub fn encode(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
     let Some((_, s)) = snap.latest::<ConntrackSample>() else {
-        return;
+        return Ok(());
     };
-    e.single(
+    e.gauge_value(
         "nodediag_conntrack_entries",
-        Kind::Gauge,
         "Entries in the conntrack table of the host network namespace (net.netfilter.nf_conntrack_count).",
-        s.entries as f64,
-    );
-    e.single(
+        s.entries,
+    )?;
+    e.gauge_value(
         "nodediag_conntrack_entries_peak",
-        Kind::Gauge,
         "Highest entry count of the host network namespace's conntrack table read since the previous sample (nf_conntrack_count, read every --conntrack.peak-interval).",
-        s.peak_entries() as f64,
-    );
-    e.single(
+        s.peak_entries(),
+    )?;
+    e.gauge_value(
         "nodediag_conntrack_entries_limit",
-        Kind::Gauge,
         "Size limit of the conntrack table (net.netfilter.nf_conntrack_max).",
-        s.max as f64,
-    );
+        s.max,
+    )?;
     if let Some(b) = s.buckets {
-        e.single(
+        e.gauge_value(
             "nodediag_conntrack_buckets",
-            Kind::Gauge,
             "Hash buckets of the conntrack table (net.netfilter.nf_conntrack_buckets).",
-            b as f64,
-        );
+            b,
+        )?;
     }
-    let Some(stats) = s.stats else { return };
+    let Some(stats) = s.stats else { return Ok(()) };
     for ((name, value), (_, help)) in stats.fields().into_iter().zip(STAT_HELP) {
         let Some(v) = value else { continue };
-        let metric = format!("nodediag_conntrack_{name}_total");
-        e.single(
-            &metric,
-            Kind::Counter,
+        e.counter_value(
+            &format!("nodediag_conntrack_{name}_total"),
             &format!("{help}; per-CPU conntrack statistics summed (ctnetlink, or /proc/net/stat/nf_conntrack)."),
-            v as f64,
-        );
+            v,
+        )?;
     }
+    Ok(())
 }

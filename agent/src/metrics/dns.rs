@@ -2,10 +2,14 @@
 //! histograms, and the kernel's input-backlog drops. No per-pod series: the probed
 //! pods change every round, so a pod label would leave a trail of stale series.
 
-use super::encode::{Encoder, Kind};
-use crate::collect::dns::totals::ServerTotals;
+use super::family::Families;
+use super::histogram::HistogramSeries;
+use crate::collect::dns::totals::{Histogram, ServerTotals, BUCKETS};
 use crate::collect::DnsSample;
 use crate::store::Snapshot;
+use prometheus_client::encoding::DescriptorEncoder;
+use std::collections::BTreeMap;
+use std::fmt;
 
 /// Every `result` of `nodediag_dns_requests_total`, written even at zero so `rate()`
 /// has a start.
@@ -32,131 +36,95 @@ const LOOKUP_RESULTS: [&str; 9] = [
     "error",
 ];
 
-pub fn render(snap: &Snapshot, e: &mut Encoder) {
+pub fn encode(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
     let Some((_, s)) = snap.latest::<DnsSample>() else {
-        return;
+        return Ok(());
     };
-    e.family(
-        "nodediag_dns_server_info",
-        Kind::Gauge,
-        "The DNS server the probes ask and where it came from (source: flag, kubelet, pod_resolv_conf); server is empty when each pod asks its own resolv.conf's nameserver.",
-    );
     let server = s
         .server
         .address
         .map(|a| crate::collect::dns::totals::server_label(&a))
         .unwrap_or_default();
-    e.sample(
+    e.gauge(
         "nodediag_dns_server_info",
-        &[("server", &server), ("source", s.server.source.as_str())],
-        1.0,
-    );
-    e.single(
+        "The DNS server the probes ask and where it came from (source: flag, kubelet, pod_resolv_conf); server is empty when each pod asks its own resolv.conf's nameserver.",
+        [(
+            [("server", server.as_str()), ("source", s.server.source.as_str())],
+            1u64,
+        )],
+    )?;
+    e.gauge_value(
         "nodediag_dns_pod_network_namespaces",
-        Kind::Gauge,
         "Pod network namespaces the DNS probe takes turns through (--dns.pods of them each round).",
-        s.pod_namespaces as f64,
-    );
+        s.pod_namespaces,
+    )?;
     if let Some(d) = s.softnet_dropped {
-        e.single(
+        e.counter_value(
             "nodediag_softnet_dropped_total",
-            Kind::Counter,
             "Packets dropped at a full CPU input backlog (net.core.netdev_max_backlog), summed over CPUs (/proc/net/softnet_stat column 2): losses that look like the conntrack race from a pod.",
-            d as f64,
-        );
+            d,
+        )?;
     }
-    if s.totals.is_empty() {
-        return;
-    }
-    counters(
-        e,
-        &s.totals,
+    let totals = &s.totals;
+    e.counter(
         "nodediag_dns_requests_total",
         "DNS queries the probes sent from pods and the host, by server and result (a query the probe's own deadline cut is not counted).",
-        &REQUEST_RESULTS,
-        |t| &t.requests,
-    );
-    e.family(
+        by_result(totals, &REQUEST_RESULTS, |t| &t.requests),
+    )?;
+    e.histogram(
         "nodediag_dns_request_duration_seconds",
-        Kind::Histogram,
         "Time from a probe query to its reply, whatever the reply said; timeouts are counted in nodediag_dns_requests_total only.",
-    );
-    histograms(e, &s.totals, "nodediag_dns_request_duration_seconds", |t| {
-        &t.request_duration
-    });
-    counters(
-        e,
-        &s.totals,
+        totals
+            .iter()
+            .map(|t| (server_label(t), histogram(&t.request_duration))),
+    )?;
+    e.counter(
         "nodediag_dns_lookups_total",
         "Name lookups as a pod's getaddrinfo makes them (search list, A and AAAA), by server and how they ended: ok, or the failure (nxdomain for a name that must exist, answered for the one that must not).",
-        &LOOKUP_RESULTS,
-        |t| &t.lookups,
-    );
-    e.family(
+        by_result(totals, &LOOKUP_RESULTS, |t| &t.lookups),
+    )?;
+    e.histogram(
         "nodediag_dns_lookup_duration_seconds",
-        Kind::Histogram,
         "Time a successful lookup took, as the pod's getaddrinfo would: every search-list candidate and retry included.",
-    );
-    histograms(e, &s.totals, "nodediag_dns_lookup_duration_seconds", |t| {
-        &t.lookup_duration
-    });
-    e.family(
+        totals
+            .iter()
+            .map(|t| (server_label(t), histogram(&t.lookup_duration))),
+    )?;
+    e.counter(
         "nodediag_dns_fallbacks_total",
-        Kind::Counter,
         "Probes in which glibc's resolver fell back to single-request after a reply to only one of A and AAAA (the conntrack race's mark; each costs the pod a full timeout).",
-    );
-    for t in &s.totals {
-        e.sample(
-            "nodediag_dns_fallbacks_total",
-            &[("server", &t.server)],
-            t.fallbacks as f64,
-        );
-    }
+        totals.iter().map(|t| (server_label(t), t.fallbacks)),
+    )
 }
 
-fn counters(
-    e: &mut Encoder,
-    totals: &[ServerTotals],
-    name: &str,
-    help: &str,
-    results: &[&str],
-    of: fn(&ServerTotals) -> &std::collections::BTreeMap<&'static str, u64>,
-) {
-    e.family(name, Kind::Counter, help);
-    for t in totals {
-        for r in results {
+fn server_label(t: &ServerTotals) -> [(&'static str, &str); 1] {
+    [("server", t.server.as_str())]
+}
+
+/// Every (server, result) pair, at zero when nothing ended that way yet.
+fn by_result<'a>(
+    totals: &'a [ServerTotals],
+    results: &'a [&'static str],
+    of: fn(&ServerTotals) -> &BTreeMap<&'static str, u64>,
+) -> impl Iterator<Item = ([(&'static str, &'a str); 2], u64)> + 'a {
+    totals.iter().flat_map(move |t| {
+        results.iter().map(move |r| {
             let n = of(t).get(r).copied().unwrap_or(0);
-            e.sample(name, &[("server", &t.server), ("result", r)], n as f64);
-        }
-    }
+            ([("server", t.server.as_str()), ("result", *r)], n)
+        })
+    })
 }
 
-/// The series of one histogram family per server; the family is started by the
-/// caller.
-fn histograms(
-    e: &mut Encoder,
-    totals: &[ServerTotals],
-    name: &str,
-    of: fn(&ServerTotals) -> &crate::collect::dns::totals::Histogram,
-) {
-    for t in totals {
-        let h = of(t);
-        e.histogram(
-            name,
-            &[("server", &t.server)],
-            &h.cumulative(),
-            h.sum_seconds,
-            h.count,
-        );
-    }
+fn histogram(h: &Histogram) -> HistogramSeries<'_> {
+    HistogramSeries::new(&BUCKETS, &h.counts, h.sum_seconds, h.count, Some(&h.native))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::dns::totals::{Histogram, ServerTotals};
     use crate::collect::dns::{DomainSource, ServerChoice, ServerSource};
-    use crate::metrics::encode::Format;
+    use crate::metrics::exposition::{Exposition, Format};
+    use crate::store::Store;
     use std::sync::Arc;
     use std::time::{Duration, SystemTime};
 
@@ -196,7 +164,7 @@ mod tests {
 
     #[test]
     fn counters_start_at_zero_for_every_result_and_histograms_are_per_server() {
-        let store = crate::store::Store::new("n".into(), Duration::from_secs(300));
+        let store = Arc::new(Store::new("n".into(), Duration::from_secs(300)));
         store.register("dns", Duration::from_secs(15));
         store.record(
             "dns",
@@ -204,9 +172,7 @@ mod tests {
             Duration::ZERO,
             Ok(Arc::new(sample())),
         );
-        let mut e = Encoder::new(Format::Text);
-        render(&store.snapshot(), &mut e);
-        let out = e.finish();
+        let out = Exposition::of_signal(store, encode).text(Format::Text);
         for line in [
             "nodediag_dns_server_info{server=\"10.96.0.10\",source=\"kubelet\"} 1",
             "nodediag_dns_pod_network_namespaces 40",
@@ -237,9 +203,16 @@ mod tests {
 
     #[test]
     fn nothing_without_a_sample() {
-        let store = crate::store::Store::new("n".into(), Duration::from_secs(300));
-        let mut e = Encoder::new(Format::Text);
-        render(&store.snapshot(), &mut e);
-        assert!(e.finish().is_empty());
+        let store = Arc::new(Store::new("n".into(), Duration::from_secs(300)));
+        store.register("dns", Duration::from_secs(15));
+        for format in Format::ALL {
+            let out = Exposition::of_signal(store.clone(), encode).encode(format);
+            let empty: &[u8] = if format == Format::OpenMetrics {
+                b"# EOF\n"
+            } else {
+                b""
+            };
+            assert_eq!(out.unwrap(), empty, "{format:?}");
+        }
     }
 }

@@ -6,9 +6,9 @@ use crate::collect::{self, Collector};
 use crate::diagnose::{cgroup, FindingDef, RuleSet};
 use crate::flags::parse_duration;
 use crate::http::Route;
-use crate::metrics::encode::Encoder;
 use crate::sample::CollectError;
 use crate::store::Snapshot;
+use prometheus_client::encoding::DescriptorEncoder;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -69,8 +69,8 @@ impl Signal for Cgroup {
         crate::report::cgroup::summary(sample)
     }
 
-    fn metrics(snap: &Snapshot, e: &mut Encoder) {
-        crate::metrics::cgroup::render(snap, e)
+    fn metrics(snap: &Snapshot, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        crate::metrics::cgroup::encode(snap, e)
     }
 
     fn report(out: &mut String, snap: &Snapshot, now: SystemTime) {

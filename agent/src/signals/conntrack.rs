@@ -8,8 +8,8 @@ use crate::collect::conntrack_dumper::{TopBudget, TopDumper};
 use crate::collect::{self, Collector};
 use crate::diagnose::{conntrack, FindingDef, RuleSet};
 use crate::flags::{parse_duration, parse_duration_or_zero};
-use crate::metrics::encode::Encoder;
 use crate::store::Snapshot;
+use prometheus_client::encoding::DescriptorEncoder;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -108,8 +108,8 @@ impl Signal for Conntrack {
         crate::report::conntrack::summary(sample)
     }
 
-    fn metrics(snap: &Snapshot, e: &mut Encoder) {
-        crate::metrics::conntrack::render(snap, e)
+    fn metrics(snap: &Snapshot, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        crate::metrics::conntrack::encode(snap, e)
     }
 
     fn report(out: &mut String, snap: &Snapshot, now: SystemTime) {

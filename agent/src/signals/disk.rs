@@ -6,8 +6,8 @@ use crate::collect::{self, Collector};
 use crate::diagnose::{disk, FindingDef, RuleSet};
 use crate::flags::{parse_bytes, parse_duration};
 use crate::http::Route;
-use crate::metrics::encode::Encoder;
 use crate::store::Snapshot;
+use prometheus_client::encoding::DescriptorEncoder;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -120,8 +120,8 @@ impl Signal for Disk {
         crate::report::disk::summary(sample)
     }
 
-    fn metrics(snap: &Snapshot, e: &mut Encoder) {
-        crate::metrics::disk::render(snap, e)
+    fn metrics(snap: &Snapshot, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        crate::metrics::disk::encode(snap, e)
     }
 
     fn report(out: &mut String, snap: &Snapshot, now: SystemTime) {

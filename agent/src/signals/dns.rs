@@ -7,8 +7,8 @@ use crate::collect::{self, Collector};
 use crate::diagnose::{dns, FindingDef, RuleSet};
 use crate::flags::parse_duration;
 use crate::http::Route;
-use crate::metrics::encode::Encoder;
 use crate::store::Snapshot;
+use prometheus_client::encoding::DescriptorEncoder;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
@@ -137,8 +137,8 @@ impl Signal for Dns {
         crate::report::dns::summary(sample)
     }
 
-    fn metrics(snap: &Snapshot, e: &mut Encoder) {
-        crate::metrics::dns::render(snap, e)
+    fn metrics(snap: &Snapshot, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        crate::metrics::dns::encode(snap, e)
     }
 
     fn report(out: &mut String, snap: &Snapshot, now: SystemTime) {

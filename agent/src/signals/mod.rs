@@ -19,10 +19,12 @@ mod pressure;
 use crate::collect::{self, Collector, Enabled};
 use crate::diagnose::{Evaluation, FindingDef, RuleContext, RuleSet};
 use crate::http::Route;
-use crate::metrics::encode::{Encoder, Format};
+use crate::metrics::exposition::{EncodeFn, Exposition};
 use crate::report;
 use crate::sample::{AnySample, Sample};
-use crate::store::Snapshot;
+use crate::store::{Snapshot, Store};
+use prometheus_client::encoding::DescriptorEncoder;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// One signal, declared in one place.
@@ -49,7 +51,10 @@ pub trait Signal: 'static {
     /// The collector's line in the report.
     fn summary(sample: &Self::Sample) -> String;
 
-    fn metrics(_snap: &Snapshot, _e: &mut Encoder) {}
+    /// The signal's families, encoded from the latest samples at each scrape.
+    fn metrics(_snap: &Snapshot, _e: &mut DescriptorEncoder) -> std::fmt::Result {
+        Ok(())
+    }
 
     /// A section of the report after the findings, when there is something to say.
     fn report(_out: &mut String, _snap: &Snapshot, _now: SystemTime) {}
@@ -89,7 +94,7 @@ pub struct SignalDef {
     pub name: &'static str,
     pub findings: &'static [&'static FindingDef],
     pub report: report::Section,
-    pub metrics: fn(&Snapshot, &mut Encoder),
+    pub metrics: EncodeFn,
 }
 
 impl SignalDef {
@@ -198,16 +203,22 @@ pub fn render_report(snap: &Snapshot, now: SystemTime) -> String {
     report::render(snap, now, SIGNALS.iter().map(|s| &s.report))
 }
 
-pub fn render_metrics(snap: &Snapshot, format: Format) -> String {
-    crate::metrics::render(snap, format, SIGNALS.iter().map(|s| s.metrics))
+/// What `/metrics` encodes: nodediag's own families, then each signal's, read from
+/// `store` at every scrape.
+pub fn metrics_exposition(store: Arc<Store>) -> Exposition {
+    let mut exposition = Exposition::new(store);
+    for s in SIGNALS {
+        exposition.add_signal(s.name, s.metrics);
+    }
+    exposition
 }
 
 /// What the HTTP layer serves beyond its own endpoints: `routes` are the built
 /// signals' ([`Built::routes`]).
-pub fn http_view(routes: Vec<Route>) -> crate::http::View {
+pub fn http_view(store: Arc<Store>, routes: Vec<Route>) -> crate::http::View {
     crate::http::View {
         report: render_report,
-        metrics: render_metrics,
+        metrics: metrics_exposition(store),
         routes,
         finding: |id| finding(id).is_some(),
     }

@@ -5,8 +5,8 @@ use crate::collect::nic::{NicCollector, NicSample};
 use crate::collect::{self, Collector};
 use crate::diagnose::{nic, FindingDef, RuleSet};
 use crate::flags::parse_duration;
-use crate::metrics::encode::Encoder;
 use crate::store::Snapshot;
+use prometheus_client::encoding::DescriptorEncoder;
 use std::time::Duration;
 
 pub struct Nic;
@@ -55,7 +55,7 @@ impl Signal for Nic {
         crate::report::nic::summary(sample)
     }
 
-    fn metrics(snap: &Snapshot, e: &mut Encoder) {
-        crate::metrics::nic::render(snap, e)
+    fn metrics(snap: &Snapshot, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        crate::metrics::nic::encode(snap, e)
     }
 }

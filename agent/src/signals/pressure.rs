@@ -6,8 +6,8 @@ use crate::collect::pressure::{PressureCollector, PressureSample};
 use crate::collect::{self, Collector};
 use crate::diagnose::{oom, pressure, FindingDef, RuleSet};
 use crate::flags::parse_duration;
-use crate::metrics::encode::Encoder;
 use crate::store::Snapshot;
+use prometheus_client::encoding::DescriptorEncoder;
 use std::time::{Duration, SystemTime};
 
 pub struct Pressure;
@@ -63,8 +63,8 @@ impl Signal for Pressure {
         crate::report::pressure::summary(sample)
     }
 
-    fn metrics(snap: &Snapshot, e: &mut Encoder) {
-        crate::metrics::pressure::render(snap, e)
+    fn metrics(snap: &Snapshot, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        crate::metrics::pressure::encode(snap, e)
     }
 
     fn report(out: &mut String, snap: &Snapshot, now: SystemTime) {

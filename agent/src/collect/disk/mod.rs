@@ -236,14 +236,18 @@ impl DiskCollector {
     fn mounts(&self, unavailable: &mut Vec<Unavailable>) -> Option<Vec<Mount>> {
         match mountinfo::read_host(&self.root) {
             Ok(mounts) => Some(mounts),
-            Err(e) => {
+            Err(e) if e.is_not_found() => {
                 unavailable.push(Unavailable::new(
                     "mount table",
                     format!(
-                        "{} is unreadable: read-only mounts are judged from statvfs as nodediag sees them",
+                        "{} is missing: read-only mounts are judged from statvfs as nodediag sees them",
                         e.path.display()
                     ),
                 ));
+                None
+            }
+            Err(e) => {
+                unavailable.push(Unavailable::unreadable(&e));
                 None
             }
         }

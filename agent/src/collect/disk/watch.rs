@@ -5,6 +5,7 @@
 //! replaced while it is stuck, so threads cannot pile up.
 
 use super::probe::{self, ProbeFile};
+use crate::collect::native_histogram::NativeHistogram;
 use crate::kernel::statfs::{self, FsUsage};
 use crate::kernel::ReadError;
 use serde::Serialize;
@@ -33,6 +34,9 @@ pub struct Histogram {
     pub counts: Vec<u64>,
     pub sum_seconds: f64,
     pub count: u64,
+    /// The same observations in exponential buckets (a Prometheus native histogram).
+    #[serde(skip)]
+    pub native: NativeHistogram,
 }
 
 impl Histogram {
@@ -47,6 +51,7 @@ impl Histogram {
         self.counts[i] += 1;
         self.sum_seconds += seconds;
         self.count += 1;
+        self.native.observe(seconds);
     }
 
     /// (upper bound, cumulative count) for each bound, then (+Inf, count).

@@ -2,6 +2,7 @@
 //! `/metrics` (a scrape must not depend on which rounds are still in the window).
 
 use super::sample::{got_reply, query_result, ProbeResult};
+use crate::collect::native_histogram::NativeHistogram;
 use crate::kernel::dns::exchange::QueryRecord;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -24,6 +25,9 @@ pub struct Histogram {
     pub counts: Vec<u64>,
     pub sum_seconds: f64,
     pub count: u64,
+    /// The same observations in exponential buckets (a Prometheus native histogram).
+    #[serde(skip)]
+    pub native: NativeHistogram,
 }
 
 impl Histogram {
@@ -38,6 +42,7 @@ impl Histogram {
         self.counts[i] += 1;
         self.sum_seconds += seconds;
         self.count += 1;
+        self.native.observe(seconds);
     }
 
     /// (upper bound, cumulative count) for each bound, then (+Inf, count).

@@ -1,0 +1,322 @@
+//! `/metrics` through prometheus-client: a registry of `Collector`s that encode the
+//! store at scrape time (nodediag's own families, then one per signal, then what the
+//! HTTP server adds), in the format the scraper asks for.
+//!
+//! Encoding at scrape time from the latest samples means series whose source is gone
+//! (a container, a veth, a directory, a DNS server) are not exposed any more, with no
+//! registered metric to forget to remove.
+
+use super::family::Families;
+use crate::store::{Snapshot, Store};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_protobuf, prometheus_text, text, DescriptorEncoder};
+use prometheus_client::registry::Registry;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// How a signal encodes its families from a snapshot of the store.
+pub type EncodeFn = fn(&Snapshot, &mut DescriptorEncoder) -> fmt::Result;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text format 0.0.4: what a scraper gets unless it asks for another.
+    Text,
+    OpenMetrics,
+    /// The `io.prometheus.client.MetricFamily` protobuf messages, length-delimited:
+    /// the one format with native histograms.
+    Protobuf,
+}
+
+impl Format {
+    pub const ALL: [Format; 3] = [Format::Text, Format::OpenMetrics, Format::Protobuf];
+
+    /// The format of the first media range in the scraper's Accept header, by
+    /// preference (q), that nodediag serves; text 0.0.4 when none is, as
+    /// client_golang's `expfmt.Negotiate` does. Prometheus lists protobuf first when
+    /// it ingests native histograms, OpenMetrics first otherwise.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let mut ranges: Vec<(f32, Option<Format>)> = accept
+            .unwrap_or("")
+            .split(',')
+            .map(media_range)
+            .filter(|(q, _)| *q > 0.0)
+            .collect();
+        // Stable: equally preferred ranges keep the scraper's order.
+        ranges.sort_by(|a, b| b.0.total_cmp(&a.0));
+        ranges
+            .into_iter()
+            .find_map(|(_, f)| f)
+            .unwrap_or(Format::Text)
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => prometheus_text::CONTENT_TYPE,
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Protobuf => {
+                "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+            }
+        }
+    }
+
+    /// The `format` label of `nodediag_scrapes_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::OpenMetrics => "openmetrics",
+            Format::Protobuf => "protobuf",
+        }
+    }
+}
+
+/// (q, the format it names if nodediag serves it) of one media range.
+fn media_range(range: &str) -> (f32, Option<Format>) {
+    let mut parts = range.split(';').map(str::trim);
+    let media = parts.next().unwrap_or("").to_ascii_lowercase();
+    let mut q = 1.0;
+    let (mut version, mut proto, mut encoding) = (None, None, None);
+    for param in parts {
+        let Some((k, v)) = param.split_once('=') else {
+            continue;
+        };
+        let v = v.trim().trim_matches('"');
+        match k.trim().to_ascii_lowercase().as_str() {
+            "q" => q = v.parse().unwrap_or(0.0),
+            "version" => version = Some(v),
+            "proto" => proto = Some(v),
+            "encoding" => encoding = Some(v),
+            _ => {}
+        }
+    }
+    let format = match (media.as_str(), version) {
+        ("application/vnd.google.protobuf", _)
+            if proto == Some("io.prometheus.client.MetricFamily")
+                && encoding == Some("delimited") =>
+        {
+            Some(Format::Protobuf)
+        }
+        ("text/plain", None | Some("0.0.4")) => Some(Format::Text),
+        ("application/openmetrics-text", None | Some("1.0.0") | Some("0.0.1")) => {
+            Some(Format::OpenMetrics)
+        }
+        _ => None,
+    };
+    (q, format)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("encoding /metrics as {format:?}: {reason}")]
+pub struct EncodeError {
+    format: Format,
+    reason: String,
+}
+
+/// Scrapes served, by format.
+#[derive(Debug, Default)]
+struct Scrapes([AtomicU64; 3]);
+
+impl Scrapes {
+    fn add(&self, f: Format) {
+        self.0[f as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn get(&self, f: Format) -> u64 {
+        self.0[f as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// The registry `/metrics` encodes.
+pub struct Exposition {
+    registry: Registry,
+    store: Arc<Store>,
+    scrapes: Arc<Scrapes>,
+    /// The size of the last text encoding: the next one starts with room for it.
+    last_len: AtomicUsize,
+}
+
+impl Exposition {
+    /// nodediag's own families (build, collectors, rules, findings, scrapes) come
+    /// first; then the signals' and whatever else is added, in that order.
+    pub fn new(store: Arc<Store>) -> Self {
+        let scrapes = Arc::new(Scrapes::default());
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(OwnFamilies {
+            store: store.clone(),
+            scrapes: scrapes.clone(),
+        }));
+        Self {
+            registry,
+            store,
+            scrapes,
+            last_len: AtomicUsize::new(64 * 1024),
+        }
+    }
+
+    /// A signal's families, encoded from the store by `encode` at each scrape.
+    pub fn add_signal(&mut self, name: &'static str, encode: EncodeFn) {
+        self.registry.register_collector(Box::new(SignalFamilies {
+            name,
+            store: self.store.clone(),
+            encode,
+        }));
+    }
+
+    pub fn add(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
+    }
+
+    /// Encodes one scrape and counts it (the scrape sees itself counted).
+    pub fn scrape(&self, format: Format) -> Result<Vec<u8>, EncodeError> {
+        self.scrapes.add(format);
+        self.encode(format)
+    }
+
+    /// Encodes the registry, without counting a scrape.
+    pub fn encode(&self, format: Format) -> Result<Vec<u8>, EncodeError> {
+        let failed = |reason: String| EncodeError { format, reason };
+        match format {
+            Format::Protobuf => prometheus_protobuf::encode_to_vec(&self.registry)
+                .map_err(|e| failed(e.to_string())),
+            Format::Text | Format::OpenMetrics => {
+                let mut out = String::with_capacity(self.last_len.load(Ordering::Relaxed));
+                let written = match format {
+                    Format::Text => prometheus_text::encode(&mut out, &self.registry),
+                    _ => text::encode(&mut out, &self.registry),
+                };
+                written.map_err(|_| failed("a family could not be written".into()))?;
+                self.last_len.store(out.len(), Ordering::Relaxed);
+                Ok(out.into_bytes())
+            }
+        }
+    }
+}
+
+/// nodediag's own families, and the scrapes by format.
+struct OwnFamilies {
+    store: Arc<Store>,
+    scrapes: Arc<Scrapes>,
+}
+
+impl fmt::Debug for OwnFamilies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OwnFamilies")
+    }
+}
+
+impl Collector for OwnFamilies {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        self.store.read(|snap| super::own_families(snap, &mut e))?;
+        e.counter(
+            "nodediag_scrapes_total",
+            "Scrapes of /metrics, by the exposition format negotiated from the scraper's Accept header (protobuf: the one with native histograms).",
+            Format::ALL.map(|f| ([("format", f.as_str())], self.scrapes.get(f))),
+        )
+    }
+}
+
+/// One signal's families, read from the latest samples at each scrape.
+struct SignalFamilies {
+    name: &'static str,
+    store: Arc<Store>,
+    encode: EncodeFn,
+}
+
+impl fmt::Debug for SignalFamilies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SignalFamilies({})", self.name)
+    }
+}
+
+impl Collector for SignalFamilies {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        self.store.read(|snap| (self.encode)(snap, &mut e))
+    }
+}
+
+#[cfg(test)]
+impl Exposition {
+    /// One signal's families alone, for its tests.
+    pub(crate) fn of_signal(store: Arc<Store>, encode: EncodeFn) -> Self {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(SignalFamilies {
+            name: "test",
+            store: store.clone(),
+            encode,
+        }));
+        Self {
+            registry,
+            store,
+            scrapes: Arc::default(),
+            last_len: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn text(&self, format: Format) -> String {
+        String::from_utf8(self.encode(format).expect("encodes")).expect("utf-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_follows_accept_and_its_preferences() {
+        let n = |a: &str| Format::negotiate(Some(a));
+        assert_eq!(Format::negotiate(None), Format::Text);
+        assert_eq!(n("*/*"), Format::Text);
+        assert_eq!(n(""), Format::Text);
+        // Prometheus 2.42 without and with --enable-feature=native-histograms.
+        assert_eq!(
+            n("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            n("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
+            Format::Protobuf
+        );
+        // q decides, not the order; q=0 refuses; unknown versions and encodings are
+        // not served.
+        assert_eq!(
+            n("application/openmetrics-text; q=0.2, text/plain; version=0.0.4; q=0.9"),
+            Format::Text
+        );
+        assert_eq!(
+            n("application/openmetrics-text;q=0, text/plain;q=0.1"),
+            Format::Text
+        );
+        assert_eq!(
+            n("application/openmetrics-text;version=2.0.0, application/openmetrics-text;version=1.0.0;q=0.5"),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            n("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text,application/openmetrics-text;q=0.5"),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            n("Application/OpenMetrics-Text; Version=\"1.0.0\""),
+            Format::OpenMetrics
+        );
+    }
+
+    #[test]
+    fn scrapes_are_counted_by_format_and_seen_in_the_next_scrape() {
+        let store = Arc::new(Store::new("n".into(), std::time::Duration::from_secs(60)));
+        let e = Exposition::new(store);
+        e.scrape(Format::Protobuf).unwrap();
+        e.scrape(Format::OpenMetrics).unwrap();
+        let text = String::from_utf8(e.scrape(Format::Text).unwrap()).unwrap();
+        for line in [
+            "nodediag_scrapes_total{format=\"text\"} 1\n",
+            "nodediag_scrapes_total{format=\"openmetrics\"} 1\n",
+            "nodediag_scrapes_total{format=\"protobuf\"} 1\n",
+            "# TYPE nodediag_scrapes_total counter\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in\n{text}");
+        }
+        let om = String::from_utf8(e.encode(Format::OpenMetrics).unwrap()).unwrap();
+        assert!(om.contains("# TYPE nodediag_scrapes counter\n"), "{om}");
+        assert!(om.ends_with("# EOF\n"));
+    }
+}
