@@ -1,11 +1,12 @@
 //! Cost of one cgroup collection with 300 containers (100 pods of 3), and of what
-//! reads its samples afterwards (window math for the rules and the API, metrics).
+//! reads its samples afterwards (window math for the rules and the API, metrics) or
+//! keeps them (a sample recorded into a full window).
 //!
 //! `collect/tree`: a cgroup v1 tree of plain files (any machine).
 //! `collect/cgroupfs`: the same pods as real cgroups in the host's v1 cpu and cpuacct
 //! hierarchies, when run as root on a v1 host; removed afterwards.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use nodediag::collect::cgroup::CgroupCollector;
 use nodediag::collect::{CgroupSample, Collector};
 use nodediag::diagnose::cgroup::throttling;
@@ -191,6 +192,20 @@ fn bench(c: &mut Criterion) {
     let exposition = signals::metrics_exposition(store.clone());
     c.bench_function("metrics/render_300_containers", |b| {
         b.iter(|| exposition.encode(Format::Text))
+    });
+    // A new sample into a full window: the one it replaces as the newest is cut down
+    // to the counters the rules read of older samples.
+    let mut next = 21u64;
+    c.bench_function("window/record_300_containers", |b| {
+        b.iter_batched(
+            || Arc::new(sample.clone()),
+            |s| {
+                let at = t0 + Duration::from_secs(15 * next);
+                next += 1;
+                store.record("cgroup", at, Duration::ZERO, Ok(s));
+            },
+            BatchSize::SmallInput,
+        )
     });
 }
 

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 /// Values that change from run to run are masked before the diff.
 const VOLATILE: &[&str] = &[
     "nodediag_collector_duration_seconds",
+    "nodediag_collector_cpu_seconds_total",
     "nodediag_collector_last_success_timestamp_seconds",
     "nodediag_collector_runs_total",
 ];

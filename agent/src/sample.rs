@@ -5,6 +5,7 @@ use crate::kernel::ReadError;
 use serde::Serialize;
 use std::any::Any;
 use std::fmt::Debug;
+use std::sync::Arc;
 
 /// A collector's sample. `COLLECTOR` is the signal's one name: the scheduler, the store,
 /// the API and the flags all take it from here, so they cannot disagree.
@@ -13,6 +14,29 @@ pub trait Sample: Serialize + Debug + Send + Sync + 'static {
 
     /// Parts of the signal this host could not give; the report lists them as partial.
     fn unavailable(&self) -> &[Unavailable];
+
+    /// What the rule window keeps of this sample once a newer one has arrived: only
+    /// what some rule or view reads from older samples, so memory grows with what
+    /// the rules need, not with whole samples. The newest sample is always kept
+    /// whole. An override must say which reader needs each part it keeps; the rule
+    /// tests run on compacted histories, since they go through the store.
+    fn compact(&self) -> Compacted<Self>
+    where
+        Self: Sized,
+    {
+        Compacted::Whole
+    }
+}
+
+/// What the rule window keeps of a sample that is no longer the newest.
+#[derive(Debug)]
+pub enum Compacted<T> {
+    /// All of it: rules read every part of older samples.
+    Whole,
+    /// The parts rules read from older samples.
+    Part(T),
+    /// Nothing: rules read only the newest sample.
+    Nothing,
 }
 
 /// A sample whose type the store does not know; rules and renderers get the typed one
@@ -22,6 +46,8 @@ pub trait AnySample: Debug + Send + Sync {
     fn unavailable(&self) -> &[Unavailable];
     fn to_json(&self) -> serde_json::Value;
     fn as_any(&self) -> &dyn Any;
+    /// [`Sample::compact`], erased.
+    fn compact_any(&self) -> Compacted<Arc<dyn AnySample>>;
 }
 
 impl<T: Sample> AnySample for T {
@@ -39,6 +65,14 @@ impl<T: Sample> AnySample for T {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+
+    fn compact_any(&self) -> Compacted<Arc<dyn AnySample>> {
+        match self.compact() {
+            Compacted::Whole => Compacted::Whole,
+            Compacted::Part(p) => Compacted::Part(Arc::new(p)),
+            Compacted::Nothing => Compacted::Nothing,
+        }
     }
 }
 

@@ -2,9 +2,10 @@
 //! status, and the current findings. Scrapes and API calls only read from here.
 
 use crate::finding::Finding;
-use crate::sample::{AnySample, CollectError, Sample, Unavailable};
+use crate::sample::{AnySample, CollectError, Compacted, Sample, Unavailable};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -48,6 +49,13 @@ pub struct CollectorState {
     pub last_duration: Option<Duration>,
     pub runs_total: u64,
     pub failures_total: u64,
+    /// CPU (user and system) of every collection so far, on the collection thread and
+    /// the helper threads it joined.
+    #[serde(
+        rename = "cpu_seconds_total",
+        serialize_with = "crate::time::serialize_duration"
+    )]
+    pub cpu_total: Duration,
     #[serde(skip)]
     pub history: VecDeque<Stamped>,
 }
@@ -61,6 +69,7 @@ impl CollectorState {
             last_duration: None,
             runs_total: 0,
             failures_total: 0,
+            cpu_total: Duration::ZERO,
             history: VecDeque::new(),
         }
     }
@@ -182,6 +191,10 @@ pub struct Store {
     inner: RwLock<Snapshot>,
     /// History older than this is dropped: the rule window plus slack for an interval.
     retention: Duration,
+    /// Findings were evaluated on samples of every collector: until then the agent is
+    /// not ready, though every collector has sampled (findings are evaluated a
+    /// moment after the samples of a round, off the request threads).
+    judged: AtomicBool,
 }
 
 impl Store {
@@ -193,7 +206,17 @@ impl Store {
                 ..Snapshot::default()
             }),
             retention,
+            judged: AtomicBool::new(false),
         }
+    }
+
+    /// Findings have been evaluated on a snapshot where every collector had sampled.
+    pub fn mark_judged(&self) {
+        self.judged.store(true, Ordering::Release);
+    }
+
+    pub fn judged(&self) -> bool {
+        self.judged.load(Ordering::Acquire)
     }
 
     pub fn register(&self, name: &'static str, interval: Duration) {
@@ -209,6 +232,16 @@ impl Store {
         took: Duration,
         result: Result<Arc<dyn AnySample>, CollectError>,
     ) {
+        // The sample the new one replaces as the newest is cut down to what rules
+        // read of older samples; outside the lock, so scrapes do not wait for it.
+        let previous = match &result {
+            Ok(_) => self.read(|s| {
+                let h = &s.collectors.get(name)?.history;
+                Some((h.len(), h.back()?.sample.clone()))
+            }),
+            Err(_) => None,
+        };
+        let compacted = previous.map(|(len, p)| (len, p.compact_any()));
         let mut inner = self.write();
         let Some(state) = inner.collectors.get_mut(name) else {
             return;
@@ -219,6 +252,19 @@ impl Store {
         match result {
             Ok(sample) => {
                 state.status = Status::Ok;
+                // One collection at a time per collector: the newest is still the one
+                // compacted above.
+                match compacted {
+                    Some((len, Compacted::Part(part))) if state.history.len() == len => {
+                        if let Some(last) = state.history.back_mut() {
+                            last.sample = part;
+                        }
+                    }
+                    Some((len, Compacted::Nothing)) if state.history.len() == len => {
+                        state.history.pop_back();
+                    }
+                    _ => {}
+                }
                 state.history.push_back(Stamped { at, sample });
                 let horizon = self.retention + state.interval * 2;
                 while state.history.len() > 2
@@ -239,6 +285,13 @@ impl Store {
                     message: e.to_string(),
                 };
             }
+        }
+    }
+
+    /// Adds the CPU a collection used to its collector's account.
+    pub fn add_cpu(&self, name: &'static str, cpu: Duration) {
+        if let Some(state) = self.write().collectors.get_mut(name) {
+            state.cpu_total += cpu;
         }
     }
 
@@ -309,6 +362,67 @@ mod tests {
 
     fn sample() -> Result<Arc<dyn AnySample>, CollectError> {
         Ok(Arc::new(Probe))
+    }
+
+    /// Keeps its counter in the window, not its detail.
+    #[derive(Debug, Serialize)]
+    struct Counted {
+        counter: u64,
+        detail: Vec<u64>,
+    }
+    impl Sample for Counted {
+        const COLLECTOR: &'static str = "counted";
+        fn unavailable(&self) -> &[Unavailable] {
+            &[]
+        }
+        fn compact(&self) -> Compacted<Self> {
+            Compacted::Part(Counted {
+                counter: self.counter,
+                detail: Vec::new(),
+            })
+        }
+    }
+
+    /// Read from the newest sample only.
+    #[derive(Debug, Serialize)]
+    struct Latest(u64);
+    impl Sample for Latest {
+        const COLLECTOR: &'static str = "latest";
+        fn unavailable(&self) -> &[Unavailable] {
+            &[]
+        }
+        fn compact(&self) -> Compacted<Self> {
+            Compacted::Nothing
+        }
+    }
+
+    #[test]
+    fn older_samples_keep_what_rules_read_and_the_newest_is_whole() {
+        let store = Store::new("n".into(), Duration::from_secs(60));
+        store.register("counted", Duration::from_secs(10));
+        store.register("latest", Duration::from_secs(10));
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        for i in 0..4u64 {
+            let at = t0 + Duration::from_secs(10 * i);
+            let counted = Counted {
+                counter: i,
+                detail: vec![i; 100],
+            };
+            store.record("counted", at, Duration::ZERO, Ok(Arc::new(counted)));
+            store.record("latest", at, Duration::ZERO, Ok(Arc::new(Latest(i))));
+        }
+        let snap = store.snapshot();
+        let h = snap.history::<Counted>();
+        assert_eq!(
+            h.iter().map(|(_, s)| s.counter).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+        assert!(h[..3].iter().all(|(_, s)| s.detail.is_empty()));
+        assert_eq!(h[3].1.detail.len(), 100, "the newest is whole");
+        let l = snap.history::<Latest>();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].1 .0, 3);
+        assert_eq!(l[0].0, t0 + Duration::from_secs(30));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Wiring: the long-running agent (`serve`) and the one-shot check (`check`).
 
 pub mod notrack;
+mod refresh;
 pub mod schedule;
 
 use crate::collect::Enabled;
@@ -62,6 +63,9 @@ impl Agent {
             .unwrap_or_else(|e| e.into_inner())
             .update(evaluation.findings);
         self.store.set_evaluation(findings, &evaluation.failures);
+        if snap.ready() {
+            self.store.mark_judged();
+        }
     }
 }
 
@@ -99,13 +103,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let port = listener.local_addr()?.port();
     let exemption = notrack::install(args.web_notrack, port, &agent.store).await;
-    let refresher = agent.clone();
-    let tasks = schedule::spawn_all(
+    let (on_sample, refresher) = refresh::spawn(agent.clone());
+    let mut tasks = schedule::spawn_all(
         agent.store.clone(),
         collectors,
         args.agent.collector_timeout,
-        Arc::new(move || refresher.refresh_findings()),
+        on_sample,
     );
+    tasks.push(refresher);
     let mut view = signals::http_view(agent.store.clone(), routes);
     web.register_metrics(&mut view.metrics);
     let app = crate::http::router(agent.store.clone(), view);

@@ -3,6 +3,7 @@
 //! hung and is not started again until it returns, so threads never pile up.
 
 use crate::collect::{DynCollector, Enabled};
+use crate::kernel::thread_cpu;
 use crate::sample::{AnySample, CollectError};
 use crate::store::Store;
 use crate::text::panic_message;
@@ -20,6 +21,18 @@ pub fn collect_once(collector: &mut dyn DynCollector) -> Result<Arc<dyn AnySampl
             panic_message(&*panic)
         ))),
     }
+}
+
+/// One collection, and the CPU it used on this thread and on the helper threads it
+/// joined.
+fn collect_measured(
+    collector: &mut dyn DynCollector,
+) -> (Result<Arc<dyn AnySample>, CollectError>, Duration) {
+    thread_cpu::take_charged();
+    let before = thread_cpu::thread_cpu();
+    let result = collect_once(collector);
+    let cpu = thread_cpu::thread_cpu().saturating_sub(before) + thread_cpu::take_charged();
+    (result, cpu)
 }
 
 /// Starts every collector; `on_sample` runs after each collection (to re-evaluate
@@ -57,8 +70,8 @@ async fn run(
         let at = SystemTime::now();
         let started = Instant::now();
         let mut handle = tokio::task::spawn_blocking(move || {
-            let result = collect_once(c.as_mut());
-            (c, result)
+            let (result, cpu) = collect_measured(c.as_mut());
+            (c, result, cpu)
         });
         let joined = match tokio::time::timeout(timeout, &mut handle).await {
             Ok(joined) => joined,
@@ -70,11 +83,12 @@ async fn run(
             }
         };
         match joined {
-            Ok((c, result)) => {
+            Ok((c, result, cpu)) => {
                 if let Err(e) = &result {
                     tracing::debug!(collector = name, error = %e, "collection did not succeed");
                 }
                 store.record(name, at, started.elapsed(), result);
+                store.add_cpu(name, cpu);
                 collector = Some(c);
             }
             Err(e) => {

@@ -15,7 +15,7 @@ use crate::host::HostRoot;
 use crate::kernel::cgroup::{self, CpuHierarchy, CpuQuota, CpuStat};
 use crate::kernel::mountinfo::{self, Mount};
 use crate::kernel::release;
-use crate::sample::{CollectError, Sample, Unavailable};
+use crate::sample::{CollectError, Compacted, Sample, Unavailable};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -85,6 +85,45 @@ impl Sample for CgroupSample {
 
     fn unavailable(&self) -> &[Unavailable] {
         &self.unavailable
+    }
+
+    /// Each cgroup's path and counters: the throttling over the window (the rules,
+    /// the API, the report) looks older samples up by path and reads their `cpu.stat`
+    /// figures; names, limits and ids come from the newest sample.
+    fn compact(&self) -> Compacted<Self> {
+        let cgroup = |c: &CpuCgroup| CpuCgroup {
+            path: c.path.clone(),
+            quota: None,
+            stat: c.stat,
+        };
+        Compacted::Part(CgroupSample {
+            mount_point: String::new(),
+            kubepods: None,
+            kernel_release: None,
+            pods: self
+                .pods
+                .iter()
+                .map(|p| PodCpu {
+                    pod_uid: String::new(),
+                    qos: p.qos,
+                    namespace: None,
+                    pod: None,
+                    cgroup: cgroup(&p.cgroup),
+                    containers: p
+                        .containers
+                        .iter()
+                        .map(|c| ContainerCpu {
+                            container_id: String::new(),
+                            runtime: None,
+                            container: None,
+                            cgroup: cgroup(&c.cgroup),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            unavailable: Vec::new(),
+            ..*self
+        })
     }
 }
 

@@ -8,7 +8,7 @@ use super::Collector;
 use crate::collect::pods::{Attribution, PodIndex};
 use crate::host::HostRoot;
 use crate::kernel::kmsg::{self, EventKind, KernelEvent, LogRecord, Matcher, RecordSplitter};
-use crate::sample::{CollectError, Sample, Unavailable};
+use crate::sample::{CollectError, Compacted, Sample, Unavailable};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Read;
@@ -73,6 +73,12 @@ impl Sample for KmsgSample {
 
     fn unavailable(&self) -> &[Unavailable] {
         &self.unavailable
+    }
+
+    /// Each sample holds the whole ring of matched lines, so every reader (the kmsg
+    /// and OOM rules, the evidence other findings get, the API) takes the newest.
+    fn compact(&self) -> Compacted<Self> {
+        Compacted::Nothing
     }
 }
 

@@ -8,6 +8,7 @@ pub mod conntrack_peak;
 pub mod conntrack_top;
 pub mod disk;
 pub mod dns;
+pub mod host_links;
 pub mod kmsg;
 pub mod native_histogram;
 pub mod netns;

@@ -9,7 +9,7 @@ use crate::kernel::meminfo::{self, KubeletAvailable};
 use crate::kernel::neigh::{self, NeighStats};
 use crate::kernel::psi::{self, Psi};
 use crate::kernel::{read_string, read_u64_if_present, vmstat, ReadError};
-use crate::sample::{CollectError, Sample, Unavailable};
+use crate::sample::{CollectError, Compacted, Sample, Unavailable};
 use serde::Serialize;
 use std::path::Path;
 
@@ -116,6 +116,17 @@ impl Sample for PressureSample {
 
     fn unavailable(&self) -> &[Unavailable] {
         &self.unavailable
+    }
+
+    /// All but the inotify holders: neighbor_table_overflow reads the tables'
+    /// `table_fulls` and oom_kills the `oom_kill` counter over the window, the rest is
+    /// small; inotify (per user, with the top processes) is judged on the newest only.
+    fn compact(&self) -> Compacted<Self> {
+        Compacted::Part(PressureSample {
+            inotify: None,
+            unavailable: Vec::new(),
+            ..self.clone()
+        })
     }
 }
 

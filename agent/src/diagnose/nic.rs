@@ -180,8 +180,10 @@ fn errors(
         .filter_map(|(_, s)| s.interfaces.iter().find(|n| n.name == name))
         .map(|n| n.counters)
         .collect();
-    let rise =
-        |f: fn(&crate::kernel::net_class::NicCounters) -> u64| increase(series.iter().map(f));
+    // A counter that did not read in a sample is skipped there, not taken as 0.
+    let rise = |f: fn(&crate::kernel::net_class::NicCounters) -> Option<u64>| {
+        increase(series.iter().filter_map(f))
+    };
     let bad = rise(|c| c.rx_errors)
         + rise(|c| c.tx_errors)
         + rise(|c| c.rx_dropped)
@@ -239,9 +241,21 @@ mod tests {
             speed_mbps: Some(10000),
             duplex: Some(Duplex::Full),
             mtu: Some(1500),
-            counters: NicCounters::default(),
+            counters: zero(),
             link_modes: None,
             link_modes_error: None,
+        }
+    }
+
+    /// Every counter read, all 0.
+    fn zero() -> NicCounters {
+        NicCounters {
+            rx_packets: Some(0),
+            tx_packets: Some(0),
+            rx_errors: Some(0),
+            tx_errors: Some(0),
+            rx_dropped: Some(0),
+            tx_dropped: Some(0),
         }
     }
 
@@ -325,19 +339,19 @@ mod tests {
         let mut a = eth("eth0");
         let mut b = eth("eth0");
         a.counters = NicCounters {
-            rx_packets: 1000,
-            ..Default::default()
+            rx_packets: Some(1000),
+            ..zero()
         };
         b.counters = NicCounters {
-            rx_packets: 2000,
-            rx_errors: 10,
-            ..Default::default()
+            rx_packets: Some(2000),
+            rx_errors: Some(10),
+            ..zero()
         };
         assert!(
             run(vec![vec![a.clone()], vec![b.clone()]]).is_empty(),
             "exactly 1% is not over"
         );
-        b.counters.tx_dropped = 1;
+        b.counters.tx_dropped = Some(1);
         let f = run(vec![vec![a], vec![b]]);
         assert_eq!(f[0].id, "nic_errors");
         assert_eq!(f[0].evidence["errors_and_drops_in_window"], 11);

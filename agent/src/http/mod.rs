@@ -246,8 +246,14 @@ async fn readyz(State(store): State<Arc<Store>>, q: RawQuery) -> Result<&'static
             .map(|n| (n, json!(s.collectors[n].status)))
             .collect()
     });
-    if waiting.is_empty() {
+    if waiting.is_empty() && store.judged() {
         Ok("ready\n")
+    } else if waiting.is_empty() {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "every collector has sampled; findings are being evaluated",
+        )
+        .with("pending", json!(["findings"])))
     } else {
         Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -12,6 +12,7 @@ pub mod inotify;
 pub mod kmsg;
 pub mod kubelet_logs;
 pub mod limits;
+pub mod link_events;
 pub mod meminfo;
 pub mod mountinfo;
 pub mod neigh;
@@ -27,6 +28,7 @@ pub mod route;
 pub mod rtnetlink;
 pub mod softnet;
 pub mod statfs;
+pub mod thread_cpu;
 pub mod vmstat;
 
 use std::io;

@@ -1,6 +1,6 @@
 //! Interfaces as sysfs shows them under `/sys/class/net/<name>/`.
 
-use super::{read_optional, read_optional_u64, ReadError};
+use super::{read_capped, ReadError, MAX_VALUE_BYTES};
 use crate::host::HostRoot;
 use serde::Serialize;
 use std::path::Path;
@@ -15,14 +15,16 @@ pub enum Duplex {
     Half,
 }
 
+/// An interface's counters; each is absent when the kernel gave none or its file did
+/// not read, never a made-up 0 (a counter that falls to 0 and back reads as a reset).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct NicCounters {
-    pub rx_packets: u64,
-    pub tx_packets: u64,
-    pub rx_errors: u64,
-    pub tx_errors: u64,
-    pub rx_dropped: u64,
-    pub tx_dropped: u64,
+    pub rx_packets: Option<u64>,
+    pub tx_packets: Option<u64>,
+    pub rx_errors: Option<u64>,
+    pub tx_errors: Option<u64>,
+    pub rx_dropped: Option<u64>,
+    pub tx_dropped: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -65,38 +67,131 @@ pub fn list(root: &HostRoot) -> Result<Vec<String>, ReadError> {
     Ok(names)
 }
 
-pub fn read(root: &HostRoot, name: &str) -> SysInterface {
+/// The interface as sysfs shows it; attribute files that exist but do not read or
+/// parse are left out of it and pushed to `unreadable`.
+pub fn read(root: &HostRoot, name: &str, unreadable: &mut Vec<ReadError>) -> SysInterface {
     let dir = root.sys(&["class", "net", name]);
-    let attr = |a: &str| read_optional(&dir.join(a));
-    let num = |a: &str| read_optional_u64(&dir.join(a));
-    let stat = |a: &str| read_optional_u64(&dir.join("statistics").join(a)).unwrap_or(0);
-    let devtype = attr("uevent").and_then(|u| parse_uevent_devtype(&u));
+    let mut attrs = Attrs { unreadable };
+    let devtype = attrs
+        .text(&dir.join("uevent"))
+        .and_then(|u| parse_uevent_devtype(&u));
+    let flags = attrs.parsed(&dir.join("flags"), parse_flags);
+    let mut stat = |a: &str| attrs.number(&dir.join("statistics").join(a));
+    let counters = NicCounters {
+        rx_packets: stat("rx_packets"),
+        tx_packets: stat("tx_packets"),
+        rx_errors: stat("rx_errors"),
+        tx_errors: stat("tx_errors"),
+        rx_dropped: stat("rx_dropped"),
+        tx_dropped: stat("tx_dropped"),
+    };
     SysInterface {
         name: name.to_string(),
-        ifindex: num("ifindex"),
-        iflink: num("iflink"),
+        ifindex: attrs.number(&dir.join("ifindex")),
+        iflink: attrs.number(&dir.join("iflink")),
         physical: dir.join("device").exists(),
         devtype,
         driver: link_name(&dir.join("device").join("driver")),
-        admin_up: attr("flags")
-            .and_then(|f| parse_flags(&f))
-            .is_some_and(|f| f & IFF_UP != 0),
-        operstate: attr("operstate").unwrap_or_else(|| "unknown".into()),
-        carrier: num("carrier").map(|c| c == 1),
-        speed_mbps: attr("speed").and_then(|s| parse_speed(&s)),
-        duplex: attr("duplex").and_then(|d| parse_duplex(&d)),
-        mtu: num("mtu"),
-        loopback: num("type") == Some(ARPHRD_LOOPBACK),
+        admin_up: flags.is_some_and(|f| f & IFF_UP != 0),
+        operstate: attrs
+            .text(&dir.join("operstate"))
+            .unwrap_or_else(|| "unknown".into()),
+        carrier: attrs.number(&dir.join("carrier")).map(|c| c == 1),
+        speed_mbps: attrs.speed(&dir.join("speed")),
+        duplex: attrs.duplex(&dir.join("duplex")),
+        mtu: attrs.number(&dir.join("mtu")),
+        loopback: attrs.number(&dir.join("type")) == Some(ARPHRD_LOOPBACK),
         bridge: dir.join("bridge").is_dir(),
         tun: dir.join("tun_flags").exists(),
-        counters: NicCounters {
-            rx_packets: stat("rx_packets"),
-            tx_packets: stat("tx_packets"),
-            rx_errors: stat("rx_errors"),
-            tx_errors: stat("tx_errors"),
-            rx_dropped: stat("rx_dropped"),
-            tx_dropped: stat("tx_dropped"),
-        },
+        counters,
+    }
+}
+
+/// Reads sysfs attribute files, keeping the ones that exist but do not read or parse.
+struct Attrs<'a> {
+    unreadable: &'a mut Vec<ReadError>,
+}
+
+impl Attrs<'_> {
+    /// The file's trimmed text. Absent when the file is missing or the kernel declines
+    /// to answer: EINVAL for the speed, duplex or carrier of a link that is down,
+    /// EOPNOTSUPP where a driver has no such figure.
+    fn text(&mut self, path: &Path) -> Option<String> {
+        match read_capped(path, MAX_VALUE_BYTES) {
+            Ok(s) => Some(s.trim().to_string()),
+            Err(e) if e.is_not_found() || declined(&e) => None,
+            Err(e) => {
+                self.unreadable.push(e);
+                None
+            }
+        }
+    }
+
+    /// The file parsed by `parse`; text it cannot parse is unreadable.
+    fn parsed<T>(&mut self, path: &Path, parse: impl Fn(&str) -> Option<T>) -> Option<T> {
+        let text = self.text(path)?;
+        let v = parse(&text);
+        if v.is_none() {
+            self.unreadable
+                .push(ReadError::invalid(path, format!("unexpected {text:?}")));
+        }
+        v
+    }
+
+    fn number(&mut self, path: &Path) -> Option<u64> {
+        self.parsed(path, |s| s.parse().ok())
+    }
+
+    /// Negotiated speed: a number, absent when the kernel says it is unknown.
+    fn speed(&mut self, path: &Path) -> Option<u64> {
+        let v: i64 = self.parsed(path, |s| s.parse().ok())?;
+        parse_speed(&v.to_string())
+    }
+
+    /// `full`, `half`, or `unknown` (absent).
+    fn duplex(&mut self, path: &Path) -> Option<Duplex> {
+        self.parsed(path, |s| match s {
+            "unknown" => Some(None),
+            d => parse_duplex(d).map(Some),
+        })
+        .flatten()
+    }
+}
+
+/// The kernel's way of saying it has no answer for this interface now.
+fn declined(e: &ReadError) -> bool {
+    matches!(
+        e.source.raw_os_error(),
+        Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENODEV)
+    )
+}
+
+/// Whether the interface sits on a bus device (its `device` link): a physical NIC.
+pub fn has_device(root: &HostRoot, name: &str) -> bool {
+    root.sys(&["class", "net", name, "device"]).exists()
+}
+
+/// What only a physical NIC's sysfs directory says: negotiated speed and duplex, and
+/// its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhysicalAttrs {
+    pub speed_mbps: Option<u64>,
+    pub duplex: Option<Duplex>,
+    pub driver: Option<String>,
+}
+
+/// Files that exist but do not read or parse are pushed to `unreadable`.
+pub fn read_physical(
+    root: &HostRoot,
+    name: &str,
+    unreadable: &mut Vec<ReadError>,
+) -> PhysicalAttrs {
+    let dir = root.sys(&["class", "net", name]);
+    let mut attrs = Attrs { unreadable };
+    PhysicalAttrs {
+        speed_mbps: attrs.speed(&dir.join("speed")),
+        duplex: attrs.duplex(&dir.join("duplex")),
+        driver: link_name(&dir.join("device").join("driver")),
     }
 }
 
@@ -174,7 +269,7 @@ mod tests {
         std::fs::create_dir_all(&lo).unwrap();
         for (flags, up) in [("0x9\n", true), ("0x1002\n", false), ("garbage\n", false)] {
             std::fs::write(lo.join("flags"), flags).unwrap();
-            assert_eq!(read(&root, "lo").admin_up, up, "{flags:?}");
+            assert_eq!(read(&root, "lo", &mut Vec::new()).admin_up, up, "{flags:?}");
         }
     }
 
@@ -187,5 +282,68 @@ mod tests {
             Some("vxlan")
         );
         assert_eq!(parse_uevent_devtype("INTERFACE=eth0\n"), None);
+    }
+
+    #[test]
+    fn attributes_that_do_not_read_are_absent_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot {
+            sys: dir.path().to_path_buf(),
+            ..HostRoot::default()
+        };
+        let eth = dir.path().join("class/net/eth0");
+        std::fs::create_dir_all(eth.join("statistics/rx_errors")).unwrap();
+        for (file, text) in [
+            ("statistics/rx_packets", "12\n"),
+            ("statistics/tx_errors", "garbage\n"),
+            ("speed", "fast\n"),
+            ("duplex", "sideways\n"),
+            ("mtu", "1500\n"),
+        ] {
+            std::fs::write(eth.join(file), text).unwrap();
+        }
+        let mut unreadable = Vec::new();
+        let i = read(&root, "eth0", &mut unreadable);
+        assert_eq!(i.counters.rx_packets, Some(12));
+        assert_eq!(i.counters.rx_errors, None, "a directory is not a counter");
+        assert_eq!(i.counters.tx_errors, None, "garbage is not 0");
+        assert_eq!(i.counters.tx_packets, None, "missing");
+        assert_eq!((i.speed_mbps, i.duplex, i.mtu), (None, None, Some(1500)));
+        let mut named: Vec<_> = unreadable
+            .iter()
+            .map(|e| e.path.strip_prefix(&eth).unwrap().display().to_string())
+            .collect();
+        named.sort();
+        assert_eq!(
+            named,
+            [
+                "duplex",
+                "speed",
+                "statistics/rx_errors",
+                "statistics/tx_errors"
+            ]
+        );
+
+        let mut unreadable = Vec::new();
+        let p = read_physical(&root, "eth0", &mut unreadable);
+        assert_eq!((p.speed_mbps, p.duplex), (None, None));
+        assert_eq!(unreadable.len(), 2);
+    }
+
+    #[test]
+    fn what_the_kernel_declines_or_calls_unknown_is_absent_not_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot {
+            sys: dir.path().to_path_buf(),
+            ..HostRoot::default()
+        };
+        let eth = dir.path().join("class/net/eth0");
+        std::fs::create_dir_all(&eth).unwrap();
+        std::fs::write(eth.join("speed"), "-1\n").unwrap();
+        std::fs::write(eth.join("duplex"), "unknown\n").unwrap();
+        let mut unreadable = Vec::new();
+        let p = read_physical(&root, "eth0", &mut unreadable);
+        assert_eq!((p.speed_mbps, p.duplex), (None, None));
+        assert!(unreadable.is_empty(), "{unreadable:?}");
     }
 }

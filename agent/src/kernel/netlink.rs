@@ -20,6 +20,7 @@ pub const NLM_F_CREATE: u16 = 0x400;
 pub const NLMSG_ERROR: u16 = 0x2;
 pub const NLMSG_DONE: u16 = 0x3;
 pub const NLMSG_HDRLEN: usize = 16;
+const NETLINK_LISTEN_ALL_NSID: libc::c_int = 8;
 const NLA_HDRLEN: usize = 4;
 pub const NLA_F_NESTED: u16 = 0x8000;
 const NLA_TYPE_MASK: u16 = 0x3fff;
@@ -29,6 +30,9 @@ pub struct NetlinkSocket {
     seq: u32,
     /// A dump was stopped before its end: the kernel is still dumping into this socket.
     interrupted: bool,
+    /// The receive buffer, kept between requests: a socket making many small requests
+    /// (one namespace after another) would otherwise zero 64 KiB for each.
+    rx: Vec<u8>,
 }
 
 /// One message of a reply: its type, header flags and the payload after the header.
@@ -51,7 +55,105 @@ impl NetlinkSocket {
             fd,
             seq: 1,
             interrupted: false,
+            rx: Vec::new(),
         })
+    }
+
+    /// Subscribes to multicast groups (a bit each: 1 << (RTNLGRP_LINK - 1), ...): the
+    /// kernel then queues a message on this socket for every change it announces
+    /// there. Binding also gives the socket a port of its own: unbound, it has port
+    /// 0, the kernel's, and the kernel sends announcements to all but their sender.
+    pub fn subscribe(&self, groups: u32) -> io::Result<()> {
+        socket::bind(self.fd.as_raw_fd(), &NetlinkAddr::new(0, groups))?;
+        Ok(())
+    }
+
+    /// Also receives the groups' messages from every other namespace this socket's
+    /// namespace has given an id, each tagged with that id (NETLINK_LISTEN_ALL_NSID,
+    /// Linux 4.7+; needs CAP_NET_BROADCAST).
+    pub fn listen_all_nsid(&self) -> io::Result<()> {
+        let on: libc::c_int = 1;
+        // SAFETY: valid fd, pointer and length of an int (nix has no such option).
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_NETLINK,
+                NETLINK_LISTEN_ALL_NSID,
+                &on as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Asks for a receive buffer of `bytes`, beyond net.core.rmem_max when allowed
+    /// (SO_RCVBUFFORCE needs CAP_NET_ADMIN), so bursts of announcements fit.
+    pub fn grow_receive_buffer(&self, bytes: usize) -> io::Result<()> {
+        socket::setsockopt(&self.fd, sockopt::RcvBufForce, &bytes)
+            .or_else(|_| socket::setsockopt(&self.fd, sockopt::RcvBuf, &bytes))?;
+        Ok(())
+    }
+
+    /// Reads every announcement already queued on a subscribed socket, without
+    /// waiting, handing `each` the id of the namespace it came from (None: this
+    /// socket's own), its type and payload. The answer says whether the kernel
+    /// dropped announcements since the last call (the buffer overflowed, ENOBUFS):
+    /// anything may then have changed unseen.
+    pub fn drain_announcements(
+        &mut self,
+        mut each: impl FnMut(Option<i32>, u16, &[u8]),
+    ) -> io::Result<bool> {
+        let mut buf = std::mem::take(&mut self.rx);
+        buf.resize(RECV_BUFFER, 0);
+        let mut lost = false;
+        let result = loop {
+            match self.recv_tagged(&mut buf) {
+                Ok(Some((n, nsid))) => {
+                    for m in messages(&buf[..n]).map_while(Result::ok) {
+                        each(nsid, m.kind, m.payload);
+                    }
+                }
+                Ok(None) => break Ok(lost),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => lost = true,
+                Err(e) => break Err(e),
+            }
+        };
+        self.rx = buf;
+        result
+    }
+
+    /// One datagram without waiting, with the namespace id the kernel tags it with;
+    /// None when nothing is queued.
+    fn recv_tagged(&self, buf: &mut [u8]) -> io::Result<Option<(usize, Option<i32>)>> {
+        let mut iov = [std::io::IoSliceMut::new(buf)];
+        let mut control = nix::cmsg_space!(libc::c_int);
+        let msg = match socket::recvmsg::<NetlinkAddr>(
+            self.fd.as_raw_fd(),
+            &mut iov,
+            Some(&mut control),
+            MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(m) => m,
+            Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut nsid = None;
+        for c in msg.cmsgs()? {
+            if let socket::ControlMessageOwned::Unknown(u) = c {
+                if u.cmsg_header.cmsg_level == libc::SOL_NETLINK
+                    && u.cmsg_header.cmsg_type == NETLINK_LISTEN_ALL_NSID
+                {
+                    nsid = u
+                        .data_bytes
+                        .get(..4)
+                        .map(|b| i32::from_ne_bytes(b.try_into().unwrap_or_default()));
+                }
+            }
+        }
+        Ok(Some((msg.bytes, nsid)))
     }
 
     /// Sends one request and collects every reply message until the kernel says it is
@@ -98,9 +200,25 @@ impl NetlinkSocket {
         );
         self.send(&msg)?;
         let is_dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-        let mut buf = vec![0u8; RECV_BUFFER];
+        let mut buf = std::mem::take(&mut self.rx);
+        buf.resize(RECV_BUFFER, 0);
+        let answer = self.receive_replies(seq, is_dump, &mut buf, &mut each);
+        self.rx = buf;
+        if answer.as_ref().is_ok_and(|a| a.is_break()) {
+            self.interrupted = true;
+        }
+        answer
+    }
+
+    fn receive_replies(
+        &mut self,
+        seq: u32,
+        is_dump: bool,
+        buf: &mut [u8],
+        each: &mut impl FnMut(u16, &[u8]) -> ControlFlow<()>,
+    ) -> io::Result<ControlFlow<()>> {
         loop {
-            let n = self.recv(&mut buf)?;
+            let n = self.recv(buf)?;
             for m in messages(&buf[..n]) {
                 let m = m?;
                 if m.seq != seq {
@@ -116,7 +234,6 @@ impl NetlinkSocket {
                     },
                     _ => {
                         if each(m.kind, m.payload).is_break() {
-                            self.interrupted = true;
                             return Ok(ControlFlow::Break(()));
                         }
                     }

@@ -99,7 +99,8 @@ pub fn netns_of(root: &HostRoot, pid: &str) -> Result<u64, ReadError> {
         .ok_or_else(|| ReadError::invalid(&path, "not a net:[inode] link"))
 }
 
-/// What one namespace holds, from inside it.
+/// What one namespace holds, from inside it: its links (without counters, which
+/// nothing reads inside a pod) and addresses.
 #[derive(Debug, Clone, Default)]
 pub struct NamespaceView {
     pub links: Vec<Link>,
@@ -137,14 +138,10 @@ pub enum InspectError {
 /// thread made for it, so `setns` never touches a thread anyone else uses; the
 /// thread ends with the call and its namespace with it.
 pub fn inspect(host: PathBuf, targets: Vec<PathBuf>) -> Result<Inspection, InspectError> {
-    std::thread::Builder::new()
-        .name("netns-inspect".into())
-        .spawn(move || inspect_on_this_thread(&host, &targets))
-        .map_err(InspectError::Thread)?
-        .join()
-        .map_err(|_| {
-            InspectError::Thread(io::Error::other("the namespace inspection thread panicked"))
-        })?
+    super::thread_cpu::run_charged("netns-inspect", move || {
+        inspect_on_this_thread(&host, &targets)
+    })
+    .map_err(InspectError::Thread)?
 }
 
 fn inspect_on_this_thread(host: &Path, targets: &[PathBuf]) -> Result<Inspection, InspectError> {
@@ -152,33 +149,12 @@ fn inspect_on_this_thread(host: &Path, targets: &[PathBuf]) -> Result<Inspection
         path: host.to_path_buf(),
         source,
     };
-    let host_fd = open_ns(host).map_err(in_host)?;
-    enter(&host_fd).map_err(in_host)?;
-    // This socket stays in the host namespace whatever the thread enters later.
-    let mut host_sock = NetlinkSocket::open(NETLINK_ROUTE).map_err(in_host)?;
+    let mut host_sock = enter_host(host)?;
     let host_links = rtnetlink::dump_links_on(&mut host_sock).map_err(in_host)?;
     let host_addrs = rtnetlink::dump_addrs_on(&mut host_sock).map_err(in_host)?;
     let targets = targets
         .iter()
-        .map(|path| {
-            let in_target = |source| ReadError {
-                path: path.clone(),
-                source,
-            };
-            match open_ns(path) {
-                Ok(fd) => {
-                    let nsid = rtnetlink::nsid_of(&mut host_sock, fd.as_raw_fd())
-                        .ok()
-                        .flatten();
-                    let view = view_inside(&fd).map_err(in_target);
-                    TargetView { nsid, view }
-                }
-                Err(e) => TargetView {
-                    nsid: None,
-                    view: Err(in_target(e)),
-                },
-            }
-        })
+        .map(|path| view_of(&mut host_sock, path, None))
         .collect();
     Ok(Inspection {
         host_links,
@@ -187,11 +163,158 @@ fn inspect_on_this_thread(host: &Path, targets: &[PathBuf]) -> Result<Inspection
     })
 }
 
+/// Enters each target namespace on a thread made for it, as [`inspect`] does, without
+/// reading the host's links. Each target is a namespace file and the inode the scan
+/// found there: a file that is now another namespace (a pin replaced, a pid reused)
+/// is an error naming it, not that other namespace's view.
+pub fn enter_each(
+    host: PathBuf,
+    targets: Vec<(PathBuf, u64)>,
+) -> Result<Vec<TargetView>, InspectError> {
+    super::thread_cpu::run_charged("netns-inspect", move || {
+        let mut host_sock = enter_host(&host)?;
+        Ok(targets
+            .iter()
+            .map(|(path, inode)| view_of(&mut host_sock, path, Some(*inode)))
+            .collect())
+    })
+    .map_err(InspectError::Thread)?
+}
+
+/// Moves this thread into the host's namespace and opens a socket there, which stays
+/// in it whatever the thread enters later.
+fn enter_host(host: &Path) -> Result<NetlinkSocket, InspectError> {
+    let in_host = |source| ReadError {
+        path: host.to_path_buf(),
+        source,
+    };
+    let host_fd = open_ns(host).map_err(in_host)?;
+    enter(&host_fd).map_err(in_host)?;
+    Ok(NetlinkSocket::open(NETLINK_ROUTE).map_err(in_host)?)
+}
+
+/// The host's id for the namespace at `path` and its view from inside, entering it
+/// on this thread.
+fn view_of(host_sock: &mut NetlinkSocket, path: &Path, inode: Option<u64>) -> TargetView {
+    let in_target = |source| ReadError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let fd = match open_ns(path) {
+        Ok(fd) => fd,
+        Err(e) => {
+            return TargetView {
+                nsid: None,
+                view: Err(in_target(e)),
+            }
+        }
+    };
+    if let Some(listed) = inode {
+        let found = nix::sys::stat::fstat(&fd)
+            .map(|st| st.st_ino)
+            .map_err(io::Error::from);
+        match found {
+            Ok(found) if found != listed => {
+                return TargetView {
+                    nsid: None,
+                    view: Err(ReadError::invalid(
+                        path,
+                        format!(
+                        "now net:[{found}], not the net:[{listed}] listed: it changed meanwhile"
+                    ),
+                    )),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return TargetView {
+                    nsid: None,
+                    view: Err(in_target(e)),
+                }
+            }
+        }
+    }
+    let nsid = rtnetlink::nsid_of(host_sock, fd.as_raw_fd()).ok().flatten();
+    let view = view_inside(&fd).map_err(in_target);
+    TargetView { nsid, view }
+}
+
+/// A rtnetlink socket in the host's namespace, for the host's own links, addresses
+/// and counters, and the id the host has for itself.
+///
+/// Other namespaces are entered ([`enter_each`]) rather than read from here by id
+/// (IFLA_TARGET_NETNSID): the kernel sizes each link dump over every link of the
+/// asking socket's namespace (`rtnl_calcit`), so reading 500 pods from the host's
+/// socket cost 84 ms of CPU against 43 ms entering each (`benches/node_scale.rs`).
+pub struct HostSocket {
+    sock: NetlinkSocket,
+    /// The host's namespace, to ask the id it has in its own table.
+    host: OwnedFd,
+}
+
+/// A rtnetlink socket in the namespace `host` (a namespace file): opened on the
+/// calling thread when it is already there, else from a thread made to enter it
+/// (the socket keeps the namespace it was opened in; the thread ends at once).
+pub fn route_socket_in(host: &Path) -> Result<NetlinkSocket, ReadError> {
+    let in_host = |source| ReadError {
+        path: host.to_path_buf(),
+        source,
+    };
+    let here = std::fs::metadata("/proc/thread-self/ns/net").map_err(in_host)?;
+    let there = std::fs::metadata(host).map_err(in_host)?;
+    if (here.dev(), here.ino()) == (there.dev(), there.ino()) {
+        return NetlinkSocket::open(NETLINK_ROUTE).map_err(in_host);
+    }
+    let target = host.to_path_buf();
+    super::thread_cpu::run_charged("netns-host", move || -> io::Result<_> {
+        enter(&open_ns(&target)?)?;
+        NetlinkSocket::open(NETLINK_ROUTE)
+    })
+    .and_then(|opened| opened)
+    .map_err(in_host)
+}
+
+impl HostSocket {
+    /// Opens the socket in `host` (a namespace file), see [`route_socket_in`].
+    pub fn open(host: &Path) -> Result<Self, ReadError> {
+        let sock = route_socket_in(host)?;
+        let host_fd = open_ns(host).map_err(|source| ReadError {
+            path: host.to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            sock,
+            host: host_fd,
+        })
+    }
+
+    /// The id the host's namespace has in its own table, if it has one.
+    pub fn own_id(&mut self) -> Option<i32> {
+        rtnetlink::nsid_of(&mut self.sock, self.host.as_raw_fd())
+            .ok()
+            .flatten()
+    }
+
+    pub fn addrs(&mut self) -> io::Result<Vec<Addr>> {
+        rtnetlink::dump_addrs_on(&mut self.sock)
+    }
+
+    /// Every link's counters by ifindex, see [`rtnetlink::dump_link_stats`].
+    pub fn link_stats(&mut self) -> io::Result<Vec<(u32, rtnetlink::LinkStats)>> {
+        rtnetlink::dump_link_stats(&mut self.sock)
+    }
+
+    /// The links without their counters, see [`rtnetlink::dump_links_without_stats`].
+    pub fn links_without_stats(&mut self) -> io::Result<Vec<Link>> {
+        rtnetlink::dump_links_without_stats(&mut self.sock)
+    }
+}
+
 fn view_inside(fd: &OwnedFd) -> io::Result<NamespaceView> {
     enter(fd)?;
     let mut sock = NetlinkSocket::open(NETLINK_ROUTE)?;
     Ok(NamespaceView {
-        links: rtnetlink::dump_links_on(&mut sock)?,
+        links: rtnetlink::dump_links_without_stats(&mut sock)?,
         addrs: rtnetlink::dump_addrs_on(&mut sock)?,
     })
 }

@@ -14,6 +14,8 @@ const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWNSID: u16 = 88;
+const RTM_NEWSTATS: u16 = 92;
+const RTM_GETSTATS: u16 = 94;
 const RTM_GETNSID: u16 = 90;
 const IFINFOMSG_LEN: usize = 16;
 const IFADDRMSG_LEN: usize = 8;
@@ -26,7 +28,13 @@ const IFLA_OPERSTATE: u16 = 16;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_STATS64: u16 = 23;
 const IFLA_INFO_KIND: u16 = 1;
+const IFLA_EXT_MASK: u16 = 29;
+const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
+const IFLA_CARRIER: u16 = 33;
+const IF_STATS_MSG_LEN: usize = 12;
+const IFLA_STATS_LINK_64: u16 = 1;
 const IFLA_LINK_NETNSID: u16 = 37;
+const IFLA_PARENT_DEV_NAME: u16 = 56;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const NETNSA_NSID: u16 = 1;
@@ -47,6 +55,14 @@ pub struct Link {
     pub admin_up: bool,
     /// RFC 2863 operational state (IFLA_OPERSTATE): up, down, lowerlayerdown, ...
     pub operstate: Option<String>,
+    /// IFLA_CARRIER, which the kernel sends whether or not the link is up (sysfs
+    /// refuses to say for a link that is down).
+    pub carrier: Option<bool>,
+    /// The hardware type (`ifi_type`, ARPHRD_*): 772 is loopback.
+    pub link_type: u16,
+    /// The device the link sits on (IFLA_PARENT_DEV_NAME, Linux 5.16+: a PCI address,
+    /// `virtio2`): the netlink view of sysfs's `device` link.
+    pub parent_device: Option<String>,
     pub stats: Option<LinkStats>,
 }
 
@@ -79,24 +95,73 @@ pub fn dump_links() -> io::Result<Vec<Link>> {
 
 /// Dumps the links of the namespace `sock` was opened in.
 pub fn dump_links_on(sock: &mut NetlinkSocket) -> io::Result<Vec<Link>> {
-    let request = [0u8; IFINFOMSG_LEN];
-    let replies = sock.request(RTM_GETLINK, NLM_F_DUMP, &request)?;
-    Ok(replies
-        .iter()
-        .filter(|m| m.kind == RTM_NEWLINK)
-        .filter_map(|m| parse_link(&m.payload))
-        .collect())
+    dump(
+        sock,
+        RTM_GETLINK,
+        RTM_NEWLINK,
+        &[0u8; IFINFOMSG_LEN],
+        parse_link,
+    )
 }
 
 /// Dumps the IPv4 and IPv6 addresses of the namespace `sock` was opened in.
 pub fn dump_addrs_on(sock: &mut NetlinkSocket) -> io::Result<Vec<Addr>> {
-    let request = [0u8; IFADDRMSG_LEN];
-    let replies = sock.request(RTM_GETADDR, NLM_F_DUMP, &request)?;
-    Ok(replies
-        .iter()
-        .filter(|m| m.kind == RTM_NEWADDR)
-        .filter_map(|m| parse_addr(&m.payload))
-        .collect())
+    dump(
+        sock,
+        RTM_GETADDR,
+        RTM_NEWADDR,
+        &[0u8; IFADDRMSG_LEN],
+        parse_addr,
+    )
+}
+
+/// Dumps the links of the namespace of `sock` without their counters
+/// (RTEXT_FILTER_SKIP_STATS): the kernel then skips summing every CPU's counters of
+/// each link and of its IPv6 statistics, most of what a link costs it.
+pub fn dump_links_without_stats(sock: &mut NetlinkSocket) -> io::Result<Vec<Link>> {
+    let mut request = vec![0u8; IFINFOMSG_LEN];
+    netlink::push_attr(
+        &mut request,
+        IFLA_EXT_MASK,
+        &RTEXT_FILTER_SKIP_STATS.to_ne_bytes(),
+    );
+    dump(sock, RTM_GETLINK, RTM_NEWLINK, &request, parse_link)
+}
+
+/// Every link's 64-bit counters and nothing else (`RTM_GETSTATS` with
+/// IFLA_STATS_LINK_64, Linux 4.7+), by ifindex.
+pub fn dump_link_stats(sock: &mut NetlinkSocket) -> io::Result<Vec<(u32, LinkStats)>> {
+    let mut request = vec![0u8; IF_STATS_MSG_LEN];
+    // filter_mask: the bit of IFLA_STATS_LINK_64.
+    request[8..12].copy_from_slice(&(1u32 << (IFLA_STATS_LINK_64 - 1)).to_ne_bytes());
+    dump(sock, RTM_GETSTATS, RTM_NEWSTATS, &request, parse_link_stats)
+}
+
+pub fn parse_link_stats(payload: &[u8]) -> Option<(u32, LinkStats)> {
+    let index = u32::from_ne_bytes(payload.get(4..8)?.try_into().ok()?);
+    let stats = netlink::attrs(payload.get(IF_STATS_MSG_LEN..)?)
+        .find(|(k, _)| *k == IFLA_STATS_LINK_64)
+        .and_then(|(_, v)| parse_stats64(v))?;
+    Some((index, stats))
+}
+
+/// One dump, each reply parsed as it arrives rather than copied first.
+fn dump<T>(
+    sock: &mut NetlinkSocket,
+    request_kind: u16,
+    reply_kind: u16,
+    request: &[u8],
+    parse: fn(&[u8]) -> Option<T>,
+) -> io::Result<Vec<T>> {
+    let mut out = Vec::new();
+    // `each` never stops the dump, so its answer is always Continue.
+    let _ = sock.request_each(request_kind, NLM_F_DUMP, request, |kind, payload| {
+        if kind == reply_kind {
+            out.extend(parse(payload));
+        }
+        std::ops::ControlFlow::Continue(())
+    })?;
+    Ok(out)
 }
 
 /// The id the namespace of `sock` gives the namespace open at `ns_fd`; None when it
@@ -176,10 +241,12 @@ fn parse_stats64(b: &[u8]) -> Option<LinkStats> {
 }
 
 pub fn parse_link(payload: &[u8]) -> Option<Link> {
+    let link_type = u16::from_ne_bytes(payload.get(2..4)?.try_into().ok()?);
     let index = u32::from_ne_bytes(payload.get(4..8)?.try_into().ok()?);
     let flags = u32::from_ne_bytes(payload.get(8..12)?.try_into().ok()?);
     let mut link = Link {
         index,
+        link_type,
         admin_up: flags & IFF_UP != 0,
         ..Link::default()
     };
@@ -194,6 +261,8 @@ pub fn parse_link(payload: &[u8]) -> Option<Link> {
                 link.operstate = value.first().map(|v| operstate_name(*v).to_string())
             }
             IFLA_STATS64 => link.stats = parse_stats64(value),
+            IFLA_CARRIER => link.carrier = value.first().map(|c| *c != 0),
+            IFLA_PARENT_DEV_NAME => link.parent_device = Some(netlink::string(value)),
             IFLA_LINKINFO => {
                 link.kind = netlink::attrs(value)
                     .find(|(k, _)| *k == IFLA_INFO_KIND)

@@ -50,6 +50,11 @@ fn collector_families(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result
         "How long the collector's last collection took.",
         all().filter_map(|(l, c)| Some((l, c.last_duration?.as_secs_f64()))),
     )?;
+    e.counter(
+        "nodediag_collector_cpu_seconds_total",
+        "CPU time (user and system) the collector's collections used, on the collection thread and the helper threads it waited for; threads that follow a source on their own (the kernel log follower, the fsync probes) are not counted.",
+        all().map(|(l, c)| (l, c.cpu_total.as_secs_f64())),
+    )?;
     e.gauge(
         "nodediag_collector_last_success_timestamp_seconds",
         "Unix time of the collector's last successful sample.",

@@ -9,7 +9,7 @@ use std::fmt;
 const BYTES_PER_MBIT: u64 = 125_000;
 
 /// (metric name, help, which counter)
-type CounterDef = (&'static str, &'static str, fn(&NicCounters) -> u64);
+type CounterDef = (&'static str, &'static str, fn(&NicCounters) -> Option<u64>);
 
 const COUNTERS: [CounterDef; 6] = [
     (
@@ -107,7 +107,7 @@ pub fn encode(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
         per_nic(nics, |n| n.mtu),
     )?;
     for (name, help, get) in COUNTERS {
-        e.counter(name, help, per_nic(nics, |n| Some(get(&n.counters))))?;
+        e.counter(name, help, per_nic(nics, |n| get(&n.counters)))?;
     }
     Ok(())
 }

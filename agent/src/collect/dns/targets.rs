@@ -1,8 +1,8 @@
 //! Which pods to probe from: every pod network namespace on the node, found the way
 //! the netns collector finds them, and a few of them each round, in turn.
 
-use crate::collect::netns::scan;
-use crate::collect::pods::{Attribution, PodIndex};
+use crate::collect::netns::shared_walk;
+use crate::collect::pods::Attribution;
 use crate::host::HostRoot;
 use crate::kernel::dns::resolv_conf::{self, ResolvConf, ResolvConfError};
 use crate::sample::{CollectError, Unavailable};
@@ -23,32 +23,32 @@ pub struct PodNetns {
 
 /// Every pod network namespace on the node, sorted by inode: namespaces other than the
 /// host's that hold a process in a pod's cgroup (a pod with no process left has no
-/// resolver to speak of, so pins alone are not enough here). One walk of procfs, the
-/// netns collector's; `namespaces` keeps pods of those Kubernetes namespaces only.
+/// resolver to speak of, so pins alone are not enough here). One walk of procfs, shared
+/// with the netns collector; `namespaces` keeps pods of those Kubernetes namespaces only.
 pub fn pod_namespaces(
     root: &HostRoot,
     namespaces: &[String],
 ) -> Result<(Vec<PodNetns>, Vec<Unavailable>), CollectError> {
-    let (index, missing) = PodIndex::read(root);
-    let procs = scan::processes(root, &index)?;
+    let walk = shared_walk::processes(root)?;
+    let procs = &walk.procs;
     let mut out: Vec<PodNetns> = procs
         .by_ns
-        .into_iter()
-        .filter(|(inode, _)| Some(*inode) != procs.host)
-        .filter_map(|(inode, view)| {
-            let pod = view.pod?;
+        .iter()
+        .filter(|(inode, _)| Some(**inode) != procs.host)
+        .filter_map(|(&inode, view)| {
+            let pod = view.pod.clone()?;
             let selected = namespaces.is_empty()
                 || pod
                     .namespace
                     .as_ref()
                     .is_some_and(|ns| namespaces.contains(ns));
-            let mut pids = view.pids;
+            let mut pids = view.pids.clone();
             pids.sort_unstable();
             selected.then_some(PodNetns { inode, pod, pids })
         })
         .collect();
     out.sort_by_key(|p| p.inode);
-    Ok((out, missing))
+    Ok((out, walk.index_missing.clone()))
 }
 
 /// Takes turns through the pod namespaces: each round the next few after the last

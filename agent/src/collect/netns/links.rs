@@ -5,14 +5,41 @@
 
 use super::scan::{PinScan, ProcScan};
 use super::{NetnsInfo, NetnsInterface, Overlay, PeerState, TunnelOverhead, Uplink, VethPair};
+use crate::collect::host_links::HostLinks;
 use crate::host::HostRoot;
-use crate::kernel::netns::{self, Inspection};
+use crate::kernel::link_events::Changes;
+use crate::kernel::netns::{self, NamespaceView};
 use crate::kernel::rtnetlink::{Addr, Link, LinkStats};
+use crate::kernel::ReadError;
 use crate::kernel::{net_class, route};
 use crate::sample::Unavailable;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::SystemTime;
+
+/// What the collector keeps between collections: the host's links, and each
+/// namespace read by id (by inode, with that id) until a change inside it, or its
+/// end, is announced.
+pub(super) struct LinkCache {
+    host_path: PathBuf,
+    host: HostLinks,
+    views: HashMap<u64, (i32, NamespaceView)>,
+}
+
+impl LinkCache {
+    /// Forgets what announcements say changed, and namespaces no longer listed.
+    fn apply(&mut self, changes: &Changes, listed: &HashSet<u64>) {
+        if changes.lost || !self.host.hears_other_namespaces() {
+            self.views.clear();
+            return;
+        }
+        self.views.retain(|inode, (nsid, _)| {
+            listed.contains(inode)
+                && !changes.namespaces.contains(nsid)
+                && !changes.forgotten.contains(nsid)
+        });
+    }
+}
 
 /// The host's links and addresses, and each namespace's nsid and interfaces, over
 /// rtnetlink (from sysfs, host only, when netlink is off).
@@ -23,6 +50,7 @@ pub(super) fn look_inside(
     procs: &ProcScan,
     namespaces: &mut [NetnsInfo],
     unavailable: &mut Vec<Unavailable>,
+    cache: &mut Option<LinkCache>,
 ) -> (Vec<Link>, Vec<Addr>) {
     if !netlink {
         unavailable.push(Unavailable::new(
@@ -52,30 +80,89 @@ pub(super) fn look_inside(
             Some((i, path))
         })
         .collect();
-    match netns::inspect(host_path, targets.iter().map(|(_, p)| p.clone()).collect()) {
-        Ok(Inspection {
-            host_links,
-            host_addrs,
-            targets: views,
-        }) => {
-            for ((i, _), view) in targets.iter().zip(views) {
+    let no_view = |unavailable: &mut Vec<Unavailable>, e: &dyn std::fmt::Display| {
+        unavailable.push(Unavailable::new(
+            "namespace interfaces and veth peers",
+            format!("{e}: nodediag needs CAP_SYS_ADMIN and hostPID to enter namespaces"),
+        ))
+    };
+    if cache.as_ref().is_some_and(|c| c.host_path != host_path) {
+        *cache = None;
+    }
+    let c = match cache {
+        Some(c) => c,
+        None => match HostLinks::open(&host_path, true) {
+            Ok(host) => cache.insert(LinkCache {
+                host_path: host_path.clone(),
+                host,
+                views: HashMap::new(),
+            }),
+            Err(e) => {
+                no_view(unavailable, &e);
+                return (Vec::new(), Vec::new());
+            }
+        },
+    };
+    let read_host = |c: &mut LinkCache| -> std::io::Result<_> {
+        let (links, changes) = c.host.links()?;
+        Ok((links, c.host.addrs()?.to_vec(), changes))
+    };
+    let (host_links, host_addrs, changes) = match read_host(c) {
+        Ok(read) => read,
+        Err(e) => {
+            *cache = None;
+            no_view(
+                unavailable,
+                &ReadError {
+                    path: host_path,
+                    source: e,
+                },
+            );
+            return (Vec::new(), Vec::new());
+        }
+    };
+    let listed: HashSet<u64> = namespaces.iter().map(|n| n.inode).collect();
+    c.apply(&changes, &listed);
+    // Each namespace as last read unless a change inside it was announced; the
+    // others from a thread that enters them.
+    let mut to_enter = Vec::new();
+    for (i, path) in targets {
+        let ns = &mut namespaces[i];
+        match c.views.get(&ns.inode) {
+            Some((nsid, view)) => {
+                ns.nsid = Some(*nsid);
+                ns.interfaces = interfaces_of(&view.links, &view.addrs);
+            }
+            None => to_enter.push((i, path)),
+        }
+    }
+    if to_enter.is_empty() {
+        return (host_links, host_addrs);
+    }
+    let entering = to_enter
+        .iter()
+        .map(|(i, p)| (p.clone(), namespaces[*i].inode))
+        .collect();
+    match netns::enter_each(host_path, entering) {
+        Ok(views) => {
+            for ((i, _), target) in to_enter.iter().zip(views) {
                 let ns = &mut namespaces[*i];
-                ns.nsid = view.nsid;
-                match view.view {
-                    Ok(v) => ns.interfaces = interfaces_of(&v.links, &v.addrs),
+                ns.nsid = target.nsid;
+                match target.view {
+                    Ok(v) => {
+                        ns.interfaces = interfaces_of(&v.links, &v.addrs);
+                        // Only a namespace the host has an id for is announced.
+                        if let Some(nsid) = target.nsid {
+                            c.views.insert(ns.inode, (nsid, v));
+                        }
+                    }
                     Err(e) => ns.interfaces_error = Some(e.to_string()),
                 }
             }
-            (host_links, host_addrs)
         }
-        Err(e) => {
-            unavailable.push(Unavailable::new(
-                "namespace interfaces and veth peers",
-                format!("{e}: nodediag needs CAP_SYS_ADMIN and hostPID to enter namespaces"),
-            ));
-            (Vec::new(), Vec::new())
-        }
+        Err(e) => no_view(unavailable, &e),
     }
+    (host_links, host_addrs)
 }
 
 fn cidr(a: &Addr) -> String {
@@ -114,7 +201,7 @@ fn host_links_from_sysfs(root: &HostRoot) -> Vec<Link> {
     names
         .iter()
         .map(|name| {
-            let s = net_class::read(root, name);
+            let s = net_class::read(root, name, &mut Vec::new());
             let index = s.ifindex.unwrap_or(0) as u32;
             let iflink = s.iflink.map(|i| i as u32);
             let veth_like = !s.physical
@@ -138,18 +225,26 @@ fn host_links_from_sysfs(root: &HostRoot) -> Vec<Link> {
                 master: None,
                 admin_up: s.admin_up,
                 operstate: Some(s.operstate.clone()),
-                stats: Some(LinkStats {
-                    rx_packets: s.counters.rx_packets,
-                    tx_packets: s.counters.tx_packets,
-                    rx_errors: s.counters.rx_errors,
-                    tx_errors: s.counters.tx_errors,
-                    rx_dropped: s.counters.rx_dropped,
-                    tx_dropped: s.counters.tx_dropped,
-                    ..LinkStats::default()
-                }),
+                carrier: s.carrier,
+                link_type: 0,
+                parent_device: None,
+                stats: sysfs_stats(&s.counters),
             }
         })
         .collect()
+}
+
+/// Counters from sysfs, when every one of them read.
+fn sysfs_stats(c: &net_class::NicCounters) -> Option<LinkStats> {
+    Some(LinkStats {
+        rx_packets: c.rx_packets?,
+        tx_packets: c.tx_packets?,
+        rx_errors: c.rx_errors?,
+        tx_errors: c.tx_errors?,
+        rx_dropped: c.rx_dropped?,
+        tx_dropped: c.tx_dropped?,
+        ..LinkStats::default()
+    })
 }
 
 /// Each host-side veth with where its peer is and whose pod that is; records each

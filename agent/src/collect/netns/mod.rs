@@ -12,6 +12,7 @@ mod ipam;
 mod links;
 mod sample;
 pub(crate) mod scan;
+pub(crate) mod shared_walk;
 
 pub use sample::{
     AgeSource, IpamNetwork, IpamRangeSet, NetnsInfo, NetnsInterface, NetnsSample, Overlay,
@@ -19,7 +20,7 @@ pub use sample::{
 };
 
 use super::Collector;
-use crate::collect::pods::{Attribution, PodIndex};
+use crate::collect::pods::Attribution;
 use crate::host::HostRoot;
 use crate::sample::{CollectError, Unavailable};
 use std::collections::HashMap;
@@ -78,6 +79,7 @@ pub struct NetnsCollector {
     tunnel_overhead: TunnelOverhead,
     first_seen: HashMap<(u32, String), SystemTime>,
     former_pods: HashMap<u64, Attribution>,
+    links: Option<links::LinkCache>,
 }
 
 impl NetnsCollector {
@@ -96,6 +98,7 @@ impl NetnsCollector {
             tunnel_overhead,
             first_seen: HashMap::new(),
             former_pods: HashMap::new(),
+            links: None,
         }
     }
 
@@ -127,8 +130,9 @@ impl Collector for NetnsCollector {
     fn collect(&mut self) -> Result<NetnsSample, CollectError> {
         let now = SystemTime::now();
         let mut unavailable = Vec::new();
-        let (index, missing) = PodIndex::read(&self.root);
-        unavailable.extend(missing);
+        let walk = shared_walk::processes(&self.root)?;
+        unavailable.extend(walk.index_missing.iter().cloned());
+        let procs = &walk.procs;
         let pins = scan::pins(&self.pin_dirs);
         if !pins.any_dir {
             unavailable.push(Unavailable::new(
@@ -139,7 +143,6 @@ impl Collector for NetnsCollector {
                 ),
             ));
         }
-        let procs = scan::processes(&self.root, &index)?;
         if procs.unreadable > 0 {
             tracing::debug!(
                 unreadable = procs.unreadable,
@@ -152,16 +155,17 @@ impl Collector for NetnsCollector {
             );
         }
 
-        let mut namespaces = scan::namespaces(&pins, &procs, now);
+        let mut namespaces = scan::namespaces(&pins, procs, now);
         self.remember_pods(&mut namespaces);
 
         let (host_links, host_addrs) = links::look_inside(
             &self.root,
             self.netlink,
             &pins,
-            &procs,
+            procs,
             &mut namespaces,
             &mut unavailable,
+            &mut self.links,
         );
         if let Some(host) = namespaces.iter_mut().find(|n| n.host) {
             host.interfaces = links::interfaces_of(&host_links, &host_addrs);
@@ -182,7 +186,7 @@ impl Collector for NetnsCollector {
                 "no default route in /proc/net/route or /proc/net/ipv6_route: pod MTUs are not checked",
             ));
         }
-        let ipam = ipam::networks(&self.root, &self.cni_conf_dirs, &procs, &mut unavailable);
+        let ipam = ipam::networks(&self.root, &self.cni_conf_dirs, procs, &mut unavailable);
 
         Ok(NetnsSample {
             host_netns: procs.host,

@@ -4,7 +4,7 @@
 
 use crate::collect::pods::Attribution;
 use crate::kernel::rtnetlink::LinkStats;
-use crate::sample::{Sample, Unavailable};
+use crate::sample::{Compacted, Sample, Unavailable};
 use serde::Serialize;
 use std::time::SystemTime;
 
@@ -222,6 +222,12 @@ impl Sample for NetnsSample {
 
     fn unavailable(&self) -> &[Unavailable] {
         &self.unavailable
+    }
+
+    /// The netns rules, metrics, report and API all read the newest sample only
+    /// (what leaked and since when is in the sample itself).
+    fn compact(&self) -> Compacted<Self> {
+        Compacted::Nothing
     }
 }
 

@@ -1,0 +1,31 @@
+//! Findings are evaluated again after samples arrive, once for a burst of them and
+//! off the threads that serve requests. Collectors that share an interval finish
+//! within moments of each other: evaluating every rule after each of them did the
+//! same work once per collector (on a 500-pod node, a quarter of the agent's CPU),
+//! on an async worker a scrape might have been waiting for.
+
+use super::Agent;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// How long after a sample the evaluation waits for the rest of the round.
+const GATHER: Duration = Duration::from_millis(100);
+
+/// The callback the scheduler calls after each sample, and the task that evaluates.
+/// A sample arriving while an evaluation runs asks for one more after it; any number
+/// of them asks for one.
+pub fn spawn(agent: Arc<Agent>) -> (Arc<dyn Fn() + Send + Sync>, JoinHandle<()>) {
+    let wanted = Arc::new(Notify::new());
+    let waiting = wanted.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            waiting.notified().await;
+            tokio::time::sleep(GATHER).await;
+            let a = agent.clone();
+            let _ = tokio::task::spawn_blocking(move || a.refresh_findings()).await;
+        }
+    });
+    (Arc::new(move || wanted.notify_one()), task)
+}

@@ -1,0 +1,293 @@
+#!/usr/bin/env bash
+# What nodediag costs a node as pods are added, against node_exporter, in one run.
+#
+# For each N (default 0 100 200 500 1000) the node gets N pod-like namespaces, each:
+# a pinned network namespace (ip netns add) with a veth pair to the host and an
+# address, a process inside it in a pod-like cpu cgroup
+# (kubepods/burstable/pod<uid>/<container-id>, with a CPU limit), the kubelet's log
+# directories naming it (under a temporary rootfs), and a host-local IPAM reservation.
+# Pods are added, never rebuilt, from one N to the next. Then, for FILL seconds,
+# three processes run side by side on it:
+#   - nodediag at its defaults (every collector, --interval 15s), pointed at that
+#     rootfs and at /run/netns: its RSS once its rule window is full;
+#   - nodediag at --interval 1s: its RSS (the rule window holds 300 samples), and
+#     /metrics latency while it collects every second;
+#   - node_exporter 1.5 (Debian's prometheus-node-exporter, default collectors),
+#     scraped every 15 s as Prometheus would: CPU per scrape and RSS;
+# then the default agent runs alone for CPU_WAIT seconds, its window full, for its
+# CPU per collection round (alone, so the others' load does not inflate it).
+#
+# CPU per collection round comes from the agent itself
+# (nodediag_collector_cpu_seconds_total: the collection thread and the helper threads
+# it joins) plus the threads that follow a source on their own (nodediag-kmsg,
+# nodediag-disk: their CPU from /proc/PID/task over the same period); "rules, serving"
+# is the rest of the process's CPU over the period (rule evaluation after each
+# sample, the scheduler), so the total is the process's CPU per round.
+#
+# Usage: bash benches/scale.sh [N...]
+#   FILL=330      seconds of the first part (the 5 min rule window plus two
+#                 intervals, so both agents' windows are full when RSS is read)
+#   CPU_WAIT=180  seconds of the second part (12 rounds)
+#   NODEDIAG=...  binary to measure (default: cargo build --release)
+# Needs root, iproute2, curl; installs prometheus-node-exporter if missing. Everything
+# it creates carries a name of its own and is removed on exit, also on failure.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces, cgroups)" >&2; exit 2; }
+SIZES=("$@")
+[ ${#SIZES[@]} -gt 0 ] || SIZES=(0 100 200 500 1000)
+mapfile -t SIZES < <(printf '%s\n' "${SIZES[@]}" | sort -n)
+FILL=${FILL:-330}
+CPU_WAIT=${CPU_WAIT:-180}
+SCRAPE_EVERY=${SCRAPE_EVERY:-0.25}
+
+for tool in ip curl awk; do
+  command -v "$tool" >/dev/null || { echo "$tool is needed" >&2; exit 2; }
+done
+command -v prometheus-node-exporter >/dev/null 2>&1 || {
+  echo "installing prometheus-node-exporter..."
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    prometheus-node-exporter >/dev/null
+  # The package starts a system service; this script runs its own.
+  systemctl disable --now prometheus-node-exporter >/dev/null 2>&1 || true
+}
+BIN=${NODEDIAG:-}
+if [ -z "$BIN" ]; then
+  (cd "$here" && cargo build --release --quiet --bin nodediag)
+  BIN=$here/target/release/nodediag
+fi
+
+tag="nsc$(($$ % 100000))"
+work=$(mktemp -d "/tmp/$tag.XXXXXX")
+rootfs=$work/rootfs
+hexpid=$(printf '%08x' $$)
+port_base=$((20000 + $$ % 20000))
+built=0
+sleepers=()
+daemons=()
+made_cgroups=()
+
+# Where the cpu (and cpuacct) controllers are: cgroup v1 mounts, else cgroup2.
+cpu_root=$(awk '$9 == "cgroup" && $NF ~ /(^|,)cpu(,|$)/ { print $5; exit }' /proc/self/mountinfo)
+acct_root=$(awk '$9 == "cgroup" && $NF ~ /(^|,)cpuacct(,|$)/ { print $5; exit }' /proc/self/mountinfo)
+v2=0
+if [ -z "$cpu_root" ]; then
+  cpu_root=$(awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo)
+  acct_root=
+  v2=1
+fi
+[ -n "$cpu_root" ] || { echo "no cpu cgroup controller mounted" >&2; exit 2; }
+[ "$acct_root" = "$cpu_root" ] && acct_root=
+roots=("$cpu_root")
+[ -n "$acct_root" ] && roots+=("$acct_root")
+
+cleanup() {
+  set +e
+  for p in "${daemons[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${sleepers[@]}"; do kill "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  for i in $(seq 1 "$built"); do echo "netns delete $tag-$i"; done | ip -force -batch - 2>/dev/null
+  # Deepest first; a shared parent (kubepods) someone else uses stays (rmdir fails).
+  for ((k = ${#made_cgroups[@]} - 1; k >= 0; k--)); do
+    for _ in 1 2 3 4 5; do rmdir "${made_cgroups[k]}" 2>/dev/null && break; sleep 0.1; done
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkcg() { # mkdir -p that remembers what it made, for cleanup
+  local d=$1 missing=()
+  while [ ! -d "$d" ]; do missing=("$d" "${missing[@]}"); d=$(dirname "$d"); done
+  for d in "${missing[@]}"; do
+    mkdir "$d"
+    made_cgroups+=("$d")
+    if [ "$v2" = 1 ]; then echo +cpu > "$(dirname "$d")/cgroup.subtree_control" 2>/dev/null || true; fi
+  done
+}
+
+uid_of() { printf '%s-0000-4000-8000-%012x' "$hexpid" "$1"; }
+cid_of() { printf '%s%056x' "$hexpid" "$1"; }
+addr_of() { printf '10.%d.%d.%d' $((200 + $1 / 65536)) $(($1 / 256 % 256)) $(($1 % 256)); }
+
+mkdir -p "$rootfs/var/log/pods" "$rootfs/var/log/containers" "$rootfs/var/lib/kubelet" \
+  "$rootfs/etc/cni/net.d" "$rootfs/var/lib/cni/networks/$tag"
+cat > "$rootfs/etc/cni/net.d/10-$tag.conflist" <<EOF
+{"cniVersion":"0.4.0","name":"$tag","plugins":[{"type":"bridge","bridge":"cni0",
+ "ipam":{"type":"host-local","ranges":[[{"subnet":"10.200.0.0/14"}]]}}]}
+EOF
+
+grow_to() { # adds pods built+1..n
+  local n=$1 i
+  [ "$n" -gt "$built" ] || return 0
+  {
+    for i in $(seq $((built + 1)) "$n"); do
+      echo "netns add $tag-$i"
+      echo "link add h$tag-$i type veth peer name eth0 netns $tag-$i"
+      echo "link set h$tag-$i up"
+    done
+  } | ip -batch -
+  for i in $(seq $((built + 1)) "$n"); do
+    printf 'link set lo up\nlink set eth0 up\naddr add %s/14 dev eth0\n' "$(addr_of "$i")" |
+      ip -n "$tag-$i" -batch -
+    local uid cid pod
+    uid=$(uid_of "$i") cid=$(cid_of "$i") pod="pod-$i"
+    for r in "${roots[@]}"; do
+      mkcg "$r/kubepods/burstable/pod$uid/$cid"
+    done
+    if [ "$v2" = 1 ]; then
+      echo "50000 100000" > "$cpu_root/kubepods/burstable/pod$uid/$cid/cpu.max"
+    else
+      echo 50000 > "$cpu_root/kubepods/burstable/pod$uid/cpu.cfs_quota_us"
+      echo 50000 > "$cpu_root/kubepods/burstable/pod$uid/$cid/cpu.cfs_quota_us"
+    fi
+    mkdir -p "$rootfs/var/log/pods/${tag}_${pod}_$uid/app"
+    : > "$rootfs/var/log/pods/${tag}_${pod}_$uid/app/0.log"
+    ln -s "/var/log/pods/${tag}_${pod}_$uid/app/0.log" \
+      "$rootfs/var/log/containers/${pod}_${tag}_app-$cid.log"
+    printf '%s\neth0' "$cid" > "$rootfs/var/lib/cni/networks/$tag/$(addr_of "$i")"
+    (
+      for r in "${roots[@]}"; do
+        echo "$BASHPID" > "$r/kubepods/burstable/pod$uid/$cid/cgroup.procs"
+      done
+      exec ip netns exec "$tag-$i" sleep infinity
+    ) &
+    sleepers+=($!)
+  done
+  built=$n
+}
+
+# CPU ticks of a process (all its threads, exited ones included).
+proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# CPU ticks of a process's live threads named $2.
+thread_ticks() {
+  cat /proc/"$1"/task/*/stat 2>/dev/null | awk -v n="($2)" '$2 == n { t += $14 + $15 } END { print t + 0 }'
+}
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+metric() { # metric NAME COLLECTOR < metrics text
+  awk -v m="$1{collector=\"$2\"}" '$1 == m { print $2; f = 1 } END { if (!f) print 0 }'
+}
+wait_ready() { # wait_ready URL LOG
+  local deadline=$((SECONDS + 120))
+  until curl -sf -o /dev/null "$1"; do
+    if [ $SECONDS -ge $deadline ]; then
+      echo "$1 did not come up: $(curl -s "$1")" >&2
+      tail -n 20 "$2" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+}
+
+pct() { # pct FILE Q: the Q quantile of seconds, in ms
+  sort -n "$1" | awk -v q="$2" '{ v[NR] = $1 } END { i = int(NR * q + 0.999); if (i < 1) i = 1; printf "%.1f", v[i] * 1000 }'
+}
+
+collectors=(nic netns cgroup pressure disk conntrack kmsg dns)
+hz=$(getconf CLK_TCK)
+summary=()
+
+echo "nodediag: $BIN"
+echo "node_exporter: $(prometheus-node-exporter --version 2>&1 | head -n1)"
+echo "kernel $(uname -r), $(nproc) CPUs, cgroup $([ $v2 = 1 ] && echo v2 || echo v1), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "each N: ${FILL} s with both agents (RSS, /metrics every ${SCRAPE_EVERY} s on the 1 s agent), then ${CPU_WAIT} s of the default agent alone (CPU)"
+
+for N in "${SIZES[@]}"; do
+  echo
+  t0=$SECONDS
+  grow_to "$N"
+  echo "== N=$N pods (built in $((SECONDS - t0)) s): $(find /sys/class/net -mindepth 1 -maxdepth 1 | wc -l) host interfaces"
+  pa=$port_base pb=$((port_base + 1)) pn=$((port_base + 2))
+  common=(serve --path.rootfs "$rootfs" --path.netns /run/netns --path.kmsg /dev/kmsg)
+  "$BIN" "${common[@]}" --listen "127.0.0.1:$pa" >"$work/a.log" 2>&1 &
+  a=$!
+  "$BIN" "${common[@]}" --listen "127.0.0.1:$pb" --interval 1s >"$work/b.log" 2>&1 &
+  b=$!
+  prometheus-node-exporter --web.listen-address="127.0.0.1:$pn" >"$work/ne.log" 2>&1 &
+  ne=$!
+  daemons=("$a" "$b" "$ne")
+  wait_ready "http://127.0.0.1:$pa/readyz" "$work/a.log"
+  wait_ready "http://127.0.0.1:$pb/readyz" "$work/b.log"
+  wait_ready "http://127.0.0.1:$pn/metrics" "$work/ne.log"
+
+  # Phase 1: both agents fill their rule windows; the 1 s agent's /metrics is timed
+  # while it collects every second; node_exporter is scraped as Prometheus would.
+  : > "$work/lat-b"
+  : > "$work/lat-ne"
+  ne_ticks0=$(proc_ticks "$ne")
+  end=$((SECONDS + FILL))
+  next_ne=$SECONDS
+  while [ $SECONDS -lt $end ]; do
+    if [ $SECONDS -ge $next_ne ]; then
+      curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$pn/metrics" >> "$work/lat-ne"
+      next_ne=$((next_ne + 15))
+    fi
+    curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$pb/metrics" >> "$work/lat-b"
+    sleep "$SCRAPE_EVERY"
+  done
+  ne_ticks1=$(proc_ticks "$ne")
+  rss_a=$(rss_kib "$a") rss_b=$(rss_kib "$b") rss_ne=$(rss_kib "$ne")
+  ne_scrapes=$(wc -l < "$work/lat-ne")
+  kill "$b" "$ne" 2>/dev/null || true
+  wait "$b" "$ne" 2>/dev/null || true
+  daemons=("$a")
+
+  # Phase 2: the default agent alone, its window full, for CPU_WAIT seconds.
+  curl -s "http://127.0.0.1:$pa/metrics" > "$work/m0"
+  a_ticks0=$(proc_ticks "$a")
+  kmsg0=$(thread_ticks "$a" nodediag-kmsg)
+  disk0=$(thread_ticks "$a" nodediag-disk)
+  sleep "$CPU_WAIT"
+  a_ticks1=$(proc_ticks "$a")
+  kmsg1=$(thread_ticks "$a" nodediag-kmsg)
+  disk1=$(thread_ticks "$a" nodediag-disk)
+  curl -s "http://127.0.0.1:$pa/metrics" > "$work/m1"
+  kill "$a" 2>/dev/null || true
+  wait "$a" 2>/dev/null || true
+  daemons=()
+
+  b50=$(pct "$work/lat-b" 0.5) b99=$(pct "$work/lat-b" 0.99)
+  ne50=$(pct "$work/lat-ne" 0.5) ne99=$(pct "$work/lat-ne" 0.99)
+
+  rounds=$(( $(metric nodediag_collector_runs_total nic < "$work/m1" | cut -d. -f1) - $(metric nodediag_collector_runs_total nic < "$work/m0" | cut -d. -f1) ))
+  [ "$rounds" -gt 0 ] || rounds=1
+  printf '%-22s %6s %14s %12s\n' "" runs "CPU/round ms" "last wall ms"
+  row="$N"
+  sum=0
+  for c in "${collectors[@]}"; do
+    cpu0=$(metric nodediag_collector_cpu_seconds_total "$c" < "$work/m0")
+    cpu1=$(metric nodediag_collector_cpu_seconds_total "$c" < "$work/m1")
+    r0=$(metric nodediag_collector_runs_total "$c" < "$work/m0")
+    r1=$(metric nodediag_collector_runs_total "$c" < "$work/m1")
+    wall=$(metric nodediag_collector_duration_seconds "$c" < "$work/m1")
+    extra=0
+    [ "$c" = kmsg ] && extra=$((kmsg1 - kmsg0))
+    [ "$c" = disk ] && extra=$((disk1 - disk0))
+    per=$(awk -v a="$cpu0" -v b="$cpu1" -v r0="$r0" -v r1="$r1" -v x="$extra" -v hz="$hz" \
+      'BEGIN { r = r1 - r0; if (r < 1) r = 1; printf "%.1f", ((b - a) + x / hz) / r * 1000 }')
+    printf '%-22s %6d %14s %12.1f\n' "$c" "$(awk -v a="$r0" -v b="$r1" 'BEGIN { print b - a }')" "$per" \
+      "$(awk -v w="$wall" 'BEGIN { print w * 1000 }')"
+    sum=$(awk -v s="$sum" -v p="$per" 'BEGIN { print s + p }')
+    row="$row $per"
+  done
+  total=$(awk -v a="$a_ticks0" -v b="$a_ticks1" -v r="$rounds" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz / r * 1000 }')
+  other=$(awk -v t="$total" -v s="$sum" 'BEGIN { printf "%.1f", t - s }')
+  printf '%-22s %6s %14.1f\n' "collectors" "" "$sum"
+  printf '%-22s %6s %14s\n' "rules, serving" "" "$other"
+  printf '%-22s %6d %14s   (process CPU over %d s / rounds; %d ms per tick)\n' "total per round" "$rounds" "$total" "$CPU_WAIT" $((1000 / hz))
+  ne_cpu=$(awk -v a="$ne_ticks0" -v b="$ne_ticks1" -v n="$ne_scrapes" -v hz="$hz" 'BEGIN { if (n < 1) n = 1; printf "%.0f", (b - a) / hz / n * 1000 }')
+  printf 'RSS: nodediag %.1f MiB at 15 s, %.1f MiB at 1 s; node_exporter %.1f MiB\n' \
+    "$(awk -v k="$rss_a" 'BEGIN { print k / 1024 }')" "$(awk -v k="$rss_b" 'BEGIN { print k / 1024 }')" \
+    "$(awk -v k="$rss_ne" 'BEGIN { print k / 1024 }')"
+  printf '/metrics p50/p99: nodediag (collecting every 1 s) %s/%s ms over %d scrapes; node_exporter %s/%s ms, %s ms CPU per scrape over %d\n' \
+    "$b50" "$b99" "$(wc -l < "$work/lat-b")" "$ne50" "$ne99" "$ne_cpu" "$ne_scrapes"
+  summary+=("$row $other $total $(awk -v k="$rss_a" 'BEGIN { printf "%.1f", k / 1024 }') $(awk -v k="$rss_b" 'BEGIN { printf "%.1f", k / 1024 }') $b50 $b99 $ne_cpu $(awk -v k="$rss_ne" 'BEGIN { printf "%.1f", k / 1024 }')")
+done
+
+echo
+echo "== summary: CPU per collection round (ms) by collector, RSS (MiB), /metrics (ms); load $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%10s' N "${collectors[@]}" rules total rss15s rss1s p50 p99 ne_cpu ne_rss; echo
+for r in "${summary[@]}"; do
+  read -ra v <<<"$r"
+  printf '%10s' "${v[@]}"; echo
+done
