@@ -72,9 +72,7 @@ pub fn list(root: &HostRoot) -> Result<Vec<String>, ReadError> {
 pub fn read(root: &HostRoot, name: &str, unreadable: &mut Vec<ReadError>) -> SysInterface {
     let dir = root.sys(&["class", "net", name]);
     let mut attrs = Attrs { unreadable };
-    let devtype = attrs
-        .text(&dir.join("uevent"))
-        .and_then(|u| parse_uevent_devtype(&u));
+    let devtype = attrs.parsed(&dir.join("uevent"), parse_uevent).flatten();
     let flags = attrs.parsed(&dir.join("flags"), parse_flags);
     let mut stat = |a: &str| attrs.number(&dir.join("statistics").join(a));
     let counters = NicCounters {
@@ -94,8 +92,9 @@ pub fn read(root: &HostRoot, name: &str, unreadable: &mut Vec<ReadError>) -> Sys
         driver: link_name(&dir.join("device").join("driver")),
         admin_up: flags.is_some_and(|f| f & IFF_UP != 0),
         operstate: attrs
-            .text(&dir.join("operstate"))
-            .unwrap_or_else(|| "unknown".into()),
+            .parsed(&dir.join("operstate"), parse_operstate)
+            .unwrap_or("unknown")
+            .to_string(),
         carrier: attrs.number(&dir.join("carrier")).map(|c| c == 1),
         speed_mbps: attrs.speed(&dir.join("speed")),
         duplex: attrs.duplex(&dir.join("duplex")),
@@ -144,7 +143,8 @@ impl Attrs<'_> {
 
     /// Negotiated speed: a number, absent when the kernel says it is unknown.
     fn speed(&mut self, path: &Path) -> Option<u64> {
-        let v: i64 = self.parsed(path, |s| s.parse().ok())?;
+        // The kernel prints SPEED_UNKNOWN as -1; a lower figure is not one it prints.
+        let v: i64 = self.parsed(path, |s| s.parse().ok().filter(|v| *v >= -1))?;
         parse_speed(&v.to_string())
     }
 
@@ -219,11 +219,33 @@ pub fn parse_duplex(s: &str) -> Option<Duplex> {
     }
 }
 
+/// The `DEVTYPE` of a net device's `uevent` (none for a plain Ethernet NIC); `None`
+/// when the text is not a net device's uevent, which always names its `INTERFACE`.
+fn parse_uevent(uevent: &str) -> Option<Option<String>> {
+    let net_device = uevent.lines().any(|l| l.starts_with("INTERFACE="));
+    net_device.then(|| parse_uevent_devtype(uevent))
+}
+
 fn parse_uevent_devtype(uevent: &str) -> Option<String> {
     uevent
         .lines()
         .find_map(|l| l.strip_prefix("DEVTYPE="))
         .map(|s| s.trim().to_string())
+}
+
+/// One of the RFC 2863 states the kernel prints (`IF_OPER_*`).
+fn parse_operstate(s: &str) -> Option<&'static str> {
+    [
+        "unknown",
+        "notpresent",
+        "down",
+        "lowerlayerdown",
+        "testing",
+        "dormant",
+        "up",
+    ]
+    .into_iter()
+    .find(|state| *state == s)
 }
 
 fn link_name(path: &Path) -> Option<String> {
@@ -328,6 +350,42 @@ mod tests {
         let p = read_physical(&root, "eth0", &mut unreadable);
         assert_eq!((p.speed_mbps, p.duplex), (None, None));
         assert_eq!(unreadable.len(), 2);
+    }
+
+    #[test]
+    fn states_and_numbers_the_kernel_never_prints_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot {
+            sys: dir.path().to_path_buf(),
+            ..HostRoot::default()
+        };
+        let eth = dir.path().join("class/net/eth0");
+        std::fs::create_dir_all(&eth).unwrap();
+        for (file, text) in [
+            ("operstate", "x!#@\n"),
+            ("uevent", "not a uevent\n"),
+            ("speed", "-5\n"),
+        ] {
+            std::fs::write(eth.join(file), text).unwrap();
+        }
+        let mut unreadable = Vec::new();
+        let i = read(&root, "eth0", &mut unreadable);
+        assert_eq!((i.operstate.as_str(), i.speed_mbps), ("unknown", None));
+        assert_eq!(unreadable.len(), 3, "{unreadable:?}");
+
+        for (file, text) in [
+            ("operstate", "lowerlayerdown\n"),
+            ("uevent", "DEVTYPE=vlan\nINTERFACE=eth0\nIFINDEX=3\n"),
+            ("speed", "-1\n"),
+        ] {
+            std::fs::write(eth.join(file), text).unwrap();
+        }
+        let mut unreadable = Vec::new();
+        let i = read(&root, "eth0", &mut unreadable);
+        assert!(unreadable.is_empty(), "{unreadable:?}");
+        assert_eq!(i.operstate, "lowerlayerdown");
+        assert_eq!(i.devtype.as_deref(), Some("vlan"));
+        assert_eq!(i.speed_mbps, None, "-1 is the kernel's unknown");
     }
 
     #[test]
