@@ -10,6 +10,7 @@ pub mod disk;
 pub mod dns;
 pub mod host_links;
 pub mod kmsg;
+pub mod latency_histogram;
 pub mod native_histogram;
 pub mod netns;
 pub mod nic;

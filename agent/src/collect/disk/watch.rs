@@ -5,7 +5,7 @@
 //! replaced while it is stuck, so threads cannot pile up.
 
 use super::probe::{self, ProbeFile};
-use crate::collect::native_histogram::NativeHistogram;
+use crate::collect::latency_histogram::{self, Bounds};
 use crate::kernel::statfs::{self, FsUsage};
 use crate::kernel::ReadError;
 use serde::Serialize;
@@ -27,48 +27,16 @@ const MAX_PENDING: usize = 10_000;
 /// How long dropping a watch waits for its thread to remove the probe file.
 const STOP_WAIT: Duration = Duration::from_secs(3);
 
+/// The latencies of the fsync probe.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FsyncBounds;
+
+impl Bounds for FsyncBounds {
+    const BOUNDS: &'static [f64] = &BUCKETS;
+}
+
 /// Since-start counts, as a Prometheus histogram wants them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Histogram {
-    /// Observations per bucket of `BUCKETS`, then the ones above the last bound.
-    pub counts: Vec<u64>,
-    pub sum_seconds: f64,
-    pub count: u64,
-    /// The same observations in exponential buckets (a Prometheus native histogram).
-    #[serde(skip)]
-    pub native: NativeHistogram,
-}
-
-impl Histogram {
-    pub fn observe(&mut self, seconds: f64) {
-        if self.counts.is_empty() {
-            self.counts = vec![0; BUCKETS.len() + 1];
-        }
-        let i = BUCKETS
-            .iter()
-            .position(|&le| seconds <= le)
-            .unwrap_or(BUCKETS.len());
-        self.counts[i] += 1;
-        self.sum_seconds += seconds;
-        self.count += 1;
-        self.native.observe(seconds);
-    }
-
-    /// (upper bound, cumulative count) for each bound, then (+Inf, count).
-    pub fn cumulative(&self) -> Vec<(f64, u64)> {
-        let mut acc = 0;
-        BUCKETS
-            .iter()
-            .copied()
-            .chain([f64::INFINITY])
-            .enumerate()
-            .map(|(i, le)| {
-                acc += self.counts.get(i).copied().unwrap_or(0);
-                (le, acc)
-            })
-            .collect()
-    }
-}
+pub type Histogram = latency_histogram::Histogram<FsyncBounds>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]

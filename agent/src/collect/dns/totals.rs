@@ -2,7 +2,7 @@
 //! `/metrics` (a scrape must not depend on which rounds are still in the window).
 
 use super::sample::{got_reply, query_result, ProbeResult};
-use crate::collect::native_histogram::NativeHistogram;
+use crate::collect::latency_histogram::{self, Bounds};
 use crate::kernel::dns::exchange::QueryRecord;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -19,47 +19,15 @@ pub const BUCKETS: [f64; 13] = [
 pub const MAX_SERVERS: usize = 8;
 pub const OTHER_SERVERS: &str = "other";
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Histogram {
-    /// Observations per bucket of `BUCKETS`, then the ones above the last bound.
-    pub counts: Vec<u64>,
-    pub sum_seconds: f64,
-    pub count: u64,
-    /// The same observations in exponential buckets (a Prometheus native histogram).
-    #[serde(skip)]
-    pub native: NativeHistogram,
+/// The latencies of DNS requests and lookups.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DnsBounds;
+
+impl Bounds for DnsBounds {
+    const BOUNDS: &'static [f64] = &BUCKETS;
 }
 
-impl Histogram {
-    pub fn observe(&mut self, seconds: f64) {
-        if self.counts.is_empty() {
-            self.counts = vec![0; BUCKETS.len() + 1];
-        }
-        let i = BUCKETS
-            .iter()
-            .position(|&le| seconds <= le)
-            .unwrap_or(BUCKETS.len());
-        self.counts[i] += 1;
-        self.sum_seconds += seconds;
-        self.count += 1;
-        self.native.observe(seconds);
-    }
-
-    /// (upper bound, cumulative count) for each bound, then (+Inf, count).
-    pub fn cumulative(&self) -> Vec<(f64, u64)> {
-        let mut acc = 0;
-        BUCKETS
-            .iter()
-            .copied()
-            .chain([f64::INFINITY])
-            .enumerate()
-            .map(|(i, le)| {
-                acc += self.counts.get(i).copied().unwrap_or(0);
-                (le, acc)
-            })
-            .collect()
-    }
-}
+pub type Histogram = latency_histogram::Histogram<DnsBounds>;
 
 /// One server's counts since start.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
