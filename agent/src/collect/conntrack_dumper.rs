@@ -329,34 +329,15 @@ fn dump_error(e: std::io::Error) -> DumpError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::conntrack_dump::{ConntrackEntry, Tuple};
-
-    fn entry(src: &str) -> ConntrackEntry {
-        ConntrackEntry {
-            original: Tuple {
-                src: src.parse().unwrap(),
-                dst: "10.96.0.10".parse().unwrap(),
-                proto: 17,
-                src_port: Some(40000),
-                dst_port: Some(53),
-                icmp: None,
-            },
-            reply: None,
-            status: 0,
-            tcp_state: None,
-            timeout_secs: None,
-            mark: None,
-            zone: None,
-        }
-    }
+    use crate::kernel::conntrack_dump::ConntrackEntry;
 
     #[test]
     fn a_dump_ranks_with_owners_given_later_and_serializes_without_its_counts() {
         let mut b = TopBuilder::new();
         for _ in 0..3 {
-            b.add(&entry("10.244.1.7"));
+            b.add(&ConntrackEntry::dns_query_from("10.244.1.7"));
         }
-        b.add(&entry("10.244.2.9"));
+        b.add(&ConntrackEntry::dns_query_from("10.244.2.9"));
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let dump = TopDump::from_counts(b, at, Trigger::Threshold, Some(4));
         let owners: Owners = [("10.244.1.7".parse().unwrap(), "shop/cart-0".to_string())].into();
@@ -409,7 +390,7 @@ mod tests {
 
     fn made_now() -> Result<Arc<TopDump>, DumpError> {
         let mut b = TopBuilder::new();
-        b.add(&entry("10.0.0.1"));
+        b.add(&ConntrackEntry::dns_query_from("10.0.0.1"));
         Ok(Arc::new(TopDump::from_counts(
             b,
             SystemTime::now(),

@@ -147,6 +147,30 @@ impl ConntrackEntry {
     }
 }
 
+#[cfg(test)]
+impl ConntrackEntry {
+    /// An unanswered UDP query from `src` to a cluster DNS address: the entry the
+    /// ranking tests above this layer fill tables with.
+    pub fn dns_query_from(src: &str) -> ConntrackEntry {
+        ConntrackEntry {
+            original: Tuple {
+                src: src.parse().unwrap(),
+                dst: "10.96.0.10".parse().unwrap(),
+                proto: 17,
+                src_port: Some(40000),
+                dst_port: Some(53),
+                icmp: None,
+            },
+            reply: None,
+            status: 0,
+            tcp_state: None,
+            timeout_secs: None,
+            mark: None,
+            zone: None,
+        }
+    }
+}
+
 /// How much a dump may cost before it is stopped.
 #[derive(Debug, Clone, Copy)]
 pub struct DumpBudget {

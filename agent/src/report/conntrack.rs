@@ -144,29 +144,10 @@ mod tests {
     use crate::collect::conntrack_dumper::TopDump;
     use crate::collect::conntrack_top::TopBuilder;
     use crate::finding::{Finding, Severity};
-    use crate::kernel::conntrack_dump::{ConntrackEntry, Tuple};
+    use crate::kernel::conntrack_dump::ConntrackEntry;
     use crate::store::Store;
     use std::sync::Arc;
     use std::time::Duration;
-
-    fn entry(src: &str) -> ConntrackEntry {
-        ConntrackEntry {
-            original: Tuple {
-                src: src.parse().unwrap(),
-                dst: "10.96.0.10".parse().unwrap(),
-                proto: 17,
-                src_port: Some(40000),
-                dst_port: Some(53),
-                icmp: None,
-            },
-            reply: None,
-            status: 0,
-            tcp_state: None,
-            timeout_secs: None,
-            mark: None,
-            zone: None,
-        }
-    }
 
     fn store(top: Option<Arc<TopDump>>, at: SystemTime) -> Store {
         let store = Store::new("n".into(), Duration::from_secs(300));
@@ -197,9 +178,9 @@ mod tests {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let mut b = TopBuilder::new();
         for _ in 0..3 {
-            b.add(&entry("10.244.1.7"));
+            b.add(&ConntrackEntry::dns_query_from("10.244.1.7"));
         }
-        b.add(&entry("10.244.2.9"));
+        b.add(&ConntrackEntry::dns_query_from("10.244.2.9"));
         let mut dump = TopDump::from_counts(b, at, Trigger::Threshold, Some(40));
         dump.cut = Some(DumpCut::MaxEntries);
         let store = store(Some(Arc::new(dump)), at);
