@@ -11,6 +11,7 @@
 mod common;
 
 use common::conntrack::{have, is_root, ConntrackMax, Netns};
+use common::pod::PodTraces;
 use common::{in_netns, sh, skip, wait_for, Agent, BIN};
 use serde_json::Value;
 use std::net::TcpStream;
@@ -310,34 +311,15 @@ impl Pod {
         );
         sh("ip", &["-n", &netns, "link", "set", "eth0", "up"]);
         sh("ip", &["-n", &netns, "link", "set", "lo", "up"]);
-        let child = Command::new("ip")
-            .args(["netns", "exec", &netns, "sleep", "600"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start the pod's process");
-        let child_pid = child.id();
-        pod.process = Some(child);
-        wait_for(
-            "the pod's process to enter its namespace",
-            Duration::from_secs(10),
-            || {
-                use std::os::unix::fs::MetadataExt;
-                let mine = std::fs::read_link(format!("/proc/{child_pid}/ns/net")).ok()?;
-                let pinned = std::fs::metadata(format!("/run/netns/{netns}")).ok()?;
-                (mine.to_string_lossy() == format!("net:[{}]", pinned.ino())).then_some(())
-            },
-        );
-        std::fs::create_dir_all(&cgroup).expect("make the pod cgroup");
-        std::fs::write(cgroup.join("cgroup.procs"), child_pid.to_string())
-            .expect("move the process into the pod cgroup");
-        let logs = pod.rootfs.path().join("var/log");
-        std::fs::create_dir_all(logs.join(format!("pods/team-a_{name}_{uid}/app"))).unwrap();
-        std::fs::create_dir_all(logs.join("containers")).unwrap();
-        std::fs::write(
-            logs.join(format!("containers/{name}_team-a_app-{container_id}.log")),
-            "",
-        )
-        .unwrap();
+        PodTraces {
+            netns: &netns,
+            cgroup: &cgroup,
+            rootfs: pod.rootfs.path(),
+            name: &name,
+            uid: &uid,
+            container_id: &container_id,
+        }
+        .start(&mut pod.process);
         pod
     }
 

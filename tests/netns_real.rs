@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::pod::PodTraces;
 use common::{sh, wait_for, Agent};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -128,35 +129,16 @@ fn make_pod(lab: &mut Lab, i: usize, mtu: u32) {
     let addr = format!("10.213.{}.2/24", i + 1);
     sh("ip", &["-n", &netns, "addr", "add", &addr, "dev", "eth0"]);
     sh("ip", &["-n", &netns, "link", "set", "eth0", "up"]);
-    let child = Command::new("ip")
-        .args(["netns", "exec", &netns, "sleep", "600"])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start a process in the namespace");
-    let child_pid = child.id();
-    lab.pods.last_mut().unwrap().process = Some(child);
-    // `ip netns exec` enters the namespace then execs sleep in the same process.
-    wait_for(
-        "the process to enter its namespace",
-        Duration::from_secs(10),
-        || {
-            let mine = std::fs::read_link(format!("/proc/{child_pid}/ns/net")).ok()?;
-            let pinned = std::fs::metadata(format!("/run/netns/{netns}")).ok()?;
-            use std::os::unix::fs::MetadataExt;
-            (mine.to_string_lossy() == format!("net:[{}]", pinned.ino())).then_some(())
-        },
-    );
-    std::fs::create_dir_all(&cgroup).expect("make the pod cgroup");
-    std::fs::write(cgroup.join("cgroup.procs"), child_pid.to_string())
-        .expect("move the process into the pod cgroup");
-    let logs = lab.rootfs.path().join("var/log");
-    std::fs::create_dir_all(logs.join(format!("pods/team-a_{name}_{uid}/app"))).unwrap();
-    std::fs::create_dir_all(logs.join("containers")).unwrap();
-    std::fs::write(
-        logs.join(format!("containers/{name}_team-a_app-{container_id}.log")),
-        "",
-    )
-    .unwrap();
+    let rootfs = lab.rootfs.path().to_path_buf();
+    PodTraces {
+        netns: &netns,
+        cgroup: &cgroup,
+        rootfs: &rootfs,
+        name: &name,
+        uid: &uid,
+        container_id: &container_id,
+    }
+    .start(&mut lab.pods.last_mut().unwrap().process);
 }
 
 fn veth(agent: &Agent, name: &str) -> Option<Value> {

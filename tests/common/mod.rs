@@ -12,6 +12,7 @@ pub mod conntrack;
 pub mod dns;
 pub mod mount;
 pub mod pki;
+pub mod pod;
 pub mod veth;
 pub mod web;
 
