@@ -5,13 +5,13 @@
 
 mod common;
 
-use common::mount::Mount;
+use common::conntrack::is_root;
+use common::mount::{run, Mount};
 use common::{check, skip, wait_for, Agent};
 use nodediag::collect::disk::probe::{self, ProbeFile};
 use nodediag::diagnose::disk::percentile;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -23,26 +23,6 @@ fn unique(what: &str) -> String {
         std::process::id(),
         SEQ.fetch_add(1, Ordering::SeqCst)
     )
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "{cmd} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 /// These tests time real I/O (and compare it with fio's at 25%); run side by side,

@@ -16,7 +16,8 @@ fn unique(what: &str) -> String {
     )
 }
 
-fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
+/// The command's trimmed output, or what it said on stderr.
+pub fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new(cmd)
         .args(args)
         .output()

@@ -495,26 +495,11 @@ mod tests {
     fn the_remedy_names_the_top_pods_of_a_recent_dump() {
         use crate::collect::conntrack_dumper::{TopDump, Trigger};
         use crate::collect::conntrack_top::TopBuilder;
-        use crate::kernel::conntrack_dump::{ConntrackEntry, Tuple};
+        use crate::kernel::conntrack_dump::ConntrackEntry;
         let mut b = TopBuilder::new();
         for (src, n) in [("10.244.1.7", 41), ("10.244.2.9", 59)] {
             for _ in 0..n {
-                b.add(&ConntrackEntry {
-                    original: Tuple {
-                        src: src.parse().unwrap(),
-                        dst: "10.96.0.10".parse().unwrap(),
-                        proto: 17,
-                        src_port: Some(40000),
-                        dst_port: Some(53),
-                        icmp: None,
-                    },
-                    reply: None,
-                    status: 0,
-                    tcp_state: None,
-                    timeout_secs: None,
-                    mark: None,
-                    zone: None,
-                });
+                b.add(&ConntrackEntry::dns_query_from(src));
             }
         }
         let dump =
