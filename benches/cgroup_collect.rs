@@ -189,9 +189,8 @@ fn bench(c: &mut Criterion) {
     c.bench_function("window/throttling_300_containers_21_samples", |b| {
         b.iter(|| throttling(&snap.history::<CgroupSample>(), snap.window))
     });
-    let exposition = signals::metrics_exposition(store.clone());
     c.bench_function("metrics/render_300_containers", |b| {
-        b.iter(|| exposition.encode(Format::Text))
+        b.iter(|| signals::metrics_exposition(store.clone()).encode(Format::Text))
     });
     // A new sample into a full window: the one it replaces as the newest is cut down
     // to the counters the rules read of older samples.

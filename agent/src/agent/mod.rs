@@ -103,7 +103,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let port = listener.local_addr()?.port();
     let exemption = notrack::install(args.web_notrack, port, &agent.store).await;
-    let (on_sample, refresher) = refresh::spawn(agent.clone());
+    let mut metrics = signals::metrics_exposition(agent.store.clone());
+    web.register_metrics(&mut metrics);
+    let metrics = Arc::new(metrics);
+    let (on_sample, refresher) = refresh::spawn(agent.clone(), metrics.clone());
     let mut tasks = schedule::spawn_all(
         agent.store.clone(),
         collectors,
@@ -111,8 +114,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         on_sample,
     );
     tasks.push(refresher);
-    let mut view = signals::http_view(agent.store.clone(), routes);
-    web.register_metrics(&mut view.metrics);
+    let view = signals::http_view(routes, metrics);
     let app = crate::http::router(agent.store.clone(), view);
     let served = web.serve(listener, app, shutdown_signal()).await;
     tracing::info!("shutting down");

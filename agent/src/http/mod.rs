@@ -57,9 +57,9 @@ impl Route {
 /// signal, the signals' own endpoints, and which finding ids exist.
 pub struct View {
     pub report: fn(&Snapshot, SystemTime) -> String,
-    /// What `/metrics` encodes; the web server adds its own families to it
+    /// What `/metrics` encodes, with the web server's own families
     /// ([`web_server::WebServer::register_metrics`]).
-    pub metrics: Exposition,
+    pub metrics: Arc<Exposition>,
     pub routes: Vec<Route>,
     pub finding: fn(&str) -> bool,
 }
@@ -85,7 +85,6 @@ pub fn router(store: Arc<Store>, view: View) -> Router {
         .into_iter()
         .chain(routes.iter().map(|r| r.path))
         .collect();
-    let metrics = Arc::new(metrics);
     let mut router = Router::new()
         .route(
             "/",

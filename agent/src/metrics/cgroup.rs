@@ -150,9 +150,10 @@ mod tests {
             cfs_bandwidth_fix: None,
             pods,
             unavailable: vec![],
+            counters: vec![],
         };
         store.record("cgroup", SystemTime::now(), Duration::ZERO, Ok(Arc::new(s)));
-        Exposition::of_signal(store, encode).text(Format::Text)
+        Exposition::of_signal::<crate::collect::CgroupSample>(store, encode).text(Format::Text)
     }
 
     #[test]

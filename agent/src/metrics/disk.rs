@@ -201,7 +201,7 @@ mod tests {
             Duration::ZERO,
             Ok(Arc::new(sample)),
         );
-        Exposition::of_signal(store, encode)
+        Exposition::of_signal::<crate::collect::DiskSample>(store, encode)
     }
 
     fn families(bytes: &[u8]) -> Vec<MetricFamily> {

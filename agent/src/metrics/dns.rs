@@ -172,7 +172,8 @@ mod tests {
             Duration::ZERO,
             Ok(Arc::new(sample())),
         );
-        let out = Exposition::of_signal(store, encode).text(Format::Text);
+        let out =
+            Exposition::of_signal::<crate::collect::DnsSample>(store, encode).text(Format::Text);
         for line in [
             "nodediag_dns_server_info{server=\"10.96.0.10\",source=\"kubelet\"} 1",
             "nodediag_dns_pod_network_namespaces 40",
@@ -206,7 +207,8 @@ mod tests {
         let store = Arc::new(Store::new("n".into(), Duration::from_secs(300)));
         store.register("dns", Duration::from_secs(15));
         for format in Format::ALL {
-            let out = Exposition::of_signal(store.clone(), encode).encode(format);
+            let out = Exposition::of_signal::<crate::collect::DnsSample>(store.clone(), encode)
+                .encode(format);
             let empty: &[u8] = if format == Format::OpenMetrics {
                 b"# EOF\n"
             } else {

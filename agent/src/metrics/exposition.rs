@@ -1,10 +1,15 @@
-//! `/metrics` through prometheus-client: a registry of `Collector`s that encode the
-//! store at scrape time (nodediag's own families, then one per signal, then what the
-//! HTTP server adds), in the format the scraper asks for.
+//! `/metrics` through prometheus-client: nodediag's own families, then one set per
+//! signal, then what the HTTP server adds, in the format the scraper asks for.
 //!
-//! Encoding at scrape time from the latest samples means series whose source is gone
-//! (a container, a veth, a directory, a DNS server) are not exposed any more, with no
-//! registered metric to forget to remove.
+//! A signal's families are encoded from its collector's latest sample and kept,
+//! per format, until that collector records again: a scrape copies them and encodes
+//! only the small families that change with every request. [`Exposition::warm`]
+//! encodes them after each round in the formats scrapers asked for lately, so a
+//! scrape does not wait for the encoding of hundreds of pods' series.
+//!
+//! Encoding from the latest samples means series whose source is gone (a container,
+//! a veth, a directory, a DNS server) are not exposed any more, with no registered
+//! metric to forget to remove.
 
 use super::family::Families;
 use crate::store::{Snapshot, Store};
@@ -13,7 +18,11 @@ use prometheus_client::encoding::{prometheus_protobuf, prometheus_text, text, De
 use prometheus_client::registry::Registry;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A format scraped within this long is kept encoded ahead of the next scrape.
+const WARM_FOR: Duration = Duration::from_secs(10 * 60);
 
 /// How a signal encodes its families from a snapshot of the store.
 pub type EncodeFn = fn(&Snapshot, &mut DescriptorEncoder) -> fmt::Result;
@@ -112,58 +121,88 @@ pub struct EncodeError {
     reason: String,
 }
 
-/// Scrapes served, by format.
-#[derive(Debug, Default)]
-struct Scrapes([AtomicU64; 3]);
+/// Scrapes served, and when each format was last asked for.
+#[derive(Debug)]
+struct Scrapes {
+    count: [AtomicU64; 3],
+    /// Milliseconds after `epoch` of the last scrape, by format; 0: never.
+    last: [AtomicU64; 3],
+    epoch: Instant,
+}
 
-impl Scrapes {
-    fn add(&self, f: Format) {
-        self.0[f as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn get(&self, f: Format) -> u64 {
-        self.0[f as usize].load(Ordering::Relaxed)
+impl Default for Scrapes {
+    fn default() -> Self {
+        Self {
+            count: Default::default(),
+            last: Default::default(),
+            epoch: Instant::now(),
+        }
     }
 }
 
-/// The registry `/metrics` encodes.
+impl Scrapes {
+    fn add(&self, f: Format) {
+        self.count[f as usize].fetch_add(1, Ordering::Relaxed);
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last[f as usize].store(ms.max(1), Ordering::Relaxed);
+    }
+
+    fn get(&self, f: Format) -> u64 {
+        self.count[f as usize].load(Ordering::Relaxed)
+    }
+
+    /// Formats a scraper asked for within [`WARM_FOR`].
+    fn recent(&self) -> impl Iterator<Item = Format> + '_ {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Format::ALL.into_iter().filter(move |f| {
+            let last = self.last[*f as usize].load(Ordering::Relaxed);
+            last > 0 && now.saturating_sub(last) <= WARM_FOR.as_millis() as u64
+        })
+    }
+}
+
+/// What `/metrics` encodes.
 pub struct Exposition {
-    registry: Registry,
+    /// nodediag's own families, encoded at every scrape.
+    own: Registry,
+    signals: Vec<CachedSignal>,
+    /// What else is added (the HTTP server's families), encoded at every scrape.
+    extra: Registry,
     store: Arc<Store>,
     scrapes: Arc<Scrapes>,
-    /// The size of the last text encoding: the next one starts with room for it.
+    /// The size of the last scrape: the next one starts with room for it.
     last_len: AtomicUsize,
 }
 
 impl Exposition {
     /// nodediag's own families (build, collectors, rules, findings, scrapes) come
-    /// first; then the signals' and whatever else is added, in that order.
+    /// first; then the signals', then whatever else is added, in that order.
     pub fn new(store: Arc<Store>) -> Self {
         let scrapes = Arc::new(Scrapes::default());
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(OwnFamilies {
+        let mut own = Registry::default();
+        own.register_collector(Box::new(OwnFamilies {
             store: store.clone(),
             scrapes: scrapes.clone(),
         }));
         Self {
-            registry,
+            own,
+            signals: Vec::new(),
+            extra: Registry::default(),
             store,
             scrapes,
             last_len: AtomicUsize::new(64 * 1024),
         }
     }
 
-    /// A signal's families, encoded from the store by `encode` at each scrape.
+    /// A signal's families, encoded by `encode` from the latest sample of the
+    /// collector called `name`.
     pub fn add_signal(&mut self, name: &'static str, encode: EncodeFn) {
-        self.registry.register_collector(Box::new(SignalFamilies {
-            name,
-            store: self.store.clone(),
-            encode,
-        }));
+        self.signals
+            .push(CachedSignal::new(name, self.store.clone(), encode));
     }
 
     pub fn add(&mut self, collector: Box<dyn Collector>) {
-        self.registry.register_collector(collector);
+        self.extra.register_collector(collector);
     }
 
     /// Encodes one scrape and counts it (the scrape sees itself counted).
@@ -172,23 +211,107 @@ impl Exposition {
         self.encode(format)
     }
 
-    /// Encodes the registry, without counting a scrape.
-    pub fn encode(&self, format: Format) -> Result<Vec<u8>, EncodeError> {
-        let failed = |reason: String| EncodeError { format, reason };
-        match format {
-            Format::Protobuf => prometheus_protobuf::encode_to_vec(&self.registry)
-                .map_err(|e| failed(e.to_string())),
-            Format::Text | Format::OpenMetrics => {
-                let mut out = String::with_capacity(self.last_len.load(Ordering::Relaxed));
-                let written = match format {
-                    Format::Text => prometheus_text::encode(&mut out, &self.registry),
-                    _ => text::encode(&mut out, &self.registry),
-                };
-                written.map_err(|_| failed("a family could not be written".into()))?;
-                self.last_len.store(out.len(), Ordering::Relaxed);
-                Ok(out.into_bytes())
+    /// Encodes the signals whose collectors recorded since, in each format scraped
+    /// lately, so that the next scrape finds them ready.
+    pub fn warm(&self) -> Result<(), EncodeError> {
+        for format in self.scrapes.recent() {
+            for s in &self.signals {
+                s.encoded(format)?;
             }
         }
+        Ok(())
+    }
+
+    /// Encodes everything, without counting a scrape.
+    pub fn encode(&self, format: Format) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::with_capacity(self.last_len.load(Ordering::Relaxed));
+        out.extend(encode_registry(&self.own, format)?);
+        for s in &self.signals {
+            out.extend_from_slice(&s.encoded(format)?);
+        }
+        out.extend(encode_registry(&self.extra, format)?);
+        if format == Format::OpenMetrics {
+            out.extend_from_slice(b"# EOF\n");
+        }
+        self.last_len.store(out.len(), Ordering::Relaxed);
+        Ok(out)
+    }
+}
+
+/// A registry's families in `format`; OpenMetrics without its `# EOF`, which only
+/// the whole exposition ends with.
+fn encode_registry(registry: &Registry, format: Format) -> Result<Vec<u8>, EncodeError> {
+    let failed = |reason: String| EncodeError { format, reason };
+    match format {
+        Format::Protobuf => {
+            prometheus_protobuf::encode_to_vec(registry).map_err(|e| failed(e.to_string()))
+        }
+        Format::Text | Format::OpenMetrics => {
+            let mut out = String::new();
+            let written = match format {
+                Format::Text => prometheus_text::encode(&mut out, registry),
+                _ => text::encode_registry(&mut out, registry),
+            };
+            written.map_err(|_| failed("a family could not be written".into()))?;
+            Ok(out.into_bytes())
+        }
+    }
+}
+
+/// One signal's families, and their last encoding in each format with the
+/// collection it was made from.
+struct CachedSignal {
+    name: &'static str,
+    store: Arc<Store>,
+    registry: Registry,
+    /// By format: the encoding and the collection it was made from.
+    encoded: Mutex<[Option<Encoded>; 3]>,
+}
+
+/// Which collection of the collector an encoding was made from: its runs so far,
+/// and whether its samples were shown (a failing collector's are not).
+type Source = Option<(u64, bool)>;
+
+type Encoded = (Source, Arc<[u8]>);
+
+impl CachedSignal {
+    fn new(name: &'static str, store: Arc<Store>, encode: EncodeFn) -> Self {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(SignalFamilies {
+            name,
+            store: store.clone(),
+            encode,
+        }));
+        Self {
+            name,
+            store,
+            registry,
+            encoded: Mutex::default(),
+        }
+    }
+
+    fn source(&self) -> Source {
+        self.store.read(|s| {
+            let c = s.collectors.get(self.name)?;
+            Some((c.runs_total, c.is_ok()))
+        })
+    }
+
+    /// The families in `format`, encoded again only when the collector recorded
+    /// since the last time. Two scrapes missing at once both encode; either result
+    /// is kept.
+    fn encoded(&self, format: Format) -> Result<Arc<[u8]>, EncodeError> {
+        let slot = format as usize;
+        let source = self.source();
+        let lock = || self.encoded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, bytes)) = &lock()[slot] {
+            if *at == source {
+                return Ok(bytes.clone());
+            }
+        }
+        let bytes: Arc<[u8]> = encode_registry(&self.registry, format)?.into();
+        lock()[slot] = Some((source, bytes.clone()));
+        Ok(bytes)
     }
 }
 
@@ -237,19 +360,13 @@ impl Collector for SignalFamilies {
 #[cfg(test)]
 impl Exposition {
     /// One signal's families alone, for its tests.
-    pub(crate) fn of_signal(store: Arc<Store>, encode: EncodeFn) -> Self {
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(SignalFamilies {
-            name: "test",
-            store: store.clone(),
-            encode,
-        }));
-        Self {
-            registry,
-            store,
-            scrapes: Arc::default(),
-            last_len: AtomicUsize::new(0),
-        }
+    pub(crate) fn of_signal<S: crate::sample::Sample>(store: Arc<Store>, encode: EncodeFn) -> Self {
+        let mut e = Self {
+            own: Registry::default(),
+            ..Self::new(store)
+        };
+        e.add_signal(S::COLLECTOR, encode);
+        e
     }
 
     pub(crate) fn text(&self, format: Format) -> String {
@@ -298,6 +415,62 @@ mod tests {
             n("Application/OpenMetrics-Text; Version=\"1.0.0\""),
             Format::OpenMetrics
         );
+    }
+
+    #[derive(Debug, serde::Serialize)]
+    struct Probe;
+    impl crate::sample::Sample for Probe {
+        const COLLECTOR: &'static str = "probe";
+        fn unavailable(&self) -> &[crate::sample::Unavailable] {
+            &[]
+        }
+    }
+
+    static ENCODED: AtomicUsize = AtomicUsize::new(0);
+
+    fn encode_probe(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
+        ENCODED.fetch_add(1, Ordering::SeqCst);
+        if snap.latest::<Probe>().is_none() {
+            return Ok(());
+        }
+        let runs = snap.collectors.get("probe").map_or(0, |c| c.runs_total);
+        e.gauge_value("probe_runs", "Collections of the probe.", runs)
+    }
+
+    #[test]
+    fn a_signals_families_are_encoded_again_only_after_its_collector_records() {
+        let store = Arc::new(Store::new("n".into(), std::time::Duration::from_secs(60)));
+        store.register("probe", std::time::Duration::from_secs(1));
+        let record = || {
+            let at = std::time::SystemTime::now();
+            store.record("probe", at, std::time::Duration::ZERO, Ok(Arc::new(Probe)));
+        };
+        let encoded = || ENCODED.load(Ordering::SeqCst);
+        let e = Exposition::of_signal::<Probe>(store.clone(), encode_probe);
+        record();
+        let scrape = |f| String::from_utf8(e.scrape(f).unwrap()).unwrap();
+        assert!(scrape(Format::Text).contains("probe_runs 1\n"));
+        assert!(scrape(Format::Text).contains("probe_runs 1\n"));
+        assert_eq!(
+            encoded(),
+            1,
+            "the second scrape copies the first's encoding"
+        );
+        scrape(Format::OpenMetrics);
+        assert_eq!(encoded(), 2, "each format is encoded once");
+        record();
+        assert!(scrape(Format::Text).contains("probe_runs 2\n"));
+        assert_eq!(encoded(), 3, "a new sample is encoded again");
+        // Warming encodes the formats scraped lately, ahead of the next scrape.
+        record();
+        e.warm().unwrap();
+        assert_eq!(encoded(), 5, "text and OpenMetrics were scraped lately");
+        assert!(scrape(Format::Text).contains("probe_runs 3\n"));
+        assert!(scrape(Format::OpenMetrics).ends_with("probe_runs 3\n# EOF\n"));
+        assert_eq!(encoded(), 5, "the scrapes found them ready");
+        // A collector that fails hides its samples at once.
+        store.mark_hung("probe", std::time::SystemTime::now());
+        assert_eq!(scrape(Format::Text), "");
     }
 
     #[test]

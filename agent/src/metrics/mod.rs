@@ -8,6 +8,7 @@ pub mod dns;
 pub mod exposition;
 pub mod family;
 pub mod histogram;
+pub mod kmsg;
 pub mod netns;
 pub mod nic;
 pub mod pressure;

@@ -1,7 +1,6 @@
 use super::family::Families;
 use crate::collect::pressure::NeighTable;
-use crate::collect::{KmsgSample, PressureSample};
-use crate::kernel::kmsg::EventKind;
+use crate::collect::PressureSample;
 use crate::store::Snapshot;
 use prometheus_client::encoding::DescriptorEncoder;
 use std::fmt;
@@ -9,9 +8,6 @@ use std::fmt;
 pub fn encode(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
     if let Some((_, s)) = snap.latest::<PressureSample>() {
         encode_pressure(s, e)?;
-    }
-    if let Some((_, s)) = snap.latest::<KmsgSample>() {
-        encode_kmsg(s, e)?;
     }
     Ok(())
 }
@@ -171,20 +167,4 @@ fn encode_pressure(s: &PressureSample, e: &mut DescriptorEncoder) -> fmt::Result
         )?;
     }
     Ok(())
-}
-
-fn encode_kmsg(s: &KmsgSample, e: &mut DescriptorEncoder) -> fmt::Result {
-    e.counter(
-        "nodediag_kernel_log_events_total",
-        "Kernel log (/dev/kmsg) lines nodediag matched since it started, by event.",
-        EventKind::ALL.iter().map(|kind| {
-            let v = s.totals.get(kind).copied().unwrap_or(0);
-            ([("event", kind.as_str())], v)
-        }),
-    )?;
-    e.counter_value(
-        "nodediag_kernel_log_records_total",
-        "Kernel log records nodediag read since it started.",
-        s.records_read,
-    )
 }

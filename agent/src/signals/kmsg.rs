@@ -8,6 +8,7 @@ use crate::diagnose::{kmsg, FindingDef, RuleSet};
 use crate::flags::parse_duration;
 use crate::http::Route;
 use crate::store::Snapshot;
+use prometheus_client::encoding::DescriptorEncoder;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -69,6 +70,10 @@ impl Signal for Kmsg {
 
     fn summary(sample: &KmsgSample) -> String {
         crate::report::kmsg::summary(sample)
+    }
+
+    fn metrics(snap: &Snapshot, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        crate::metrics::kmsg::encode(snap, e)
     }
 
     fn report(out: &mut String, snap: &Snapshot, now: SystemTime) {

@@ -51,7 +51,9 @@ pub trait Signal: 'static {
     /// The collector's line in the report.
     fn summary(sample: &Self::Sample) -> String;
 
-    /// The signal's families, encoded from the latest samples at each scrape.
+    /// The signal's families, encoded from its own collector's latest sample. The
+    /// encoding is kept until that collector records again, so it reads no other
+    /// collector's samples.
     fn metrics(_snap: &Snapshot, _e: &mut DescriptorEncoder) -> std::fmt::Result {
         Ok(())
     }
@@ -203,8 +205,8 @@ pub fn render_report(snap: &Snapshot, now: SystemTime) -> String {
     report::render(snap, now, SIGNALS.iter().map(|s| &s.report))
 }
 
-/// What `/metrics` encodes: nodediag's own families, then each signal's, read from
-/// `store` at every scrape.
+/// What `/metrics` encodes: nodediag's own families, then each signal's from its
+/// collector's latest sample in `store`.
 pub fn metrics_exposition(store: Arc<Store>) -> Exposition {
     let mut exposition = Exposition::new(store);
     for s in SIGNALS {
@@ -214,11 +216,12 @@ pub fn metrics_exposition(store: Arc<Store>) -> Exposition {
 }
 
 /// What the HTTP layer serves beyond its own endpoints: `routes` are the built
-/// signals' ([`Built::routes`]).
-pub fn http_view(store: Arc<Store>, routes: Vec<Route>) -> crate::http::View {
+/// signals' ([`Built::routes`]), `metrics` what `/metrics` encodes
+/// ([`metrics_exposition`] and whatever the server adds).
+pub fn http_view(routes: Vec<Route>, metrics: Arc<Exposition>) -> crate::http::View {
     crate::http::View {
         report: render_report,
-        metrics: metrics_exposition(store),
+        metrics,
         routes,
         finding: |id| finding(id).is_some(),
     }
