@@ -4,6 +4,7 @@
 //! to say which pod a thing belongs to.
 
 use crate::host::HostRoot;
+use crate::kernel::dir_memo::DirMemo;
 use crate::kernel::kubelet_logs;
 use crate::kernel::process::CgroupFile;
 use crate::sample::Unavailable;
@@ -167,14 +168,32 @@ pub fn pod_name(namespace: Option<&str>, pod: Option<&str>, uid: &str) -> String
     }
 }
 
+/// The kubelet's log directories as last listed, for [`PodIndex::read_with`]: at 500
+/// pods, listing both every round was a few percent of the agent's CPU.
+#[derive(Debug, Default)]
+pub struct PodLogsMemo {
+    pods: DirMemo<Vec<String>>,
+    containers: DirMemo<Vec<String>>,
+}
+
 impl PodIndex {
     /// Reads `/var/log/pods/<namespace>_<pod>_<uid>/` and
     /// `/var/log/containers/<pod>_<namespace>_<container>-<id>.log`. A missing
     /// directory (not a kubelet node) is reported, not an error.
     pub fn read(root: &HostRoot) -> (PodIndex, Vec<Unavailable>) {
+        Self::read_with(root, &mut PodLogsMemo::default())
+    }
+
+    /// [`PodIndex::read`], listing each directory again only when it changed since
+    /// `memo` last saw it.
+    pub fn read_with(root: &HostRoot, memo: &mut PodLogsMemo) -> (PodIndex, Vec<Unavailable>) {
         let mut index = PodIndex::default();
         let mut missing = Vec::new();
-        match kubelet_logs::pod_log_dirs(root) {
+        let pods_dir = root.host_path(kubelet_logs::POD_LOG_DIR);
+        match memo
+            .pods
+            .read(&pods_dir, || kubelet_logs::pod_log_dirs(root))
+        {
             Ok(names) => {
                 for (uid, name) in names.iter().filter_map(|n| parse_pod_log_dir(n)) {
                     index.pods.insert(uid, name);
@@ -185,7 +204,11 @@ impl PodIndex {
                 format!("{e}: pods are named by UID only"),
             )),
         }
-        match kubelet_logs::container_logs(root) {
+        let containers_dir = root.host_path(kubelet_logs::CONTAINER_LOG_DIR);
+        match memo
+            .containers
+            .read(&containers_dir, || kubelet_logs::container_logs(root))
+        {
             Ok(names) => {
                 for (id, pod, container) in names.iter().filter_map(|n| parse_container_log_name(n))
                 {

@@ -5,6 +5,7 @@ pub mod cni;
 pub mod conntrack;
 pub mod conntrack_dump;
 pub mod ctnetlink;
+pub mod dir_memo;
 pub mod diskstats;
 pub mod dns;
 pub mod ethtool;
@@ -66,6 +67,9 @@ pub const MAX_FILE_BYTES: u64 = 16 << 20;
 /// The most a single-value file (a sysctl, a sysfs attribute) may hold: one page.
 pub const MAX_VALUE_BYTES: u64 = 4096;
 
+/// What the first read of a file asks for.
+const FIRST_READ: usize = 4096;
+
 pub fn read_string(path: &Path) -> Result<String, ReadError> {
     read_capped(path, MAX_FILE_BYTES)
 }
@@ -79,8 +83,12 @@ pub fn read_capped(path: &Path, max: u64) -> Result<String, ReadError> {
         source,
     };
     let file = std::fs::File::open(path).map_err(err)?;
-    let mut bytes = Vec::new();
+    // Room for a whole page up front: procfs, sysfs and cgroupfs files report no
+    // size, and from an empty buffer the standard library reads them in small
+    // probes, three or four reads where two do (the data, then end of file).
+    let mut bytes = Vec::with_capacity(FIRST_READ.min(max as usize + 1));
     file.take(max + 1).read_to_end(&mut bytes).map_err(err)?;
+    bytes.shrink_to_fit();
     if bytes.len() as u64 > max {
         return Err(ReadError::invalid(
             path,

@@ -9,8 +9,30 @@ use std::time::{Duration, SystemTime};
 
 /// Every numeric entry of procfs: thread-group leaders.
 pub fn list_pids(root: &HostRoot) -> Result<Vec<u32>, ReadError> {
+    Ok(list_processes(root)?.into_iter().map(|p| p.pid).collect())
+}
+
+/// A thread-group leader, and the inode of its `/proc/<pid>` directory: procfs gives
+/// each process its own, so a pid reused by a new process comes with a new inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProcEntry {
+    pub pid: u32,
+    pub inode: u64,
+}
+
+/// Every numeric entry of procfs, with its inode (from the directory listing, no
+/// read per process).
+pub fn list_processes(root: &HostRoot) -> Result<Vec<ProcEntry>, ReadError> {
+    use std::os::unix::fs::DirEntryExt;
     Ok(read_dir(&root.proc(&[]))?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid = e.file_name().to_str()?.parse().ok()?;
+            Some(ProcEntry {
+                pid,
+                inode: e.ino(),
+            })
+        })
         .collect())
 }
 

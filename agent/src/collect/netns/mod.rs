@@ -80,6 +80,7 @@ pub struct NetnsCollector {
     first_seen: HashMap<(u32, String), SystemTime>,
     former_pods: HashMap<u64, Attribution>,
     links: Option<links::LinkCache>,
+    reservations: ipam::ReservationsMemo,
 }
 
 impl NetnsCollector {
@@ -99,6 +100,7 @@ impl NetnsCollector {
             first_seen: HashMap::new(),
             former_pods: HashMap::new(),
             links: None,
+            reservations: ipam::ReservationsMemo::default(),
         }
     }
 
@@ -186,7 +188,13 @@ impl Collector for NetnsCollector {
                 "no default route in /proc/net/route or /proc/net/ipv6_route: pod MTUs are not checked",
             ));
         }
-        let ipam = ipam::networks(&self.root, &self.cni_conf_dirs, procs, &mut unavailable);
+        let ipam = ipam::networks(
+            &self.root,
+            &self.cni_conf_dirs,
+            procs,
+            &mut self.reservations,
+            &mut unavailable,
+        );
 
         Ok(NetnsSample {
             host_netns: procs.host,

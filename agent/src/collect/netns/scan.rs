@@ -6,7 +6,7 @@ use super::{shown_path, AgeSource, HostDir, NetnsInfo, MAX_PIDS_LISTED};
 use crate::collect::pods::{self, Attribution, PodIndex};
 use crate::host::HostRoot;
 use crate::kernel::netns::{self, PinEntry};
-use crate::kernel::process::{self, StartClock};
+use crate::kernel::process::{self, CgroupFile, ProcEntry, StartClock};
 use crate::sample::CollectError;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -76,8 +76,26 @@ pub(super) fn pins(dirs: &[HostDir]) -> PinScan {
     scan
 }
 
-pub(crate) fn processes(root: &HostRoot, index: &PodIndex) -> Result<ProcScan, CollectError> {
-    let pids = process::list_pids(root)?;
+/// What a process's files said that stays true for its life: its start time, and
+/// its cgroups once it is in a container's (runtimes move a process there before it
+/// runs the container's command, and nothing moves it out).
+#[derive(Debug, Clone, Default)]
+struct Settled {
+    cgroups: Option<CgroupFile>,
+    start_ticks: Option<u64>,
+}
+
+/// What earlier walks learned of each process still running, so that a walk reads
+/// only each process's namespace link, and files only for processes new since.
+#[derive(Debug, Default)]
+pub(crate) struct ProcMemo(HashMap<ProcEntry, Settled>);
+
+pub(crate) fn processes(
+    root: &HostRoot,
+    index: &PodIndex,
+    memo: &mut ProcMemo,
+) -> Result<ProcScan, CollectError> {
+    let entries = process::list_processes(root)?;
     let (host, host_from_pid1) = match netns::netns_of(root, "1") {
         Ok(i) => (Some(i), true),
         Err(_) => (netns::netns_of(root, "self").ok(), false),
@@ -91,17 +109,24 @@ pub(crate) fn processes(root: &HostRoot, index: &PodIndex) -> Result<ProcScan, C
         cgroups_readable: false,
         unreadable: 0,
     };
-    for pid in pids {
+    let mut settled = HashMap::with_capacity(entries.len());
+    for entry in entries {
+        let pid = entry.pid;
         let Ok(inode) = netns::netns_of(root, &pid.to_string()) else {
             scan.unreadable += 1;
             continue;
         };
-        let cgroups = process::read_cgroups(root, pid).ok();
+        let mut known = memo.0.remove(&entry).unwrap_or_default();
+        let cgroups = match known.cgroups.take() {
+            Some(c) => Some(c),
+            None => process::read_cgroups(root, pid).ok(),
+        };
         scan.cgroups_readable |= cgroups.is_some();
-        let attribution = cgroups
-            .as_ref()
-            .and_then(pods::pod_cgroup)
-            .and_then(|path| index.attribute(path));
+        let pod_path = cgroups.as_ref().and_then(pods::pod_cgroup);
+        let attribution = pod_path.and_then(|path| index.attribute(path));
+        let in_container = pod_path
+            .and_then(pods::parse_cgroup_path)
+            .is_some_and(|r| r.container_id.is_some());
         if let Some(a) = attribution.as_ref() {
             if let Some(id) = a.container_id.clone() {
                 scan.live_containers.insert(id, a.clone());
@@ -110,23 +135,27 @@ pub(crate) fn processes(root: &HostRoot, index: &PodIndex) -> Result<ProcScan, C
         let view = scan.by_ns.entry(inode).or_default();
         view.pids.push(pid);
         // The host namespace holds most processes: its age and pod mean nothing.
-        if Some(inode) == scan.host {
-            continue;
+        if Some(inode) != scan.host {
+            if known.start_ticks.is_none() {
+                known.start_ticks = process::read_stat(root, pid).ok().map(|s| s.start_ticks);
+            }
+            if let (Some(c), Some(ticks)) = (clock, known.start_ticks) {
+                let s = c.started(ticks);
+                view.oldest_start = Some(view.oldest_start.map_or(s, |o| o.min(s)));
+            }
+            let better = match (&view.pod, &attribution) {
+                (None, Some(_)) => true,
+                (Some(old), Some(new)) => old.pod.is_none() && new.pod.is_some(),
+                _ => false,
+            };
+            if better {
+                view.pod = attribution;
+            }
         }
-        let started =
-            clock.and_then(|c| Some(c.started(process::read_stat(root, pid).ok()?.start_ticks)));
-        if let Some(s) = started {
-            view.oldest_start = Some(view.oldest_start.map_or(s, |o| o.min(s)));
-        }
-        let better = match (&view.pod, &attribution) {
-            (None, Some(_)) => true,
-            (Some(old), Some(new)) => old.pod.is_none() && new.pod.is_some(),
-            _ => false,
-        };
-        if better {
-            view.pod = attribution;
-        }
+        known.cgroups = cgroups.filter(|_| in_container);
+        settled.insert(entry, known);
     }
+    memo.0 = settled;
     Ok(scan)
 }
 
