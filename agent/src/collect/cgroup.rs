@@ -10,14 +10,18 @@
 //! 3. the same path under `--path.sysfs` when it starts with `/sys/`.
 
 use super::Collector;
-use crate::collect::pods::{parse_cgroup_path, PodIndex, Qos};
+use crate::collect::pods::{parse_cgroup_path, PodIndex, PodLogsMemo, Qos};
 use crate::host::HostRoot;
-use crate::kernel::cgroup::{self, CpuHierarchy, CpuQuota, CpuStat};
+use crate::kernel::cgroup::{self, CounterFiles, CpuHierarchy, CpuQuota, CpuStat};
 use crate::kernel::mountinfo::{self, Mount};
 use crate::kernel::release;
 use crate::sample::{CollectError, Compacted, Sample, Unavailable};
+use nix::sys::resource::{getrlimit, Resource};
 use serde::Serialize;
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 const HOST_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -78,6 +82,22 @@ pub struct CgroupSample {
     pub cfs_bandwidth_fix: Option<bool>,
     pub pods: Vec<PodCpu>,
     pub unavailable: Vec<Unavailable>,
+    /// What the rule window keeps of an older sample: each cgroup's counters by
+    /// [`path_key`], sorted. Empty in the newest sample, whose cgroups are in `pods`.
+    #[serde(skip)]
+    pub counters: Vec<Counters>,
+}
+
+/// One cgroup's counters in an older sample: its [`path_key`] and its `cpu.stat`.
+pub type Counters = (u64, CpuStat);
+
+/// A cgroup path as the rule window keeps it: a 64-bit hash tells a node's thousands
+/// of cgroups apart in 8 bytes, where paths took a hundred each in every sample.
+pub fn path_key(path: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish()
 }
 
 impl Sample for CgroupSample {
@@ -87,47 +107,39 @@ impl Sample for CgroupSample {
         &self.unavailable
     }
 
-    /// Each cgroup's path and counters: the throttling over the window (the rules,
-    /// the API, the report) looks older samples up by path and reads their `cpu.stat`
+    /// Each cgroup's counters: the throttling over the window (the rules, the API,
+    /// the report) looks older samples up by path and reads their `cpu.stat`
     /// figures; names, limits and ids come from the newest sample.
     fn compact(&self) -> Compacted<Self> {
-        let cgroup = |c: &CpuCgroup| CpuCgroup {
-            path: c.path.clone(),
-            quota: None,
-            stat: c.stat,
-        };
         Compacted::Part(CgroupSample {
             mount_point: String::new(),
             kubepods: None,
             kernel_release: None,
-            pods: self
-                .pods
-                .iter()
-                .map(|p| PodCpu {
-                    pod_uid: String::new(),
-                    qos: p.qos,
-                    namespace: None,
-                    pod: None,
-                    cgroup: cgroup(&p.cgroup),
-                    containers: p
-                        .containers
-                        .iter()
-                        .map(|c| ContainerCpu {
-                            container_id: String::new(),
-                            runtime: None,
-                            container: None,
-                            cgroup: cgroup(&c.cgroup),
-                        })
-                        .collect(),
-                })
-                .collect(),
+            pods: Vec::new(),
             unavailable: Vec::new(),
+            counters: self.counters().into_owned(),
             ..*self
         })
     }
 }
 
 impl CgroupSample {
+    /// Every cgroup's counters by [`path_key`], sorted: as kept in an older sample,
+    /// or from `pods` in the newest.
+    pub fn counters(&self) -> Cow<'_, [Counters]> {
+        if self.pods.is_empty() {
+            return Cow::Borrowed(&self.counters);
+        }
+        let mut all: Vec<Counters> = self
+            .pods
+            .iter()
+            .flat_map(|p| std::iter::once(&p.cgroup).chain(p.containers.iter().map(|c| &c.cgroup)))
+            .map(|c| (path_key(&c.path), c.stat))
+            .collect();
+        all.sort_unstable_by_key(|(k, _)| *k);
+        Cow::Owned(all)
+    }
+
     pub fn containers(&self) -> impl Iterator<Item = (&PodCpu, &ContainerCpu)> {
         self.pods
             .iter()
@@ -139,11 +151,18 @@ pub struct CgroupCollector {
     root: HostRoot,
     /// `--path.cgroup`: the host's /sys/fs/cgroup as seen from here.
     cgroup_root: Option<PathBuf>,
+    remembered: Remembered,
+    pod_logs: PodLogsMemo,
 }
 
 impl CgroupCollector {
     pub fn new(root: HostRoot, cgroup_root: Option<PathBuf>) -> Self {
-        Self { root, cgroup_root }
+        Self {
+            root,
+            cgroup_root,
+            remembered: Remembered::default(),
+            pod_logs: PodLogsMemo::default(),
+        }
     }
 }
 
@@ -203,19 +222,144 @@ struct Dirs {
     version: CgroupVersion,
 }
 
-impl Dirs {
-    fn read(&self, path: &str) -> Result<CpuCgroup, crate::kernel::ReadError> {
-        let files = match self.version {
-            CgroupVersion::V1 => {
-                let acct = self.cpuacct.as_ref().map(|d| cgroup::cgroup_dir(d, path));
-                cgroup::read_v1(&cgroup::cgroup_dir(&self.cpu, path), acct.as_deref())?
-            }
-            CgroupVersion::V2 => cgroup::read_v2(&cgroup::cgroup_dir(&self.cpu, path))?,
+/// How long a cgroup's limit is taken as last read. Limits change only when a pod is
+/// resized, while the counters beside them are read every round: at 500 pods on
+/// cgroup v1, reading both quota files of every cgroup every round was a third of
+/// the collector's CPU.
+const LIMIT_REREAD: Duration = Duration::from_secs(60);
+
+/// At most this many counter files are held open, and at most a quarter of the
+/// open-file limit: the rest of the agent (connections, other collectors) keeps
+/// the remainder. Past it, counters are read by path, as they are outside cgroupfs.
+const MAX_KEPT_FILES: u64 = 16_384;
+
+/// A cgroup's limit as last read, and its periods counter at the last round.
+#[derive(Debug, Clone, Copy)]
+struct KnownLimit {
+    quota: Option<CpuQuota>,
+    periods: u64,
+    read_at: Instant,
+}
+
+/// What a round leaves for the next about one cgroup.
+#[derive(Debug)]
+struct Known {
+    limit: KnownLimit,
+    /// Its counter files, held open.
+    files: Option<CounterFiles>,
+}
+
+/// The cgroups read in the last round, by path, in the hierarchy they were read
+/// from.
+#[derive(Debug, Default)]
+struct Remembered {
+    cpu_dir: PathBuf,
+    by_path: HashMap<String, Known>,
+}
+
+/// Reads cgroups for one round: their counters through files kept open since an
+/// earlier round where it can, their limits when not known from one.
+struct Reader {
+    dirs: Dirs,
+    before: Remembered,
+    seen: HashMap<String, Known>,
+    kept_files: u64,
+    max_kept_files: u64,
+    now: Instant,
+}
+
+fn is_cgroupfs(dir: &Path) -> bool {
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
+    statfs(dir)
+        .is_ok_and(|s| [CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC].contains(&s.filesystem_type()))
+}
+
+impl Reader {
+    fn new(dirs: Dirs, mut before: Remembered) -> Self {
+        if before.cpu_dir != dirs.cpu {
+            before = Remembered {
+                cpu_dir: dirs.cpu.clone(),
+                by_path: HashMap::new(),
+            };
+        }
+        let fd_limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+        // Only cgroupfs regenerates a file in place: a copy of a tree on another file
+        // system (a fixture, a snapshot) may have its files replaced, which a held
+        // descriptor would not see.
+        let cgroupfs = std::iter::once(&dirs.cpu)
+            .chain(&dirs.cpuacct)
+            .all(|d| is_cgroupfs(d));
+        Self {
+            dirs,
+            before,
+            seen: HashMap::new(),
+            kept_files: 0,
+            max_kept_files: if cgroupfs {
+                (fd_limit / 4).min(MAX_KEPT_FILES)
+            } else {
+                0
+            },
+            now: Instant::now(),
+        }
+    }
+
+    /// What the next round starts from: the cgroups seen in this one (the files of
+    /// those gone are closed here).
+    fn into_remembered(self) -> Remembered {
+        Remembered {
+            cpu_dir: self.before.cpu_dir,
+            by_path: self.seen,
+        }
+    }
+
+    fn read(&mut self, path: &str) -> Result<CpuCgroup, crate::kernel::ReadError> {
+        let before = self.before.by_path.remove(path);
+        let d = &self.dirs;
+        let dir = cgroup::cgroup_dir(&d.cpu, path);
+        let acct = d.cpuacct.as_ref().map(|a| cgroup::cgroup_dir(a, path));
+        let acct = acct.as_deref();
+        let (limit_before, mut files) = match before {
+            Some(k) => (Some(k.limit), k.files),
+            None => (None, None),
         };
+        if files.is_none() && self.kept_files < self.max_kept_files {
+            files = CounterFiles::open(&dir, acct).ok();
+        }
+        // Kept files that do not read (the cgroup removed and made again, a file
+        // grown past the buffer) are closed, and the path says what is wrong.
+        let from_files = files.as_ref().and_then(|f| f.read().ok());
+        let files = files.filter(|_| from_files.is_some());
+        let stat = match (from_files, d.version) {
+            (Some(stat), _) => stat,
+            (None, CgroupVersion::V1) => cgroup::read_v1_counters(&dir, acct)?,
+            (None, CgroupVersion::V2) => cgroup::read_v2_counters(&dir)?,
+        };
+        self.kept_files += files.as_ref().map_or(0, |f| f.descriptors() as u64);
+        // Periods only count while a limit is set: a cgroup without one whose
+        // periods move has been given one since.
+        let fresh = limit_before.filter(|k| {
+            self.now.duration_since(k.read_at) < LIMIT_REREAD
+                && (k.quota.is_some() || k.periods == stat.nr_periods)
+        });
+        let limit = match fresh {
+            Some(k) => KnownLimit {
+                periods: stat.nr_periods,
+                ..k
+            },
+            None => KnownLimit {
+                quota: match d.version {
+                    CgroupVersion::V1 => cgroup::read_v1_quota(&dir)?,
+                    CgroupVersion::V2 => cgroup::read_v2_quota(&dir)?,
+                },
+                periods: stat.nr_periods,
+                read_at: self.now,
+            },
+        };
+        self.seen.insert(path.to_string(), Known { limit, files });
         Ok(CpuCgroup {
             path: path.to_string(),
-            quota: files.quota,
-            stat: files.stat,
+            quota: limit.quota,
+            stat,
         })
     }
 }
@@ -234,13 +378,16 @@ impl Collector for CgroupCollector {
         })?;
         let (dirs, mount_point) = self.locate(&hierarchy, &mut unavailable)?;
         let kernel_release = release::read(&self.root);
+        let version = dirs.version;
         let kubepods = cgroup::find_kubepods(&dirs.cpu);
         let mut pods = Vec::new();
         match &kubepods {
             Some(top) => {
-                let (index, missing) = PodIndex::read(&self.root);
+                let (index, missing) = PodIndex::read_with(&self.root, &mut self.pod_logs);
                 unavailable.extend(missing);
-                walk(&dirs, &index, top, 0, &mut pods, &mut unavailable);
+                let mut reader = Reader::new(dirs, std::mem::take(&mut self.remembered));
+                walk(&mut reader, &index, top, 0, &mut pods, &mut unavailable);
+                self.remembered = reader.into_remembered();
             }
             None => unavailable.push(Unavailable::new(
                 "kubelet cgroups",
@@ -252,13 +399,14 @@ impl Collector for CgroupCollector {
             )),
         }
         Ok(CgroupSample {
-            version: dirs.version,
+            version,
             mount_point,
             kubepods,
             kernel_release,
             cfs_bandwidth_fix: None,
             pods,
             unavailable,
+            counters: Vec::new(),
         })
     }
 }
@@ -363,45 +511,47 @@ fn read_mounts(root: &HostRoot) -> Result<Vec<Mount>, CollectError> {
 
 /// Walks below kubepods: QoS class cgroups, then pods, then their containers.
 fn walk(
-    dirs: &Dirs,
+    reader: &mut Reader,
     index: &PodIndex,
     path: &str,
     depth: usize,
     pods: &mut Vec<PodCpu>,
     unavailable: &mut Vec<Unavailable>,
 ) {
-    for child in cgroup::child_cgroups(&cgroup::cgroup_dir(&dirs.cpu, path)) {
+    for child in cgroup::child_cgroups(&cgroup::cgroup_dir(&reader.dirs.cpu, path)) {
         let child_path = format!("{path}/{child}");
         match parse_cgroup_path(&child_path) {
             Some(r) if r.container_id.is_none() => {
-                if let Some(pod) = read_pod(dirs, index, &child_path, unavailable) {
+                if let Some(pod) = read_pod(reader, index, &child_path, unavailable) {
                     pods.push(pod);
                 }
             }
             Some(_) => {}
             // kubepods/<qos> holds pods; nothing deeper than that is a pod.
-            None if depth == 0 => walk(dirs, index, &child_path, depth + 1, pods, unavailable),
+            None if depth == 0 => walk(reader, index, &child_path, depth + 1, pods, unavailable),
             None => {}
         }
     }
 }
 
 fn read_pod(
-    dirs: &Dirs,
+    reader: &mut Reader,
     index: &PodIndex,
     path: &str,
     unavailable: &mut Vec<Unavailable>,
 ) -> Option<PodCpu> {
     let a = index.attribute(path)?;
-    let cgroup = read_or_note(dirs, path, unavailable)?;
+    let cgroup = read_or_note(reader, path, unavailable)?;
     let mut containers = Vec::new();
-    for child in cgroup::child_cgroups(&cgroup::cgroup_dir(&dirs.cpu, path)) {
+    for child in cgroup::child_cgroups(&cgroup::cgroup_dir(&reader.dirs.cpu, path)) {
         let child_path = format!("{path}/{child}");
         let Some(c) = index.attribute(&child_path) else {
             continue;
         };
-        let (Some(id), Some(cg)) = (c.container_id, read_or_note(dirs, &child_path, unavailable))
-        else {
+        let (Some(id), Some(cg)) = (
+            c.container_id,
+            read_or_note(reader, &child_path, unavailable),
+        ) else {
             continue;
         };
         containers.push(ContainerCpu {
@@ -423,8 +573,12 @@ fn read_pod(
 
 /// A cgroup removed while walking (a container exiting) is simply gone; any other
 /// read problem is reported against its path.
-fn read_or_note(dirs: &Dirs, path: &str, unavailable: &mut Vec<Unavailable>) -> Option<CpuCgroup> {
-    match dirs.read(path) {
+fn read_or_note(
+    reader: &mut Reader,
+    path: &str,
+    unavailable: &mut Vec<Unavailable>,
+) -> Option<CpuCgroup> {
+    match reader.read(path) {
         Ok(c) => Some(c),
         Err(e) if e.is_not_found() => None,
         Err(e) => {

@@ -3,14 +3,15 @@
 
 use super::window::within;
 use super::{Finding, FindingDef, RuleContext, Severity};
-use crate::collect::cgroup::{CpuCgroup, PodCpu};
+use crate::collect::cgroup::{path_key, Counters, CpuCgroup, PodCpu};
 use crate::collect::pods::Qos;
 use crate::collect::CgroupSample;
 use crate::flags::parse_ratio;
+use crate::kernel::cgroup::CpuStat;
 use crate::store::Snapshot;
 use crate::text::{format_cores, round4, short_id};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 pub const CPU_THROTTLED: FindingDef = FindingDef {
@@ -106,9 +107,8 @@ pub struct Deltas {
 /// Counters that go backwards mean a new cgroup under the same path: the window then
 /// starts at the first sample after the drop, so a rate is never negative nor mixes
 /// two cgroups' counters.
-pub fn deltas(series: &[(SystemTime, &CpuCgroup)]) -> Deltas {
-    let went_back = |a: &CpuCgroup, b: &CpuCgroup| {
-        let (a, b) = (&a.stat, &b.stat);
+pub fn deltas(series: &[(SystemTime, CpuStat)]) -> Deltas {
+    let went_back = |a: &CpuStat, b: &CpuStat| {
         b.nr_periods < a.nr_periods
             || b.nr_throttled < a.nr_throttled
             || b.throttled_ns < a.throttled_ns
@@ -116,12 +116,12 @@ pub fn deltas(series: &[(SystemTime, &CpuCgroup)]) -> Deltas {
     };
     let start = series
         .windows(2)
-        .rposition(|w| went_back(w[0].1, w[1].1))
+        .rposition(|w| went_back(&w[0].1, &w[1].1))
         .map_or(0, |i| i + 1);
     let (Some((t0, first)), Some((t1, last))) = (series.get(start), series.last()) else {
         return Deltas::default();
     };
-    let (a, b) = (&first.stat, &last.stat);
+    let (a, b) = (first, last);
     Deltas {
         seconds: t1.duration_since(*t0).unwrap_or_default().as_secs_f64(),
         periods: b.nr_periods - a.nr_periods,
@@ -145,24 +145,18 @@ pub fn throttling(
     let Some(&(_, latest)) = recent.last() else {
         return (Vec::new(), Vec::new());
     };
-    // Index every sample by cgroup path once: 300 containers * 20 samples is cheap.
-    let indexed: Vec<(SystemTime, HashMap<&str, &CpuCgroup>)> = recent
-        .iter()
-        .map(|(at, s)| {
-            let mut m = HashMap::new();
-            for p in &s.pods {
-                m.insert(p.cgroup.path.as_str(), &p.cgroup);
-                for c in &p.containers {
-                    m.insert(c.cgroup.path.as_str(), &c.cgroup);
-                }
-            }
-            (*at, m)
-        })
-        .collect();
-    let series = |path: &str| -> Vec<(SystemTime, &CpuCgroup)> {
+    // Each sample's counters sorted by path key once; a cgroup's series is then a
+    // binary search per sample.
+    let indexed: Vec<(SystemTime, Cow<[Counters]>)> =
+        recent.iter().map(|(at, s)| (*at, s.counters())).collect();
+    let series = |path: &str| -> Vec<(SystemTime, CpuStat)> {
+        let key = path_key(path);
         indexed
             .iter()
-            .filter_map(|(at, m)| Some((*at, *m.get(path)?)))
+            .filter_map(|(at, c)| {
+                let i = c.binary_search_by_key(&key, |(k, _)| *k).ok()?;
+                Some((*at, c[i].1))
+            })
             .collect()
     };
     let mut containers = Vec::new();
@@ -189,7 +183,7 @@ fn summarise(
     container: Option<String>,
     container_id: Option<String>,
     cg: &CpuCgroup,
-    series: &[(SystemTime, &CpuCgroup)],
+    series: &[(SystemTime, CpuStat)],
 ) -> Throttling {
     let d = deltas(series);
     let limit_cores = cg.quota.map(|q| q.cores());
@@ -422,6 +416,7 @@ mod tests {
                 containers,
             }],
             unavailable: vec![],
+            counters: vec![],
         }
     }
 
@@ -501,7 +496,10 @@ mod tests {
     fn zero_periods_is_no_ratio_not_a_division_by_zero() {
         assert!(run(&[Some((7, 7, 0)), Some((7, 7, 0))], Some(true)).is_empty());
         let c = cg("/x", 7, 7, 0);
-        let d = deltas(&[(SystemTime::UNIX_EPOCH, &c), (SystemTime::UNIX_EPOCH, &c)]);
+        let d = deltas(&[
+            (SystemTime::UNIX_EPOCH, c.stat),
+            (SystemTime::UNIX_EPOCH, c.stat),
+        ]);
         assert_eq!((d.periods, d.seconds, d.reset), (0, 0.0, false));
     }
 

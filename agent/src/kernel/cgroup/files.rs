@@ -28,41 +28,67 @@ fn read_cpu_stat(path: &Path) -> Result<CpuStat, ReadError> {
 /// the cpuacct hierarchy (the same directory when co-mounted). A kernel without
 /// CONFIG_CFS_BANDWIDTH has no quota files: no quota, zero counters.
 pub fn read_v1(cpu_dir: &Path, cpuacct_dir: Option<&Path>) -> Result<CpuCgroupFiles, ReadError> {
+    Ok(CpuCgroupFiles {
+        stat: read_v1_counters(cpu_dir, cpuacct_dir)?,
+        quota: read_v1_quota(cpu_dir)?,
+    })
+}
+
+/// The counters of a v1 cgroup: `cpu.stat`, and `cpuacct.usage` when the cpuacct
+/// hierarchy is known.
+pub fn read_v1_counters(cpu_dir: &Path, cpuacct_dir: Option<&Path>) -> Result<CpuStat, ReadError> {
     let mut stat = read_cpu_stat(&cpu_dir.join("cpu.stat"))?;
-    let quota_path = cpu_dir.join("cpu.cfs_quota_us");
-    // A quota file that exists but does not read is an error, not "no limit".
-    let quota = match (
-        read_if_present(&quota_path)?,
-        read_if_present(&cpu_dir.join("cpu.cfs_period_us"))?,
-    ) {
-        (Some(q), Some(p)) => parse_v1_quota(&q, &p).map_err(|m| bad_data(&quota_path, m))?,
-        _ => None,
-    };
     if let Some(dir) = cpuacct_dir {
         let usage_path = dir.join("cpuacct.usage");
         stat.usage_ns = match read_if_present(&usage_path)? {
-            Some(u) => Some(u.trim().parse().map_err(|e| {
-                bad_data(
-                    &usage_path,
-                    format!("expected nanoseconds, got {}: {e}", quote(u.trim())),
-                )
-            })?),
+            Some(u) => Some(parse_v1_usage(&u).map_err(|m| bad_data(&usage_path, m))?),
             None => None,
         };
     }
-    Ok(CpuCgroupFiles { quota, stat })
+    Ok(stat)
 }
 
-/// Reads a v2 cgroup. `cpu.max` is missing where the parent has not enabled the cpu
-/// controller for its children: no quota.
+/// `cpuacct.usage`: CPU time used, in nanoseconds.
+pub fn parse_v1_usage(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    t.parse()
+        .map_err(|e| format!("expected nanoseconds, got {}: {e}", quote(t)))
+}
+
+/// The limit of a v1 cgroup. A quota file that exists but does not read is an
+/// error, not "no limit".
+pub fn read_v1_quota(cpu_dir: &Path) -> Result<Option<CpuQuota>, ReadError> {
+    let quota_path = cpu_dir.join("cpu.cfs_quota_us");
+    match (
+        read_if_present(&quota_path)?,
+        read_if_present(&cpu_dir.join("cpu.cfs_period_us"))?,
+    ) {
+        (Some(q), Some(p)) => parse_v1_quota(&q, &p).map_err(|m| bad_data(&quota_path, m)),
+        _ => Ok(None),
+    }
+}
+
+/// Reads a v2 cgroup.
 pub fn read_v2(dir: &Path) -> Result<CpuCgroupFiles, ReadError> {
-    let stat = read_cpu_stat(&dir.join("cpu.stat"))?;
+    Ok(CpuCgroupFiles {
+        stat: read_v2_counters(dir)?,
+        quota: read_v2_quota(dir)?,
+    })
+}
+
+/// The counters of a v2 cgroup, usage included: `cpu.stat`.
+pub fn read_v2_counters(dir: &Path) -> Result<CpuStat, ReadError> {
+    read_cpu_stat(&dir.join("cpu.stat"))
+}
+
+/// The limit of a v2 cgroup. `cpu.max` is missing where the parent has not enabled
+/// the cpu controller for its children: no quota.
+pub fn read_v2_quota(dir: &Path) -> Result<Option<CpuQuota>, ReadError> {
     let max_path = dir.join("cpu.max");
-    let quota = match read_if_present(&max_path)? {
-        Some(text) => parse_cpu_max(&text).map_err(|m| bad_data(&max_path, m))?,
-        None => None,
-    };
-    Ok(CpuCgroupFiles { quota, stat })
+    match read_if_present(&max_path)? {
+        Some(text) => parse_cpu_max(&text).map_err(|m| bad_data(&max_path, m)),
+        None => Ok(None),
+    }
 }
 
 /// The controllers a v2 cgroup offers (`cgroup.controllers` of the root).

@@ -2,13 +2,18 @@
 //! cgroups sit in them, and the files of one cgroup. Parsers are pure; readers take
 //! the directory of one cgroup.
 
+mod counter_files;
 mod files;
 mod hierarchy;
 mod quota;
 mod stat;
 mod tree;
 
-pub use files::{read_v1, read_v2, v2_controllers, CpuCgroupFiles};
+pub use counter_files::CounterFiles;
+pub use files::{
+    parse_v1_usage, read_v1, read_v1_counters, read_v1_quota, read_v2, read_v2_counters,
+    read_v2_quota, v2_controllers, CpuCgroupFiles,
+};
 pub use hierarchy::{cpu_hierarchy, CpuHierarchy};
 pub use quota::{parse_cpu_max, parse_v1_quota, CpuQuota};
 pub use stat::{parse_cpu_stat, CpuStat};
