@@ -29,6 +29,8 @@
 #                 intervals, so both agents' windows are full when RSS is read)
 #   CPU_WAIT=180  seconds of the second part (12 rounds)
 #   NODEDIAG=...  binary to measure (default: cargo build --release)
+#   HOLD=1        build the largest N, print how to point an agent at it, and keep it
+#                 up until interrupted (for profiling); measures nothing
 # Needs root, iproute2, curl; installs prometheus-node-exporter if missing. Everything
 # it creates carries a name of its own and is removed on exit, also on failure.
 set -euo pipefail
@@ -191,6 +193,16 @@ echo "nodediag: $BIN"
 echo "node_exporter: $(prometheus-node-exporter --version 2>&1 | head -n1)"
 echo "kernel $(uname -r), $(nproc) CPUs, cgroup $([ $v2 = 1 ] && echo v2 || echo v1), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "each N: ${FILL} s with both agents (RSS, /metrics every ${SCRAPE_EVERY} s on the 1 s agent), then ${CPU_WAIT} s of the default agent alone (CPU)"
+
+if [ "${HOLD:-0}" = 1 ]; then
+  N=${SIZES[-1]}
+  grow_to "$N"
+  echo "N=$N pods up; interrupt to remove them. An agent on them:"
+  echo "  $BIN serve --path.rootfs $rootfs --path.netns /run/netns --path.kmsg /dev/kmsg"
+  sleep infinity &
+  wait $!
+  exit 0
+fi
 
 for N in "${SIZES[@]}"; do
   echo
