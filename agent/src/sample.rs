@@ -26,6 +26,13 @@ pub trait Sample: Serialize + Debug + Send + Sync + 'static {
     {
         Compacted::Whole
     }
+
+    /// Whether the window may keep fewer older samples when they come often (at
+    /// most 40 to a window): true when rules read only how counters rose between
+    /// samples, which samples a few seconds apart show as well as every one; false
+    /// when each sample holds what happened in its own interval (probe latencies,
+    /// events) and rules add the samples up, or take their peak.
+    const THINNABLE: bool = false;
 }
 
 /// What the rule window keeps of a sample that is no longer the newest.
@@ -48,6 +55,8 @@ pub trait AnySample: Debug + Send + Sync {
     fn as_any(&self) -> &dyn Any;
     /// [`Sample::compact`], erased.
     fn compact_any(&self) -> Compacted<Arc<dyn AnySample>>;
+    /// [`Sample::THINNABLE`], erased.
+    fn thinnable(&self) -> bool;
 }
 
 impl<T: Sample> AnySample for T {
@@ -73,6 +82,10 @@ impl<T: Sample> AnySample for T {
             Compacted::Part(p) => Compacted::Part(Arc::new(p)),
             Compacted::Nothing => Compacted::Nothing,
         }
+    }
+
+    fn thinnable(&self) -> bool {
+        T::THINNABLE
     }
 }
 

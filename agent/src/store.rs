@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime};
 /// Bounds memory whatever the window/interval ratio.
 const MAX_HISTORY: usize = 512;
 
-/// Older samples are kept no closer together than the retention divided by this:
-/// rules read rises of counters across the window, which a sample every few seconds
-/// shows as well as one every second, at a fraction of the memory (at 500 pods and
+/// Older samples of a [`Sample::THINNABLE`] collector are kept no closer together
+/// than the retention divided by this: a sample every few seconds shows how counters
+/// rose as well as one every second, at a fraction of the memory (at 500 pods and
 /// `--interval 1s`, 300 samples of every cgroup's counters). Collections every 15 s
 /// in a 5 minute window are all kept.
 const KEPT_PER_RETENTION: u32 = 40;
@@ -274,7 +274,7 @@ impl Store {
                 }
                 state.history.push_back(Stamped { at, sample });
                 let n = state.history.len();
-                if n >= 3 {
+                if n >= 3 && state.history[n - 1].sample.thinnable() {
                     let (older, demoted) = (state.history[n - 3].at, state.history[n - 2].at);
                     if demoted
                         .duration_since(older)
@@ -389,6 +389,7 @@ mod tests {
     }
     impl Sample for Counted {
         const COLLECTOR: &'static str = "counted";
+        const THINNABLE: bool = true;
         fn unavailable(&self) -> &[Unavailable] {
             &[]
         }
@@ -487,6 +488,13 @@ mod tests {
             let gap = w[1].0.duration_since(w[0].0).unwrap();
             assert!(gap >= step && gap < step * 2, "{gap:?}");
         }
+        // A sample of its own interval's events is never dropped.
+        store.register("probe", Duration::from_secs(1));
+        for i in 0..600u64 {
+            let at = t0 + Duration::from_secs(i);
+            store.record("probe", at, Duration::ZERO, sample());
+        }
+        assert_eq!(store.snapshot().history::<Probe>().len(), 303);
     }
 
     #[test]

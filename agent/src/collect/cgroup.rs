@@ -102,6 +102,8 @@ pub fn path_key(path: &str) -> u64 {
 
 impl Sample for CgroupSample {
     const COLLECTOR: &'static str = "cgroup";
+    /// Rules read rises of `cpu.stat` counters across the window.
+    const THINNABLE: bool = true;
 
     fn unavailable(&self) -> &[Unavailable] {
         &self.unavailable
