@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top. Modules on one line are peers and must not use each other.
 const LAYERS: &[&[&str]] = &[
-    &["host", "time", "text", "flags"],
+    &["host", "time", "text", "flags", "memory"],
     &["kernel"],
     &["sample", "finding"],
     &["collect"],

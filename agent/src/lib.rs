@@ -16,6 +16,7 @@ pub mod flags;
 pub mod host;
 pub mod http;
 pub mod kernel;
+pub mod memory;
 pub mod metrics;
 pub mod report;
 pub mod sample;

@@ -17,25 +17,8 @@ fn init_tracing(args: &AgentArgs) {
         .init();
 }
 
-/// glibc gives threads that allocate at once arenas of their own, up to eight per core,
-/// and the collectors' short-lived blocking threads leave freed memory spread over all
-/// of them. Two arenas: at 500 pods the agent's RSS went from 37.7 to 26.8 MiB at the
-/// default interval (benches/scale.sh, the same quiet machine within the hour; at
-/// `--interval 1s` the rule window itself dominates, 144 MiB either way).
-/// `MALLOC_ARENA_MAX` set by the user wins.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only tunes the allocator; called before any thread exists.
-        unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
-
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    nodediag::memory::limit_arenas();
     let cli = match config::load(std::env::args_os()) {
         Ok(cli) => cli,
         Err(config::ConfigError::Cli(e)) => e.exit(),

@@ -3,7 +3,8 @@
 //! within moments of each other: evaluating every rule after each of them did the
 //! same work once per collector (on a 500-pod node, a quarter of the agent's CPU),
 //! on an async worker a scrape might have been waiting for. The signals' metrics are
-//! encoded then too, for the next scrape to find ready.
+//! encoded then too, for the next scrape to find ready, and the memory the round
+//! freed is given back.
 
 use super::Agent;
 use crate::metrics::exposition::Exposition;
@@ -34,6 +35,7 @@ pub fn spawn(
                 if let Err(e) = m.warm() {
                     tracing::warn!(error = %e, "encoding /metrics ahead of the next scrape");
                 }
+                crate::memory::return_free_pages();
             })
             .await;
         }

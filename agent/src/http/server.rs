@@ -165,11 +165,7 @@ impl MemoryReturn {
     fn closed(&mut self, live: usize) {
         if self.high_water >= Self::WORTH_IT && live <= self.high_water / 2 {
             self.high_water = live;
-            #[cfg(all(target_os = "linux", target_env = "gnu"))]
-            tokio::task::spawn_blocking(|| {
-                // SAFETY: malloc_trim only releases free pages of the allocator's own arenas.
-                unsafe { libc::malloc_trim(0) };
-            });
+            tokio::task::spawn_blocking(crate::memory::return_free_pages);
         }
     }
 }
