@@ -155,6 +155,7 @@ pub struct CgroupCollector {
     cgroup_root: Option<PathBuf>,
     remembered: Remembered,
     pod_logs: PodLogsMemo,
+    located: Option<Located>,
 }
 
 impl CgroupCollector {
@@ -164,6 +165,7 @@ impl CgroupCollector {
             cgroup_root,
             remembered: Remembered::default(),
             pod_logs: PodLogsMemo::default(),
+            located: None,
         }
     }
 }
@@ -216,7 +218,18 @@ fn unresolved(what: &str, mount_point: &str, tried: &[PathBuf]) -> Unavailable {
     )
 }
 
+/// Where the cpu hierarchy was found, and what was missing beside it. Found again
+/// every [`LIMIT_REREAD`]: hierarchies are mounted at boot, and a node's mount table
+/// (a few mounts for every pod's volumes) is long to read every round.
+struct Located {
+    dirs: Dirs,
+    mount_point: String,
+    notes: Vec<Unavailable>,
+    at: Instant,
+}
+
 /// The directories to read one cgroup's files from.
+#[derive(Debug, Clone)]
 struct Dirs {
     cpu: PathBuf,
     /// v1 only: the cpuacct hierarchy, for `cpuacct.usage`.
@@ -370,18 +383,21 @@ impl Collector for CgroupCollector {
     type Sample = CgroupSample;
 
     fn collect(&mut self) -> Result<CgroupSample, CollectError> {
-        let mounts = read_mounts(&self.root)?;
-        let mut unavailable = Vec::new();
-        let hierarchy = cgroup::cpu_hierarchy(&mounts).ok_or_else(|| {
-            CollectError::Unavailable(Unavailable::new(
-                "cgroup cpu controller",
-                "the host mount table has no cgroup v1 cpu mount and no cgroup2 mount",
-            ))
-        })?;
-        let (dirs, mount_point) = self.locate(&hierarchy, &mut unavailable)?;
+        let located = match self.located.take() {
+            Some(l) if l.at.elapsed() < LIMIT_REREAD => l,
+            _ => self.find_hierarchy()?,
+        };
+        let mut unavailable = located.notes.clone();
+        let dirs = located.dirs.clone();
+        let mount_point = located.mount_point.clone();
+        self.located = Some(located);
         let kernel_release = release::read(&self.root);
         let version = dirs.version;
         let kubepods = cgroup::find_kubepods(&dirs.cpu);
+        if kubepods.is_none() {
+            // Perhaps the hierarchy moved: the next round looks for it again.
+            self.located = None;
+        }
         let mut pods = Vec::new();
         match &kubepods {
             Some(top) => {
@@ -414,6 +430,25 @@ impl Collector for CgroupCollector {
 }
 
 impl CgroupCollector {
+    /// Where the cpu hierarchy is, from the host's mount table.
+    fn find_hierarchy(&self) -> Result<Located, CollectError> {
+        let mounts = read_mounts(&self.root)?;
+        let mut notes = Vec::new();
+        let hierarchy = cgroup::cpu_hierarchy(&mounts).ok_or_else(|| {
+            CollectError::Unavailable(Unavailable::new(
+                "cgroup cpu controller",
+                "the host mount table has no cgroup v1 cpu mount and no cgroup2 mount",
+            ))
+        })?;
+        let (dirs, mount_point) = self.locate(&hierarchy, &mut notes)?;
+        Ok(Located {
+            dirs,
+            mount_point,
+            notes,
+            at: Instant::now(),
+        })
+    }
+
     fn locate(
         &self,
         hierarchy: &CpuHierarchy,
