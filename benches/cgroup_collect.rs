@@ -157,8 +157,17 @@ fn bench(c: &mut Criterion) {
             .containers()
             .count();
         assert!(n >= PODS * CONTAINERS_PER_POD, "{n} containers");
+        // Rounds after the first: counter files held open, limits known.
         group.bench_function("cgroupfs_300_containers", |b| {
             b.iter(|| host.collect().unwrap())
+        });
+        // A first round: every file opened by path, every limit read.
+        group.bench_function("cgroupfs_300_containers_first_round", |b| {
+            b.iter(|| {
+                CgroupCollector::new(HostRoot::default(), None)
+                    .collect()
+                    .unwrap()
+            })
         });
         drop(real);
     } else {

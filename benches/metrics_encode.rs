@@ -1,6 +1,7 @@
-//! Cost of a scrape: encoding /metrics from a store holding a large node (500
-//! interfaces, conntrack statistics, findings) in each exposition format. The scrape
-//! does no kernel I/O, so this is what Prometheus waits for.
+//! Cost of /metrics for a store holding a large node (500 interfaces, conntrack
+//! statistics, findings) in each exposition format: encoding samples the exposition
+//! has not seen (done once per round, ahead of the scrape), and a scrape between
+//! rounds (what Prometheus waits for). Neither does kernel I/O.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nodediag::collect::nic::{Nic, NicClass};
