@@ -349,10 +349,10 @@ def daemonset():
 
     def resources():
         r = c.get("resources", {})
-        want = {"requests": {"cpu": "15m", "memory": "64Mi"},
-                "limits": {"cpu": "500m", "memory": "256Mi"}}
+        want = {"requests": {"cpu": "10m", "memory": "32Mi"},
+                "limits": {"cpu": "500m", "memory": "128Mi"}}
         assert r == want, r
-    check("resources are 15m/64Mi requested, 500m/256Mi limit (README: measured usage)", resources)
+    check("resources are 10m/32Mi requested, 500m/128Mi limit (README: measured usage)", resources)
 
     def strategy():
         s = ds["spec"].get("updateStrategy", {})
