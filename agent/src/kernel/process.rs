@@ -7,11 +7,6 @@ use crate::host::HostRoot;
 use nix::unistd::{sysconf, SysconfVar};
 use std::time::{Duration, SystemTime};
 
-/// Every numeric entry of procfs: thread-group leaders.
-pub fn list_pids(root: &HostRoot) -> Result<Vec<u32>, ReadError> {
-    Ok(list_processes(root)?.into_iter().map(|p| p.pid).collect())
-}
-
 /// A thread-group leader, and the inode of its `/proc/<pid>` directory: procfs gives
 /// each process its own, so a pid reused by a new process comes with a new inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,7 +15,7 @@ pub struct ProcEntry {
     pub inode: u64,
 }
 
-/// Every numeric entry of procfs, with its inode (from the directory listing, no
+/// Every numeric entry of procfs (thread-group leaders), with its inode (from the directory listing, no
 /// read per process).
 pub fn list_processes(root: &HostRoot) -> Result<Vec<ProcEntry>, ReadError> {
     use std::os::unix::fs::DirEntryExt;
@@ -232,7 +227,7 @@ mod tests {
     fn this_process_reads_back() {
         let root = HostRoot::default();
         let me = std::process::id();
-        assert!(list_pids(&root).unwrap().contains(&me));
+        assert!(list_processes(&root).unwrap().iter().any(|p| p.pid == me));
         let clock = StartClock::read(&root).unwrap();
         let started = clock.started(read_stat(&root, me).unwrap().start_ticks);
         let now = SystemTime::now();

@@ -6,13 +6,6 @@ use crate::text::quote;
 use std::io;
 use std::path::Path;
 
-/// What one cgroup says about CPU bandwidth.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CpuCgroupFiles {
-    pub quota: Option<CpuQuota>,
-    pub stat: CpuStat,
-}
-
 fn bad_data(path: &Path, message: String) -> ReadError {
     ReadError {
         path: path.to_path_buf(),
@@ -24,18 +17,9 @@ fn read_cpu_stat(path: &Path) -> Result<CpuStat, ReadError> {
     parse_cpu_stat(&read_string(path)?).map_err(|m| bad_data(path, m))
 }
 
-/// Reads a v1 cgroup: `cpu_dir` in the cpu hierarchy, `cpuacct_dir` the same cgroup in
-/// the cpuacct hierarchy (the same directory when co-mounted). A kernel without
-/// CONFIG_CFS_BANDWIDTH has no quota files: no quota, zero counters.
-pub fn read_v1(cpu_dir: &Path, cpuacct_dir: Option<&Path>) -> Result<CpuCgroupFiles, ReadError> {
-    Ok(CpuCgroupFiles {
-        stat: read_v1_counters(cpu_dir, cpuacct_dir)?,
-        quota: read_v1_quota(cpu_dir)?,
-    })
-}
-
-/// The counters of a v1 cgroup: `cpu.stat`, and `cpuacct.usage` when the cpuacct
-/// hierarchy is known.
+/// The counters of a v1 cgroup: `cpu.stat` in the cpu hierarchy, and `cpuacct.usage`
+/// in `cpuacct_dir`, the same cgroup in the cpuacct hierarchy (the same directory
+/// when co-mounted), when that hierarchy is known.
 pub fn read_v1_counters(cpu_dir: &Path, cpuacct_dir: Option<&Path>) -> Result<CpuStat, ReadError> {
     let mut stat = read_cpu_stat(&cpu_dir.join("cpu.stat"))?;
     if let Some(dir) = cpuacct_dir {
@@ -55,7 +39,8 @@ pub fn parse_v1_usage(text: &str) -> Result<u64, String> {
         .map_err(|e| format!("expected nanoseconds, got {}: {e}", quote(t)))
 }
 
-/// The limit of a v1 cgroup. A quota file that exists but does not read is an
+/// The limit of a v1 cgroup. A kernel without CONFIG_CFS_BANDWIDTH has no quota
+/// files: no limit (and zero counters). A quota file that exists but does not read is an
 /// error, not "no limit".
 pub fn read_v1_quota(cpu_dir: &Path) -> Result<Option<CpuQuota>, ReadError> {
     let quota_path = cpu_dir.join("cpu.cfs_quota_us");
@@ -66,14 +51,6 @@ pub fn read_v1_quota(cpu_dir: &Path) -> Result<Option<CpuQuota>, ReadError> {
         (Some(q), Some(p)) => parse_v1_quota(&q, &p).map_err(|m| bad_data(&quota_path, m)),
         _ => Ok(None),
     }
-}
-
-/// Reads a v2 cgroup.
-pub fn read_v2(dir: &Path) -> Result<CpuCgroupFiles, ReadError> {
-    Ok(CpuCgroupFiles {
-        stat: read_v2_counters(dir)?,
-        quota: read_v2_quota(dir)?,
-    })
 }
 
 /// The counters of a v2 cgroup, usage included: `cpu.stat`.
@@ -122,25 +99,29 @@ mod tests {
             ("cpu.cfs_period_us", "100000\n"),
             ("cpuacct.usage", "123456\n"),
         ]);
-        let f = read_v1(t.path(), Some(t.path())).unwrap();
-        assert_eq!(f.quota.unwrap().cores(), 0.5);
-        assert_eq!((f.stat.nr_throttled, f.stat.usage_ns), (2, Some(123_456)));
+        assert_eq!(read_v1_quota(t.path()).unwrap().unwrap().cores(), 0.5);
+        let stat = read_v1_counters(t.path(), Some(t.path())).unwrap();
+        assert_eq!((stat.nr_throttled, stat.usage_ns), (2, Some(123_456)));
         let bare = dir(&[("cpu.stat", "nr_periods 0\n")]);
-        let f = read_v1(bare.path(), None).unwrap();
-        assert_eq!((f.quota, f.stat.usage_ns), (None, None));
+        let stat = read_v1_counters(bare.path(), None).unwrap();
+        assert_eq!(
+            (read_v1_quota(bare.path()).unwrap(), stat.usage_ns),
+            (None, None)
+        );
     }
 
     #[test]
     fn errors_name_the_file_that_was_wrong() {
         let t = dir(&[("cpu.stat", "nr_periods 0\n"), ("cpuacct.usage", "lots\n")]);
-        let e = read_v1(t.path(), Some(t.path())).unwrap_err();
+        let e = read_v1_counters(t.path(), Some(t.path())).unwrap_err();
         assert_eq!(e.path, t.path().join("cpuacct.usage"));
         assert!(e.to_string().contains("expected nanoseconds"), "{e}");
         let t = dir(&[("cpu.stat", "usage_usec 1\n"), ("cpu.max", "lots 100000\n")]);
-        let e = read_v2(t.path()).unwrap_err();
+        assert_eq!(read_v2_counters(t.path()).unwrap().usage_ns, Some(1_000));
+        let e = read_v2_quota(t.path()).unwrap_err();
         assert_eq!(e.path, t.path().join("cpu.max"));
         let t = dir(&[]);
-        let e = read_v2(t.path()).unwrap_err();
+        let e = read_v2_counters(t.path()).unwrap_err();
         assert!(e.is_not_found());
         assert_eq!(e.path, t.path().join("cpu.stat"));
         assert!(v2_controllers(t.path()).unwrap_err().is_not_found());

@@ -11,8 +11,8 @@ mod tree;
 
 pub use counter_files::CounterFiles;
 pub use files::{
-    parse_v1_usage, read_v1, read_v1_counters, read_v1_quota, read_v2, read_v2_counters,
-    read_v2_quota, v2_controllers, CpuCgroupFiles,
+    parse_v1_usage, read_v1_counters, read_v1_quota, read_v2_counters, read_v2_quota,
+    v2_controllers,
 };
 pub use hierarchy::{cpu_hierarchy, CpuHierarchy};
 pub use quota::{parse_cpu_max, parse_v1_quota, CpuQuota};
