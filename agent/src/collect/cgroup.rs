@@ -12,7 +12,7 @@
 use super::Collector;
 use crate::collect::pods::{parse_cgroup_path, PodIndex, PodLogsMemo, Qos};
 use crate::host::HostRoot;
-use crate::kernel::cgroup::{self, CounterFiles, CpuHierarchy, CpuQuota, CpuStat};
+use crate::kernel::cgroup::{self, CounterFiles, CpuHierarchy, CpuQuota, CpuStat, HeldListing};
 use crate::kernel::mountinfo::{self, Mount};
 use crate::kernel::release;
 use crate::sample::{CollectError, Compacted, Sample, Unavailable};
@@ -82,8 +82,9 @@ pub struct CgroupSample {
     pub cfs_bandwidth_fix: Option<bool>,
     pub pods: Vec<PodCpu>,
     pub unavailable: Vec<Unavailable>,
-    /// What the rule window keeps of an older sample: each cgroup's counters by
-    /// [`path_key`], sorted. Empty in the newest sample, whose cgroups are in `pods`.
+    /// Each cgroup's counters by [`path_key`], sorted: what the rule window keeps of
+    /// an older sample. The collector fills it in the newest too, where the rules
+    /// read it every evaluation; a sample made without it has it from `pods`.
     #[serde(skip)]
     pub counters: Vec<Counters>,
 }
@@ -129,7 +130,7 @@ impl CgroupSample {
     /// Every cgroup's counters by [`path_key`], sorted: as kept in an older sample,
     /// or from `pods` in the newest.
     pub fn counters(&self) -> Cow<'_, [Counters]> {
-        if self.pods.is_empty() {
+        if !self.counters.is_empty() || self.pods.is_empty() {
             return Cow::Borrowed(&self.counters);
         }
         let mut all: Vec<Counters> = self
@@ -265,11 +266,12 @@ struct Known {
 }
 
 /// The cgroups read in the last round, by path, in the hierarchy they were read
-/// from.
+/// from, and the directories listed.
 #[derive(Debug, Default)]
 struct Remembered {
     cpu_dir: PathBuf,
     by_path: HashMap<String, Known>,
+    listings: HashMap<String, HeldListing>,
 }
 
 /// Reads cgroups for one round: their counters through files kept open since an
@@ -278,6 +280,7 @@ struct Reader {
     dirs: Dirs,
     before: Remembered,
     seen: HashMap<String, Known>,
+    listed: HashMap<String, HeldListing>,
     kept_files: u64,
     max_kept_files: u64,
     now: Instant,
@@ -294,7 +297,7 @@ impl Reader {
         if before.cpu_dir != dirs.cpu {
             before = Remembered {
                 cpu_dir: dirs.cpu.clone(),
-                by_path: HashMap::new(),
+                ..Remembered::default()
             };
         }
         let fd_limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
@@ -308,6 +311,7 @@ impl Reader {
             dirs,
             before,
             seen: HashMap::new(),
+            listed: HashMap::new(),
             kept_files: 0,
             max_kept_files: if cgroupfs {
                 (fd_limit / 4).min(MAX_KEPT_FILES)
@@ -324,10 +328,46 @@ impl Reader {
         Remembered {
             cpu_dir: self.before.cpu_dir,
             by_path: self.seen,
+            listings: self.listed,
         }
     }
 
+    /// The child cgroups of `path`: on cgroupfs, listed again only when their number
+    /// changed or one of them was found gone.
+    fn children(&mut self, path: &str) -> Vec<String> {
+        let dir = cgroup::cgroup_dir(&self.dirs.cpu, path);
+        let held = self
+            .before
+            .listings
+            .remove(path)
+            .filter(HeldListing::unchanged)
+            .or_else(|| {
+                (self.kept_files < self.max_kept_files)
+                    .then(|| HeldListing::read(&dir).ok())
+                    .flatten()
+            });
+        let Some(held) = held else {
+            return cgroup::child_cgroups(&dir);
+        };
+        self.kept_files += 1;
+        let children = held.children().to_vec();
+        self.listed.insert(path.to_string(), held);
+        children
+    }
+
     fn read(&mut self, path: &str) -> Result<CpuCgroup, crate::kernel::ReadError> {
+        let read = self.read_counted(path);
+        if read.as_ref().is_err_and(|e| e.is_not_found()) {
+            // Removed since its parent was listed, perhaps with another made in its
+            // place: the parent is listed again next round.
+            if let Some((parent, _)) = path.rsplit_once('/') {
+                self.listed.remove(parent);
+            }
+        }
+        read
+    }
+
+    fn read_counted(&mut self, path: &str) -> Result<CpuCgroup, crate::kernel::ReadError> {
         let before = self.before.by_path.remove(path);
         let d = &self.dirs;
         let dir = cgroup::cgroup_dir(&d.cpu, path);
@@ -416,7 +456,7 @@ impl Collector for CgroupCollector {
                 ),
             )),
         }
-        Ok(CgroupSample {
+        let mut sample = CgroupSample {
             version,
             mount_point,
             kubepods,
@@ -425,7 +465,9 @@ impl Collector for CgroupCollector {
             pods,
             unavailable,
             counters: Vec::new(),
-        })
+        };
+        sample.counters = sample.counters().into_owned();
+        Ok(sample)
     }
 }
 
@@ -555,7 +597,7 @@ fn walk(
     pods: &mut Vec<PodCpu>,
     unavailable: &mut Vec<Unavailable>,
 ) {
-    for child in cgroup::child_cgroups(&cgroup::cgroup_dir(&reader.dirs.cpu, path)) {
+    for child in reader.children(path) {
         let child_path = format!("{path}/{child}");
         match parse_cgroup_path(&child_path) {
             Some(r) if r.container_id.is_none() => {
@@ -580,7 +622,7 @@ fn read_pod(
     let a = index.attribute(path)?;
     let cgroup = read_or_note(reader, path, unavailable)?;
     let mut containers = Vec::new();
-    for child in cgroup::child_cgroups(&cgroup::cgroup_dir(&reader.dirs.cpu, path)) {
+    for child in reader.children(path) {
         let child_path = format!("{path}/{child}");
         let Some(c) = index.attribute(&child_path) else {
             continue;
@@ -721,6 +763,98 @@ mod tests {
             .find(|u| u.what.ends_with(&"cd".repeat(32)))
             .unwrap_or_else(|| panic!("{:?}", s.unavailable));
         assert!(bad_note.hint.contains("nr_periods"), "{bad_note:?}");
+    }
+
+    /// Made under the host's cgroup v1 cpu (and cpuacct) hierarchies, removed on drop.
+    struct MadeCgroups(Vec<PathBuf>);
+
+    impl MadeCgroups {
+        fn make(&mut self, dir: PathBuf) {
+            std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            self.0.push(dir);
+        }
+        fn remove(&mut self, dir: &Path) {
+            std::fs::remove_dir(dir).unwrap();
+            self.0.retain(|d| d != dir);
+        }
+    }
+
+    impl Drop for MadeCgroups {
+        fn drop(&mut self) {
+            for d in self.0.iter().rev() {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
+
+    // Listings are kept between rounds on cgroupfs only, so this needs the kernel's.
+    #[test]
+    fn containers_added_removed_or_replaced_on_cgroupfs_are_seen_next_round() {
+        let mounts = mountinfo::read_host(&HostRoot::default()).unwrap_or_default();
+        let Some(CpuHierarchy::V1 { cpu, cpuacct }) = cgroup::cpu_hierarchy(&mounts) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI machines have cgroup v1 cpu"
+            );
+            return eprintln!("skipped: no cgroup v1 cpu hierarchy");
+        };
+        let roots: Vec<PathBuf> = std::iter::once(&cpu)
+            .chain(cpuacct.iter().filter(|a| a.mount_point != cpu.mount_point))
+            .map(|m| PathBuf::from(&m.mount_point))
+            .collect();
+        let uid = format!(
+            "0c9d{:04x}-1e2f-4a3b-8c4d-5e6f7a8b9c0d",
+            std::process::id() & 0xffff
+        );
+        let pod = format!("kubepods/burstable/pod{uid}");
+        let mut made = MadeCgroups(Vec::new());
+        for r in &roots {
+            for d in ["kubepods", "kubepods/burstable"] {
+                if !r.join(d).is_dir() {
+                    made.make(r.join(d));
+                }
+            }
+            made.make(r.join(&pod));
+        }
+        let id = |c: char| c.to_string().repeat(64);
+        let add = |made: &mut MadeCgroups, c| {
+            roots
+                .iter()
+                .for_each(|r| made.make(r.join(&pod).join(id(c))))
+        };
+        let remove = |made: &mut MadeCgroups, c| {
+            roots
+                .iter()
+                .for_each(|r| made.remove(&r.join(&pod).join(id(c))))
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let mut collector = CgroupCollector::new(
+            HostRoot {
+                rootfs: tmp.path().to_path_buf(),
+                ..HostRoot::default()
+            },
+            None,
+        );
+        let mut containers = || {
+            let s = collector.collect().unwrap();
+            let p = s.pods.iter().find(|p| p.pod_uid == uid).expect("the pod");
+            p.containers
+                .iter()
+                .map(|c| c.container_id.clone())
+                .collect::<Vec<_>>()
+        };
+        add(&mut made, 'a');
+        assert_eq!(containers(), [id('a')]);
+        add(&mut made, 'b');
+        assert_eq!(containers(), [id('a'), id('b')], "added");
+        remove(&mut made, 'a');
+        assert_eq!(containers(), [id('b')], "removed");
+        // As many cgroups as before: the one gone, read, says the listing is old.
+        add(&mut made, 'c');
+        remove(&mut made, 'b');
+        let first = containers();
+        assert!(first.is_empty() || first == [id('c')], "{first:?}");
+        assert_eq!(containers(), [id('c')], "replaced");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod counter_files;
 mod files;
+mod held_listing;
 mod hierarchy;
 mod quota;
 mod stat;
@@ -14,6 +15,7 @@ pub use files::{
     parse_v1_usage, read_v1_counters, read_v1_quota, read_v2_counters, read_v2_quota,
     v2_controllers,
 };
+pub use held_listing::HeldListing;
 pub use hierarchy::{cpu_hierarchy, CpuHierarchy};
 pub use quota::{parse_cpu_max, parse_v1_quota, CpuQuota};
 pub use stat::{parse_cpu_stat, CpuStat};
