@@ -106,12 +106,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut metrics = signals::metrics_exposition(agent.store.clone());
     web.register_metrics(&mut metrics);
     let metrics = Arc::new(metrics);
-    let (on_sample, refresher) = refresh::spawn(agent.clone(), metrics.clone());
+    let (rounds, refresher) = refresh::spawn(agent.clone(), metrics.clone());
     let mut tasks = schedule::spawn_all(
         agent.store.clone(),
         collectors,
         args.agent.collector_timeout,
-        on_sample,
+        rounds,
     );
     tasks.push(refresher);
     let view = signals::http_view(routes, metrics);

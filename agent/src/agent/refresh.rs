@@ -8,27 +8,77 @@
 
 use super::Agent;
 use crate::metrics::exposition::Exposition;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// How long after a sample the evaluation waits for the rest of the round.
 const GATHER: Duration = Duration::from_millis(100);
 
-/// The callback the scheduler calls after each sample, and the task that evaluates.
-/// A sample arriving while an evaluation runs asks for one more after it; any number
-/// of them asks for one.
-pub fn spawn(
-    agent: Arc<Agent>,
-    metrics: Arc<Exposition>,
-) -> (Arc<dyn Fn() + Send + Sync>, JoinHandle<()>) {
-    let wanted = Arc::new(Notify::new());
-    let waiting = wanted.clone();
+/// How long it waits at most for collectors still running: one that hangs or runs
+/// long does not hold the findings of the others back longer than this.
+const GATHER_AT_MOST: Duration = Duration::from_secs(1);
+
+/// What the scheduler tells the evaluation: a collection started, or one ended
+/// (with a sample, an error, or hung).
+#[derive(Default)]
+pub struct Rounds {
+    wanted: Notify,
+    collecting: AtomicUsize,
+    metrics: Option<Arc<Exposition>>,
+}
+
+impl Rounds {
+    pub fn started(&self) {
+        self.collecting.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A collection ended and its result is in the store: its metrics are encoded
+    /// for the next scrape at once, off the threads that serve.
+    pub fn ended(&self, collector: &'static str) {
+        if let Some(m) = self.metrics.clone() {
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = m.warm_signal(collector) {
+                    tracing::warn!(error = %e, "encoding /metrics ahead of the next scrape");
+                }
+            });
+        }
+        self.collecting.fetch_sub(1, Ordering::SeqCst);
+        self.wanted.notify_one();
+    }
+
+    /// A collection is still running past its timeout, now marked hung in the store.
+    pub fn hung(&self) {
+        self.wanted.notify_one();
+    }
+
+    /// Returns once a burst of results is in: some time after the first, once no
+    /// collection is running or [`GATHER_AT_MOST`] after the first. A result arriving
+    /// while the caller evaluates wakes the next call at once.
+    async fn burst(&self) {
+        self.wanted.notified().await;
+        let deadline = Instant::now() + GATHER_AT_MOST;
+        tokio::time::sleep(GATHER).await;
+        while self.collecting.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            let _ = tokio::time::timeout_at(deadline, self.wanted.notified()).await;
+        }
+    }
+}
+
+/// The handle the scheduler reports to, and the task that evaluates after each
+/// burst of samples.
+pub fn spawn(agent: Arc<Agent>, metrics: Arc<Exposition>) -> (Arc<Rounds>, JoinHandle<()>) {
+    let rounds = Arc::new(Rounds {
+        metrics: Some(metrics.clone()),
+        ..Rounds::default()
+    });
+    let waiting = rounds.clone();
     let task = tokio::spawn(async move {
         loop {
-            waiting.notified().await;
-            tokio::time::sleep(GATHER).await;
+            waiting.burst().await;
             let (a, m) = (agent.clone(), metrics.clone());
             let _ = tokio::task::spawn_blocking(move || {
                 a.refresh_findings();
@@ -40,5 +90,46 @@ pub fn spawn(
             .await;
         }
     });
-    (Arc::new(move || wanted.notify_one()), task)
+    (rounds, task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_ends_when_the_last_collection_does() {
+        let rounds = Arc::new(Rounds::default());
+        rounds.started();
+        rounds.started();
+        rounds.ended("test");
+        let r = rounds.clone();
+        let ended_at = tokio::spawn(async move {
+            r.burst().await;
+            Instant::now()
+        });
+        let begun = Instant::now();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(!ended_at.is_finished(), "one collection still runs");
+        rounds.ended("test");
+        let at = ended_at.await.unwrap();
+        assert_eq!(at - begun, Duration::from_millis(400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_collection_that_never_ends_holds_a_burst_back_only_so_long() {
+        let rounds = Rounds::default();
+        rounds.started();
+        rounds.started();
+        rounds.ended("test");
+        let begun = Instant::now();
+        rounds.burst().await;
+        assert_eq!(begun.elapsed(), GATHER_AT_MOST);
+        // Alone, a result waits only for the others of its tick.
+        rounds.hung();
+        let begun = Instant::now();
+        rounds.collecting.store(0, Ordering::SeqCst);
+        rounds.burst().await;
+        assert_eq!(begun.elapsed(), GATHER);
+    }
 }

@@ -2,6 +2,7 @@
 //! panics is reported as failed and keeps its schedule; one that hangs is reported as
 //! hung and is not started again until it returns, so threads never pile up.
 
+use super::refresh::Rounds;
 use crate::collect::{DynCollector, Enabled};
 use crate::kernel::thread_cpu;
 use crate::sample::{AnySample, CollectError};
@@ -35,29 +36,24 @@ fn collect_measured(
     (result, cpu)
 }
 
-/// Starts every collector; `on_sample` runs after each collection (to re-evaluate
-/// findings).
+/// Starts every collector; `rounds` hears when each collection starts and ends (to
+/// evaluate findings once the round is in).
 pub fn spawn_all(
     store: Arc<Store>,
     collectors: Vec<Enabled>,
     timeout: Duration,
-    on_sample: Arc<dyn Fn() + Send + Sync>,
+    rounds: Arc<Rounds>,
 ) -> Vec<JoinHandle<()>> {
     collectors
         .into_iter()
         .map(|enabled| {
             store.register(enabled.collector.name(), enabled.interval);
-            tokio::spawn(run(enabled, store.clone(), timeout, on_sample.clone()))
+            tokio::spawn(run(enabled, store.clone(), timeout, rounds.clone()))
         })
         .collect()
 }
 
-async fn run(
-    enabled: Enabled,
-    store: Arc<Store>,
-    timeout: Duration,
-    on_sample: Arc<dyn Fn() + Send + Sync>,
-) {
+async fn run(enabled: Enabled, store: Arc<Store>, timeout: Duration, rounds: Arc<Rounds>) {
     let name = enabled.collector.name();
     let mut ticker = tokio::time::interval(enabled.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -69,6 +65,7 @@ async fn run(
         };
         let at = SystemTime::now();
         let started = Instant::now();
+        rounds.started();
         let mut handle = tokio::task::spawn_blocking(move || {
             let (result, cpu) = collect_measured(c.as_mut());
             (c, result, cpu)
@@ -78,7 +75,7 @@ async fn run(
             Err(_) => {
                 tracing::warn!(collector = name, ?timeout, "collection hung");
                 store.mark_hung(name, at);
-                on_sample();
+                rounds.hung();
                 handle.await
             }
         };
@@ -99,10 +96,11 @@ async fn run(
                     started.elapsed(),
                     Err(CollectError::Failed(format!("collection task ended: {e}"))),
                 );
+                rounds.ended(name);
                 return;
             }
         }
-        on_sample();
+        rounds.ended(name);
     }
 }
 
@@ -167,7 +165,7 @@ mod tests {
             store.clone(),
             enabled,
             Duration::from_secs(5),
-            Arc::new(|| {}),
+            Arc::new(Rounds::default()),
         );
         wait_for(&store, |s| s.collectors["panics"].runs_total >= 2).await;
         let snap = store.snapshot();
@@ -188,7 +186,7 @@ mod tests {
             store.clone(),
             enabled,
             Duration::from_millis(50),
-            Arc::new(|| {}),
+            Arc::new(Rounds::default()),
         );
         wait_for(&store, |s| {
             matches!(s.collectors["hangs"].status, Status::Hung { .. })

@@ -222,6 +222,17 @@ impl Exposition {
         Ok(())
     }
 
+    /// [`Self::warm`] for one signal, as soon as its collector recorded: a scrape
+    /// between the sample and the end of its round finds it ready too.
+    pub fn warm_signal(&self, name: &str) -> Result<(), EncodeError> {
+        for format in self.scrapes.recent() {
+            for s in self.signals.iter().filter(|s| s.name == name) {
+                s.encoded(format)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Encodes everything, without counting a scrape.
     pub fn encode(&self, format: Format) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::with_capacity(self.last_len.load(Ordering::Relaxed));
