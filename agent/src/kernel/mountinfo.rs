@@ -4,7 +4,13 @@
 
 use super::{read_string, ReadError};
 use crate::host::HostRoot;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC};
+use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::{Component, Path};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
@@ -59,6 +65,65 @@ pub fn read_host(root: &HostRoot) -> Result<Vec<Mount>, ReadError> {
         read_string(&root.proc(&["self", "mountinfo"])).map_err(|_| first)
     })?;
     Ok(parse(&text))
+}
+
+/// The host's mount table as [`read_host`] reads it, read again only after the
+/// kernel says it changed. A node's table holds a few mounts for every pod (volumes,
+/// and each pinned network namespace), so reading and parsing it every round costs
+/// more than anything read beside it, while it changes only when pods come and go.
+/// procfs flags a change to anyone polling an open `mountinfo` (proc(5): POLLPRI and
+/// POLLERR); a table outside procfs (a fixture tree) is read every time. A
+/// superblock the kernel turns read-only after I/O errors changes no mount, so the
+/// table is read again after [`MOUNTS_REREAD`] all the same.
+#[derive(Default)]
+pub struct MountsMemo {
+    last: Option<(MountWatch, Instant, Arc<Vec<Mount>>)>,
+}
+
+pub const MOUNTS_REREAD: Duration = Duration::from_secs(60);
+
+impl MountsMemo {
+    pub fn read(&mut self, root: &HostRoot) -> Result<Arc<Vec<Mount>>, ReadError> {
+        if let Some((watch, read_at, mounts)) = &self.last {
+            if read_at.elapsed() < MOUNTS_REREAD && !watch.changed() {
+                return Ok(mounts.clone());
+            }
+        }
+        self.last = None;
+        // Opened before reading: a change between the two is flagged at the next poll.
+        let watch = MountWatch::open(root, "1").or_else(|| MountWatch::open(root, "self"));
+        let read_at = Instant::now();
+        let mounts = Arc::new(read_host(root)?);
+        self.last = watch.map(|w| (w, read_at, mounts.clone()));
+        Ok(mounts)
+    }
+}
+
+/// A mount table held open, to ask the kernel whether it changed.
+pub struct MountWatch(File);
+
+impl MountWatch {
+    /// The table of `pid` (`1`, `self`) in `root`'s procfs; None when it does not
+    /// open or is not procfs's (a fixture tree), which cannot say.
+    pub fn open(root: &HostRoot, pid: &str) -> Option<Self> {
+        File::open(root.proc(&[pid, "mountinfo"]))
+            .ok()
+            .filter(|f| fstatfs(f).is_ok_and(|s| s.filesystem_type() == PROC_SUPER_MAGIC))
+            .map(Self)
+    }
+
+    /// A mount made, moved or removed in the table's namespace since it was opened
+    /// or last asked.
+    pub fn changed(&self) -> bool {
+        let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLPRI)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(0) => false,
+            Ok(_) => fds[0]
+                .revents()
+                .is_none_or(|r| r.intersects(PollFlags::POLLPRI | PollFlags::POLLERR)),
+            Err(_) => true,
+        }
+    }
 }
 
 /// Parses every well-formed line: `id parent major:minor root mount-point options
@@ -148,6 +213,47 @@ pub fn find<'a>(mounts: &'a [Mount], path: &Path, dev: Option<(u32, u32)>) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Needs a live procfs and root to mount; tests/run.sh runs as root.
+    #[test]
+    fn the_memo_reads_the_table_again_after_a_mount_and_not_before() {
+        let root = HostRoot::default();
+        let root_user = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| crate::kernel::inotify::parse_status_euid(&s))
+            == Some(0);
+        if !root_user {
+            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+            return eprintln!("skipped: mounting needs root");
+        }
+        let t = tempfile::tempdir().unwrap();
+        let point = t.path().to_str().unwrap().to_string();
+        let shown = |m: &[Mount]| m.iter().any(|m| m.mount_point == point);
+        let mut memo = MountsMemo::default();
+        let first = memo.read(&root).unwrap();
+        assert!(!shown(&first));
+        assert!(
+            Arc::ptr_eq(&first, &memo.read(&root).unwrap()),
+            "unchanged: kept"
+        );
+        let mount = |args: &[&str]| {
+            let s = std::process::Command::new(args[0])
+                .args(&args[1..])
+                .status()
+                .unwrap();
+            assert!(s.success(), "{args:?}");
+        };
+        mount(&["mount", "-t", "tmpfs", "nodediag-test", &point]);
+        let mounted = memo.read(&root);
+        // The table read is PID 1's when it can be: the same as this test's on a host.
+        let here = read_host(&root).is_ok_and(|m| shown(&m));
+        mount(&["umount", &point]);
+        if !here {
+            return eprintln!("skipped: PID 1 is in another mount namespace");
+        }
+        assert!(shown(&mounted.unwrap()), "a new mount is seen at once");
+        assert!(!shown(&memo.read(&root).unwrap()), "and its removal");
+    }
 
     const TEXT: &str = "\
 22 27 0:21 / /proc rw,relatime - proc proc rw

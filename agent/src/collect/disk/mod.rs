@@ -8,12 +8,13 @@ pub mod watch;
 use super::Collector;
 use crate::host::HostRoot;
 use crate::kernel::diskstats::{self, DiskStats};
-use crate::kernel::mountinfo::{self, Mount};
+use crate::kernel::mountinfo::{self, Mount, MountsMemo};
 use crate::kernel::statfs::{self, FsUsage};
 use crate::kernel::ReadError;
 use crate::sample::{CollectError, Sample, Unavailable};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use watch::{DirWatch, Histogram, ProbeState, WatchConfig};
 
@@ -137,6 +138,7 @@ pub struct DiskCollector {
     root: HostRoot,
     config: DiskConfig,
     watches: Vec<DirWatch>,
+    mounts: MountsMemo,
 }
 
 impl DiskCollector {
@@ -145,6 +147,7 @@ impl DiskCollector {
             root,
             config,
             watches: Vec::new(),
+            mounts: MountsMemo::default(),
         }
     }
 
@@ -233,8 +236,8 @@ impl DiskCollector {
         }
     }
 
-    fn mounts(&self, unavailable: &mut Vec<Unavailable>) -> Option<Vec<Mount>> {
-        match mountinfo::read_host(&self.root) {
+    fn mounts(&mut self, unavailable: &mut Vec<Unavailable>) -> Option<Arc<Vec<Mount>>> {
+        match self.mounts.read(&self.root) {
             Ok(mounts) => Some(mounts),
             Err(e) if e.is_not_found() => {
                 unavailable.push(Unavailable::new(

@@ -81,6 +81,7 @@ pub struct NetnsCollector {
     former_pods: HashMap<u64, Attribution>,
     links: Option<links::LinkCache>,
     reservations: ipam::ReservationsMemo,
+    pins: scan::PinsMemo,
 }
 
 impl NetnsCollector {
@@ -101,6 +102,7 @@ impl NetnsCollector {
             former_pods: HashMap::new(),
             links: None,
             reservations: ipam::ReservationsMemo::default(),
+            pins: scan::PinsMemo::default(),
         }
     }
 
@@ -135,7 +137,7 @@ impl Collector for NetnsCollector {
         let walk = shared_walk::processes(&self.root)?;
         unavailable.extend(walk.index_missing.iter().cloned());
         let procs = &walk.procs;
-        let pins = scan::pins(&self.pin_dirs);
+        let pins = scan::pins(&self.root, &self.pin_dirs, &mut self.pins);
         if !pins.any_dir {
             unavailable.push(Unavailable::new(
                 "netns pin directories",
