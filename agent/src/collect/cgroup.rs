@@ -13,7 +13,7 @@ use super::Collector;
 use crate::collect::pods::{parse_cgroup_path, PodIndex, PodLogsMemo, Qos};
 use crate::host::HostRoot;
 use crate::kernel::cgroup::{self, CounterFiles, CpuHierarchy, CpuQuota, CpuStat, HeldListing};
-use crate::kernel::mountinfo::{self, Mount};
+use crate::kernel::mountinfo::{Mount, MountsMemo};
 use crate::kernel::release;
 use crate::sample::{CollectError, Compacted, Sample, Unavailable};
 use nix::sys::resource::{getrlimit, Resource};
@@ -21,6 +21,7 @@ use serde::Serialize;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const HOST_CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -156,6 +157,7 @@ pub struct CgroupCollector {
     cgroup_root: Option<PathBuf>,
     remembered: Remembered,
     pod_logs: PodLogsMemo,
+    mounts: MountsMemo,
     located: Option<Located>,
 }
 
@@ -166,6 +168,7 @@ impl CgroupCollector {
             cgroup_root,
             remembered: Remembered::default(),
             pod_logs: PodLogsMemo::default(),
+            mounts: MountsMemo::default(),
             located: None,
         }
     }
@@ -219,14 +222,13 @@ fn unresolved(what: &str, mount_point: &str, tried: &[PathBuf]) -> Unavailable {
     )
 }
 
-/// Where the cpu hierarchy was found, and what was missing beside it. Found again
-/// every [`LIMIT_REREAD`]: hierarchies are mounted at boot, and a node's mount table
-/// (a few mounts for every pod's volumes) is long to read every round.
+/// Where the cpu hierarchy was found in a mount table, and what was missing beside
+/// it. Found again when the table is read again ([`MountsMemo`]: when it changed).
 struct Located {
+    mounts: Arc<Vec<Mount>>,
     dirs: Dirs,
     mount_point: String,
     notes: Vec<Unavailable>,
-    at: Instant,
 }
 
 /// The directories to read one cgroup's files from.
@@ -423,9 +425,10 @@ impl Collector for CgroupCollector {
     type Sample = CgroupSample;
 
     fn collect(&mut self) -> Result<CgroupSample, CollectError> {
+        let mounts = read_mounts(&mut self.mounts, &self.root)?;
         let located = match self.located.take() {
-            Some(l) if l.at.elapsed() < LIMIT_REREAD => l,
-            _ => self.find_hierarchy()?,
+            Some(l) if Arc::ptr_eq(&l.mounts, &mounts) => l,
+            _ => self.find_hierarchy(mounts)?,
         };
         let mut unavailable = located.notes.clone();
         let dirs = located.dirs.clone();
@@ -473,8 +476,7 @@ impl Collector for CgroupCollector {
 
 impl CgroupCollector {
     /// Where the cpu hierarchy is, from the host's mount table.
-    fn find_hierarchy(&self) -> Result<Located, CollectError> {
-        let mounts = read_mounts(&self.root)?;
+    fn find_hierarchy(&self, mounts: Arc<Vec<Mount>>) -> Result<Located, CollectError> {
         let mut notes = Vec::new();
         let hierarchy = cgroup::cpu_hierarchy(&mounts).ok_or_else(|| {
             CollectError::Unavailable(Unavailable::new(
@@ -484,10 +486,10 @@ impl CgroupCollector {
         })?;
         let (dirs, mount_point) = self.locate(&hierarchy, &mut notes)?;
         Ok(Located {
+            mounts,
             dirs,
             mount_point,
             notes,
-            at: Instant::now(),
         })
     }
 
@@ -571,8 +573,8 @@ impl CgroupCollector {
 }
 
 /// The host's mount table; without one there is nothing to find cgroups in.
-fn read_mounts(root: &HostRoot) -> Result<Vec<Mount>, CollectError> {
-    mountinfo::read_host(root).map_err(|e| {
+fn read_mounts(memo: &mut MountsMemo, root: &HostRoot) -> Result<Arc<Vec<Mount>>, CollectError> {
+    memo.read(root).map_err(|e| {
         if e.is_not_found() {
             // No mount table at all: this procfs is not a live one (a partial copy).
             CollectError::Unavailable(Unavailable::new(
@@ -790,7 +792,7 @@ mod tests {
     // Listings are kept between rounds on cgroupfs only, so this needs the kernel's.
     #[test]
     fn containers_added_removed_or_replaced_on_cgroupfs_are_seen_next_round() {
-        let mounts = mountinfo::read_host(&HostRoot::default()).unwrap_or_default();
+        let mounts = crate::kernel::mountinfo::read_host(&HostRoot::default()).unwrap_or_default();
         let Some(CpuHierarchy::V1 { cpu, cpuacct }) = cgroup::cpu_hierarchy(&mounts) else {
             assert!(
                 std::env::var_os("CI").is_none(),
