@@ -2,9 +2,9 @@
 //! off the threads that serve requests. Collectors that share an interval finish
 //! within moments of each other: evaluating every rule after each of them did the
 //! same work once per collector (on a 500-pod node, a quarter of the agent's CPU),
-//! on an async worker a scrape might have been waiting for. The signals' metrics are
-//! encoded then too, for the next scrape to find ready, and the memory the round
-//! freed is given back.
+//! on an async worker a scrape might have been waiting for. The memory the round
+//! freed is given back then too. Each signal's metrics are encoded as soon as its
+//! collector records, for the next scrape to find ready.
 
 use super::Agent;
 use crate::metrics::exposition::Exposition;
@@ -72,19 +72,16 @@ impl Rounds {
 /// burst of samples.
 pub fn spawn(agent: Arc<Agent>, metrics: Arc<Exposition>) -> (Arc<Rounds>, JoinHandle<()>) {
     let rounds = Arc::new(Rounds {
-        metrics: Some(metrics.clone()),
+        metrics: Some(metrics),
         ..Rounds::default()
     });
     let waiting = rounds.clone();
     let task = tokio::spawn(async move {
         loop {
             waiting.burst().await;
-            let (a, m) = (agent.clone(), metrics.clone());
+            let a = agent.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 a.refresh_findings();
-                if let Err(e) = m.warm() {
-                    tracing::warn!(error = %e, "encoding /metrics ahead of the next scrape");
-                }
                 crate::memory::return_free_pages();
             })
             .await;

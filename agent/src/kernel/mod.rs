@@ -29,6 +29,8 @@ pub mod route;
 pub mod rtnetlink;
 pub mod softnet;
 pub mod statfs;
+#[cfg(test)]
+pub mod testing;
 pub mod thread_cpu;
 pub mod vmstat;
 

@@ -213,19 +213,15 @@ pub fn find<'a>(mounts: &'a [Mount], path: &Path, dev: Option<(u32, u32)>) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::testing;
 
     // Needs a live procfs and root to mount; tests/run.sh runs as root.
     #[test]
     fn the_memo_reads_the_table_again_after_a_mount_and_not_before() {
-        let root = HostRoot::default();
-        let root_user = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| crate::kernel::inotify::parse_status_euid(&s))
-            == Some(0);
-        if !root_user {
-            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
-            return eprintln!("skipped: mounting needs root");
+        if !testing::as_root("mounting a tmpfs") {
+            return;
         }
+        let root = HostRoot::default();
         let t = tempfile::tempdir().unwrap();
         let point = t.path().to_str().unwrap().to_string();
         let shown = |m: &[Mount]| m.iter().any(|m| m.mount_point == point);
@@ -236,18 +232,11 @@ mod tests {
             Arc::ptr_eq(&first, &memo.read(&root).unwrap()),
             "unchanged: kept"
         );
-        let mount = |args: &[&str]| {
-            let s = std::process::Command::new(args[0])
-                .args(&args[1..])
-                .status()
-                .unwrap();
-            assert!(s.success(), "{args:?}");
-        };
-        mount(&["mount", "-t", "tmpfs", "nodediag-test", &point]);
+        testing::run(&["mount", "-t", "tmpfs", "nodediag-test", &point]);
         let mounted = memo.read(&root);
         // The table read is PID 1's when it can be: the same as this test's on a host.
         let here = read_host(&root).is_ok_and(|m| shown(&m));
-        mount(&["umount", &point]);
+        testing::run(&["umount", &point]);
         if !here {
             return eprintln!("skipped: PID 1 is in another mount namespace");
         }

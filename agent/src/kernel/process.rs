@@ -15,8 +15,8 @@ pub struct ProcEntry {
     pub inode: u64,
 }
 
-/// Every numeric entry of procfs (thread-group leaders), with its inode (from the directory listing, no
-/// read per process).
+/// Every numeric entry of procfs (thread-group leaders), with its inode (from the
+/// directory listing, no read per process).
 pub fn list_processes(root: &HostRoot) -> Result<Vec<ProcEntry>, ReadError> {
     use std::os::unix::fs::DirEntryExt;
     Ok(read_dir(&root.proc(&[]))?

@@ -211,19 +211,9 @@ impl Exposition {
         self.encode(format)
     }
 
-    /// Encodes the signals whose collectors recorded since, in each format scraped
-    /// lately, so that the next scrape finds them ready.
-    pub fn warm(&self) -> Result<(), EncodeError> {
-        for format in self.scrapes.recent() {
-            for s in &self.signals {
-                s.encoded(format)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// [`Self::warm`] for one signal, as soon as its collector recorded: a scrape
-    /// between the sample and the end of its round finds it ready too.
+    /// Encodes the families of the signal called `name`, if its collector recorded
+    /// since, in each format scraped lately: called as soon as it records, so that
+    /// the next scrape finds them ready.
     pub fn warm_signal(&self, name: &str) -> Result<(), EncodeError> {
         for format in self.scrapes.recent() {
             for s in self.signals.iter().filter(|s| s.name == name) {
@@ -474,7 +464,9 @@ mod tests {
         assert_eq!(encoded(), 3, "a new sample is encoded again");
         // Warming encodes the formats scraped lately, ahead of the next scrape.
         record();
-        e.warm().unwrap();
+        e.warm_signal("another").unwrap();
+        assert_eq!(encoded(), 3, "only the signal named is warmed");
+        e.warm_signal("probe").unwrap();
         assert_eq!(encoded(), 5, "text and OpenMetrics were scraped lately");
         assert!(scrape(Format::Text).contains("probe_runs 3\n"));
         assert!(scrape(Format::OpenMetrics).ends_with("probe_runs 3\n# EOF\n"));

@@ -52,16 +52,19 @@ pub(super) struct PinsMemo {
 }
 
 impl PinsMemo {
-    /// `dir`'s pins, kept or read again.
+    /// `dir`'s pins, kept or read again; read every time while the mount table
+    /// cannot say whether it changed.
     fn read(&mut self, dir: &Path) -> Result<Vec<PinEntry>, ReadError> {
+        if self.mounts.is_none() {
+            return netns::read_pins(dir);
+        }
         self.dirs
             .entry(dir.to_path_buf())
             .or_default()
             .read(dir, || netns::read_pins(dir))
     }
 
-    /// Forgets what was kept when the mount table changed since the last round (or
-    /// cannot say so: each directory is then read every round).
+    /// Forgets what was kept when the mount table changed since the last round.
     fn start_round(&mut self, root: &HostRoot) {
         if self.mounts.as_ref().is_none_or(MountWatch::changed) {
             self.dirs.clear();
@@ -88,10 +91,7 @@ pub(super) fn pins(root: &HostRoot, dirs: &[HostDir], memo: &mut PinsMemo) -> Pi
         if !seen_dirs.insert(identity) {
             continue;
         }
-        let Ok(entries) = (match memo.mounts {
-            Some(_) => memo.read(&dir.read),
-            None => netns::read_pins(&dir.read),
-        }) else {
+        let Ok(entries) = memo.read(&dir.read) else {
             continue;
         };
         for entry in entries {
@@ -247,17 +247,14 @@ pub(super) fn namespaces(pins: &PinScan, procs: &ProcScan, now: SystemTime) -> V
 mod tests {
     use super::super::{host_dirs, DEFAULT_PIN_DIRS};
     use super::*;
+    use crate::kernel::testing;
 
     // A pin mounted on a file already there changes no directory entry: only the
     // mount table says so. Needs root to mount, and a live procfs.
     #[test]
     fn a_pin_mounted_or_unmounted_on_an_unchanged_directory_is_seen_next_round() {
-        let euid = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| crate::kernel::inotify::parse_status_euid(&s));
-        if euid != Some(0) {
-            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
-            return eprintln!("skipped: mounting a pin needs root");
+        if !testing::as_root("mounting a pin") {
+            return;
         }
         let t = tempfile::tempdir().unwrap();
         let pin = t.path().join("cni-test");
@@ -273,18 +270,11 @@ mod tests {
         let mut memo = PinsMemo::default();
         let stale = |s: &PinScan| (s.by_ns.len(), s.stale.len());
         assert_eq!(stale(&pins(&root, &dirs, &mut memo)), (0, 1));
-        let run = |args: &[&str]| {
-            let s = std::process::Command::new(args[0])
-                .args(&args[1..])
-                .status()
-                .unwrap();
-            assert!(s.success(), "{args:?}");
-        };
         let pin_s = pin.to_str().unwrap();
-        run(&["mount", "--bind", "/proc/self/ns/net", pin_s]);
+        testing::run(&["mount", "--bind", "/proc/self/ns/net", pin_s]);
         let mounted = pins(&root, &dirs, &mut memo);
         let kept = pins(&root, &dirs, &mut memo);
-        run(&["umount", pin_s]);
+        testing::run(&["umount", pin_s]);
         assert_eq!(stale(&mounted), (1, 0), "mounted: a namespace");
         assert_eq!(stale(&kept), (1, 0));
         assert_eq!(
