@@ -54,8 +54,11 @@ pub fn count_fdinfo_watches(fdinfo: &str) -> u64 {
         .count() as u64
 }
 
-/// Walks every process. Threads share their process's fd table, so only the
-/// thread-group leaders under `/proc` are read.
+/// Walks every process but this one. Threads share their process's fd table, so
+/// only the thread-group leaders under `/proc` are read. nodediag opens no inotify
+/// instance (tests/pressure_kernel.rs checks a running agent), while at 500 pods it
+/// holds half the node's descriptors (the cgroup files it keeps open): reading its
+/// own links was half the walk.
 pub fn scan(root: &HostRoot) -> Result<InotifyUsage, ReadError> {
     let mut usage = InotifyUsage::default();
     let mut holders: BTreeMap<u32, Vec<InotifyHolder>> = BTreeMap::new();
@@ -63,11 +66,19 @@ pub fn scan(root: &HostRoot) -> Result<InotifyUsage, ReadError> {
         path: root.proc.clone(),
         source,
     })?;
+    // This process's pid as that procfs numbers it; none if it is another pid
+    // namespace's.
+    let own = std::fs::read_link(root.proc(&["self"]))
+        .ok()
+        .and_then(|p| p.to_str()?.parse::<u32>().ok());
     for entry in processes.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
+        if Some(pid) == own {
+            continue;
+        }
         let pid_s = pid.to_string();
         let Ok(fds) = inotify_fds(&root.proc(&[&pid_s, "fd"])) else {
             usage.unreadable_processes += 1;
