@@ -10,7 +10,7 @@
 //! 3. the same path under `--path.sysfs` when it starts with `/sys/`.
 
 use super::Collector;
-use crate::collect::pods::{parse_cgroup_path, PodIndex, PodLogsMemo, Qos};
+use crate::collect::pods::{parse_cgroup_path, CgroupRef, PodIndex, PodLogsMemo, Qos};
 use crate::host::HostRoot;
 use crate::kernel::cgroup::{self, CounterFiles, CpuHierarchy, CpuQuota, CpuStat, HeldListing};
 use crate::kernel::mountinfo::{Mount, MountsMemo};
@@ -603,7 +603,7 @@ fn walk(
         let child_path = format!("{path}/{child}");
         match parse_cgroup_path(&child_path) {
             Some(r) if r.container_id.is_none() => {
-                if let Some(pod) = read_pod(reader, index, &child_path, unavailable) {
+                if let Some(pod) = read_pod(reader, index, &child_path, &r, unavailable) {
                     pods.push(pod);
                 }
             }
@@ -619,16 +619,18 @@ fn read_pod(
     reader: &mut Reader,
     index: &PodIndex,
     path: &str,
+    pod: &CgroupRef,
     unavailable: &mut Vec<Unavailable>,
 ) -> Option<PodCpu> {
-    let a = index.attribute(path)?;
+    let a = index.attribute_ref(pod);
     let cgroup = read_or_note(reader, path, unavailable)?;
     let mut containers = Vec::new();
     for child in reader.children(path) {
         let child_path = format!("{path}/{child}");
-        let Some(c) = index.attribute(&child_path) else {
+        let Some(r) = parse_cgroup_path(&child_path) else {
             continue;
         };
+        let c = index.attribute_ref(&r);
         let (Some(id), Some(cg)) = (
             c.container_id,
             read_or_note(reader, &child_path, unavailable),
@@ -636,7 +638,7 @@ fn read_pod(
             continue;
         };
         containers.push(ContainerCpu {
-            runtime: parse_cgroup_path(&child_path).and_then(|r| r.runtime),
+            runtime: r.runtime,
             container_id: id,
             container: c.container,
             cgroup: cg,

@@ -7,9 +7,11 @@ use crate::host::HostRoot;
 use crate::kernel::dir_memo::DirMemo;
 use crate::kernel::kubelet_logs;
 use crate::kernel::process::CgroupFile;
+use crate::kernel::ReadError;
 use crate::sample::Unavailable;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -132,9 +134,9 @@ pub struct PodName {
 /// Names from the kubelet's log directories under the host rootfs.
 #[derive(Debug, Clone, Default)]
 pub struct PodIndex {
-    pods: HashMap<String, PodName>,
+    pods: Arc<HashMap<String, PodName>>,
     /// container id -> (pod uid when known, container name)
-    containers: HashMap<String, (PodName, String)>,
+    containers: Arc<HashMap<String, (PodName, String)>>,
 }
 
 /// A cgroup's pod, named as far as the node knows.
@@ -168,12 +170,13 @@ pub fn pod_name(namespace: Option<&str>, pod: Option<&str>, uid: &str) -> String
     }
 }
 
-/// The kubelet's log directories as last listed, for [`PodIndex::read_with`]: at 500
-/// pods, listing both every round was a few percent of the agent's CPU.
+/// The kubelet's log directories as last listed and parsed, for
+/// [`PodIndex::read_with`]: at 500 pods, listing both every round was a few percent
+/// of the agent's CPU, and parsing the names again a few more.
 #[derive(Debug, Default)]
 pub struct PodLogsMemo {
-    pods: DirMemo<Vec<String>>,
-    containers: DirMemo<Vec<String>>,
+    pods: DirMemo<Arc<HashMap<String, PodName>>>,
+    containers: DirMemo<Arc<HashMap<String, (PodName, String)>>>,
 }
 
 impl PodIndex {
@@ -190,31 +193,32 @@ impl PodIndex {
         let mut index = PodIndex::default();
         let mut missing = Vec::new();
         let pods_dir = root.host_path(kubelet_logs::POD_LOG_DIR);
-        match memo
-            .pods
-            .read(&pods_dir, || kubelet_logs::pod_log_dirs(root))
-        {
-            Ok(names) => {
-                for (uid, name) in names.iter().filter_map(|n| parse_pod_log_dir(n)) {
-                    index.pods.insert(uid, name);
-                }
-            }
+        let pods = memo.pods.read(&pods_dir, || {
+            let names = kubelet_logs::pod_log_dirs(root)?;
+            Ok::<_, ReadError>(Arc::new(
+                names.iter().filter_map(|n| parse_pod_log_dir(n)).collect(),
+            ))
+        });
+        match pods {
+            Ok(pods) => index.pods = pods,
             Err(e) => missing.push(Unavailable::new(
                 "kubelet pod log directories",
                 format!("{e}: pods are named by UID only"),
             )),
         }
         let containers_dir = root.host_path(kubelet_logs::CONTAINER_LOG_DIR);
-        match memo
-            .containers
-            .read(&containers_dir, || kubelet_logs::container_logs(root))
-        {
-            Ok(names) => {
-                for (id, pod, container) in names.iter().filter_map(|n| parse_container_log_name(n))
-                {
-                    index.containers.insert(id, (pod, container));
-                }
-            }
+        let containers = memo.containers.read(&containers_dir, || {
+            let names = kubelet_logs::container_logs(root)?;
+            Ok::<_, ReadError>(Arc::new(
+                names
+                    .iter()
+                    .filter_map(|n| parse_container_log_name(n))
+                    .map(|(id, pod, container)| (id, (pod, container)))
+                    .collect(),
+            ))
+        });
+        match containers {
+            Ok(containers) => index.containers = containers,
             Err(e) => missing.push(Unavailable::new(
                 "kubelet container log links",
                 format!("{e}: containers are named by id only"),
@@ -229,7 +233,11 @@ impl PodIndex {
 
     /// Attributes a cgroup path (from `/proc/<pid>/cgroup` or a cgroupfs walk).
     pub fn attribute(&self, cgroup_path: &str) -> Option<Attribution> {
-        let r = parse_cgroup_path(cgroup_path)?;
+        parse_cgroup_path(cgroup_path).map(|r| self.attribute_ref(&r))
+    }
+
+    /// Attributes a cgroup path already parsed.
+    pub fn attribute_ref(&self, r: &CgroupRef) -> Attribution {
         let container = r
             .container_id
             .as_deref()
@@ -238,14 +246,14 @@ impl PodIndex {
             .pods
             .get(&r.pod_uid)
             .or_else(|| container.map(|(p, _)| p));
-        Some(Attribution {
+        Attribution {
             namespace: pod.map(|p| p.namespace.clone()),
             pod: pod.map(|p| p.pod.clone()),
             container: container.map(|(_, c)| c.clone()),
-            container_id: r.container_id,
-            pod_uid: r.pod_uid,
+            container_id: r.container_id.clone(),
+            pod_uid: r.pod_uid.clone(),
             qos: r.qos,
-        })
+        }
     }
 }
 

@@ -3,12 +3,12 @@
 //! joined into one [`NetnsInfo`] per namespace.
 
 use super::{shown_path, AgeSource, HostDir, NetnsInfo, MAX_PIDS_LISTED};
-use crate::collect::pods::{self, Attribution, PodIndex};
+use crate::collect::pods::{self, Attribution, CgroupRef, PodIndex};
 use crate::host::HostRoot;
 use crate::kernel::dir_memo::DirMemo;
 use crate::kernel::mountinfo::MountWatch;
 use crate::kernel::netns::{self, PinEntry};
-use crate::kernel::process::{self, CgroupFile, ProcEntry, StartClock};
+use crate::kernel::process::{self, ProcEntry, StartClock};
 use crate::kernel::ReadError;
 use crate::sample::CollectError;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -114,11 +114,11 @@ pub(super) fn pins(root: &HostRoot, dirs: &[HostDir], memo: &mut PinsMemo) -> Pi
 }
 
 /// What a process's files said that stays true for its life: its start time, and
-/// its cgroups once it is in a container's (runtimes move a process there before it
-/// runs the container's command, and nothing moves it out).
+/// its pod cgroup once that is a container's (runtimes move a process there before
+/// it runs the container's command, and nothing moves it out), kept parsed.
 #[derive(Debug, Clone, Default)]
 struct Settled {
-    cgroups: Option<CgroupFile>,
+    container: Option<CgroupRef>,
     start_ticks: Option<u64>,
 }
 
@@ -154,16 +154,21 @@ pub(crate) fn processes(
             continue;
         };
         let mut known = memo.0.remove(&entry).unwrap_or_default();
-        let cgroups = match known.cgroups.take() {
-            Some(c) => Some(c),
-            None => process::read_cgroups(root, pid).ok(),
+        let pod_cgroup = match known.container.take() {
+            Some(kept) => {
+                scan.cgroups_readable = true;
+                Some(kept)
+            }
+            None => {
+                let cgroups = process::read_cgroups(root, pid).ok();
+                scan.cgroups_readable |= cgroups.is_some();
+                cgroups
+                    .as_ref()
+                    .and_then(pods::pod_cgroup)
+                    .and_then(pods::parse_cgroup_path)
+            }
         };
-        scan.cgroups_readable |= cgroups.is_some();
-        let pod_path = cgroups.as_ref().and_then(pods::pod_cgroup);
-        let attribution = pod_path.and_then(|path| index.attribute(path));
-        let in_container = pod_path
-            .and_then(pods::parse_cgroup_path)
-            .is_some_and(|r| r.container_id.is_some());
+        let attribution = pod_cgroup.as_ref().map(|r| index.attribute_ref(r));
         if let Some(a) = attribution.as_ref() {
             if let Some(id) = a.container_id.clone() {
                 scan.live_containers.insert(id, a.clone());
@@ -189,7 +194,7 @@ pub(crate) fn processes(
                 view.pod = attribution;
             }
         }
-        known.cgroups = cgroups.filter(|_| in_container);
+        known.container = pod_cgroup.filter(|r| r.container_id.is_some());
         settled.insert(entry, known);
     }
     memo.0 = settled;
