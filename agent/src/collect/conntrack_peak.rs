@@ -6,8 +6,11 @@
 //! collector takes the window.
 
 use crate::host::HostRoot;
-use crate::kernel::read_u64;
+use crate::kernel::{read_u64, ReadError};
 use serde::Serialize;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -175,9 +178,41 @@ impl Drop for PeakTracker {
     }
 }
 
-fn read_loop(shared: &Shared, path: &std::path::Path, period: Duration) {
+/// The count file, held open between reads: opening it walks `/proc/sys` down to the
+/// namespace's sysctl table, most of a read's cost at one read a second. A held read
+/// that fails is made again by path, which names what is wrong, and the file is
+/// opened anew for the next.
+struct CountFile<'a> {
+    path: &'a Path,
+    held: Option<File>,
+}
+
+impl CountFile<'_> {
+    fn read(&mut self) -> Result<u64, ReadError> {
+        if self.held.is_none() {
+            self.held = File::open(self.path).ok();
+        }
+        if let Some(count) = self.held.as_ref().and_then(read_held) {
+            return Ok(count);
+        }
+        self.held = None;
+        read_u64(self.path)
+    }
+}
+
+fn read_held(f: &File) -> Option<u64> {
+    let mut buf = [0u8; 32];
+    let n = f.read_at(&mut buf, 0).ok()?;
+    if n == buf.len() {
+        return None;
+    }
+    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+}
+
+fn read_loop(shared: &Shared, path: &Path, period: Duration) {
+    let mut file = CountFile { path, held: None };
     loop {
-        let read = read_u64(path);
+        let read = file.read();
         let at = SystemTime::now();
         let mut state = shared.lock();
         if state.stop {
