@@ -12,7 +12,9 @@
 use super::Collector;
 use crate::collect::pods::{parse_cgroup_path, CgroupRef, PodIndex, PodLogsMemo, Qos};
 use crate::host::HostRoot;
-use crate::kernel::cgroup::{self, CounterFiles, CpuHierarchy, CpuQuota, CpuStat, HeldListing};
+use crate::kernel::cgroup::{
+    self, CounterFiles, CpuHierarchy, CpuQuota, CpuStat, HeldListing, LimitFiles,
+};
 use crate::kernel::mountinfo::{Mount, MountsMemo};
 use crate::kernel::release;
 use crate::sample::{CollectError, Compacted, Sample, Unavailable};
@@ -246,9 +248,10 @@ struct Dirs {
 /// the collector's CPU.
 const LIMIT_REREAD: Duration = Duration::from_secs(60);
 
-/// At most this many counter files are held open, and at most a quarter of the
-/// open-file limit: the rest of the agent (connections, other collectors) keeps
-/// the remainder. Past it, counters are read by path, as they are outside cgroupfs.
+/// At most this many files (counters, limits, listings) are held open, and at most
+/// a quarter of the open-file limit: the rest of the agent (connections, other
+/// collectors) keeps the remainder. Past it, files are read by path, as they are
+/// outside cgroupfs.
 const MAX_KEPT_FILES: u64 = 16_384;
 
 /// A cgroup's limit as last read, and its periods counter at the last round.
@@ -265,6 +268,8 @@ struct Known {
     limit: KnownLimit,
     /// Its counter files, held open.
     files: Option<CounterFiles>,
+    /// Its limit files, held open.
+    limit_files: Option<LimitFiles>,
 }
 
 /// The cgroups read in the last round, by path, in the hierarchy they were read
@@ -375,9 +380,9 @@ impl Reader {
         let dir = cgroup::cgroup_dir(&d.cpu, path);
         let acct = d.cpuacct.as_ref().map(|a| cgroup::cgroup_dir(a, path));
         let acct = acct.as_deref();
-        let (limit_before, mut files) = match before {
-            Some(k) => (Some(k.limit), k.files),
-            None => (None, None),
+        let (limit_before, mut files, mut limit_files) = match before {
+            Some(k) => (Some(k.limit), k.files, k.limit_files),
+            None => (None, None, None),
         };
         if files.is_none() && self.kept_files < self.max_kept_files {
             files = CounterFiles::open(&dir, acct).ok();
@@ -403,16 +408,37 @@ impl Reader {
                 periods: stat.nr_periods,
                 ..k
             },
-            None => KnownLimit {
-                quota: match d.version {
-                    CgroupVersion::V1 => cgroup::read_v1_quota(&dir)?,
-                    CgroupVersion::V2 => cgroup::read_v2_quota(&dir)?,
-                },
-                periods: stat.nr_periods,
-                read_at: self.now,
-            },
+            None => {
+                if limit_files.is_none() && self.kept_files < self.max_kept_files {
+                    limit_files = match d.version {
+                        CgroupVersion::V1 => LimitFiles::open_v1(&dir),
+                        CgroupVersion::V2 => LimitFiles::open_v2(&dir),
+                    }
+                    .ok();
+                }
+                let held = limit_files.as_ref().and_then(|f| f.read().ok());
+                limit_files = limit_files.filter(|_| held.is_some());
+                let quota = match (held, d.version) {
+                    (Some(quota), _) => quota,
+                    (None, CgroupVersion::V1) => cgroup::read_v1_quota(&dir)?,
+                    (None, CgroupVersion::V2) => cgroup::read_v2_quota(&dir)?,
+                };
+                KnownLimit {
+                    quota,
+                    periods: stat.nr_periods,
+                    read_at: self.now,
+                }
+            }
         };
-        self.seen.insert(path.to_string(), Known { limit, files });
+        self.kept_files += limit_files.as_ref().map_or(0, |f| f.descriptors() as u64);
+        self.seen.insert(
+            path.to_string(),
+            Known {
+                limit,
+                files,
+                limit_files,
+            },
+        );
         Ok(CpuCgroup {
             path: path.to_string(),
             quota: limit.quota,

@@ -10,7 +10,7 @@ mod quota;
 mod stat;
 mod tree;
 
-pub use counter_files::CounterFiles;
+pub use counter_files::{CounterFiles, LimitFiles};
 pub use files::{
     parse_v1_usage, read_v1_counters, read_v1_quota, read_v2_counters, read_v2_quota,
     v2_controllers,
