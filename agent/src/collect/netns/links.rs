@@ -170,6 +170,12 @@ fn cidr(a: &Addr) -> String {
 }
 
 pub(super) fn interfaces_of(links: &[Link], addrs: &[Addr]) -> Vec<NetnsInterface> {
+    // The host holds a link (and a link-local address) per pod: addresses are
+    // grouped once, not searched once per link.
+    let mut by_index: HashMap<u32, Vec<String>> = HashMap::new();
+    for a in addrs {
+        by_index.entry(a.index).or_default().push(cidr(a));
+    }
     links
         .iter()
         .map(|l| NetnsInterface {
@@ -178,11 +184,7 @@ pub(super) fn interfaces_of(links: &[Link], addrs: &[Addr]) -> Vec<NetnsInterfac
             kind: l.kind.clone(),
             mtu: l.mtu,
             operstate: l.operstate.clone(),
-            addresses: addrs
-                .iter()
-                .filter(|a| a.index == l.index)
-                .map(cidr)
-                .collect(),
+            addresses: by_index.remove(&l.index).unwrap_or_default(),
             // IFLA_LINK of a vlan or macvlan is its lower device, not a peer.
             peer_ifindex: l
                 .link
