@@ -249,6 +249,10 @@ impl Store {
             Err(_) => None,
         };
         let compacted = previous.map(|(len, p)| (len, p.compact_any()));
+        // Samples leaving the window are freed after the lock is released: freeing
+        // 500 pods' worth takes long enough to hold up every scrape waiting on it.
+        // (Declared before the guard, so dropped after it.)
+        let mut leaving: Vec<Arc<dyn AnySample>> = Vec::new();
         let mut inner = self.write();
         let Some(state) = inner.collectors.get_mut(name) else {
             return;
@@ -264,11 +268,11 @@ impl Store {
                 match compacted {
                     Some((len, Compacted::Part(part))) if state.history.len() == len => {
                         if let Some(last) = state.history.back_mut() {
-                            last.sample = part;
+                            leaving.push(std::mem::replace(&mut last.sample, part));
                         }
                     }
                     Some((len, Compacted::Nothing)) if state.history.len() == len => {
-                        state.history.pop_back();
+                        leaving.extend(state.history.pop_back().map(|s| s.sample));
                     }
                     _ => {}
                 }
@@ -280,7 +284,7 @@ impl Store {
                         .duration_since(older)
                         .is_ok_and(|gap| gap < self.retention / KEPT_PER_RETENTION)
                     {
-                        state.history.remove(n - 2);
+                        leaving.extend(state.history.remove(n - 2).map(|s| s.sample));
                     }
                 }
                 let horizon = self.retention + state.interval * 2;
@@ -290,7 +294,7 @@ impl Store {
                             .duration_since(state.history[0].at)
                             .is_ok_and(|age| age > horizon))
                 {
-                    state.history.pop_front();
+                    leaving.extend(state.history.pop_front().map(|s| s.sample));
                 }
             }
             Err(CollectError::Unavailable(Unavailable { what, hint, .. })) => {
