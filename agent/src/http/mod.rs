@@ -17,6 +17,7 @@ mod guarded_io;
 mod head_gate;
 pub mod kmsg;
 pub mod netns;
+mod parts_body;
 mod reload;
 mod server;
 mod tls;
@@ -228,6 +229,7 @@ async fn metrics_handler(
     let body = metrics
         .scrape(format)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let body = axum::body::Body::new(parts_body::Parts::new(body));
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
 
