@@ -7,6 +7,7 @@
 //! collector records, for the next scrape to find ready.
 
 use super::Agent;
+use crate::kernel::thread_nice;
 use crate::metrics::exposition::Exposition;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -41,6 +42,7 @@ impl Rounds {
     pub fn ended(&self, collector: &'static str) {
         if let Some(m) = self.metrics.clone() {
             tokio::task::spawn_blocking(move || {
+                let _lowered = thread_nice::Lowered::new();
                 if let Err(e) = m.warm_signal(collector) {
                     tracing::warn!(error = %e, "encoding /metrics ahead of the next scrape");
                 }
@@ -81,6 +83,7 @@ pub fn spawn(agent: Arc<Agent>, metrics: Arc<Exposition>) -> (Arc<Rounds>, JoinH
             waiting.burst().await;
             let a = agent.clone();
             let _ = tokio::task::spawn_blocking(move || {
+                let _lowered = thread_nice::Lowered::new();
                 a.refresh_findings();
                 crate::memory::return_free_pages();
             })

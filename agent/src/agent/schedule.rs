@@ -1,10 +1,11 @@
 //! Runs each collector on its own interval on a blocking thread. A collector that
 //! panics is reported as failed and keeps its schedule; one that hangs is reported as
 //! hung and is not started again until it returns, so threads never pile up.
+//! Collections run nicer than the threads that serve ([`thread_nice`]).
 
 use super::refresh::Rounds;
 use crate::collect::{DynCollector, Enabled};
-use crate::kernel::thread_cpu;
+use crate::kernel::{thread_cpu, thread_nice};
 use crate::sample::{AnySample, CollectError};
 use crate::store::Store;
 use crate::text::panic_message;
@@ -29,6 +30,7 @@ pub fn collect_once(collector: &mut dyn DynCollector) -> Result<Arc<dyn AnySampl
 fn collect_measured(
     collector: &mut dyn DynCollector,
 ) -> (Result<Arc<dyn AnySample>, CollectError>, Duration) {
+    let _lowered = thread_nice::Lowered::new();
     thread_cpu::take_charged();
     let before = thread_cpu::thread_cpu();
     let result = collect_once(collector);

@@ -32,6 +32,7 @@ pub mod statfs;
 #[cfg(test)]
 pub mod testing;
 pub mod thread_cpu;
+pub mod thread_nice;
 pub mod vmstat;
 
 use std::io;

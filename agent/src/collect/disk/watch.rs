@@ -191,6 +191,8 @@ impl DirWatch {
             std::thread::Builder::new()
                 .name("nodediag-disk".into())
                 .spawn(move || {
+                    // Started by a collection, which runs nicer than the process.
+                    crate::kernel::thread_nice::as_process();
                     run(&path, &file, &config, &shared);
                     shared.lock().exited = true;
                     shared.changed.notify_all();
