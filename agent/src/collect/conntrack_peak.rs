@@ -6,10 +6,9 @@
 //! collector takes the window.
 
 use crate::host::HostRoot;
-use crate::kernel::{read_u64, ReadError};
+use crate::kernel::{read_from_start, read_u64, ReadError};
 use serde::Serialize;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -192,21 +191,13 @@ impl CountFile<'_> {
         if self.held.is_none() {
             self.held = File::open(self.path).ok();
         }
-        if let Some(count) = self.held.as_ref().and_then(read_held) {
+        let held = self.held.as_ref().and_then(|f| read_from_start(f).ok());
+        if let Some(count) = held.and_then(|text| text.trim().parse().ok()) {
             return Ok(count);
         }
         self.held = None;
         read_u64(self.path)
     }
-}
-
-fn read_held(f: &File) -> Option<u64> {
-    let mut buf = [0u8; 32];
-    let n = f.read_at(&mut buf, 0).ok()?;
-    if n == buf.len() {
-        return None;
-    }
-    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
 }
 
 fn read_loop(shared: &Shared, path: &Path, period: Duration) {

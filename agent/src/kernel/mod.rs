@@ -73,6 +73,25 @@ pub const MAX_VALUE_BYTES: u64 = 4096;
 /// What the first read of a file asks for.
 const FIRST_READ: usize = 4096;
 
+/// Larger than any file read through a held descriptor (`cpu.stat`, a dozen short
+/// lines, is the longest).
+const HELD_READ_BYTES: usize = 1024;
+
+/// A file held open, read again from its start: kernel files (cgroupfs, sysctls)
+/// are regenerated on each read from offset 0, so this is as fresh as a new open
+/// without the path walk. A file that fills the buffer, or is not text, is an error:
+/// callers then read it by path, which says what is wrong.
+pub fn read_from_start(f: &std::fs::File) -> io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
+    let mut buf = [0u8; HELD_READ_BYTES];
+    let n = f.read_at(&mut buf, 0)?;
+    if n == HELD_READ_BYTES {
+        return Err(invalid(format!("more than {HELD_READ_BYTES} bytes")));
+    }
+    String::from_utf8(buf[..n].to_vec()).map_err(|e| invalid(e.to_string()))
+}
+
 pub fn read_string(path: &Path) -> Result<String, ReadError> {
     read_capped(path, MAX_FILE_BYTES)
 }
