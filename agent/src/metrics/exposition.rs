@@ -2,8 +2,8 @@
 //! signal, then what the HTTP server adds, in the format the scraper asks for.
 //!
 //! A signal's families are encoded from its collector's latest sample and kept,
-//! per format, until that collector records again: a scrape copies them and encodes
-//! only the small families that change with every request.
+//! per format, until that collector records again: a scrape sends them as they are
+//! and encodes only the small families that change with every request.
 //! [`Exposition::warm_signal`] encodes a signal's families as soon as its collector
 //! records, in the formats scrapers asked for lately, so a scrape does not wait for
 //! the encoding of hundreds of pods' series.
