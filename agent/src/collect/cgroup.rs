@@ -400,13 +400,13 @@ impl Reader {
             None => (None, None, None),
         };
         limit_files = limit_files.filter(|_| self.hold_limits);
-        if files.is_none() && self.kept_files < self.max_kept_files {
-            files = CounterFiles::open(&dir, acct).ok();
-        }
-        // Kept files that do not read (the cgroup removed and made again, a file
-        // grown past the buffer) are closed, and the path says what is wrong.
-        let from_files = files.as_ref().and_then(|f| f.read().ok());
-        let files = files.filter(|_| from_files.is_some());
+        let room = self.kept_files < self.max_kept_files;
+        let from_files = read_held(
+            &mut files,
+            room,
+            || CounterFiles::open(&dir, acct),
+            CounterFiles::read,
+        );
         let stat = match (from_files, d.version) {
             (Some(stat), _) => stat,
             (None, CgroupVersion::V1) => cgroup::read_v1_counters(&dir, acct)?,
@@ -425,18 +425,12 @@ impl Reader {
                 ..k
             },
             None => {
-                if self.hold_limits
-                    && limit_files.is_none()
-                    && self.kept_files < self.max_kept_files
-                {
-                    limit_files = match d.version {
-                        CgroupVersion::V1 => LimitFiles::open_v1(&dir),
-                        CgroupVersion::V2 => LimitFiles::open_v2(&dir),
-                    }
-                    .ok();
-                }
-                let held = limit_files.as_ref().and_then(|f| f.read().ok());
-                limit_files = limit_files.filter(|_| held.is_some());
+                let room = self.hold_limits && self.kept_files < self.max_kept_files;
+                let open = || match d.version {
+                    CgroupVersion::V1 => LimitFiles::open_v1(&dir),
+                    CgroupVersion::V2 => LimitFiles::open_v2(&dir),
+                };
+                let held = read_held(&mut limit_files, room, open, LimitFiles::read);
                 let quota = match (held, d.version) {
                     (Some(quota), _) => quota,
                     (None, CgroupVersion::V1) => cgroup::read_v1_quota(&dir)?,
@@ -464,6 +458,26 @@ impl Reader {
             stat,
         })
     }
+}
+
+/// What the files in `held` read, opened first (when there is `room`) if not held.
+/// Files that do not read (the cgroup removed and made again, a file grown past the
+/// buffer) are closed, and None sends the caller to the path, which says what is
+/// wrong.
+fn read_held<F, T>(
+    held: &mut Option<F>,
+    room: bool,
+    open: impl FnOnce() -> std::io::Result<F>,
+    read: impl FnOnce(&F) -> std::io::Result<T>,
+) -> Option<T> {
+    if held.is_none() && room {
+        *held = open().ok();
+    }
+    let value = held.as_ref().and_then(|f| read(f).ok());
+    if value.is_none() {
+        *held = None;
+    }
+    value
 }
 
 impl Collector for CgroupCollector {
