@@ -15,12 +15,13 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Debug)]
 pub struct HeldListing {
     dir: File,
     links: u64,
-    children: Vec<String>,
+    children: Arc<[String]>,
 }
 
 impl HeldListing {
@@ -32,7 +33,7 @@ impl HeldListing {
         Ok(Self {
             dir: file,
             links,
-            children: child_cgroups(dir),
+            children: child_cgroups(dir).into(),
         })
     }
 
@@ -41,9 +42,10 @@ impl HeldListing {
         self.dir.metadata().is_ok_and(|m| m.nlink() == self.links)
     }
 
-    /// Child cgroup names, sorted.
-    pub fn children(&self) -> &[String] {
-        &self.children
+    /// Child cgroup names, sorted, shared: each round walks them while the listing
+    /// is kept for the next.
+    pub fn children(&self) -> Arc<[String]> {
+        self.children.clone()
     }
 }
 
@@ -58,7 +60,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir(t.path().join("a")).unwrap();
         let held = HeldListing::read(t.path()).unwrap();
-        assert_eq!(held.children(), ["a"]);
+        assert_eq!(&*held.children(), ["a"]);
         assert!(held.unchanged());
         std::fs::write(t.path().join("cpu.stat"), "").unwrap();
         assert!(held.unchanged(), "files are not cgroups");
