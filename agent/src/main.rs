@@ -6,6 +6,10 @@ use std::time::Duration;
 /// How long exit waits for blocking threads still running: well inside the pod's
 /// terminationGracePeriodSeconds (10).
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+/// How long an idle blocking thread is kept: past the default interval (15 s), so a
+/// round's collections run on the threads the last round left rather than on new
+/// ones (tokio's default, 10 s, ended them all between two rounds).
+const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(60);
 
 fn init_tracing(args: &AgentArgs) {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
             init_tracing(&args.agent);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                .thread_keep_alive(BLOCKING_KEEP_ALIVE)
                 .build()
                 .expect("tokio runtime");
             let result = runtime.block_on(nodediag::agent::serve(args));
