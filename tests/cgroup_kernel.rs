@@ -85,6 +85,13 @@ impl Drop for PodCgroups {
     }
 }
 
+/// A failed write names the file: the kernel's EINVAL alone does not say which of
+/// the setup's writes it refused.
+fn write_cgroup_file(path: &Path, value: &str) {
+    std::fs::write(path, value)
+        .unwrap_or_else(|e| panic!("write {value:?} to {}: {e}", path.display()));
+}
+
 fn metric(body: &str, prefix: &str) -> Option<f64> {
     body.lines()
         .find(|l| l.starts_with(prefix))
@@ -125,8 +132,8 @@ fn a_busy_pod_limited_to_a_tenth_of_a_core_is_flagged_by_name() {
     }
     // A tenth of a core on the pod and the container, as the kubelet sets both.
     for dir in [cpu.join(&rel), cpu.join(&rel).join(&cid)] {
-        std::fs::write(dir.join("cpu.cfs_period_us"), "100000").unwrap();
-        std::fs::write(dir.join("cpu.cfs_quota_us"), "10000").unwrap();
+        write_cgroup_file(&dir.join("cpu.cfs_period_us"), "100000");
+        write_cgroup_file(&dir.join("cpu.cfs_quota_us"), "10000");
     }
     let child = Command::new("sh")
         .args(["-c", "while :; do :; done"])
@@ -135,7 +142,7 @@ fn a_busy_pod_limited_to_a_tenth_of_a_core_is_flagged_by_name() {
     let child_pid = child.id().to_string();
     guard.child = Some(child);
     for h in &hierarchies {
-        std::fs::write(h.join(&rel).join(&cid).join("cgroup.procs"), &child_pid).unwrap();
+        write_cgroup_file(&h.join(&rel).join(&cid).join("cgroup.procs"), &child_pid);
     }
 
     // Kubelet-like log directories give the names.
