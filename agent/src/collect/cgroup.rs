@@ -16,6 +16,7 @@ use crate::kernel::cgroup::{
     self, CounterFiles, CpuHierarchy, CpuQuota, CpuStat, HeldListing, LimitFiles,
 };
 use crate::kernel::mountinfo::{Mount, MountsMemo};
+use crate::kernel::read_held;
 use crate::kernel::release;
 use crate::sample::{CollectError, Compacted, Sample, Unavailable};
 // cgroup paths run to a hundred bytes and a round looks up thousands: SipHash
@@ -463,26 +464,6 @@ impl Reader {
             stat,
         })
     }
-}
-
-/// What the files in `held` read, opened first (when there is `room`) if not held.
-/// Files that do not read (the cgroup removed and made again, a file grown past the
-/// buffer) are closed, and None sends the caller to the path, which says what is
-/// wrong.
-fn read_held<F, T>(
-    held: &mut Option<F>,
-    room: bool,
-    open: impl FnOnce() -> std::io::Result<F>,
-    read: impl FnOnce(&F) -> std::io::Result<T>,
-) -> Option<T> {
-    if held.is_none() && room {
-        *held = open().ok();
-    }
-    let value = held.as_ref().and_then(|f| read(f).ok());
-    if value.is_none() {
-        *held = None;
-    }
-    value
 }
 
 impl Collector for CgroupCollector {

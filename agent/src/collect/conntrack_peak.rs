@@ -6,7 +6,7 @@
 //! collector takes the window.
 
 use crate::host::HostRoot;
-use crate::kernel::{read_from_start, read_u64, ReadError};
+use crate::kernel::{read_from_start, read_held, read_u64, ReadError};
 use serde::Serialize;
 use std::fs::File;
 use std::path::Path;
@@ -188,15 +188,16 @@ struct CountFile<'a> {
 
 impl CountFile<'_> {
     fn read(&mut self) -> Result<u64, ReadError> {
-        if self.held.is_none() {
-            self.held = File::open(self.path).ok();
+        let parse = |f: &File| {
+            read_from_start(f)?
+                .trim()
+                .parse()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        };
+        match read_held(&mut self.held, true, || File::open(self.path), parse) {
+            Some(count) => Ok(count),
+            None => read_u64(self.path),
         }
-        let held = self.held.as_ref().and_then(|f| read_from_start(f).ok());
-        if let Some(count) = held.and_then(|text| text.trim().parse().ok()) {
-            return Ok(count);
-        }
-        self.held = None;
-        read_u64(self.path)
     }
 }
 

@@ -92,6 +92,26 @@ pub fn read_from_start(f: &std::fs::File) -> io::Result<String> {
     String::from_utf8(buf[..n].to_vec()).map_err(|e| invalid(e.to_string()))
 }
 
+/// What the files in `held` read, opened first (when there is `room`) if not held.
+/// Files that do not read (a cgroup removed and made again, a file grown past the
+/// buffer) are closed, and None sends the caller to the path, which says what is
+/// wrong.
+pub fn read_held<F, T>(
+    held: &mut Option<F>,
+    room: bool,
+    open: impl FnOnce() -> std::io::Result<F>,
+    read: impl FnOnce(&F) -> std::io::Result<T>,
+) -> Option<T> {
+    if held.is_none() && room {
+        *held = open().ok();
+    }
+    let value = held.as_ref().and_then(|f| read(f).ok());
+    if value.is_none() {
+        *held = None;
+    }
+    value
+}
+
 pub fn read_string(path: &Path) -> Result<String, ReadError> {
     read_capped(path, MAX_FILE_BYTES)
 }
