@@ -324,17 +324,12 @@ impl Reader {
         } else {
             0
         };
-        // Counters are read every round, limits once a minute: limit files are held
-        // only while the last round's cgroups fit the budget with both (and their
-        // listings), so a node near it spends its descriptors on the counters. At
-        // 1000 pods under a 5,000 budget, holding limits first left 1,000 cgroups'
-        // counters read by path every round (cgroup 51 -> 86 ms a round).
-        let per_cgroup = match dirs.version {
-            CgroupVersion::V1 => 4,
-            CgroupVersion::V2 => 2,
-        };
-        let needed = before.by_path.len() as u64 * per_cgroup + before.listings.len() as u64;
-        let hold_limits = !before.by_path.is_empty() && needed <= max_kept_files;
+        let hold_limits = holds_limits(
+            dirs.version,
+            before.by_path.len(),
+            before.listings.len(),
+            max_kept_files,
+        );
         Self {
             dirs,
             before,
@@ -464,6 +459,26 @@ impl Reader {
             stat,
         })
     }
+}
+
+/// Whether a round holds limit files open as well as counters. Counters are read
+/// every round, limits once a minute: limit files are held only while the last
+/// round's cgroups fit the budget with both (and their listings), so a node near it
+/// spends its descriptors on the counters. At 1000 pods under a 5,000 budget,
+/// holding limits first left 1,000 cgroups' counters read by path every round
+/// (cgroup 51 -> 86 ms a round).
+fn holds_limits(
+    version: CgroupVersion,
+    cgroups: usize,
+    listings: usize,
+    max_kept_files: u64,
+) -> bool {
+    let per_cgroup = match version {
+        CgroupVersion::V1 => 4,
+        CgroupVersion::V2 => 2,
+    };
+    let needed = cgroups as u64 * per_cgroup + listings as u64;
+    cgroups > 0 && needed <= max_kept_files
 }
 
 impl Collector for CgroupCollector {
@@ -729,6 +744,21 @@ mod tests {
             sys: base.join("sys"),
             rootfs: base.join("rootfs"),
         }
+    }
+
+    #[test]
+    fn limit_files_are_held_only_while_counters_and_limits_fit_the_budget() {
+        use CgroupVersion::{V1, V2};
+        // 1000 pods on v1: 1,000 cgroups with 4 files each, 500 listings.
+        assert!(holds_limits(V1, 1000, 500, 5000));
+        assert!(!holds_limits(V1, 1000, 500, 4499), "counters come first");
+        // v2 needs half the files per cgroup.
+        assert!(holds_limits(V2, 1000, 500, 2500));
+        assert!(!holds_limits(V2, 1000, 500, 2499));
+        // Before a first round nothing says what fits.
+        assert!(!holds_limits(V1, 0, 0, 16_384));
+        // No budget (not cgroupfs): nothing is held.
+        assert!(!holds_limits(V1, 1, 0, 0));
     }
 
     #[test]
