@@ -10,7 +10,7 @@
 //! 3. the same path under `--path.sysfs` when it starts with `/sys/`.
 
 use super::Collector;
-use crate::collect::pods::{parse_cgroup_path, CgroupRef, PodIndex, PodLogsMemo, Qos};
+use crate::collect::pods::{parse_cgroup_path, CgroupRef, Name, PodIndex, PodLogsMemo, Qos};
 use crate::host::HostRoot;
 use crate::kernel::cgroup::{
     self, CounterFiles, CpuHierarchy, CpuQuota, CpuStat, HeldListing, LimitFiles,
@@ -51,21 +51,21 @@ pub struct CpuCgroup {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ContainerCpu {
-    pub container_id: String,
+    pub container_id: Name,
     /// containerd, crio or docker when the systemd driver's scope says.
-    pub runtime: Option<String>,
+    pub runtime: Option<&'static str>,
     /// From the kubelet's container log links; None for a sandbox (pause) container
     /// or when the logs are not visible.
-    pub container: Option<String>,
+    pub container: Option<Name>,
     pub cgroup: CpuCgroup,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PodCpu {
-    pub pod_uid: String,
+    pub pod_uid: Name,
     pub qos: Qos,
-    pub namespace: Option<String>,
-    pub pod: Option<String>,
+    pub namespace: Option<Name>,
+    pub pod: Option<Name>,
     /// The pod-level cgroup: the sum of its containers, limited by the sum of their
     /// limits when every container has one.
     pub cgroup: CpuCgroup,
@@ -832,9 +832,9 @@ mod tests {
         let ids: Vec<_> = s.pods[0]
             .containers
             .iter()
-            .map(|c| &c.container_id)
+            .map(|c| &*c.container_id)
             .collect();
-        assert_eq!(ids, [&"ab".repeat(32)]);
+        assert_eq!(ids, ["ab".repeat(32)]);
         assert_eq!(s.pods[0].containers[0].cgroup.stat.nr_periods, 3);
         let bad_note = s
             .unavailable
@@ -916,10 +916,10 @@ mod tests {
         );
         let mut containers = || {
             let s = collector.collect().unwrap();
-            let p = s.pods.iter().find(|p| p.pod_uid == uid).expect("the pod");
+            let p = s.pods.iter().find(|p| *p.pod_uid == uid).expect("the pod");
             p.containers
                 .iter()
-                .map(|c| c.container_id.clone())
+                .map(|c| c.container_id.to_string())
                 .collect::<Vec<_>>()
         };
         add(&mut made, 'a');

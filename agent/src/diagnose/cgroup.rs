@@ -4,7 +4,7 @@
 use super::window::within;
 use super::{Finding, FindingDef, RuleContext, Severity};
 use crate::collect::cgroup::{path_key, Counters, CpuCgroup, PodCpu};
-use crate::collect::pods::Qos;
+use crate::collect::pods::{Name, Qos};
 use crate::collect::CgroupSample;
 use crate::flags::parse_ratio;
 use crate::kernel::cgroup::CpuStat;
@@ -48,13 +48,13 @@ impl Default for Thresholds {
 /// One cgroup's throttling over the rule window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Throttling {
-    pub namespace: Option<String>,
-    pub pod: Option<String>,
-    pub pod_uid: String,
+    pub namespace: Option<Name>,
+    pub pod: Option<Name>,
+    pub pod_uid: Name,
     pub qos: Qos,
     /// None for the pod-level cgroup.
-    pub container: Option<String>,
-    pub container_id: Option<String>,
+    pub container: Option<Name>,
+    pub container_id: Option<Name>,
     pub cgroup: String,
     /// The CPU limit in cores; None: no limit, never throttled.
     pub limit_cores: Option<f64>,
@@ -225,8 +225,8 @@ fn runs(samples: &[(SystemTime, &CgroupSample)]) -> Vec<(u64, Run)> {
 
 fn summarise(
     p: &PodCpu,
-    container: Option<String>,
-    container_id: Option<String>,
+    container: Option<Name>,
+    container_id: Option<Name>,
     cg: &CpuCgroup,
     d: Deltas,
 ) -> Throttling {
@@ -381,13 +381,13 @@ pub fn has_cfs_bandwidth_fix((major, minor, patch): (u32, u32, u32)) -> bool {
 }
 
 fn with_evidence(mut f: Finding, c: &Throttling) -> Finding {
-    let opt = |v: &Option<String>| v.clone().map_or(serde_json::Value::Null, Into::into);
+    let opt = |v: &Option<Name>| v.as_deref().map_or(serde_json::Value::Null, Into::into);
     f = f
         .with("namespace", opt(&c.namespace))
         .with("pod", opt(&c.pod))
         .with("container", opt(&c.container))
         .with("container_id", opt(&c.container_id))
-        .with("pod_uid", c.pod_uid.clone())
+        .with("pod_uid", &*c.pod_uid)
         .with("cgroup", c.cgroup.clone())
         .with("limit_cores", c.limit_cores)
         .with("throttled_ratio", c.throttled_ratio)

@@ -111,11 +111,23 @@ pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
             ("memory_cgroup", last.memory_cgroup.clone()),
             ("limit_cgroup", last.limit_cgroup.clone()),
             ("constraint", last.constraint.clone()),
-            ("pod_uid", pod.map(|p| p.pod_uid.clone())),
-            ("namespace", pod.and_then(|p| p.namespace.clone())),
-            ("pod", pod.and_then(|p| p.pod.clone())),
-            ("container", pod.and_then(|p| p.container.clone())),
-            ("container_id", pod.and_then(|p| p.container_id.clone())),
+            ("pod_uid", pod.map(|p| p.pod_uid.to_string())),
+            (
+                "namespace",
+                pod.and_then(|p| p.namespace.as_deref().map(str::to_string)),
+            ),
+            (
+                "pod",
+                pod.and_then(|p| p.pod.as_deref().map(str::to_string)),
+            ),
+            (
+                "container",
+                pod.and_then(|p| p.container.as_deref().map(str::to_string)),
+            ),
+            (
+                "container_id",
+                pod.and_then(|p| p.container_id.as_deref().map(str::to_string)),
+            ),
         ] {
             if let Some(v) = v {
                 f = f.with(key, v);

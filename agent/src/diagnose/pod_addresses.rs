@@ -170,7 +170,7 @@ pub(crate) mod tests {
     fn reservation(ip: &str, owner: Attribution) -> Reservation {
         Reservation {
             ip: ip.into(),
-            container_id: owner.container_id.clone(),
+            container_id: owner.container_id.as_deref().map(str::to_string),
             interface: Some("eth0".into()),
             pod: Some(owner),
         }

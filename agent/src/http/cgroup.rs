@@ -1,6 +1,7 @@
 //! `GET /api/v1/throttling`: CPU throttling per container and pod, worst first.
 
 use super::{envelope, query, ApiError, Route};
+use crate::collect::pods::Name;
 use crate::store::Store;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -29,7 +30,7 @@ async fn throttling(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json
         })?,
     };
     let keep = |t: &Throttling| {
-        let is = |key: &str, v: &Option<String>| {
+        let is = |key: &str, v: &Option<Name>| {
             params
                 .get(key)
                 .is_none_or(|want| v.as_deref() == Some(want.as_str()))

@@ -26,7 +26,7 @@ const NETNS_FILTERS: &[&str] = &["pod", "namespace", "interface"];
 
 fn pod_matches(pod: Option<&Attribution>, params: &BTreeMap<String, String>) -> bool {
     let by_pod = params.get("pod").is_none_or(|want| {
-        pod.is_some_and(|p| p.pod.as_deref() == Some(want.as_str()) || &p.pod_uid == want)
+        pod.is_some_and(|p| p.pod.as_deref() == Some(want.as_str()) || *p.pod_uid == **want)
     });
     let by_ns = params
         .get("namespace")

@@ -60,11 +60,7 @@ pub fn encode(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
     let series = limited(s);
     for (name, kind, help, value) in DEFS {
         let values = series.iter().filter_map(|([ns, pod, container], cg)| {
-            let labels = [
-                ("namespace", ns.as_str()),
-                ("pod", pod.as_str()),
-                ("container", container.as_str()),
-            ];
+            let labels = [("namespace", *ns), ("pod", *pod), ("container", *container)];
             Some((labels, value(cg)?))
         });
         match kind {
@@ -79,23 +75,23 @@ pub fn encode(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
 /// back to the pod UID and the short container id. A label set seen twice (two
 /// cgroups of one container name during a restart) keeps its first cgroup, so the
 /// exposition never repeats a series.
-fn limited(s: &CgroupSample) -> Vec<([String; 3], &CpuCgroup)> {
+fn limited(s: &CgroupSample) -> Vec<([&str; 3], &CpuCgroup)> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for p in &s.pods {
-        let ns = p.namespace.clone().unwrap_or_default();
-        let pod = p.pod.clone().unwrap_or_else(|| p.pod_uid.clone());
-        let pod_row = (String::new(), &p.cgroup);
+        let ns = p.namespace.as_deref().unwrap_or_default();
+        let pod = p.pod.as_deref().unwrap_or(&p.pod_uid);
+        let pod_row = ("", &p.cgroup);
         let container_rows = p.containers.iter().map(|c| {
             let name = c
                 .container
-                .clone()
-                .unwrap_or_else(|| short_id(&c.container_id).to_string());
+                .as_deref()
+                .unwrap_or_else(|| short_id(&c.container_id));
             (name, &c.cgroup)
         });
         for (container, cg) in std::iter::once(pod_row).chain(container_rows) {
-            let labels = [ns.clone(), pod.clone(), container];
-            if cg.quota.is_some() && seen.insert(labels.clone()) {
+            let labels = [ns, pod, container];
+            if cg.quota.is_some() && seen.insert(labels) {
                 out.push((labels, cg));
             }
         }

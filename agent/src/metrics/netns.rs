@@ -50,7 +50,7 @@ pub fn encode(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
                     pod.and_then(|p| p.namespace.as_deref()).unwrap_or(""),
                 ),
                 ("pod", pod.and_then(|p| p.pod.as_deref()).unwrap_or("")),
-                ("pod_uid", pod.map(|p| p.pod_uid.as_str()).unwrap_or("")),
+                ("pod_uid", pod.map(|p| &*p.pod_uid).unwrap_or("")),
             ];
             (labels, 1u64)
         }),

@@ -177,7 +177,7 @@ impl DnsCollector {
                     out.push(Target {
                         kind: TargetKind::Pod,
                         name,
-                        pod_uid: Some(p.pod.pod_uid.clone()),
+                        pod_uid: Some(p.pod.pod_uid.to_string()),
                         netns: Some(p.inode),
                         pid: Some(pid),
                         netns_path: Some(self.root.proc(&[&pid.to_string(), "ns", "net"])),

@@ -41,7 +41,7 @@ pub fn pod_namespaces(
                 || pod
                     .namespace
                     .as_ref()
-                    .is_some_and(|ns| namespaces.contains(ns));
+                    .is_some_and(|ns| namespaces.iter().any(|n| **n == **ns));
             let mut pids = view.pids.clone();
             pids.sort_unstable();
             selected.then_some(PodNetns { inode, pod, pids })
@@ -108,10 +108,10 @@ mod tests {
         PodNetns {
             inode,
             pod: Attribution {
-                pod_uid: format!("uid-{inode}"),
+                pod_uid: format!("uid-{inode}").into(),
                 qos: Qos::Burstable,
                 namespace: Some("team-a".into()),
-                pod: Some(format!("web-{inode}")),
+                pod: Some(format!("web-{inode}").into()),
                 container: None,
                 container_id: None,
             },

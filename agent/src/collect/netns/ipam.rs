@@ -137,7 +137,7 @@ fn network(
         .filter(|r| {
             r.container_id
                 .as_ref()
-                .is_none_or(|id| !procs.live_containers.contains_key(id))
+                .is_none_or(|id| !procs.live_containers.contains_key(id.as_str()))
         })
         .map(|r| reservation(r, procs))
         .collect();
@@ -170,7 +170,7 @@ fn reservation(r: &cni::Reservation, procs: &ProcScan) -> Reservation {
         pod: r
             .container_id
             .as_ref()
-            .and_then(|id| procs.live_containers.get(id))
+            .and_then(|id| procs.live_containers.get(id.as_str()))
             .cloned(),
     }
 }

@@ -3,7 +3,7 @@
 //! joined into one [`NetnsInfo`] per namespace.
 
 use super::{shown_path, AgeSource, HostDir, NetnsInfo, MAX_PIDS_LISTED};
-use crate::collect::pods::{self, Attribution, CgroupRef, PodIndex};
+use crate::collect::pods::{self, Attribution, CgroupRef, Name, PodIndex};
 use crate::host::HostRoot;
 use crate::kernel::dir_memo::DirMemo;
 use crate::kernel::mountinfo::MountWatch;
@@ -11,7 +11,8 @@ use crate::kernel::netns::{self, PinEntry};
 use crate::kernel::process::{self, ProcEntry, StartClock};
 use crate::kernel::ReadError;
 use crate::sample::CollectError;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -36,7 +37,7 @@ pub(crate) struct ProcScan {
     pub by_ns: HashMap<u64, ProcView>,
     /// Container ids of every process in a pod cgroup (the live sandboxes), with
     /// their pod.
-    pub live_containers: HashMap<String, Attribution>,
+    pub live_containers: HashMap<Name, Attribution>,
     pub cgroups_readable: bool,
     pub unreadable: u32,
 }
