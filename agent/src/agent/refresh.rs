@@ -37,6 +37,14 @@ impl Rounds {
         self.collecting.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// A collection ended and its result goes into the store now: scrapes keep its
+    /// signal's last encoding until the new one is made (see [`Rounds::ended`]).
+    pub fn recording(&self, collector: &'static str) {
+        if let Some(m) = &self.metrics {
+            m.will_warm(collector);
+        }
+    }
+
     /// A collection ended and its result is in the store: its metrics are encoded
     /// for the next scrape at once, off the threads that serve.
     pub fn ended(&self, collector: &'static str) {

@@ -26,6 +26,13 @@ use std::time::{Duration, Instant};
 /// A format scraped within this long is kept encoded ahead of the next scrape.
 const WARM_FOR: Duration = Duration::from_secs(10 * 60);
 
+/// How long after a collector records a scrape still takes the signal's previous
+/// encoding while the new one is made off the serving threads. Encoding in the
+/// scrape instead (the families of 500 pods take milliseconds) was what a scrape
+/// waited for in the slowest one percent at `--interval 1s`. The bound only matters
+/// if that encoding never ends.
+const WARMING_AT_MOST: Duration = Duration::from_secs(1);
+
 /// How a signal encodes its families from a snapshot of the store.
 pub type EncodeFn = fn(&Snapshot, &mut DescriptorEncoder) -> fmt::Result;
 
@@ -210,16 +217,28 @@ impl Exposition {
         self.parts(format)
     }
 
+    /// The collector called `name` is about to record: until [`Self::warm_signal`]
+    /// has encoded what it records (or [`WARMING_AT_MOST`]), scrapes take the
+    /// signal's previous encoding.
+    pub fn will_warm(&self, name: &str) {
+        for s in self.signals.iter().filter(|s| s.name == name) {
+            s.lock().warming_since = Some(Instant::now());
+        }
+    }
+
     /// Encodes the families of the signal called `name`, if its collector recorded
     /// since, in each format scraped lately: called as soon as it records, so that
     /// the next scrape finds them ready.
     pub fn warm_signal(&self, name: &str) -> Result<(), EncodeError> {
-        for format in self.scrapes.recent() {
-            for s in self.signals.iter().filter(|s| s.name == name) {
-                s.encoded(format)?;
-            }
+        let signals = || self.signals.iter().filter(|s| s.name == name);
+        let warmed = self
+            .scrapes
+            .recent()
+            .try_for_each(|format| signals().try_for_each(|s| s.encoded(format, false).map(drop)));
+        for s in signals() {
+            s.lock().warming_since = None;
         }
-        Ok(())
+        warmed
     }
 
     /// Encodes everything, without counting a scrape.
@@ -234,7 +253,7 @@ impl Exposition {
         let mut parts = Vec::with_capacity(self.signals.len() + 3);
         parts.push(Bytes::from(encode_registry(&self.own, format)?));
         for s in &self.signals {
-            parts.push(Bytes::from_owner(s.encoded(format)?));
+            parts.push(Bytes::from_owner(s.encoded(format, true)?));
         }
         parts.push(Bytes::from(encode_registry(&self.extra, format)?));
         if format == Format::OpenMetrics {
@@ -270,8 +289,15 @@ struct CachedSignal {
     name: &'static str,
     store: Arc<Store>,
     registry: Registry,
+    encoded: Mutex<Encodings>,
+}
+
+#[derive(Default)]
+struct Encodings {
     /// By format: the encoding and the collection it was made from.
-    encoded: Mutex<[Option<Encoded>; 3]>,
+    by_format: [Option<Encoded>; 3],
+    /// When the collector was about to record, until its new sample is encoded.
+    warming_since: Option<Instant>,
 }
 
 /// Which collection of the collector an encoding was made from: its runs so far,
@@ -303,20 +329,30 @@ impl CachedSignal {
         })
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Encodings> {
+        self.encoded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The families in `format`, encoded again only when the collector recorded
-    /// since the last time. Two scrapes missing at once both encode; either result
-    /// is kept.
-    fn encoded(&self, format: Format) -> Result<Arc<[u8]>, EncodeError> {
+    /// since the last time; for a scrape, the previous encoding while the new one
+    /// is being made ahead of it. Two scrapes missing at once both encode; either
+    /// result is kept.
+    fn encoded(&self, format: Format, scrape: bool) -> Result<Arc<[u8]>, EncodeError> {
         let slot = format as usize;
         let source = self.source();
-        let lock = || self.encoded.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, bytes)) = &lock()[slot] {
-            if *at == source {
-                return Ok(bytes.clone());
+        {
+            let e = self.lock();
+            if let Some((at, bytes)) = &e.by_format[slot] {
+                let warming = e
+                    .warming_since
+                    .is_some_and(|t| t.elapsed() < WARMING_AT_MOST);
+                if *at == source || (scrape && warming) {
+                    return Ok(bytes.clone());
+                }
             }
         }
         let bytes: Arc<[u8]> = encode_registry(&self.registry, format)?.into();
-        lock()[slot] = Some((source, bytes.clone()));
+        self.lock().by_format[slot] = Some((source, bytes.clone()));
         Ok(bytes)
     }
 }
@@ -477,6 +513,21 @@ mod tests {
         assert!(scrape(Format::Text).contains("probe_runs 3\n"));
         assert!(scrape(Format::OpenMetrics).ends_with("probe_runs 3\n# EOF\n"));
         assert_eq!(encoded(), 5, "the scrapes found them ready");
+        // While a recorded sample is being warmed, scrapes take the last encoding.
+        e.will_warm("probe");
+        record();
+        assert!(scrape(Format::Text).contains("probe_runs 3\n"));
+        assert_eq!(encoded(), 5, "the scrape did not encode");
+        e.warm_signal("probe").unwrap();
+        assert!(scrape(Format::Text).contains("probe_runs 4\n"));
+        assert_eq!(encoded(), 7);
+        // ... but not longer than WARMING_AT_MOST, should the warming never end.
+        e.will_warm("probe");
+        record();
+        e.signals[0].lock().warming_since = Some(Instant::now() - WARMING_AT_MOST);
+        assert!(scrape(Format::Text).contains("probe_runs 5\n"));
+        assert_eq!(encoded(), 8, "the scrape encoded");
+        e.warm_signal("probe").unwrap();
         // A collector that fails hides its samples at once.
         store.mark_hung("probe", std::time::SystemTime::now());
         assert_eq!(scrape(Format::Text), "");
