@@ -36,21 +36,29 @@ pub fn list_processes(root: &HostRoot) -> Result<Vec<ProcEntry>, ReadError> {
 pub struct ProcessStat {
     /// Field 22: when the process started, in clock ticks since boot.
     pub start_ticks: u64,
+    /// PF_KTHREAD in field 9 (flags).
+    pub kernel_thread: bool,
 }
+
+/// `PF_KTHREAD` of include/linux/sched.h, a bit of `/proc/<pid>/stat`'s flags.
+const PF_KTHREAD: u64 = 0x0020_0000;
 
 /// Parses `/proc/<pid>/stat`. The command name (field 2) may hold spaces and
 /// parentheses, so fields count from its last `)`.
 pub fn parse_stat(text: &str) -> Result<ProcessStat, String> {
     let close = text.rfind(')').ok_or("no \")\" closing the command name")?;
-    // Field 3 (state) is the first after the name, so field 22 is the 20th.
-    let field = text[close + 1..]
-        .split_whitespace()
-        .nth(19)
-        .ok_or("fewer than 22 fields")?;
+    // Field 3 (state) is the first after the name: field 9 is the 7th, 22 the 20th.
+    let mut fields = text[close + 1..].split_whitespace();
+    let flags = fields.nth(6).ok_or("fewer than 22 fields")?;
+    let field = fields.nth(12).ok_or("fewer than 22 fields")?;
+    let flags: u64 = flags.parse().map_err(|e| format!("flags {flags:?}: {e}"))?;
     let start_ticks = field
         .parse()
         .map_err(|e| format!("start time {field:?}: {e}"))?;
-    Ok(ProcessStat { start_ticks })
+    Ok(ProcessStat {
+        start_ticks,
+        kernel_thread: flags & PF_KTHREAD != 0,
+    })
 }
 
 pub fn read_stat(root: &HostRoot, pid: u32) -> Result<ProcessStat, ReadError> {
@@ -152,7 +160,21 @@ mod tests {
     #[test]
     fn start_time_survives_odd_command_names() {
         let stat = "4242 (we ird) (n) S 1 4242 4242 0 -1 4194560 120 0 0 0 1 2 0 0 20 0 1 0 987654 8155136 200 18446744073709551615";
-        assert_eq!(parse_stat(stat).map(|s| s.start_ticks), Ok(987654));
+        assert_eq!(
+            parse_stat(stat),
+            Ok(ProcessStat {
+                start_ticks: 987654,
+                kernel_thread: false
+            })
+        );
+        let kthreadd = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 3 0 0 20 0 1 0 1 0 0";
+        assert_eq!(
+            parse_stat(kthreadd),
+            Ok(ProcessStat {
+                start_ticks: 1,
+                kernel_thread: true
+            })
+        );
         assert!(
             parse_stat("1 (init) S 0")
                 .unwrap_err()

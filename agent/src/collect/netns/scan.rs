@@ -116,11 +116,30 @@ pub(super) fn pins(root: &HostRoot, dirs: &[HostDir], memo: &mut PinsMemo) -> Pi
 
 /// What a process's files said that stays true for its life: its start time, and
 /// its pod cgroup once that is a container's (runtimes move a process there before
-/// it runs the container's command, and nothing moves it out), kept parsed.
+/// it runs the container's command, and nothing moves it out), kept parsed. A
+/// kernel thread is in no pod and stays in the namespace kthreadd started it in:
+/// its link is read once. A node has a few of them per CPU (about 400 at 64 CPUs),
+/// each a link and a cgroup file a round before.
 #[derive(Debug, Clone, Default)]
 struct Settled {
     container: Option<CgroupRef>,
     start_ticks: Option<u64>,
+    kernel_thread: bool,
+    /// A kernel thread's namespace.
+    netns: Option<u64>,
+}
+
+impl Settled {
+    /// A process seen for the first time: its start time and whether it is a
+    /// kernel thread, from one read of its stat file.
+    fn first_seen(root: &HostRoot, pid: u32) -> Self {
+        let stat = process::read_stat(root, pid).ok();
+        Settled {
+            start_ticks: stat.map(|s| s.start_ticks),
+            kernel_thread: stat.is_some_and(|s| s.kernel_thread),
+            ..Settled::default()
+        }
+    }
 }
 
 /// What earlier walks learned of each process still running, so that a walk reads
@@ -150,12 +169,26 @@ pub(crate) fn processes(
     let mut settled = HashMap::with_capacity(entries.len());
     for entry in entries {
         let pid = entry.pid;
-        let Ok(inode) = netns::netns_of(root, &pid.to_string()) else {
-            scan.unreadable += 1;
-            continue;
+        let mut known = memo
+            .0
+            .remove(&entry)
+            .unwrap_or_else(|| Settled::first_seen(root, pid));
+        let inode = match known.netns {
+            Some(inode) => inode,
+            None => match netns::netns_of(root, &pid.to_string()) {
+                Ok(inode) => inode,
+                Err(_) => {
+                    scan.unreadable += 1;
+                    settled.insert(entry, known);
+                    continue;
+                }
+            },
         };
-        let mut known = memo.0.remove(&entry).unwrap_or_default();
+        if known.kernel_thread {
+            known.netns = Some(inode);
+        }
         let pod_cgroup = match known.container.take() {
+            _ if known.kernel_thread => None,
             Some(kept) => {
                 scan.cgroups_readable = true;
                 Some(kept)
@@ -241,7 +274,7 @@ pub(super) fn namespaces(pins: &PinScan, procs: &ProcScan, now: SystemTime) -> V
                 age_from: age_from.filter(|_| !host),
                 former_pod: None,
                 pod,
-                interfaces: Vec::new(),
+                interfaces: Default::default(),
                 interfaces_error: None,
                 host_veths: Vec::new(),
             }
@@ -254,6 +287,56 @@ mod tests {
     use super::super::{host_dirs, DEFAULT_PIN_DIRS};
     use super::*;
     use crate::kernel::testing;
+
+    /// A procfs of processes (pid, stat flags, namespace inode, cgroup file).
+    fn fake_proc(dir: &Path, processes: &[(u32, u64, u64, &str)]) {
+        for &(pid, flags, ns, cgroup) in processes {
+            let d = dir.join(pid.to_string());
+            std::fs::create_dir_all(d.join("ns")).unwrap();
+            let stat = format!("{pid} (p) S 0 0 0 0 -1 {flags} 0 0 0 0 0 0 0 0 20 0 1 0 7 0 0");
+            std::fs::write(d.join("stat"), stat).unwrap();
+            std::fs::write(d.join("cgroup"), cgroup).unwrap();
+            let link = d.join("ns/net");
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(format!("net:[{ns}]"), link).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_kernel_thread_is_read_once_and_in_no_pod() {
+        const KTHREAD: u64 = 0x0020_0000;
+        let t = tempfile::tempdir().unwrap();
+        let root = HostRoot {
+            proc: t.path().to_path_buf(),
+            ..HostRoot::default()
+        };
+        let in_pod = "0::/kubepods/burstable/pod0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9/\
+                      4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d\n";
+        // pid 1 on the host; a kernel thread and a process of a pod elsewhere, the
+        // kernel thread (oddly) in a pod's cgroup.
+        let first = [
+            (1, 0, 10, "0::/\n"),
+            (2, KTHREAD, 40, in_pod),
+            (300, 0, 20, in_pod),
+        ];
+        fake_proc(t.path(), &first);
+        let mut memo = ProcMemo::default();
+        let index = PodIndex::default();
+        let scan = processes(&root, &index, &mut memo).unwrap();
+        assert_eq!(scan.host, Some(10));
+        assert_eq!(scan.by_ns[&40].pids, [2]);
+        assert!(
+            scan.by_ns[&40].pod.is_none(),
+            "a kernel thread is in no pod"
+        );
+        assert!(scan.by_ns[&20].pod.is_some());
+        // Both links now name another namespace: only the process's is read again.
+        fake_proc(t.path(), &[(2, KTHREAD, 50, in_pod), (300, 0, 30, in_pod)]);
+        let scan = processes(&root, &index, &mut memo).unwrap();
+        assert_eq!(scan.by_ns[&40].pids, [2], "kept from the first read");
+        assert_eq!(scan.by_ns[&30].pids, [300]);
+        assert!(!scan.by_ns.contains_key(&50));
+    }
 
     // A pin mounted on a file already there changes no directory entry: only the
     // mount table says so. Needs root to mount, and a live procfs.
