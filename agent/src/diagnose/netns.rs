@@ -395,7 +395,8 @@ mod tests {
                 operstate: Some("up".into()),
                 addresses: vec!["10.244.1.5/24".into()],
                 peer_ifindex: Some(9),
-            }],
+            }]
+            .into(),
             interfaces_error: None,
             host_veths: vec![],
         }

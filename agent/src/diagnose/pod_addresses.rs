@@ -53,7 +53,7 @@ pub fn owners(sample: &NetnsSample) -> Owners {
         } else {
             continue;
         };
-        for iface in &ns.interfaces {
+        for iface in ns.interfaces.iter() {
             for addr in &iface.addresses {
                 if let Some(ip) = address(addr) {
                     claim(ip, source, owner.clone());
@@ -136,7 +136,8 @@ pub(crate) mod tests {
                     addresses: addrs.iter().map(|a| a.to_string()).collect(),
                     peer_ifindex: None,
                 },
-            ],
+            ]
+            .into(),
             interfaces_error: None,
             host_veths: vec![],
         }
@@ -191,7 +192,7 @@ pub(crate) mod tests {
         // Interfaces unreadable: only its reservation names it.
         let mut dns = netns(11, false, &[]);
         dns.pod = Some(pod("kube-system", "coredns-1"));
-        dns.interfaces.clear();
+        dns.interfaces = Default::default();
         let host = netns(1, true, &["192.168.1.5/24"]);
         let s = sample(
             vec![host, cart, dns],

@@ -258,7 +258,7 @@ mod tests {
             age_from: None,
             pod: None,
             former_pod: None,
-            interfaces: vec![],
+            interfaces: Default::default(),
             interfaces_error: None,
             host_veths: vec![],
         };

@@ -8,13 +8,14 @@ use super::{NetnsInfo, NetnsInterface, Overlay, PeerState, TunnelOverhead, Uplin
 use crate::collect::host_links::HostLinks;
 use crate::host::HostRoot;
 use crate::kernel::link_events::Changes;
-use crate::kernel::netns::{self, NamespaceView};
+use crate::kernel::netns;
 use crate::kernel::rtnetlink::{Addr, Link, LinkStats};
 use crate::kernel::ReadError;
 use crate::kernel::{net_class, route};
 use crate::sample::Unavailable;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// What the collector keeps between collections: the host's links, and each
@@ -23,7 +24,10 @@ use std::time::SystemTime;
 pub(super) struct LinkCache {
     host_path: PathBuf,
     host: HostLinks,
-    views: HashMap<u64, (i32, NamespaceView)>,
+    views: HashMap<u64, (i32, Arc<[NetnsInterface]>)>,
+    /// The host's interfaces, until its links or addresses change: at 500 pods, a
+    /// veth and an address each, built again every round before.
+    host_interfaces: Option<Arc<[NetnsInterface]>>,
 }
 
 impl LinkCache {
@@ -96,6 +100,7 @@ pub(super) fn look_inside(
                 host_path: host_path.clone(),
                 host,
                 views: HashMap::new(),
+                host_interfaces: None,
             }),
             Err(e) => {
                 no_view(unavailable, &e);
@@ -121,6 +126,9 @@ pub(super) fn look_inside(
             return (Vec::new(), Vec::new());
         }
     };
+    if changes.lost || changes.host_links || changes.host_addrs {
+        c.host_interfaces = None;
+    }
     let listed: HashSet<u64> = namespaces.iter().map(|n| n.inode).collect();
     c.apply(&changes, &listed);
     // Each namespace as last read unless a change inside it was announced; the
@@ -129,9 +137,9 @@ pub(super) fn look_inside(
     for (i, path) in targets {
         let ns = &mut namespaces[i];
         match c.views.get(&ns.inode) {
-            Some((nsid, view)) => {
+            Some((nsid, interfaces)) => {
                 ns.nsid = Some(*nsid);
-                ns.interfaces = interfaces_of(&view.links, &view.addrs);
+                ns.interfaces = interfaces.clone();
             }
             None => to_enter.push((i, path)),
         }
@@ -150,10 +158,10 @@ pub(super) fn look_inside(
                 ns.nsid = target.nsid;
                 match target.view {
                     Ok(v) => {
-                        ns.interfaces = interfaces_of(&v.links, &v.addrs);
+                        ns.interfaces = interfaces_of(&v.links, &v.addrs).into();
                         // Only a namespace the host has an id for is announced.
                         if let Some(nsid) = target.nsid {
-                            c.views.insert(ns.inode, (nsid, v));
+                            c.views.insert(ns.inode, (nsid, ns.interfaces.clone()));
                         }
                     }
                     Err(e) => ns.interfaces_error = Some(e.to_string()),
@@ -163,6 +171,28 @@ pub(super) fn look_inside(
         Err(e) => no_view(unavailable, &e),
     }
     (host_links, host_addrs)
+}
+
+/// The host's interfaces: as last built while no change was announced and the same
+/// links are listed (one removed since its announcement is not).
+pub(super) fn host_interfaces(
+    cache: &mut Option<LinkCache>,
+    links: &[Link],
+    addrs: &[Addr],
+) -> Arc<[NetnsInterface]> {
+    let Some(c) = cache else {
+        return interfaces_of(links, addrs).into();
+    };
+    let same_links = |kept: &Arc<[NetnsInterface]>| {
+        kept.len() == links.len() && kept.iter().zip(links).all(|(i, l)| i.index == l.index)
+    };
+    match &c.host_interfaces {
+        Some(kept) if same_links(kept) => kept.clone(),
+        _ => c
+            .host_interfaces
+            .insert(interfaces_of(links, addrs).into())
+            .clone(),
+    }
 }
 
 fn cidr(a: &Addr) -> String {
@@ -394,6 +424,35 @@ mod tests {
         );
         assert_eq!(got[2].addresses, vec!["10.244.1.5/24".to_string()]);
         assert_eq!(got[2].peer_ifindex, Some(17));
+    }
+
+    #[test]
+    fn host_interfaces_are_kept_while_the_same_links_are_listed() {
+        let link = |index: u32, name: &str| Link {
+            index,
+            name: name.into(),
+            ..Link::default()
+        };
+        let mut cache = Some(LinkCache {
+            host_path: "/proc/self/ns/net".into(),
+            host: HostLinks::open(std::path::Path::new("/proc/self/ns/net"), false).unwrap(),
+            views: HashMap::new(),
+            host_interfaces: None,
+        });
+        let links = [link(1, "lo"), link(2, "eth0")];
+        let first = host_interfaces(&mut cache, &links, &[]);
+        let again = host_interfaces(&mut cache, &links, &[]);
+        assert!(Arc::ptr_eq(&first, &again), "no change: kept");
+        let gone = host_interfaces(&mut cache, &links[..1], &[]);
+        assert_eq!(gone.len(), 1, "a link left unannounced is not kept");
+        let renumbered = host_interfaces(&mut cache, &[link(1, "lo"), link(5, "eth1")], &[]);
+        assert_eq!(renumbered[1].name, "eth1");
+        // What an announcement invalidates is built again (see look_inside).
+        cache.as_mut().unwrap().host_interfaces = None;
+        let built = host_interfaces(&mut cache, &links, &[]);
+        assert!(!Arc::ptr_eq(&first, &built));
+        assert_eq!(*built, *first);
+        assert_eq!(host_interfaces(&mut None, &links, &[]).len(), 2);
     }
 
     #[test]

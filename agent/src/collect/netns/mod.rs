@@ -172,7 +172,7 @@ impl Collector for NetnsCollector {
             &mut self.links,
         );
         if let Some(host) = namespaces.iter_mut().find(|n| n.host) {
-            host.interfaces = links::interfaces_of(&host_links, &host_addrs);
+            host.interfaces = links::host_interfaces(&mut self.links, &host_links, &host_addrs);
         }
 
         let veths = links::join_veths(

@@ -6,6 +6,7 @@ use crate::collect::pods::Attribution;
 use crate::kernel::rtnetlink::LinkStats;
 use crate::sample::{Compacted, Sample, Unavailable};
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,7 +51,9 @@ pub struct NetnsInfo {
     pub pod: Option<Attribution>,
     /// With no process left: the pod nodediag last saw inside.
     pub former_pod: Option<Attribution>,
-    pub interfaces: Vec<NetnsInterface>,
+    /// Shared with the collector, which keeps a namespace's interfaces until a
+    /// change inside it is announced.
+    pub interfaces: Arc<[NetnsInterface]>,
     /// Why the interfaces could not be read (netlink off, namespace gone meanwhile).
     pub interfaces_error: Option<String>,
     /// Host-side veths whose peer is in here.
