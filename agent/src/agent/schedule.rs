@@ -81,19 +81,18 @@ async fn run(enabled: Enabled, store: Arc<Store>, timeout: Duration, rounds: Arc
                 handle.await
             }
         };
+        rounds.recording(name);
         match joined {
             Ok((c, result, cpu)) => {
                 if let Err(e) = &result {
                     tracing::debug!(collector = name, error = %e, "collection did not succeed");
                 }
-                rounds.recording(name);
                 store.record(name, at, started.elapsed(), result);
                 store.add_cpu(name, cpu);
                 collector = Some(c);
             }
             Err(e) => {
                 // Only cancellation at shutdown gets here: panics are caught inside.
-                rounds.recording(name);
                 store.record(
                     name,
                     at,

@@ -108,26 +108,14 @@ pub fn rules(snapshot: &Snapshot, ctx: &RuleContext, out: &mut Vec<Finding>) {
             f = f.with("oom_kills_in_window", counted);
         }
         for (key, v) in [
-            ("memory_cgroup", last.memory_cgroup.clone()),
-            ("limit_cgroup", last.limit_cgroup.clone()),
-            ("constraint", last.constraint.clone()),
-            ("pod_uid", pod.map(|p| p.pod_uid.to_string())),
-            (
-                "namespace",
-                pod.and_then(|p| p.namespace.as_deref().map(str::to_string)),
-            ),
-            (
-                "pod",
-                pod.and_then(|p| p.pod.as_deref().map(str::to_string)),
-            ),
-            (
-                "container",
-                pod.and_then(|p| p.container.as_deref().map(str::to_string)),
-            ),
-            (
-                "container_id",
-                pod.and_then(|p| p.container_id.as_deref().map(str::to_string)),
-            ),
+            ("memory_cgroup", last.memory_cgroup.as_deref()),
+            ("limit_cgroup", last.limit_cgroup.as_deref()),
+            ("constraint", last.constraint.as_deref()),
+            ("pod_uid", pod.map(|p| &*p.pod_uid)),
+            ("namespace", pod.and_then(|p| p.namespace.as_deref())),
+            ("pod", pod.and_then(|p| p.pod.as_deref())),
+            ("container", pod.and_then(|p| p.container.as_deref())),
+            ("container_id", pod.and_then(|p| p.container_id.as_deref())),
         ] {
             if let Some(v) = v {
                 f = f.with(key, v);

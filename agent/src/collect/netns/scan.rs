@@ -124,19 +124,22 @@ pub(super) fn pins(root: &HostRoot, dirs: &[HostDir], memo: &mut PinsMemo) -> Pi
 struct Settled {
     container: Option<CgroupRef>,
     start_ticks: Option<u64>,
-    kernel_thread: bool,
-    /// A kernel thread's namespace.
-    netns: Option<u64>,
+    /// A kernel thread's namespace; None for any other process.
+    kernel_thread_netns: Option<u64>,
 }
 
 impl Settled {
-    /// A process seen for the first time: its start time and whether it is a
-    /// kernel thread, from one read of its stat file.
+    /// A process seen for the first time: its start time from its stat file, and a
+    /// kernel thread's namespace (a kernel thread whose link does not read is
+    /// walked like any process).
     fn first_seen(root: &HostRoot, pid: u32) -> Self {
         let stat = process::read_stat(root, pid).ok();
+        let kernel_thread_netns = stat
+            .filter(|s| s.kernel_thread)
+            .and_then(|_| netns::netns_of(root, &pid.to_string()).ok());
         Settled {
             start_ticks: stat.map(|s| s.start_ticks),
-            kernel_thread: stat.is_some_and(|s| s.kernel_thread),
+            kernel_thread_netns,
             ..Settled::default()
         }
     }
@@ -173,7 +176,7 @@ pub(crate) fn processes(
             .0
             .remove(&entry)
             .unwrap_or_else(|| Settled::first_seen(root, pid));
-        let inode = match known.netns {
+        let inode = match known.kernel_thread_netns {
             Some(inode) => inode,
             None => match netns::netns_of(root, &pid.to_string()) {
                 Ok(inode) => inode,
@@ -184,15 +187,12 @@ pub(crate) fn processes(
                 }
             },
         };
-        if known.kernel_thread {
-            known.netns = Some(inode);
-        }
         let pod_cgroup = match known.container.take() {
-            _ if known.kernel_thread => None,
             Some(kept) => {
                 scan.cgroups_readable = true;
                 Some(kept)
             }
+            None if known.kernel_thread_netns.is_some() => None,
             None => {
                 let cgroups = process::read_cgroups(root, pid).ok();
                 scan.cgroups_readable |= cgroups.is_some();
