@@ -272,42 +272,49 @@ fn orphaned(s: &NetnsSample, v: &VethPair, min_age: u64, at: SystemTime) -> Opti
     Some(f)
 }
 
+fn veth_line(v: &VethPair) -> String {
+    let mut line = format!(
+        "{} mtu {}",
+        v.name,
+        v.mtu.map_or("?".into(), |m| m.to_string())
+    );
+    if let (Some(name), Some(m)) = (&v.peer_name, v.peer_mtu) {
+        line.push_str(&format!(", pod {name} mtu {m}"));
+    }
+    if let Some(p) = &v.pod {
+        line.push_str(&format!(" ({})", p.name()));
+    }
+    line
+}
+
 fn mtu_mismatch(s: &NetnsSample, at: SystemTime) -> Option<Finding> {
     let uplink = s.uplink.as_ref()?;
     let uplink_mtu = uplink.mtu?;
     let overhead = s.overlays.iter().map(overhead_of).max().unwrap_or(0);
     let max = uplink_mtu.saturating_sub(overhead);
-    let mut over: Vec<String> = Vec::new();
-    for o in &s.overlays {
-        if let Some(m) = o
-            .mtu
-            .filter(|m| *m > uplink_mtu.saturating_sub(overhead_of(o)))
-        {
-            over.push(format!("{} ({}) mtu {m}", o.name, o.kind));
-        }
-    }
-    for v in s.veths.iter().filter(|v| v.peer_state != PeerState::Host) {
-        let host_side = v.mtu.filter(|m| *m > max);
-        let pod_side = v.peer_mtu.filter(|m| *m > max);
-        if host_side.is_none() && pod_side.is_none() {
-            continue;
-        }
-        let mut line = format!(
-            "{} mtu {}",
-            v.name,
-            v.mtu.map_or("?".into(), |m| m.to_string())
-        );
-        if let (Some(name), Some(m)) = (&v.peer_name, v.peer_mtu) {
-            line.push_str(&format!(", pod {name} mtu {m}"));
-        }
-        if let Some(p) = &v.pod {
-            line.push_str(&format!(" ({})", p.name()));
-        }
-        over.push(line);
-    }
-    if over.is_empty() {
+    let overlay_over = |o: &&Overlay| {
+        o.mtu
+            .is_some_and(|m| m > uplink_mtu.saturating_sub(overhead_of(o)))
+    };
+    let veth_over = |v: &&VethPair| {
+        v.peer_state != PeerState::Host
+            && (v.mtu.is_some_and(|m| m > max) || v.peer_mtu.is_some_and(|m| m > max))
+    };
+    let count =
+        s.overlays.iter().filter(overlay_over).count() + s.veths.iter().filter(veth_over).count();
+    if count == 0 {
         return None;
     }
+    // Only the listed ones are formatted: at 500 pods, formatting every veth was
+    // most of the rules' time.
+    let examples: Vec<String> = s
+        .overlays
+        .iter()
+        .filter(overlay_over)
+        .map(|o| format!("{} ({}) mtu {}", o.name, o.kind, o.mtu.unwrap_or(0)))
+        .chain(s.veths.iter().filter(veth_over).map(veth_line))
+        .take(MAX_LISTED)
+        .collect();
     let overlays: Vec<String> = s
         .overlays
         .iter()
@@ -325,8 +332,8 @@ fn mtu_mismatch(s: &NetnsSample, at: SystemTime) -> Option<Finding> {
             uplink.name.clone(),
             format!(
                 "{} interface{} with an MTU above {max}: the uplink {} has MTU {uplink_mtu}{because}",
-                over.len(),
-                if over.len() == 1 { "" } else { "s" },
+                count,
+                if count == 1 { "" } else { "s" },
                 uplink.name
             ),
             at,
@@ -336,11 +343,8 @@ fn mtu_mismatch(s: &NetnsSample, at: SystemTime) -> Option<Finding> {
         .with("overlays", json!(overlays))
         .with("overhead_bytes", overhead)
         .with("max_mtu", max)
-        .with("interfaces_over", over.len())
-        .with(
-            "examples",
-            json!(over.iter().take(MAX_LISTED).collect::<Vec<_>>()),
-        ),
+        .with("interfaces_over", count)
+        .with("examples", json!(examples)),
     )
 }
 
@@ -565,11 +569,28 @@ mod tests {
         );
         s.overlays[0].kind = "wireguard".into();
         s.overlays[0].overhead_bytes = 60;
-        let f = run(s, Thresholds::default());
+        let f = run(s.clone(), Thresholds::default());
         assert_eq!(f[0].evidence["max_mtu"], 1440);
         assert_eq!(
             f[0].evidence["interfaces_over"], 3,
             "the overlay itself and both veths"
+        );
+        for i in 0..MAX_LISTED {
+            s.veths
+                .push(veth(&format!("veth-{i}"), PeerState::Live, Some(10), T0));
+        }
+        let f = run(s, Thresholds::default());
+        assert_eq!(f[0].evidence["interfaces_over"], 3 + MAX_LISTED);
+        let examples = f[0].evidence["examples"].as_array().unwrap();
+        assert_eq!(examples.len(), MAX_LISTED, "{examples:?}");
+        assert_eq!(
+            examples[0], "flannel.1 (wireguard) mtu 1450",
+            "overlays first"
+        );
+        assert!(
+            f[0].summary.starts_with("13 interfaces"),
+            "{}",
+            f[0].summary
         );
     }
 
