@@ -7,7 +7,9 @@
 use super::window::{increase, span, within};
 use super::{Finding, FindingDef, RuleContext, Severity};
 use crate::collect::dns::{totals::server_label, TargetKind};
-use crate::collect::dns::{DnsSample, ProbeResult, QueryCounts, ResolverSettings, ServerChoice};
+use crate::collect::dns::{
+    DnsSample, LookupResult, ProbeResult, QueryCounts, ResolverSettings, ServerChoice,
+};
 use crate::collect::ConntrackSample;
 use crate::finding::worst_level;
 use crate::flags::{parse_duration, parse_ratio};
@@ -15,7 +17,7 @@ use crate::sample::Unavailable;
 use crate::store::Snapshot;
 use crate::text::{round, round4};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, SystemTime};
 
 macro_rules! failures_remedy {
@@ -127,84 +129,134 @@ pub struct Tally {
     lookup_latencies: Vec<f64>,
     #[serde(skip)]
     query_latencies: Vec<f64>,
-    #[serde(skip)]
-    slow_lookups: Vec<(f64, String)>,
 }
 
-impl Tally {
-    fn add(&mut self, p: &ProbeResult) {
+/// A failure quoted in [`Tally::examples`], formatted only if it is among the last
+/// few: a window at 500 pods holds thousands, and formatting each was most of the
+/// DNS figures' cost.
+enum Example<'a> {
+    Lookup {
+        target: &'a str,
+        name: &'a str,
+        kind: &'static str,
+    },
+    Query {
+        target: &'a str,
+        failure: &'a str,
+    },
+}
+
+impl std::fmt::Display for Example<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Lookup { target, name, kind } => write!(f, "{target}: {name}: lookup {kind}"),
+            Self::Query { target, failure } => write!(f, "{target}: {failure}"),
+        }
+    }
+}
+
+/// A [`Tally`] being added up: the probes it quotes are kept by reference until
+/// [`Pending::finish`] knows which it shows.
+#[derive(Default)]
+struct Pending<'a> {
+    tally: Tally,
+    examples: VecDeque<Example<'a>>,
+    probe_errors: VecDeque<(&'a str, &'a str)>,
+    /// Successful lookups: their time, the probe's target and the lookup.
+    successes: Vec<(f64, &'a str, &'a LookupResult)>,
+}
+
+/// Keeps the last EXAMPLES of what is pushed: probes are added oldest first, and the
+/// latest failures say most about now.
+fn latest<T>(list: &mut VecDeque<T>, item: T) {
+    if list.len() == EXAMPLES {
+        list.pop_front();
+    }
+    list.push_back(item);
+}
+
+impl<'a> Pending<'a> {
+    fn add(&mut self, p: &'a ProbeResult) {
+        let t = &mut self.tally;
+        let target = p.target.as_str();
         if let Some(e) = &p.error {
-            self.probe_errors += 1;
-            latest(&mut self.probe_error_examples, format!("{}: {e}", p.target));
+            t.probe_errors += 1;
+            latest(&mut self.probe_errors, (target, e.as_str()));
             return;
         }
-        self.probes += 1;
-        self.queries.merge(&p.queries);
-        self.query_latencies.extend(&p.reply_latencies);
-        self.fallbacks += u32::from(p.fell_back);
-        self.cut_short += u32::from(p.cut_short);
+        t.probes += 1;
+        t.queries.merge(&p.queries);
+        t.query_latencies.extend(&p.reply_latencies);
+        t.fallbacks += u32::from(p.fell_back);
+        t.cut_short += u32::from(p.cut_short);
         let per_try = round(p.per_try_seconds, 3);
-        self.per_try_seconds = Some(self.per_try_seconds.map_or(per_try, |t| t.max(per_try)));
+        t.per_try_seconds = Some(t.per_try_seconds.map_or(per_try, |x| x.max(per_try)));
         for l in p.lookups.iter().filter(|l| l.judged()) {
-            self.lookups += 1;
+            t.lookups += 1;
             match l.failure() {
                 Some(kind) => {
-                    self.failed_lookups += 1;
-                    *self.lookup_failures.entry(kind).or_default() += 1;
+                    t.failed_lookups += 1;
+                    *t.lookup_failures.entry(kind).or_default() += 1;
                     if l.failures.is_empty() {
                         latest(
                             &mut self.examples,
-                            format!("{}: {}: lookup {kind}", p.target, l.name),
+                            Example::Lookup {
+                                target,
+                                name: &l.name,
+                                kind,
+                            },
                         );
                     }
                 }
                 None => {
-                    self.lookup_latencies.push(l.elapsed_seconds);
-                    self.slow_lookups.push((
-                        l.elapsed_seconds,
-                        format!(
-                            "{}: {} {:.3}s, {} queries",
-                            p.target, l.name, l.elapsed_seconds, l.queries
-                        ),
-                    ));
+                    t.lookup_latencies.push(l.elapsed_seconds);
+                    self.successes.push((l.elapsed_seconds, target, l));
                 }
             }
             for f in &l.failures {
-                latest(&mut self.examples, format!("{}: {f}", p.target));
+                latest(&mut self.examples, Example::Query { target, failure: f });
             }
         }
     }
 
-    fn finish(mut self) -> Self {
+    fn finish(mut self) -> Tally {
+        let mut t = self.tally;
         let ratio = |n: u32, d: u32| (d > 0).then(|| round4(f64::from(n) / f64::from(d)));
-        self.failed_queries = self.queries.failed();
-        self.failure_ratio = ratio(self.failed_queries, self.queries.judged());
-        self.lookup_failure_ratio = ratio(self.failed_lookups, self.lookups);
-        self.queries_per_lookup = (self.lookups > 0).then(|| {
-            round(
-                f64::from(self.queries.judged()) / f64::from(self.lookups),
-                2,
-            )
-        });
+        t.failed_queries = t.queries.failed();
+        t.failure_ratio = ratio(t.failed_queries, t.queries.judged());
+        t.lookup_failure_ratio = ratio(t.failed_lookups, t.lookups);
+        t.queries_per_lookup =
+            (t.lookups > 0).then(|| round(f64::from(t.queries.judged()) / f64::from(t.lookups), 2));
         let pct = |v: &mut Vec<f64>, p: f64| {
             v.sort_by(f64::total_cmp);
             super::disk::percentile(v, p).map(|s| round(s, 6))
         };
-        self.lookup_p50_seconds = pct(&mut self.lookup_latencies, 0.5);
-        self.lookup_p99_seconds = pct(&mut self.lookup_latencies, 0.99);
-        self.lookup_max_seconds = self.lookup_latencies.last().map(|s| round(*s, 6));
-        self.query_p50_seconds = pct(&mut self.query_latencies, 0.5);
-        self.query_p99_seconds = pct(&mut self.query_latencies, 0.99);
-        self.slow_lookups.sort_by(|a, b| b.0.total_cmp(&a.0));
-        self.slowest = self
-            .slow_lookups
+        t.lookup_p50_seconds = pct(&mut t.lookup_latencies, 0.5);
+        t.lookup_p99_seconds = pct(&mut t.lookup_latencies, 0.99);
+        t.lookup_max_seconds = t.lookup_latencies.last().map(|s| round(*s, 6));
+        t.query_p50_seconds = pct(&mut t.query_latencies, 0.5);
+        t.query_p99_seconds = pct(&mut t.query_latencies, 0.99);
+        t.examples = self.examples.iter().map(Example::to_string).collect();
+        t.probe_error_examples = self
+            .probe_errors
+            .iter()
+            .map(|(target, e)| format!("{target}: {e}"))
+            .collect();
+        // Stable, so equal times keep the order the probes came in.
+        self.successes.sort_by(|a, b| b.0.total_cmp(&a.0));
+        t.slowest = self
+            .successes
             .iter()
             .take(3)
-            .map(|(_, s)| s.clone())
+            .map(|(elapsed, target, l)| {
+                format!("{target}: {} {elapsed:.3}s, {} queries", l.name, l.queries)
+            })
             .collect();
-        self
+        t
     }
+}
 
+impl Tally {
     /// The worse of the query and lookup failure ratios.
     pub fn worst_ratio(&self) -> f64 {
         self.failure_ratio
@@ -215,15 +267,6 @@ impl Tally {
     pub fn failed(&self) -> bool {
         self.failed_queries > 0 || self.failed_lookups > 0
     }
-}
-
-/// Keeps the last EXAMPLES of what is pushed: probes are added oldest first, and the
-/// latest failures say most about now.
-fn latest(list: &mut Vec<String>, item: String) {
-    if list.len() == EXAMPLES {
-        list.remove(0);
-    }
-    list.push(item);
 }
 
 /// One server over the window: every probe that asked it.
@@ -241,8 +284,8 @@ pub struct ServerView {
 }
 
 #[derive(Default)]
-struct ServerAcc {
-    tally: Tally,
+struct ServerAcc<'a> {
+    tally: Pending<'a>,
     probed: BTreeSet<String>,
     failing: BTreeSet<String>,
     host_probes: u32,
@@ -250,7 +293,7 @@ struct ServerAcc {
 }
 
 struct TargetAcc<'a> {
-    tally: Tally,
+    tally: Pending<'a>,
     servers: BTreeSet<String>,
     last: SystemTime,
     latest: &'a ProbeResult,
@@ -340,7 +383,7 @@ pub fn view(snapshot: &Snapshot, window: Option<Duration>) -> Option<DnsView<'_>
             let e = targets
                 .entry((pod, p.target.clone()))
                 .or_insert_with(|| TargetAcc {
-                    tally: Tally::default(),
+                    tally: Pending::default(),
                     servers: BTreeSet::new(),
                     last: *t,
                     latest: p,
