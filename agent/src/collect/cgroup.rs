@@ -408,12 +408,12 @@ impl Reader {
         let held = (r.kept_files < r.max_kept_files)
             .then(|| HeldListing::read(&dir).ok())
             .flatten();
-        let Some(held) = held else {
+        let Some((held, names)) = held else {
             self.kept.listings.remove(path);
             return children_of(path, &cgroup::child_cgroups(&dir));
         };
         r.kept_files += 1;
-        let children = children_of(path, &held.children());
+        let children = children_of(path, &names);
         let listing = Listing {
             round: r.number,
             held,

@@ -162,8 +162,8 @@ struct Pending<'a> {
     tally: Tally,
     examples: VecDeque<Example<'a>>,
     probe_errors: VecDeque<(&'a str, &'a str)>,
-    /// Successful lookups: their time, the probe's target and the lookup.
-    successes: Vec<(f64, &'a str, &'a LookupResult)>,
+    /// Successful lookups, with the probe's target.
+    successes: Vec<(&'a str, &'a LookupResult)>,
 }
 
 /// Keeps the last EXAMPLES of what is pushed: probes are added oldest first, and the
@@ -210,7 +210,7 @@ impl<'a> Pending<'a> {
                 }
                 None => {
                     t.lookup_latencies.push(l.elapsed_seconds);
-                    self.successes.push((l.elapsed_seconds, target, l));
+                    self.successes.push((target, l));
                 }
             }
             for f in &l.failures {
@@ -243,13 +243,17 @@ impl<'a> Pending<'a> {
             .map(|(target, e)| format!("{target}: {e}"))
             .collect();
         // Stable, so equal times keep the order the probes came in.
-        self.successes.sort_by(|a, b| b.0.total_cmp(&a.0));
+        self.successes
+            .sort_by(|a, b| b.1.elapsed_seconds.total_cmp(&a.1.elapsed_seconds));
         t.slowest = self
             .successes
             .iter()
             .take(3)
-            .map(|(elapsed, target, l)| {
-                format!("{target}: {} {elapsed:.3}s, {} queries", l.name, l.queries)
+            .map(|(target, l)| {
+                format!(
+                    "{target}: {} {:.3}s, {} queries",
+                    l.name, l.elapsed_seconds, l.queries
+                )
             })
             .collect();
         t

@@ -41,7 +41,7 @@ pub struct ProcessStat {
 }
 
 /// `PF_KTHREAD` of include/linux/sched.h, a bit of `/proc/<pid>/stat`'s flags.
-const PF_KTHREAD: u64 = 0x0020_0000;
+pub(crate) const PF_KTHREAD: u64 = 0x0020_0000;
 
 /// Parses `/proc/<pid>/stat`. The command name (field 2) may hold spaces and
 /// parentheses, so fields count from its last `)`.

@@ -304,7 +304,7 @@ mod tests {
 
     #[test]
     fn a_kernel_thread_is_read_once_and_in_no_pod() {
-        const KTHREAD: u64 = 0x0020_0000;
+        use crate::kernel::process::PF_KTHREAD as KTHREAD;
         let t = tempfile::tempdir().unwrap();
         let root = HostRoot {
             proc: t.path().to_path_buf(),

@@ -15,37 +15,26 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Arc;
 
 #[derive(Debug)]
 pub struct HeldListing {
     dir: File,
     links: u64,
-    children: Arc<[String]>,
 }
 
 impl HeldListing {
-    /// Opens and lists `dir`. The link count is taken before the listing: a cgroup
-    /// made between the two is listed and counted again next time, never missed.
-    pub fn read(dir: &Path) -> io::Result<Self> {
+    /// Opens and lists `dir`: the held directory and its child cgroups, sorted. The
+    /// link count is taken before the listing: a cgroup made between the two is
+    /// listed and counted again next time, never missed.
+    pub fn read(dir: &Path) -> io::Result<(Self, Vec<String>)> {
         let file = File::open(dir)?;
         let links = file.metadata()?.nlink();
-        Ok(Self {
-            dir: file,
-            links,
-            children: child_cgroups(dir).into(),
-        })
+        Ok((Self { dir: file, links }, child_cgroups(dir)))
     }
 
     /// Still the same number of child cgroups as when listed.
     pub fn unchanged(&self) -> bool {
         self.dir.metadata().is_ok_and(|m| m.nlink() == self.links)
-    }
-
-    /// Child cgroup names, sorted, shared: each round walks them while the listing
-    /// is kept for the next.
-    pub fn children(&self) -> Arc<[String]> {
-        self.children.clone()
     }
 }
 
@@ -59,8 +48,8 @@ mod tests {
     fn a_child_made_or_removed_changes_it_and_a_file_does_not() {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir(t.path().join("a")).unwrap();
-        let held = HeldListing::read(t.path()).unwrap();
-        assert_eq!(&*held.children(), ["a"]);
+        let (held, children) = HeldListing::read(t.path()).unwrap();
+        assert_eq!(children, ["a"]);
         assert!(held.unchanged());
         std::fs::write(t.path().join("cpu.stat"), "").unwrap();
         assert!(held.unchanged(), "files are not cgroups");
