@@ -25,7 +25,8 @@ fn large_node() -> Store {
                 format!("eth{i}")
             } else {
                 format!("veth{i:08x}")
-            },
+            }
+            .into(),
             class: if i < 4 {
                 NicClass::Physical
             } else {

@@ -204,7 +204,7 @@ fn without_cap_net_broadcast_every_namespace_is_read_every_time() {
             let s = c.collect().unwrap();
             s.veths
                 .iter()
-                .find(|v| v.name == host_veth)
+                .find(|v| *v.name == *host_veth)
                 .and_then(|v| v.peer_mtu)
         };
         first_tx.send(peer_mtu()).unwrap();

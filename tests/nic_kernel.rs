@@ -42,7 +42,7 @@ impl Drop for VethPair {
 }
 
 fn by_name<'a>(nics: &'a [Nic], name: &str) -> &'a Nic {
-    nics.iter().find(|n| n.name == name).unwrap_or_else(|| {
+    nics.iter().find(|n| *n.name == *name).unwrap_or_else(|| {
         panic!(
             "{name} not in {:?}",
             nics.iter().map(|n| &n.name).collect::<Vec<_>>()
@@ -78,20 +78,20 @@ fn one_link_dump_says_what_sysfs_says() {
     assert_eq!(up.mtu, Some(1400));
     assert!(up.admin_up);
     assert_eq!(up.carrier, Some(false), "up, its peer down");
-    assert_eq!(up.operstate, "lowerlayerdown");
+    assert_eq!(&*up.operstate, "lowerlayerdown");
     assert!(!down.admin_up);
     assert_eq!(
         down.carrier, None,
         "sysfs does not say for a link that is down"
     );
-    assert_eq!(down.operstate, "down");
+    assert_eq!(&*down.operstate, "down");
 
     let mut compared = vec![pair.0.clone(), pair.1.clone(), "lo".to_string()];
     compared.extend(
         read.interfaces
             .iter()
             .filter(|n| n.class == NicClass::Physical)
-            .map(|n| n.name.clone()),
+            .map(|n| n.name.to_string()),
     );
     for name in &compared {
         let (d, r) = (

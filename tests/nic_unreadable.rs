@@ -63,7 +63,7 @@ fn unreadable_counters_and_attributes_are_absent_and_named() {
     let sample = NicCollector::new(root, false).collect().unwrap();
     let eth0 = &sample.interfaces[0];
     let eth1 = &sample.interfaces[1];
-    assert_eq!((eth0.name.as_str(), eth1.name.as_str()), ("eth0", "eth1"));
+    assert_eq!((&*eth0.name, &*eth1.name), ("eth0", "eth1"));
     assert_eq!(eth1.class, NicClass::Physical);
     assert_eq!(eth0.counters.rx_errors, Some(7));
     assert_eq!(eth0.speed_mbps, Some(10000));

@@ -11,6 +11,7 @@ use crate::kernel::ReadError;
 use crate::sample::{CollectError, Compacted, Sample, Unavailable};
 use serde::Serialize;
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -21,13 +22,13 @@ pub enum NicClass {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Nic {
-    pub name: String,
+    pub name: Arc<str>,
     pub class: NicClass,
     /// veth, bridge, vxlan, ... from rtnetlink, or sysfs when netlink is off; the
     /// driver name for a physical NIC.
-    pub kind: Option<String>,
+    pub kind: Option<Arc<str>>,
     pub admin_up: bool,
-    pub operstate: String,
+    pub operstate: Arc<str>,
     pub carrier: Option<bool>,
     pub speed_mbps: Option<u64>,
     pub duplex: Option<Duplex>,
@@ -110,12 +111,12 @@ const OWN_NAMESPACE: &str = "/proc/thread-self/ns/net";
 
 /// A virtual interface's kind from sysfs alone (netlink off): veths and some others
 /// have no DEVTYPE, so they stay unnamed rather than guessed.
-fn sysfs_kind(i: &net_class::SysInterface) -> Option<String> {
+fn sysfs_kind(i: &net_class::SysInterface) -> Option<Arc<str>> {
     if i.physical {
-        return i.driver.clone();
+        return i.driver.as_deref().map(Into::into);
     }
     if let Some(t) = &i.devtype {
-        return Some(t.clone());
+        return Some(t.as_str().into());
     }
     if i.loopback {
         return Some("loopback".into());
@@ -207,7 +208,7 @@ impl NicCollector {
         let (class, kind, speed_mbps, duplex, (link_modes, link_modes_error)) = if physical {
             let attrs = net_class::read_physical(&self.root, &l.name, unreadable);
             let modes = self.link_modes(&l.name);
-            let kind = attrs.driver;
+            let kind = attrs.driver.map(Into::into);
             (
                 NicClass::Physical,
                 kind,
@@ -270,7 +271,7 @@ impl NicCollector {
                 kind: sysfs_kind(&sys),
                 class,
                 admin_up: sys.admin_up,
-                operstate: sys.operstate,
+                operstate: sys.operstate.into(),
                 carrier: sys.carrier,
                 // Virtual links report made-up speeds (veth says 10000): only a
                 // physical NIC's speed means anything.
@@ -280,7 +281,7 @@ impl NicCollector {
                 counters: sys.counters,
                 link_modes,
                 link_modes_error,
-                name,
+                name: name.into(),
             });
         }
         unavailable.extend(unreadable.iter().map(Unavailable::unreadable));

@@ -185,7 +185,7 @@ fn leaked(s: &NetnsSample, ns: &NetnsInfo, at: SystemTime) -> Finding {
     let addresses: Vec<String> = ns
         .interfaces
         .iter()
-        .filter(|i| i.name != "lo")
+        .filter(|i| &*i.name != "lo")
         .map(|i| {
             format!("{} {}", i.name, i.addresses.join(","))
                 .trim()
@@ -250,7 +250,7 @@ fn orphaned(s: &NetnsSample, v: &VethPair, min_age: u64, at: SystemTime) -> Opti
     let mut f = Finding::new(
         &VETH_ORPHANED,
         Severity::Warning,
-        v.name.clone(),
+        v.name.to_string(),
         format!(
             "veth {} has no live peer: {why}{}",
             v.name,
@@ -265,7 +265,7 @@ fn orphaned(s: &NetnsSample, v: &VethPair, min_age: u64, at: SystemTime) -> Opti
     .with("peer_netnsid", v.peer_netnsid)
     .with("peer_netns_inode", v.peer_netns)
     .with("peer_pins", json!(v.peer_pins))
-    .with("master", v.master.clone());
+    .with("master", v.master.as_deref());
     if let Some(p) = pod {
         f = f.with("former_pod", p);
     }

@@ -103,7 +103,7 @@ pub fn rules(snapshot: &Snapshot, t: &Thresholds, ctx: &RuleContext, out: &mut V
 }
 
 fn link_down(nic: &Nic, at: SystemTime) -> Option<Finding> {
-    let name = nic.name.as_str();
+    let name = &*nic.name;
     (nic.admin_up && nic.carrier == Some(false)).then(|| {
         Finding::new(
             &LINK_DOWN,
@@ -112,13 +112,13 @@ fn link_down(nic: &Nic, at: SystemTime) -> Option<Finding> {
             format!("{name} is up but has no carrier"),
             at,
         )
-        .with("operstate", nic.operstate.clone())
+        .with("operstate", &*nic.operstate)
         .with("carrier", 0)
     })
 }
 
 fn half_duplex(nic: &Nic, at: SystemTime) -> Option<Finding> {
-    let name = nic.name.as_str();
+    let name = &*nic.name;
     (nic.duplex == Some(Duplex::Half)).then(|| {
         Finding::new(
             &HALF_DUPLEX,
@@ -151,7 +151,7 @@ fn speed_degraded(nic: &Nic, t: &Thresholds, at: SystemTime) -> Option<Finding> 
     let mut f = Finding::new(
         &SPEED_DEGRADED,
         Severity::Warning,
-        nic.name.clone(),
+        nic.name.to_string(),
         format!(
             "{} runs at {speed} Mb/s, below {target} Mb/s ({because})",
             nic.name
@@ -177,7 +177,7 @@ fn errors(
 ) -> Option<Finding> {
     let series: Vec<_> = recent
         .iter()
-        .filter_map(|(_, s)| s.interfaces.iter().find(|n| n.name == name))
+        .filter_map(|(_, s)| s.interfaces.iter().find(|n| *n.name == *name))
         .map(|n| n.counters)
         .collect();
     // A counter that did not read in a sample is skipped there, not taken as 0.

@@ -68,10 +68,10 @@ async fn netns_list(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json
                     let leads_elsewhere = sample
                         .veths
                         .iter()
-                        .any(|v| &v.name == want && v.peer_netns.is_some());
-                    n.host_veths.contains(want)
+                        .any(|v| *v.name == **want && v.peer_netns.is_some());
+                    n.host_veths.iter().any(|v| **v == **want)
                         || (!(n.host && leads_elsewhere)
-                            && n.interfaces.iter().any(|i| &i.name == want))
+                            && n.interfaces.iter().any(|i| *i.name == **want))
                 })
             })
             .collect();
@@ -94,7 +94,7 @@ async fn veth_list(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<
             .filter(|v| {
                 params
                     .get("interface")
-                    .is_none_or(|want| &v.name == want || v.peer_name.as_ref() == Some(want))
+                    .is_none_or(|want| *v.name == **want || v.peer_name.as_deref() == Some(want))
             })
             .collect();
         let mut v = envelope(node);

@@ -8,6 +8,7 @@ use serde::Serialize;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
@@ -44,8 +45,10 @@ const IFF_UP: u32 = 0x1;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Link {
     pub index: u32,
-    pub name: String,
-    pub kind: Option<String>,
+    /// Shared: the host's links are kept between rounds and handed out each round
+    /// with fresh counters, a clone per link (a thousand at 500 pods).
+    pub name: Arc<str>,
+    pub kind: Option<Arc<str>>,
     pub mtu: Option<u32>,
     /// The peer ifindex of a veth (IFLA_LINK), in the namespace `link_netnsid` names.
     pub link: Option<u32>,
@@ -54,7 +57,7 @@ pub struct Link {
     /// IFF_UP: administratively up.
     pub admin_up: bool,
     /// RFC 2863 operational state (IFLA_OPERSTATE): up, down, lowerlayerdown, ...
-    pub operstate: Option<String>,
+    pub operstate: Option<Arc<str>>,
     /// IFLA_CARRIER, which the kernel sends whether or not the link is up (sysfs
     /// refuses to say for a link that is down).
     pub carrier: Option<bool>,
@@ -62,7 +65,7 @@ pub struct Link {
     pub link_type: u16,
     /// The device the link sits on (IFLA_PARENT_DEV_NAME, Linux 5.16+: a PCI address,
     /// `virtio2`): the netlink view of sysfs's `device` link.
-    pub parent_device: Option<String>,
+    pub parent_device: Option<Arc<str>>,
     pub stats: Option<LinkStats>,
 }
 
@@ -252,21 +255,19 @@ pub fn parse_link(payload: &[u8]) -> Option<Link> {
     };
     for (kind, value) in netlink::attrs(payload.get(IFINFOMSG_LEN..)?) {
         match kind {
-            IFLA_IFNAME => link.name = netlink::string(value),
+            IFLA_IFNAME => link.name = netlink::string(value).into(),
             IFLA_MTU => link.mtu = netlink::u32_ne(value),
             IFLA_LINK => link.link = netlink::u32_ne(value),
             IFLA_MASTER => link.master = netlink::u32_ne(value),
             IFLA_LINK_NETNSID => link.link_netnsid = netlink::u32_ne(value).map(|v| v as i32),
-            IFLA_OPERSTATE => {
-                link.operstate = value.first().map(|v| operstate_name(*v).to_string())
-            }
+            IFLA_OPERSTATE => link.operstate = value.first().map(|v| operstate_name(*v).into()),
             IFLA_STATS64 => link.stats = parse_stats64(value),
             IFLA_CARRIER => link.carrier = value.first().map(|c| *c != 0),
-            IFLA_PARENT_DEV_NAME => link.parent_device = Some(netlink::string(value)),
+            IFLA_PARENT_DEV_NAME => link.parent_device = Some(netlink::string(value).into()),
             IFLA_LINKINFO => {
                 link.kind = netlink::attrs(value)
                     .find(|(k, _)| *k == IFLA_INFO_KIND)
-                    .map(|(_, v)| netlink::string(v));
+                    .map(|(_, v)| netlink::string(v).into());
             }
             _ => {}
         }
@@ -292,7 +293,7 @@ mod tests {
         push_attr(&mut msg, IFLA_LINKINFO, &info);
         let link = parse_link(&msg).unwrap();
         assert_eq!(link.index, 7);
-        assert_eq!(link.name, "veth1a2b");
+        assert_eq!(&*link.name, "veth1a2b");
         assert_eq!(link.kind.as_deref(), Some("veth"));
         assert_eq!(link.mtu, Some(1450));
         assert_eq!(link.link, Some(2));

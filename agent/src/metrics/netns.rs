@@ -42,7 +42,7 @@ pub fn encode(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
         s.veths.iter().map(|v| {
             let pod = v.pod.as_ref();
             let labels = [
-                ("interface", v.name.as_str()),
+                ("interface", &*v.name),
                 ("peer_state", v.peer_state.as_str()),
                 ("master", v.master.as_deref().unwrap_or("")),
                 (
@@ -60,7 +60,7 @@ pub fn encode(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
         "MTU of each host-side veth (rtnetlink IFLA_MTU).",
         s.veths
             .iter()
-            .filter_map(|v| Some(([("interface", v.name.as_str())], v.mtu?))),
+            .filter_map(|v| Some(([("interface", &*v.name)], v.mtu?))),
     )?;
     fn network(name: &str) -> [(&'static str, &str); 1] {
         [("network", name)]

@@ -59,11 +59,7 @@ pub fn encode(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
             };
             let kind = n.kind.as_deref().unwrap_or("");
             (
-                [
-                    ("interface", n.name.as_str()),
-                    ("class", class),
-                    ("kind", kind),
-                ],
+                [("interface", &*n.name), ("class", class), ("kind", kind)],
                 1u64,
             )
         }),
@@ -71,7 +67,7 @@ pub fn encode(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
     e.gauge(
         "nodediag_nic_up",
         "1 if the interface's operstate is up (/sys/class/net/*/operstate).",
-        per_nic(nics, |n| Some(n.operstate == "up")),
+        per_nic(nics, |n| Some(&*n.operstate == "up")),
     )?;
     e.gauge(
         "nodediag_nic_carrier",
@@ -118,5 +114,5 @@ fn per_nic<'a, V: 'a>(
     value: impl Fn(&Nic) -> Option<V> + 'a,
 ) -> impl Iterator<Item = ([(&'static str, &'a str); 1], V)> + 'a {
     nics.iter()
-        .filter_map(move |n| Some(([("interface", n.name.as_str())], value(n)?)))
+        .filter_map(move |n| Some(([("interface", &*n.name)], value(n)?)))
 }

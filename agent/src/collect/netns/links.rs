@@ -249,14 +249,14 @@ fn host_links_from_sysfs(root: &HostRoot) -> Vec<Link> {
                 .or_else(|| veth_like.then(|| "veth".into()));
             Link {
                 index,
-                name: s.name.clone(),
-                kind,
+                name: s.name.as_str().into(),
+                kind: kind.map(Into::into),
                 mtu: s.mtu.map(|m| m as u32),
                 link: iflink,
                 link_netnsid: None,
                 master: None,
                 admin_up: s.admin_up,
-                operstate: Some(s.operstate.clone()),
+                operstate: Some(s.operstate.as_str().into()),
                 carrier: s.carrier,
                 link_type: 0,
                 parent_device: None,
@@ -282,16 +282,13 @@ fn sysfs_stats(c: &net_class::NicCounters) -> Option<LinkStats> {
 /// Each host-side veth with where its peer is and whose pod that is; records each
 /// namespace's host veths. `first_seen` carries over between samples.
 pub(super) fn join_veths(
-    first_seen: &mut HashMap<(u32, String), SystemTime>,
+    first_seen: &mut HashMap<(u32, Arc<str>), SystemTime>,
     netlink: bool,
     host_links: &[Link],
     namespaces: &mut [NetnsInfo],
     now: SystemTime,
 ) -> Vec<VethPair> {
-    let names: HashMap<u32, &str> = host_links
-        .iter()
-        .map(|l| (l.index, l.name.as_str()))
-        .collect();
+    let names: HashMap<u32, &Arc<str>> = host_links.iter().map(|l| (l.index, &l.name)).collect();
     let by_nsid: HashMap<i32, usize> = namespaces
         .iter()
         .enumerate()
@@ -331,7 +328,7 @@ pub(super) fn join_veths(
             mtu: l.mtu,
             admin_up: l.admin_up,
             operstate: l.operstate.clone(),
-            master: l.master.and_then(|m| names.get(&m).map(|n| n.to_string())),
+            master: l.master.and_then(|m| names.get(&m).map(|n| Arc::clone(n))),
             stats: l.stats,
             peer_ifindex: l.link.filter(|p| *p != 0),
             peer_netnsid: l.link_netnsid,
@@ -358,7 +355,7 @@ pub(super) fn uplink(root: &HostRoot, host_links: &[Link]) -> Option<Uplink> {
     let name = route::default_interface(root)?;
     let mtu = host_links
         .iter()
-        .find(|l| l.name == name)
+        .find(|l| *l.name == *name)
         .and_then(|l| l.mtu);
     Some(Uplink { name, mtu })
 }
@@ -371,7 +368,7 @@ pub(super) fn overlays(host_links: &[Link], overhead_of: TunnelOverhead) -> Vec<
         .filter_map(|l| {
             let kind = l.kind.as_deref()?;
             Some(Overlay {
-                name: l.name.clone(),
+                name: l.name.to_string(),
                 kind: kind.to_string(),
                 mtu: l.mtu,
                 overhead_bytes: overhead_of(kind)?,
@@ -446,7 +443,7 @@ mod tests {
         let gone = host_interfaces(&mut cache, &links[..1], &[]);
         assert_eq!(gone.len(), 1, "a link left unannounced is not kept");
         let renumbered = host_interfaces(&mut cache, &[link(1, "lo"), link(5, "eth1")], &[]);
-        assert_eq!(renumbered[1].name, "eth1");
+        assert_eq!(&*renumbered[1].name, "eth1");
         // What an announcement invalidates is built again (see look_inside).
         cache.as_mut().unwrap().host_interfaces = None;
         let built = host_interfaces(&mut cache, &links, &[]);

@@ -25,6 +25,7 @@ use crate::host::HostRoot;
 use crate::sample::{CollectError, Unavailable};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// Pins of the runtimes nodediag knows: iproute2 and CNI (containerd, CRI-O), docker.
@@ -77,7 +78,7 @@ pub struct NetnsCollector {
     pin_dirs: Vec<HostDir>,
     cni_conf_dirs: Vec<HostDir>,
     tunnel_overhead: TunnelOverhead,
-    first_seen: HashMap<(u32, String), SystemTime>,
+    first_seen: HashMap<(u32, Arc<str>), SystemTime>,
     former_pods: HashMap<u64, Attribution>,
     links: Option<links::LinkCache>,
     reservations: ipam::ReservationsMemo,

@@ -21,10 +21,10 @@ pub enum AgeSource {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NetnsInterface {
     pub index: u32,
-    pub name: String,
-    pub kind: Option<String>,
+    pub name: Arc<str>,
+    pub kind: Option<Arc<str>>,
     pub mtu: Option<u32>,
-    pub operstate: Option<String>,
+    pub operstate: Option<Arc<str>>,
     /// `10.244.1.5/24` style.
     pub addresses: Vec<String>,
     /// For a veth: its peer's ifindex (in the host for a pod's eth0).
@@ -57,7 +57,7 @@ pub struct NetnsInfo {
     /// Why the interfaces could not be read (netlink off, namespace gone meanwhile).
     pub interfaces_error: Option<String>,
     /// Host-side veths whose peer is in here.
-    pub host_veths: Vec<String>,
+    pub host_veths: Vec<Arc<str>>,
 }
 
 impl NetnsInfo {
@@ -116,19 +116,19 @@ impl PeerState {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VethPair {
-    pub name: String,
+    pub name: Arc<str>,
     pub index: u32,
     pub mtu: Option<u32>,
     pub admin_up: bool,
-    pub operstate: Option<String>,
+    pub operstate: Option<Arc<str>>,
     /// The bridge (or other master) it is enslaved to.
-    pub master: Option<String>,
+    pub master: Option<Arc<str>>,
     pub stats: Option<LinkStats>,
     pub peer_ifindex: Option<u32>,
     pub peer_netnsid: Option<i32>,
     pub peer_netns: Option<u64>,
     pub peer_state: PeerState,
-    pub peer_name: Option<String>,
+    pub peer_name: Option<Arc<str>>,
     pub peer_mtu: Option<u32>,
     pub peer_addresses: Vec<String>,
     pub peer_pins: Vec<String>,

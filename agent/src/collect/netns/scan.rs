@@ -7,7 +7,7 @@ use crate::collect::pods::{self, Attribution, CgroupRef, Name, PodIndex};
 use crate::host::HostRoot;
 use crate::kernel::dir_memo::DirMemo;
 use crate::kernel::mountinfo::MountWatch;
-use crate::kernel::netns::{self, PinEntry};
+use crate::kernel::netns::{self, PinEntry, ProcDir};
 use crate::kernel::process::{self, ProcEntry, StartClock};
 use crate::kernel::ReadError;
 use crate::sample::CollectError;
@@ -132,11 +132,11 @@ impl Settled {
     /// A process seen for the first time: its start time from its stat file, and a
     /// kernel thread's namespace (a kernel thread whose link does not read is
     /// walked like any process).
-    fn first_seen(root: &HostRoot, pid: u32) -> Self {
+    fn first_seen(root: &HostRoot, proc: &ProcDir, pid: u32) -> Self {
         let stat = process::read_stat(root, pid).ok();
         let kernel_thread_netns = stat
             .filter(|s| s.kernel_thread)
-            .and_then(|_| netns::netns_of(root, &pid.to_string()).ok());
+            .and_then(|_| proc.netns_of(pid).ok());
         Settled {
             start_ticks: stat.map(|s| s.start_ticks),
             kernel_thread_netns,
@@ -156,6 +156,7 @@ pub(crate) fn processes(
     memo: &mut ProcMemo,
 ) -> Result<ProcScan, CollectError> {
     let entries = process::list_processes(root)?;
+    let proc = ProcDir::open(root)?;
     let (host, host_from_pid1) = match netns::netns_of(root, "1") {
         Ok(i) => (Some(i), true),
         Err(_) => (netns::netns_of(root, "self").ok(), false),
@@ -175,10 +176,10 @@ pub(crate) fn processes(
         let mut known = memo
             .0
             .remove(&entry)
-            .unwrap_or_else(|| Settled::first_seen(root, pid));
+            .unwrap_or_else(|| Settled::first_seen(root, &proc, pid));
         let inode = match known.kernel_thread_netns {
             Some(inode) => inode,
-            None => match netns::netns_of(root, &pid.to_string()) {
+            None => match proc.netns_of(pid) {
                 Ok(inode) => inode,
                 Err(_) => {
                     scan.unreadable += 1;
