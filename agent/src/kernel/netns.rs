@@ -87,18 +87,6 @@ pub fn parse_ns_link(target: &str) -> Option<u64> {
         .ok()
 }
 
-/// The network namespace of a process (a pid, or `self`); errors for a process that
-/// exited or that we may not inspect.
-pub fn netns_of(root: &HostRoot, pid: &str) -> Result<u64, ReadError> {
-    let path = root.proc(&[pid, "ns", "net"]);
-    let target = std::fs::read_link(&path).map_err(|source| ReadError {
-        path: path.clone(),
-        source,
-    })?;
-    parse_ns_link(&target.to_string_lossy())
-        .ok_or_else(|| ReadError::invalid(&path, "not a net:[inode] link"))
-}
-
 /// procfs held open for a walk over every process: each namespace link is read
 /// relative to it, without building and looking up its whole path (at 500 pods, one
 /// link per process and round).
@@ -124,21 +112,20 @@ impl ProcDir {
         Ok(Self { dir, shown })
     }
 
-    /// As [`netns_of`], for a pid.
-    pub fn netns_of(&self, pid: u32) -> Result<u64, ReadError> {
+    /// The network namespace of a process (a pid, or `self`); errors for a process
+    /// that exited or that we may not inspect.
+    pub fn netns_of(&self, pid: impl std::fmt::Display) -> Result<u64, ReadError> {
         let relative = format!("{pid}/ns/net");
-        let failed = |source: io::Error| ReadError {
-            path: self.shown.join(&relative),
-            source,
-        };
+        let path = || self.shown.join(&relative);
         let target =
-            nix::fcntl::readlinkat(&self.dir, relative.as_str()).map_err(|e| failed(e.into()))?;
-        target.to_str().and_then(parse_ns_link).ok_or_else(|| {
-            failed(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "not a net:[inode] link",
-            ))
-        })
+            nix::fcntl::readlinkat(&self.dir, relative.as_str()).map_err(|e| ReadError {
+                path: path(),
+                source: e.into(),
+            })?;
+        target
+            .to_str()
+            .and_then(parse_ns_link)
+            .ok_or_else(|| ReadError::invalid(&path(), "not a net:[inode] link"))
     }
 }
 
@@ -418,7 +405,8 @@ mod tests {
     fn a_process_namespace_is_its_link_inode() {
         let root = HostRoot::default();
         let inode = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
-        assert_eq!(netns_of(&root, "self").unwrap(), inode);
+        let proc = ProcDir::open(&root).unwrap();
+        assert_eq!(proc.netns_of("self").unwrap(), inode);
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("7/ns")).unwrap();
         std::os::unix::fs::symlink("mnt:[4026531841]", dir.path().join("7/ns/net")).unwrap();
@@ -426,10 +414,11 @@ mod tests {
             proc: dir.path().to_path_buf(),
             ..HostRoot::default()
         };
-        let e = netns_of(&fake, "7").unwrap_err();
+        let fake = ProcDir::open(&fake).unwrap();
+        let e = fake.netns_of(7).unwrap_err();
         assert_eq!(e.path, dir.path().join("7/ns/net"));
         assert!(e.to_string().contains("not a net:[inode] link"), "{e}");
-        assert!(netns_of(&fake, "8").unwrap_err().is_not_found());
+        assert!(fake.netns_of(8).unwrap_err().is_not_found());
     }
 
     #[test]

@@ -157,9 +157,9 @@ pub(crate) fn processes(
 ) -> Result<ProcScan, CollectError> {
     let entries = process::list_processes(root)?;
     let proc = ProcDir::open(root)?;
-    let (host, host_from_pid1) = match netns::netns_of(root, "1") {
+    let (host, host_from_pid1) = match proc.netns_of(1) {
         Ok(i) => (Some(i), true),
-        Err(_) => (netns::netns_of(root, "self").ok(), false),
+        Err(_) => (proc.netns_of("self").ok(), false),
     };
     let clock = StartClock::read(root).ok();
     let mut scan = ProcScan {
