@@ -155,14 +155,16 @@ pub struct AgentArgs {
     #[arg(long = "no-netlink", env = "NODEDIAG_NO_NETLINK")]
     pub no_netlink: bool,
 
-    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    /// Log filter: a level (off, error, warn, info, debug, trace), or per module
+    /// with a default, e.g. `warn,nodediag::collect=debug`.
     #[arg(
         long = "log-level",
         env = "NODEDIAG_LOG_LEVEL",
         default_value = "info",
+        value_parser = parse_log_filter,
         value_name = "FILTER"
     )]
-    pub log_level: String,
+    pub log_level: tracing_subscriber::filter::Targets,
 
     #[command(flatten)]
     pub signals: SignalArgs,
@@ -205,6 +207,12 @@ fn hostname() -> String {
     nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+fn parse_log_filter(s: &str) -> Result<tracing_subscriber::filter::Targets, String> {
+    s.parse().map_err(|e| {
+        format!("{e} (a level such as info or debug, or e.g. warn,nodediag::collect=debug)")
+    })
 }
 
 fn parse_finding_id(s: &str) -> Result<String, String> {
@@ -343,6 +351,32 @@ mod tests {
             vec![PathBuf::from("/a"), PathBuf::from("/b")]
         );
         assert!(load(["nodediag", "check", "--fsync.probes", "0"]).is_err());
+    }
+
+    #[test]
+    fn a_log_filter_that_does_not_parse_is_refused_not_replaced() {
+        use tracing::Level;
+        use tracing_subscriber::filter::Targets;
+        let level = |f: &Targets, target| f.would_enable(target, &Level::DEBUG);
+        let cli = load([
+            "nodediag",
+            "check",
+            "--log-level",
+            "warn,nodediag::collect=debug",
+        ])
+        .unwrap();
+        let f = &agent(&cli).log_level;
+        assert!(level(f, "nodediag::collect::dns"));
+        assert!(!level(f, "nodediag::http"));
+        let Err(ConfigError::Cli(e)) = load(["nodediag", "check", "--log-level", "nodediag=loud"])
+        else {
+            panic!("a filter that does not parse was taken");
+        };
+        let message = e.to_string();
+        assert!(
+            message.contains("--log-level") && message.contains("nodediag=loud"),
+            "{message}"
+        );
     }
 
     fn config_file(ext: &str, body: &str) -> tempfile::NamedTempFile {
