@@ -820,6 +820,38 @@ mod tests {
     }
 
     #[test]
+    fn the_window_keeps_the_probes_not_the_totals() {
+        let samples: Vec<DnsSample> = (0..4u32)
+            .map(|i| {
+                let mut s = round(i % 2, 0.004 * f64::from(i + 1));
+                let mut totals = crate::collect::dns::totals::ServerTotals {
+                    server: "10.96.0.10".into(),
+                    probes: u64::from(i + 1),
+                    ..Default::default()
+                };
+                totals.request_duration.observe(0.001);
+                s.totals = vec![totals];
+                s.softnet_dropped = Some(7 + u64::from(i));
+                s
+            })
+            .collect();
+        let store = store_with(samples.clone());
+        let kept = store.snapshot();
+        let history = kept.history::<DnsSample>();
+        assert!(history[..3].iter().all(|(_, s)| s.totals.is_empty()));
+        assert_eq!(
+            history[3].1.totals, samples[3].totals,
+            "the newest is whole"
+        );
+        let whole = crate::diagnose::testing::uncompacted(&store, &samples);
+        let json = |snap| serde_json::to_value(view(snap, None)).unwrap();
+        assert_eq!(json(&kept), json(&whole));
+        let v = view(&kept, None).unwrap();
+        assert_eq!(v.servers[0].pods_with_failures, ["team-a/web-1"]);
+        assert_eq!(v.correlation.softnet_dropped, Some(3));
+    }
+
+    #[test]
     fn one_timeout_is_a_warning_naming_the_pod() {
         let mut samples: Vec<DnsSample> = (0..4).map(|_| round(0, 0.004)).collect();
         samples.push(round(1, 0.004));

@@ -163,6 +163,22 @@ pub(crate) mod testing {
         RuleContext { window: WINDOW }
     }
 
+    /// `store`'s snapshot with its samples of `S` whole again, as the store got
+    /// them: what a view over the compacted window must answer the same as.
+    pub fn uncompacted<S: Sample + Clone>(store: &Store, samples: &[S]) -> Snapshot {
+        let mut snap = store.snapshot();
+        let history = &mut snap
+            .collectors
+            .get_mut(S::COLLECTOR)
+            .expect("registered")
+            .history;
+        assert_eq!(history.len(), samples.len(), "every sample kept");
+        for (kept, whole) in history.iter_mut().zip(samples) {
+            kept.sample = Arc::new(whole.clone());
+        }
+        snap
+    }
+
     /// Runs one family's rules, its thresholds given, on a store.
     pub fn run_rules<T>(
         rules: fn(&Snapshot, &T, &RuleContext, &mut Vec<Finding>),

@@ -11,7 +11,7 @@ use crate::kernel::diskstats::{self, DiskStats};
 use crate::kernel::mountinfo::{self, Mount, MountsMemo};
 use crate::kernel::statfs::{self, FsUsage};
 use crate::kernel::ReadError;
-use crate::sample::{CollectError, Sample, Unavailable};
+use crate::sample::{CollectError, Compacted, Sample, Unavailable};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -131,6 +131,47 @@ impl Sample for DiskSample {
 
     fn unavailable(&self) -> &[Unavailable] {
         &self.unavailable
+    }
+
+    /// The disk view reads each directory's fsync latencies and each device's
+    /// counters over the window, by path and name; the histograms since start (the
+    /// metrics) and everything else come from the newest sample.
+    fn compact(&self) -> Compacted<Self> {
+        Compacted::Part(DiskSample {
+            dirs: self.dirs.iter().map(DiskDir::compact).collect(),
+            devices: self.devices.clone(),
+            window: self.window,
+            unavailable: Vec::new(),
+        })
+    }
+}
+
+impl DiskDir {
+    fn compact(&self) -> DiskDir {
+        DiskDir {
+            path: self.path.clone(),
+            probed: self.probed,
+            dev: None,
+            device: None,
+            disk: None,
+            mount_point: None,
+            fstype: None,
+            read_only: None,
+            space: None,
+            space_error: None,
+            probe: self.probe.as_ref().map(|p| ProbeReport {
+                state: p.state.clone(),
+                file: String::new(),
+                latencies: p.latencies.clone(),
+                probes_in_sample: p.probes_in_sample,
+                histogram: Histogram::default(),
+                probes_total: p.probes_total,
+                errors_total: p.errors_total,
+                last_error: None,
+                stalled: p.stalled,
+                in_flight: None,
+            }),
+        }
     }
 }
 

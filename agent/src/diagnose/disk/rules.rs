@@ -312,6 +312,49 @@ mod tests {
     }
 
     #[test]
+    fn the_window_keeps_latencies_and_device_counters_not_histograms() {
+        let samples: Vec<DiskSample> = (0..3u64)
+            .map(|i| {
+                let mut d = dir("/var/lib/etcd", vec![0.001 * (i + 1) as f64; 5]);
+                if let Some(p) = &mut d.probe {
+                    p.histogram.observe(0.002);
+                }
+                DiskSample {
+                    dirs: vec![d],
+                    devices: vec![DeviceCounters {
+                        name: "vda".into(),
+                        stats: stats(100 * i, 300 * i, Some((10 * i, 20 * i)), 50 * i),
+                    }],
+                    window: Duration::from_secs(300),
+                    unavailable: vec![],
+                }
+            })
+            .collect();
+        let store = testing::store_with(samples.clone());
+        let kept = store.snapshot();
+        let history = kept.history::<DiskSample>();
+        let histogram = |s: &DiskSample| s.dirs[0].probe.as_ref().unwrap().histogram.count;
+        assert_eq!(
+            history
+                .iter()
+                .map(|(_, s)| histogram(s))
+                .collect::<Vec<_>>(),
+            [0, 0, 1]
+        );
+        let whole = testing::uncompacted(&store, &samples);
+        let json = |snap| serde_json::to_value(view(snap, None)).unwrap();
+        assert_eq!(json(&kept), json(&whole));
+        assert_eq!(
+            view(&kept, None).unwrap().dirs[0]
+                .fsync
+                .as_ref()
+                .unwrap()
+                .probes,
+            15
+        );
+    }
+
+    #[test]
     fn fsync_p99_over_the_whole_window_decides() {
         let fast = vec![0.001; 99];
         assert!(run(vec![vec![dir("/var/lib/etcd", fast.clone())]]).is_empty());
