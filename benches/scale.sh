@@ -11,7 +11,9 @@
 #   - nodediag at its defaults (every collector, --interval 15s), pointed at that
 #     rootfs and at /run/netns: its RSS once its rule window is full;
 #   - nodediag at --interval 1s: its RSS (the rule window holds 300 samples), and
-#     /metrics latency while it collects every second;
+#     /metrics latency while it collects every second, in turn with /healthz (no
+#     work behind it) after the same pause: what any request costs on this machine,
+#     client and wake-ups included, the floor under the /metrics figures;
 #   - node_exporter 1.5 (Debian's prometheus-node-exporter, default collectors),
 #     scraped every 15 s as Prometheus would: CPU per scrape and RSS;
 # then the default agent runs alone for CPU_WAIT seconds, its window full, for its
@@ -192,7 +194,7 @@ summary=()
 echo "nodediag: $BIN"
 echo "node_exporter: $(prometheus-node-exporter --version 2>&1 | head -n1)"
 echo "kernel $(uname -r), $(nproc) CPUs, cgroup $([ $v2 = 1 ] && echo v2 || echo v1), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "each N: ${FILL} s with both agents (RSS, /metrics every ${SCRAPE_EVERY} s on the 1 s agent), then ${CPU_WAIT} s of the default agent alone (CPU)"
+echo "each N: ${FILL} s with both agents (RSS; /metrics and /healthz in turn every ${SCRAPE_EVERY} s on the 1 s agent), then ${CPU_WAIT} s of the default agent alone (CPU)"
 
 if [ "${HOLD:-0}" = 1 ]; then
   N=${SIZES[-1]}
@@ -225,6 +227,8 @@ for N in "${SIZES[@]}"; do
   # Phase 1: both agents fill their rule windows; the 1 s agent's /metrics is timed
   # while it collects every second; node_exporter is scraped as Prometheus would.
   : > "$work/lat-b"
+  : > "$work/lat-h"
+  turn=0
   : > "$work/lat-ne"
   ne_ticks0=$(proc_ticks "$ne")
   end=$((SECONDS + FILL))
@@ -234,7 +238,12 @@ for N in "${SIZES[@]}"; do
       curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$pn/metrics" >> "$work/lat-ne"
       next_ne=$((next_ne + 15))
     fi
-    curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$pb/metrics" >> "$work/lat-b"
+    # /metrics and /healthz in turn, each after the same pause.
+    if [ $((turn++ % 2)) = 0 ]; then
+      curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$pb/metrics" >> "$work/lat-b"
+    else
+      curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$pb/healthz" >> "$work/lat-h"
+    fi
     sleep "$SCRAPE_EVERY"
   done
   ne_ticks1=$(proc_ticks "$ne")
@@ -259,6 +268,7 @@ for N in "${SIZES[@]}"; do
   daemons=()
 
   b50=$(pct "$work/lat-b" 0.5) b99=$(pct "$work/lat-b" 0.99)
+  h50=$(pct "$work/lat-h" 0.5) h99=$(pct "$work/lat-h" 0.99)
   ne50=$(pct "$work/lat-ne" 0.5) ne99=$(pct "$work/lat-ne" 0.99)
 
   rounds=$(( $(metric nodediag_collector_runs_total nic < "$work/m1" | cut -d. -f1) - $(metric nodediag_collector_runs_total nic < "$work/m0" | cut -d. -f1) ))
@@ -293,12 +303,13 @@ for N in "${SIZES[@]}"; do
     "$(awk -v k="$rss_ne" 'BEGIN { print k / 1024 }')"
   printf '/metrics p50/p99: nodediag (collecting every 1 s) %s/%s ms over %d scrapes; node_exporter %s/%s ms, %s ms CPU per scrape over %d\n' \
     "$b50" "$b99" "$(wc -l < "$work/lat-b")" "$ne50" "$ne99" "$ne_cpu" "$ne_scrapes"
-  summary+=("$row $other $total $(awk -v k="$rss_a" 'BEGIN { printf "%.1f", k / 1024 }') $(awk -v k="$rss_b" 'BEGIN { printf "%.1f", k / 1024 }') $b50 $b99 $ne_cpu $(awk -v k="$rss_ne" 'BEGIN { printf "%.1f", k / 1024 }')")
+  printf '/healthz p50/p99 on the same agent, in turn with /metrics (the floor): %s/%s ms\n' "$h50" "$h99"
+  summary+=("$row $other $total $(awk -v k="$rss_a" 'BEGIN { printf "%.1f", k / 1024 }') $(awk -v k="$rss_b" 'BEGIN { printf "%.1f", k / 1024 }') $b50 $b99 $h99 $ne_cpu $(awk -v k="$rss_ne" 'BEGIN { printf "%.1f", k / 1024 }')")
 done
 
 echo
 echo "== summary: CPU per collection round (ms) by collector, RSS (MiB), /metrics (ms); load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%10s' N "${collectors[@]}" rules total rss15s rss1s p50 p99 ne_cpu ne_rss; echo
+printf '%10s' N "${collectors[@]}" rules total rss15s rss1s p50 p99 floor99 ne_cpu ne_rss; echo
 for r in "${summary[@]}"; do
   read -ra v <<<"$r"
   printf '%10s' "${v[@]}"; echo
