@@ -13,7 +13,7 @@ mod leftovers;
 mod manifest;
 mod node;
 
-use common::{skip, wait_for, Agent};
+use common::{poll_until, skip, wait_for, Agent};
 use kubelet::{run_pod, ContainerSpec, Pod, PodSpec};
 use node::Node;
 use serde_json::Value;
@@ -56,9 +56,23 @@ impl Ctx {
 
     /// Waits for nodediag's answer, due within two intervals of `since`; records the time.
     fn answer<T>(&self, what: &str, since: Instant, cond: impl FnMut() -> Option<T>) -> T {
-        let budget = INTERVAL * 2 + SLACK;
+        self.answer_within(what, since, INTERVAL * 2 + SLACK, cond, String::new)
+    }
+
+    /// As [`Self::answer`], due within `budget`; a miss says `why` (what the agent
+    /// showed instead).
+    fn answer_within<T>(
+        &self,
+        what: &str,
+        since: Instant,
+        budget: Duration,
+        mut cond: impl FnMut() -> Option<T>,
+        why: impl FnOnce() -> String,
+    ) -> T {
         let left = budget.saturating_sub(since.elapsed());
-        let v = wait_for(what, left, cond);
+        let Some(v) = poll_until(left, &mut cond) else {
+            panic!("no answer within {budget:?}: {what}. {}", why());
+        };
         let took = since.elapsed();
         eprintln!("answer: {what}: {took:.2?}");
         self.timings.borrow_mut().push((what.to_string(), took));
@@ -214,9 +228,19 @@ fn busy_container_is_throttled(cx: &Ctx) {
     let pod = cx.run(spec);
     let started = Instant::now();
     let subject = format!("{}/spin-0/spinner", cx.ns_a);
-    let f = cx.answer("cpu_throttled of the busy container", started, || {
-        finding(&cx.agent, "cpu_throttled", &subject)
-    });
+    // The ratio is a rise between two samples of the container spinning: the first
+    // sight can come an interval after the start, the rise an interval later, and
+    // the evaluation waits up to one more for the round's last collector.
+    let f = cx.answer_within(
+        "cpu_throttled of the busy container",
+        started,
+        INTERVAL * 3 + SLACK,
+        || finding(&cx.agent, "cpu_throttled", &subject),
+        || {
+            let path = format!("/api/v1/throttling?namespace={}&pod=spin-0", cx.ns_a);
+            format!("GET {path}: {:?}", cx.agent.get(&path))
+        },
+    );
     let e = &f["evidence"];
     let cid = pod.container_id("spinner");
     assert_eq!(e["container_id"], cid, "{f:#}");
