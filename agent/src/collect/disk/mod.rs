@@ -108,6 +108,34 @@ impl DiskDir {
     pub fn filesystem_key(&self) -> String {
         self.dev.clone().unwrap_or_else(|| self.path.clone())
     }
+
+    /// What an older sample keeps of the directory (see [`DiskSample::compact`]).
+    fn compact(&self) -> DiskDir {
+        DiskDir {
+            path: self.path.clone(),
+            probed: self.probed,
+            dev: None,
+            device: None,
+            disk: None,
+            mount_point: None,
+            fstype: None,
+            read_only: None,
+            space: None,
+            space_error: None,
+            probe: self.probe.as_ref().map(|p| ProbeReport {
+                state: p.state.clone(),
+                file: String::new(),
+                latencies: p.latencies.clone(),
+                probes_in_sample: p.probes_in_sample,
+                histogram: Histogram::default(),
+                probes_total: p.probes_total,
+                errors_total: p.errors_total,
+                last_error: None,
+                stalled: p.stalled,
+                in_flight: None,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -143,35 +171,6 @@ impl Sample for DiskSample {
             window: self.window,
             unavailable: Vec::new(),
         })
-    }
-}
-
-impl DiskDir {
-    fn compact(&self) -> DiskDir {
-        DiskDir {
-            path: self.path.clone(),
-            probed: self.probed,
-            dev: None,
-            device: None,
-            disk: None,
-            mount_point: None,
-            fstype: None,
-            read_only: None,
-            space: None,
-            space_error: None,
-            probe: self.probe.as_ref().map(|p| ProbeReport {
-                state: p.state.clone(),
-                file: String::new(),
-                latencies: p.latencies.clone(),
-                probes_in_sample: p.probes_in_sample,
-                histogram: Histogram::default(),
-                probes_total: p.probes_total,
-                errors_total: p.errors_total,
-                last_error: None,
-                stalled: p.stalled,
-                in_flight: None,
-            }),
-        }
     }
 }
 

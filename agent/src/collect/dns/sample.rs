@@ -45,9 +45,10 @@ impl Sample for DnsSample {
 
     /// The probes and the softnet counter: the DNS view tallies every probe in the
     /// window and correlates softnet drops over it. The totals since start (two
-    /// histograms per server, for the metrics), the names and the server choice
-    /// are read from the newest sample only; at `--interval 1s` the totals of 300
-    /// older samples were over a megabyte.
+    /// histograms per server, for the metrics), the names and the unavailable parts
+    /// are read from the newest sample only (the server choice and the budget stay,
+    /// a few bytes); at `--interval 1s` the totals of 300 older samples were over a
+    /// megabyte.
     fn compact(&self) -> Compacted<Self> {
         Compacted::Part(DnsSample {
             server: self.server.clone(),
