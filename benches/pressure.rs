@@ -4,11 +4,11 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use nodediag::collect::kmsg::Journal;
-use nodediag::collect::pressure::PressureCollector;
+use nodediag::collect::pressure::{PressureCollector, INOTIFY_INTERVAL};
 use nodediag::collect::Collector;
 use nodediag::host::HostRoot;
 use nodediag::kernel::kmsg::parse_kmsg_record;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 fn records() -> Vec<String> {
     let noise = [
@@ -56,7 +56,8 @@ fn host(c: &mut Criterion) {
     g.bench_function("inotify_scan_of_this_host", |b| {
         b.iter(|| black_box(nodediag::kernel::inotify::scan(&root).unwrap()))
     });
-    let mut collector = PressureCollector::new(root.clone());
+    let mut collector =
+        PressureCollector::new(root.clone(), Duration::from_secs(15), INOTIFY_INTERVAL);
     g.bench_function("collect_on_this_host", |b| {
         b.iter(|| black_box(collector.collect().unwrap()))
     });

@@ -26,6 +26,9 @@ fn pressure_agent(extra: &[&str]) -> Agent {
     let mut args = vec![
         "--interval",
         "200ms",
+        // Counted every round, as the instances this test opens must be seen.
+        "--inotify.interval",
+        "200ms",
         "--no-collector.conntrack",
         "--no-collector.nic",
         "--no-collector.kmsg",

@@ -12,6 +12,7 @@ use crate::kernel::{read_string, read_u64_if_present, vmstat, ReadError};
 use crate::sample::{CollectError, Compacted, Sample, Unavailable};
 use serde::Serialize;
 use std::path::Path;
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MemorySignal {
@@ -130,25 +131,41 @@ impl Sample for PressureSample {
     }
 }
 
-/// Every how many rounds the inotify holders are counted again. Counting reads the
-/// link of every open file of every process (at 500 pods, most of the collector's
-/// CPU), while instances are opened once by a program and held: a user running
-/// out of them stays out for longer than a few rounds.
-const INOTIFY_EVERY: u32 = 4;
+/// How often the inotify holders are counted by default. Counting reads the link of
+/// every open file of every process (at 500 pods, about 19 ms, most of the
+/// collector's CPU), while instances are opened once by a program and held: a user
+/// running out of them stays out for longer than a minute.
+pub const INOTIFY_INTERVAL: Duration = Duration::from_secs(60);
 
 pub struct PressureCollector {
     root: HostRoot,
+    /// Every how many rounds the holders are counted again.
+    inotify_every: u32,
     /// The last count of inotify holders, and the rounds since.
     inotify: Option<(InotifyUsage, u32)>,
 }
 
 impl PressureCollector {
-    pub fn new(root: HostRoot) -> Self {
+    /// `interval`: the collector's own; `inotify_interval`: how often the inotify
+    /// holders are counted, in whole rounds (at least every round).
+    pub fn new(root: HostRoot, interval: Duration, inotify_interval: Duration) -> Self {
         Self {
             root,
+            inotify_every: rounds_within(inotify_interval, interval),
             inotify: None,
         }
     }
+}
+
+/// How many rounds of `interval` make `period`, rounded up, and at least one. In
+/// rounds, not time, so that at the default interval a minute is always the fourth
+/// round, whatever the rounds' jitter.
+fn rounds_within(period: Duration, interval: Duration) -> u32 {
+    if interval.is_zero() {
+        return 1;
+    }
+    let n = period.as_nanos().div_ceil(interval.as_nanos());
+    u32::try_from(n).unwrap_or(u32::MAX).max(1)
 }
 
 impl Collector for PressureCollector {
@@ -179,7 +196,7 @@ impl Collector for PressureCollector {
         );
         let inotify = read_inotify(
             root,
-            || inotify_usage(root, &mut self.inotify),
+            || inotify_usage(root, self.inotify_every, &mut self.inotify),
             &mut unavailable,
         );
         let neighbors = read_neighbors(root, &mut unavailable);
@@ -369,15 +386,16 @@ fn read_tasks(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Option<Tas
     })
 }
 
-/// The inotify holders: counted again every [`INOTIFY_EVERY`] rounds, and every
-/// round while they could not be.
+/// The inotify holders: counted again every `every` rounds, and every round while
+/// they could not be.
 fn inotify_usage(
     root: &HostRoot,
+    every: u32,
     last: &mut Option<(InotifyUsage, u32)>,
 ) -> Result<InotifyUsage, ReadError> {
     if let Some((usage, rounds)) = last {
         *rounds += 1;
-        if *rounds < INOTIFY_EVERY {
+        if *rounds < every {
             return Ok(usage.clone());
         }
     }
@@ -459,4 +477,21 @@ fn read_neighbors(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Vec<Ne
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inotify_count_is_due_in_whole_rounds() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        assert_eq!(rounds_within(s(60), s(15)), 4);
+        assert_eq!(rounds_within(s(60), s(1)), 60);
+        assert_eq!(rounds_within(s(60), s(7)), 9);
+        assert_eq!(rounds_within(s(1), ms(200)), 5);
+        assert_eq!(rounds_within(s(10), s(15)), 1);
+        assert_eq!(rounds_within(s(60), Duration::ZERO), 1);
+    }
 }

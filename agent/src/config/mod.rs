@@ -289,6 +289,10 @@ mod tests {
         assert_eq!((t.pids_warning_ratio, t.pids_critical_ratio), (0.90, 0.95));
         assert_eq!((t.fd_warning_ratio, t.fd_critical_ratio), (0.80, 0.90));
         assert_eq!((t.inotify_ratio, t.neighbor_ratio), (0.90, 0.90));
+        assert_eq!(
+            s.pressure.inotify_interval,
+            crate::collect::pressure::INOTIFY_INTERVAL
+        );
         assert_eq!(s.kmsg.thresholds.unregister_count, 3);
         assert_eq!(
             s.kmsg.thresholds.unregister_window,

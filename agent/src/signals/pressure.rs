@@ -19,6 +19,12 @@ pub struct PressureArgs {
     #[arg(id = "collector.pressure.interval", long = "collector.pressure.interval", env = "NODEDIAG_COLLECTOR_PRESSURE_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
     pub interval: Option<Duration>,
 
+    /// How often the inotify holders are counted. Counting reads the link of every
+    /// open file of every process, so it is done in whole rounds of the collector, at
+    /// most every round.
+    #[arg(id = "inotify.interval", long = "inotify.interval", env = "NODEDIAG_INOTIFY_INTERVAL", default_value = "1m", value_parser = parse_duration, value_name = "DURATION")]
+    pub inotify_interval: Duration,
+
     /// Disable the pressure collector (memory, PSI, PIDs, files, inotify, neighbours,
     /// forwarding, OOM kills).
     #[arg(
@@ -45,10 +51,14 @@ impl Signal for Pressure {
     }
 
     fn collector(
-        _args: &PressureArgs,
+        args: &PressureArgs,
         ctx: &collect::Context,
     ) -> impl Collector<Sample = PressureSample> {
-        PressureCollector::new(ctx.root.clone())
+        PressureCollector::new(
+            ctx.root.clone(),
+            args.interval.unwrap_or(ctx.interval),
+            args.inotify_interval,
+        )
     }
 
     fn rules(args: &PressureArgs) -> RuleSet {
