@@ -177,6 +177,11 @@ impl CgroupCollector {
             located: None,
         }
     }
+
+    /// Reads the mount table through `mounts`, shared with the other collectors.
+    pub fn sharing_mounts(self, mounts: MountsMemo) -> Self {
+        Self { mounts, ..self }
+    }
 }
 
 /// Where a host mount point can be read from here (rule in the module docs), or the
@@ -542,7 +547,7 @@ impl Collector for CgroupCollector {
     type Sample = CgroupSample;
 
     fn collect(&mut self) -> Result<CgroupSample, CollectError> {
-        let mounts = read_mounts(&mut self.mounts, &self.root)?;
+        let mounts = read_mounts(&self.mounts, &self.root)?;
         let located = match self.located.take() {
             Some(l) if Arc::ptr_eq(&l.mounts, &mounts) => l,
             _ => self.find_hierarchy(mounts)?,
@@ -690,7 +695,7 @@ impl CgroupCollector {
 }
 
 /// The host's mount table; without one there is nothing to find cgroups in.
-fn read_mounts(memo: &mut MountsMemo, root: &HostRoot) -> Result<Arc<Vec<Mount>>, CollectError> {
+fn read_mounts(memo: &MountsMemo, root: &HostRoot) -> Result<Arc<Vec<Mount>>, CollectError> {
     memo.read(root).map_err(|e| {
         if e.is_not_found() {
             // No mount table at all: this procfs is not a live one (a partial copy).

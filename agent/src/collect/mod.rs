@@ -18,6 +18,7 @@ pub mod pods;
 pub mod pressure;
 
 use crate::host::HostRoot;
+use crate::kernel::mountinfo::MountsMemo;
 use crate::sample::{AnySample, CollectError, Sample};
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,4 +72,6 @@ pub struct Context {
     pub interval: Duration,
     /// The rule window: how much history a collector's own buffers must cover.
     pub window: Duration,
+    /// The host's mount table, read once for the collectors that need it.
+    pub mounts: MountsMemo,
 }

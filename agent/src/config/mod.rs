@@ -195,6 +195,7 @@ impl AgentArgs {
             netlink: !self.no_netlink,
             interval: self.interval,
             window: self.window,
+            mounts: Default::default(),
         }
     }
 

@@ -54,10 +54,10 @@ impl Signal for Cgroup {
         args: &CgroupArgs,
         ctx: &collect::Context,
     ) -> impl Collector<Sample = CgroupSample> {
-        KernelJudged(CgroupCollector::new(
-            ctx.root.clone(),
-            args.cgroup_root.clone(),
-        ))
+        KernelJudged(
+            CgroupCollector::new(ctx.root.clone(), args.cgroup_root.clone())
+                .sharing_mounts(ctx.mounts.clone()),
+        )
     }
 
     fn rules(args: &CgroupArgs) -> RuleSet {

@@ -109,6 +109,7 @@ impl Signal for Disk {
                 window: ctx.window,
             },
         )
+        .sharing_mounts(ctx.mounts.clone())
     }
 
     fn rules(args: &DiskArgs) -> RuleSet {

@@ -191,6 +191,12 @@ impl DiskCollector {
         }
     }
 
+    /// Reads the mount table through `mounts`, shared with the other collectors.
+    pub fn sharing_mounts(mut self, mounts: MountsMemo) -> Self {
+        self.mounts = mounts;
+        self
+    }
+
     /// The directories to watch: (path as nodediag sees it, probed).
     fn directories(&self) -> Vec<(PathBuf, bool)> {
         let existing = |list: &[&str]| -> Vec<PathBuf> {
