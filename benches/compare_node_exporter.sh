@@ -16,7 +16,7 @@ scrapes=${2:-200}
 command -v prometheus-node-exporter >/dev/null 2>&1 || {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-node-exporter >/dev/null
 }
-cargo build --release --quiet
+bin=$(deploy/build-release.sh --quiet)
 ns="nd-bench-$$"
 pids=()
 cleanup() {
@@ -37,9 +37,9 @@ ip netns exec "$ns" prometheus-node-exporter --web.listen-address=127.0.0.1:1910
   >/dev/null 2>&1 &
 pids+=($!)
 # Only the signals node_exporter has here: conntrack and NICs.
-others=$(target/release/nodediag serve --help | grep -o -- '--no-collector\.[a-z]*' | grep -v -e conntrack -e nic | tr '\n' ' ' || true)
+others=$("$bin" serve --help | grep -o -- '--no-collector\.[a-z]*' | grep -v -e conntrack -e nic | tr '\n' ' ' || true)
 # shellcheck disable=SC2086
-ip netns exec "$ns" target/release/nodediag serve --listen 127.0.0.1:19360 --interval 15s $others \
+ip netns exec "$ns" "$bin" serve --listen 127.0.0.1:19360 --interval 15s $others \
   >/dev/null 2>&1 &
 pids+=($!)
 

@@ -30,7 +30,8 @@
 #   FILL=330      seconds of the first part (the 5 min rule window plus two
 #                 intervals, so both agents' windows are full when RSS is read)
 #   CPU_WAIT=180  seconds of the second part (12 rounds)
-#   NODEDIAG=...  binary to measure (default: cargo build --release)
+#   NODEDIAG=...  binary to measure (default: the one that ships, from
+#                 deploy/build-release.sh)
 #   HOLD=1        build the largest N, print how to point an agent at it, and keep it
 #                 up until interrupted (for profiling); measures nothing
 # Needs root, iproute2, curl; installs prometheus-node-exporter if missing. Everything
@@ -57,8 +58,7 @@ command -v prometheus-node-exporter >/dev/null 2>&1 || {
 }
 BIN=${NODEDIAG:-}
 if [ -z "$BIN" ]; then
-  (cd "$here" && cargo build --release --quiet --bin nodediag)
-  BIN=$here/target/release/nodediag
+  BIN=$("$here/deploy/build-release.sh" --quiet)
 fi
 
 tag="nsc$(($$ % 100000))"

@@ -6,9 +6,10 @@
 #   ctr -n k8s.io images import nodediag.tar          # on a containerd node
 #   skopeo copy oci-archive:nodediag.tar docker://registry.example.com/nodediag:0.1.0
 #
-# It builds the release binary (`cargo build --release --locked`), lays out the
-# image's files with stage-rootfs.sh (the binary and the libraries it links, the same
-# files deploy/Dockerfile produces) and assembles the archive with oci-archive.sh.
+# It builds the release binary with build-release.sh (statically linked on glibc),
+# lays out the image's files with stage-rootfs.sh (the binary and any libraries it
+# links, the same files deploy/Dockerfile produces) and assembles the archive with
+# oci-archive.sh.
 #
 # Environment:
 #   NODEDIAG_BIN    use this binary instead of building one
@@ -26,11 +27,7 @@ root=$(dirname "$here")
 
 bin=${NODEDIAG_BIN:-}
 if [ -z "$bin" ]; then
-  (cd "$root" && cargo build --release --locked --bin nodediag)
-  # Where cargo put it: CARGO_TARGET_DIR or the build config may move target/.
-  target=$(cd "$root" && cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-  bin=$target/release/nodediag
+  bin=$("$here/build-release.sh")
 fi
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n1)
 ref=${NODEDIAG_IMAGE:-ghcr.io/nodediag/nodediag:$version}

@@ -23,7 +23,8 @@ install -D -m 0755 "$bin" "$dest/nodediag"
 
 # ldd prints "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" for each library
 # and "/lib64/ld-linux-x86-64.so.2 (0x...)" for the loader; the vDSO has no file.
-# A static binary ("not a dynamic executable", exit 1) needs no library.
+# A static binary ("statically linked" for static-pie, as build-release.sh makes
+# on glibc; "not a dynamic executable", exit 1, otherwise) needs no library.
 libs=$(ldd "$bin" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' || true)
 for lib in $libs; do
   # Copy the file's content to the path the loader asks for: on a merged-/usr host

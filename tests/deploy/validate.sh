@@ -570,12 +570,21 @@ def dockerfile():
 
     def build():
         text = " ".join(lines)
-        assert re.search(r"cargo build --release --locked", text), "no `cargo build --release --locked`"
+        # The image and build-image.sh ship what deploy/build-release.sh builds: the
+        # locked release build, static on glibc, whose path it prints.
+        assert re.search(r"bin=\$\(deploy/build-release\.sh\)", text), \
+            "the build stage does not build with deploy/build-release.sh"
         # The same layout as deploy/build-image.sh: both lay the files out with
         # stage-rootfs.sh, so comparing the file lists means checking this call.
-        assert re.search(r"deploy/stage-rootfs\.sh target/release/nodediag /rootfs", text), \
+        assert re.search(r'deploy/stage-rootfs\.sh "\$bin" /rootfs', text), \
             "the build stage does not lay out /rootfs with deploy/stage-rootfs.sh"
-    check("Dockerfile runs cargo build --release --locked and deploy/stage-rootfs.sh", build)
+        with open(f"{root}/deploy/build-image.sh", encoding="utf-8") as f:
+            assert '"$here/build-release.sh"' in f.read(), "build-image.sh does not use build-release.sh"
+        with open(f"{root}/deploy/build-release.sh", encoding="utf-8") as f:
+            release = f.read()
+        assert "cargo build --release --locked --bin nodediag" in release, "build-release.sh: no locked release build"
+        assert "target-feature=+crt-static" in release, "build-release.sh: not static on glibc"
+    check("Dockerfile and build-image.sh ship deploy/build-release.sh's binary, laid out by deploy/stage-rootfs.sh", build)
 
     def entry():
         assert 'ENTRYPOINT ["/nodediag"]' in lines, "ENTRYPOINT"
@@ -681,7 +690,8 @@ echo "== scripts"
 if command -v shellcheck >/dev/null; then
   check "shellcheck on the deploy scripts" \
     shellcheck deploy/kubernetes/gen-prometheusrule.sh tests/deploy/validate.sh \
-      deploy/build-image.sh deploy/stage-rootfs.sh deploy/oci-archive.sh tests/reliability/http.sh
+      deploy/build-image.sh deploy/build-release.sh deploy/stage-rootfs.sh deploy/oci-archive.sh \
+      tests/reliability/http.sh
 else
   echo "SKIP shellcheck: not installed"
 fi

@@ -213,12 +213,12 @@ fn check_image_files(cx: &Ctx, archive: &Path) {
         .filter_map(|l| l.split_whitespace().last())
         .map(|p| p.trim_start_matches("./").to_string())
         .collect();
-    // build-image.sh's release build, beside the debug one these tests run, wherever
-    // CARGO_TARGET_DIR puts the target directory.
+    // The binary build-image.sh shipped: deploy/build-release.sh says where it is
+    // (static on glibc, so ldd lists nothing and the image holds the binary alone).
+    // It was just built, so this only asks cargo.
     let bin = std::env::var("NODEDIAG_BIN").unwrap_or_else(|_| {
-        let debug = Path::new(crate::common::BIN);
-        let target = debug.parent().and_then(Path::parent).expect("target dir");
-        target.join("release/nodediag").display().to_string()
+        let built = run(Command::new(repo_root().join("deploy/build-release.sh")).arg("--quiet"));
+        built.unwrap_or_else(|e| panic!("{e:#}")).trim().to_string()
     });
     let ldd = run(Command::new("ldd").arg(&bin)).unwrap();
     let mut want: BTreeSet<String> = ldd
