@@ -34,8 +34,10 @@ pub fn return_free_pages() {
 /// tokio's scheduler calls `pow` (for its average task poll time), and glibc keeps
 /// `pow` in libm: the one function nodediag took from it. Loading libm left about
 /// 0.5 MiB of it resident (524 KB at 500 pods: relocating it at start touches pages
-/// all over it) for that one function. Defined here, from the `libm` crate (musl's, in Rust), `pow` resolves
-/// within the binary and the linker (`--as-needed`) leaves libm out.
+/// all over it) for that one function. Defined here, from the `libm` crate (musl's,
+/// in Rust), `pow` resolves within the binary and the linker (`--as-needed`) leaves
+/// libm out. This matters to dynamic builds; the static one that ships
+/// (deploy/build-release.sh) takes only what it calls from glibc either way.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[no_mangle]
 pub extern "C" fn pow(x: f64, y: f64) -> f64 {
