@@ -19,6 +19,10 @@
 # then the default agent runs alone for CPU_WAIT seconds, its window full, for its
 # CPU per collection round (alone, so the others' load does not inflate it).
 #
+# After that, with no agent running, benches/kernel_floor.rs makes the reads whose
+# number grows with pods (cgroup counters, process namespaces, link counters) bare,
+# every 15 s, FLOOR_ROUNDS times: the kernel's floor under a round on this node.
+#
 # CPU per collection round comes from the agent itself
 # (nodediag_collector_cpu_seconds_total: the collection thread and the helper threads
 # it joins) plus the threads that follow a source on their own (nodediag-kmsg,
@@ -30,6 +34,7 @@
 #   FILL=330      seconds of the first part (the 5 min rule window plus two
 #                 intervals, so both agents' windows are full when RSS is read)
 #   CPU_WAIT=180  seconds of the second part (12 rounds)
+#   FLOOR_ROUNDS=4  rounds of the kernel floor (15 s apart, after one unmeasured)
 #   NODEDIAG=...  binary to measure (default: the one that ships, from
 #                 deploy/build-release.sh)
 #   HOLD=1        build the largest N, print how to point an agent at it, and keep it
@@ -44,6 +49,7 @@ SIZES=("$@")
 mapfile -t SIZES < <(printf '%s\n' "${SIZES[@]}" | sort -n)
 FILL=${FILL:-330}
 CPU_WAIT=${CPU_WAIT:-180}
+FLOOR_ROUNDS=${FLOOR_ROUNDS:-4}
 SCRAPE_EVERY=${SCRAPE_EVERY:-0.25}
 
 for tool in ip curl awk; do
@@ -60,6 +66,10 @@ BIN=${NODEDIAG:-}
 if [ -z "$BIN" ]; then
   BIN=$("$here/deploy/build-release.sh" --quiet)
 fi
+# Built before anything is measured.
+FLOOR=$(cd "$here" && cargo bench --quiet --bench kernel_floor --no-run --message-format=json |
+  sed -n 's/.*"executable":"\([^"]*\/kernel_floor-[^"]*\)".*/\1/p' | tail -n1)
+[ -x "$FLOOR" ] || { echo "benches/kernel_floor.rs did not build" >&2; exit 2; }
 
 tag="nsc$(($$ % 100000))"
 work=$(mktemp -d "/tmp/$tag.XXXXXX")
@@ -267,6 +277,10 @@ for N in "${SIZES[@]}"; do
   wait "$a" 2>/dev/null || true
   daemons=()
 
+  # Phase 3: the kernel's floor, with no agent running.
+  "$FLOOR" --bench --every 15 --rounds "$FLOOR_ROUNDS" | tee "$work/floor"
+  kfloor=$(awk '$1 == "floor" { print $2 }' "$work/floor")
+
   b50=$(pct "$work/lat-b" 0.5) b99=$(pct "$work/lat-b" 0.99)
   h50=$(pct "$work/lat-h" 0.5) h99=$(pct "$work/lat-h" 0.99)
   ne50=$(pct "$work/lat-ne" 0.5) ne99=$(pct "$work/lat-ne" 0.99)
@@ -304,12 +318,12 @@ for N in "${SIZES[@]}"; do
   printf '/metrics p50/p99: nodediag (collecting every 1 s) %s/%s ms over %d scrapes; node_exporter %s/%s ms, %s ms CPU per scrape over %d\n' \
     "$b50" "$b99" "$(wc -l < "$work/lat-b")" "$ne50" "$ne99" "$ne_cpu" "$ne_scrapes"
   printf '/healthz p50/p99 on the same agent, in turn with /metrics (the floor): %s/%s ms\n' "$h50" "$h99"
-  summary+=("$row $other $total $(awk -v k="$rss_a" 'BEGIN { printf "%.1f", k / 1024 }') $(awk -v k="$rss_b" 'BEGIN { printf "%.1f", k / 1024 }') $b50 $b99 $h99 $ne_cpu $(awk -v k="$rss_ne" 'BEGIN { printf "%.1f", k / 1024 }')")
+  summary+=("$row $other $total $kfloor $(awk -v k="$rss_a" 'BEGIN { printf "%.1f", k / 1024 }') $(awk -v k="$rss_b" 'BEGIN { printf "%.1f", k / 1024 }') $b50 $b99 $h99 $ne_cpu $(awk -v k="$rss_ne" 'BEGIN { printf "%.1f", k / 1024 }')")
 done
 
 echo
-echo "== summary: CPU per collection round (ms) by collector, RSS (MiB), /metrics (ms); load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%10s' N "${collectors[@]}" rules total rss15s rss1s p50 p99 floor99 ne_cpu ne_rss; echo
+echo "== summary: CPU per collection round (ms) by collector, in all, and the kernel floor under it; RSS (MiB), /metrics (ms); load $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%10s' N "${collectors[@]}" rules total kernel rss15s rss1s p50 p99 floor99 ne_cpu ne_rss; echo
 for r in "${summary[@]}"; do
   read -ra v <<<"$r"
   printf '%10s' "${v[@]}"; echo
