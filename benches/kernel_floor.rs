@@ -184,12 +184,13 @@ impl Route {
     }
 }
 
-/// What one part of a round read and the CPU it took, cold and warm.
+/// What one part of a round read, and the CPU it took after the pause and made
+/// again at once.
 #[derive(Default)]
 struct Part {
     count: usize,
-    cold: Duration,
-    warm: Duration,
+    after_pause: Duration,
+    again: Duration,
 }
 
 impl Part {
@@ -200,8 +201,8 @@ impl Part {
         read();
         let t2 = thread_cpu();
         if measured {
-            self.cold += t1 - t0;
-            self.warm += t2 - t1;
+            self.after_pause += t1 - t0;
+            self.again += t2 - t1;
         }
     }
 }
@@ -246,10 +247,10 @@ fn main() {
         println!(
             "  {name:<20} {:>6} {what:<10} {:>7.2} ({:.2})",
             part.count,
-            ms(part.cold, rounds),
-            ms(part.warm, rounds)
+            ms(part.after_pause, rounds),
+            ms(part.again, rounds)
         );
-        sum += part.cold;
+        sum += part.after_pause;
     }
     println!("  {:<38}{:>7.2}", "floor", ms(sum, rounds));
 }
