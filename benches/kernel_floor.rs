@@ -5,7 +5,8 @@
 //! - cgroup counters: one `pread` of `cpu.stat` (and, on cgroup v1, of
 //!   `cpuacct.usage`) of every cgroup below the kubelet's, in the hierarchy the agent
 //!   reads, files held open and left unparsed;
-//! - process namespaces: listing `/proc` and one `readlink` of `ns/net` a process;
+//! - process namespaces: listing `/proc` and one `readlink` of `ns/net` a process,
+//!   relative to procfs held open (the agent's own walk);
 //! - link counters: the agent's own dump of every link's 64-bit counters
 //!   (`RTM_GETSTATS`; its parse is a few microseconds of the figure).
 //!
@@ -20,8 +21,11 @@
 //! and 4; one unmeasured round first). Under `cargo test` it runs one round without
 //! a pause, checking only that it read this machine's processes and links.
 
+use nodediag::host::HostRoot;
 use nodediag::kernel::cgroup::{self, CpuHierarchy};
 use nodediag::kernel::netlink::{NetlinkSocket, NETLINK_ROUTE};
+use nodediag::kernel::netns::ProcDir;
+use nodediag::kernel::process::list_processes;
 use nodediag::kernel::thread_cpu::thread_cpu;
 use nodediag::kernel::{mountinfo, rtnetlink};
 use std::fs::{self, File};
@@ -95,14 +99,13 @@ fn read_counters(files: &[File]) -> usize {
         .count()
 }
 
-fn read_process_namespaces() -> usize {
-    let Ok(dir) = fs::read_dir("/proc") else {
+/// The agent's own walk: the listing, then each namespace link read relative to
+/// procfs held open.
+fn read_process_namespaces(root: &HostRoot) -> usize {
+    let (Ok(procs), Ok(dir)) = (list_processes(root), ProcDir::open(root)) else {
         return 0;
     };
-    dir.flatten()
-        .filter(|e| e.file_name().as_encoded_bytes()[0].is_ascii_digit())
-        .filter(|e| fs::read_link(e.path().join("ns/net")).is_ok())
-        .count()
+    procs.iter().filter(|p| dir.netns_of(p.pid).is_ok()).count()
 }
 
 /// What one part of a round read, and the CPU it took after the pause and made
@@ -135,6 +138,7 @@ fn ms(d: Duration, rounds: u32) -> f64 {
 fn main() {
     let args = args();
     let counters = cgroup_counter_files();
+    let root = HostRoot::default();
     let mut route = NetlinkSocket::open(NETLINK_ROUTE).expect("a route netlink socket");
     let (mut cgroups, mut procs, mut links) = (Part::default(), Part::default(), Part::default());
     let (rounds, every) = if args.bench {
@@ -148,7 +152,7 @@ fn main() {
         std::thread::sleep(every);
         let measured = round >= first;
         cgroups.measure(|| read_counters(&counters), measured);
-        procs.measure(read_process_namespaces, measured);
+        procs.measure(|| read_process_namespaces(&root), measured);
         links.measure(
             || rtnetlink::dump_link_stats(&mut route).map_or(0, |l| l.len()),
             measured,
