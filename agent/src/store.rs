@@ -13,11 +13,12 @@ use std::time::{Duration, SystemTime};
 const MAX_HISTORY: usize = 512;
 
 /// Older samples of a [`Sample::THINNABLE`] collector are kept no closer together
-/// than the retention divided by this: a sample every few seconds shows how counters
-/// rose as well as one every second, at a fraction of the memory (at 500 pods and
-/// `--interval 1s`, 300 samples of every cgroup's counters). Collections every 15 s
-/// in a 5 minute window are all kept.
-const KEPT_PER_RETENTION: u32 = 40;
+/// than the retention divided by this: a sample every 15 s of a 5 minute window
+/// shows how counters rose as well as one every second, at a fraction of the memory
+/// (at 500 pods and `--interval 1s`, 300 samples of every cgroup's counters). So a
+/// short interval's window starts where the default interval's does, at most one
+/// step late; collections every 15 s are all kept.
+const KEPT_PER_RETENTION: u32 = 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -482,8 +483,12 @@ mod tests {
         }
         let snap = store.snapshot();
         let h = snap.history::<Counted>();
-        let step = Duration::from_millis(7_500);
-        assert!(h.len() <= 45, "{} samples", h.len());
+        let step = Duration::from_secs(300) / KEPT_PER_RETENTION;
+        assert!(
+            h.len() <= KEPT_PER_RETENTION as usize + 5,
+            "{} samples",
+            h.len()
+        );
         assert_eq!(h.last().unwrap().1.counter, 599, "the newest is kept");
         // The oldest is still about a window (plus two intervals of slack) back.
         let span = h.last().unwrap().0.duration_since(h[0].0).unwrap();
