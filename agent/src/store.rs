@@ -13,12 +13,13 @@ use std::time::{Duration, SystemTime};
 const MAX_HISTORY: usize = 512;
 
 /// Older samples of a [`Sample::THINNABLE`] collector are kept no closer together
-/// than the retention divided by this: a sample every 15 s of a 5 minute window
+/// than the retention divided by this: a sample every 13.6 s of a 5 minute window
 /// shows how counters rose as well as one every second, at a fraction of the memory
 /// (at 500 pods and `--interval 1s`, 300 samples of every cgroup's counters). So a
-/// short interval's window starts where the default interval's does, at most one
-/// step late; collections every 15 s are all kept.
-const KEPT_PER_RETENTION: u32 = 20;
+/// short interval's window starts about where the default interval's does. The step
+/// stays under 15 s so that collections every 15 s, a few milliseconds early or late,
+/// are all kept.
+const KEPT_PER_RETENTION: u32 = 22;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -504,6 +505,20 @@ mod tests {
             store.record("probe", at, Duration::ZERO, sample());
         }
         assert_eq!(store.snapshot().history::<Probe>().len(), 303);
+        // Collections at the default interval, with their scheduling jitter, are all
+        // kept.
+        let store = Store::new("n".into(), Duration::from_secs(300));
+        store.register("counted", Duration::from_secs(15));
+        for i in 1..=20u64 {
+            let early = if i % 2 == 0 { 20 } else { 0 };
+            let at = t0 + Duration::from_millis(i * 15_000 - early);
+            let counted = Counted {
+                counter: i,
+                detail: vec![],
+            };
+            store.record("counted", at, Duration::ZERO, Ok(Arc::new(counted)));
+        }
+        assert_eq!(store.snapshot().history::<Counted>().len(), 20);
     }
 
     #[test]
