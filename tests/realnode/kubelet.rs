@@ -189,14 +189,29 @@ pub struct Pod {
 }
 
 /// The v1 hierarchies' mount points (cpu, cpuacct, memory, pids, ...).
-pub fn cgroup_v1_mounts() -> Vec<(PathBuf, Vec<String>)> {
+fn cgroup_v1_mounts() -> Vec<(PathBuf, Vec<String>)> {
+    cgroup_mounts(&["cgroup"])
+}
+
+/// Every hierarchy runc makes a container's cgroup in: the v1 ones, and on a hybrid
+/// host the unified (v2) one beside them, where runc leaves the pod's directory
+/// behind when it removes the container's.
+pub fn pod_cgroup_mounts() -> Vec<PathBuf> {
+    cgroup_mounts(&["cgroup", "cgroup2"])
+        .into_iter()
+        .map(|(mount, _)| mount)
+        .collect()
+}
+
+/// Mount points of the given filesystem types, with their super options.
+fn cgroup_mounts(types: &[&str]) -> Vec<(PathBuf, Vec<String>)> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
         .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
             let mut r = right.split(' ');
-            if r.next()? != "cgroup" {
+            if !types.contains(&r.next()?) {
                 return None;
             }
             let opts: Vec<String> = r.nth(1)?.split(',').map(str::to_string).collect();
@@ -667,11 +682,11 @@ impl Drop for Pod {
     }
 }
 
-/// Removes `/kubepods/<qos>/pod<uid>` and what runc left under it in every v1
+/// Removes `/kubepods/<qos>/pod<uid>` and what runc left under it in every
 /// hierarchy, deepest first, and the QoS parents once nothing else is in them.
 fn remove_pod_cgroups(rel: &str) -> Result<()> {
     let rel = rel.trim_start_matches('/');
-    for (mount, _) in cgroup_v1_mounts() {
+    for mount in pod_cgroup_mounts() {
         let pod = mount.join(rel);
         if !pod.exists() {
             continue;

@@ -5,7 +5,7 @@
 //! PID (`<pid:08x>-7e57-`), and its pods' addresses are in 10.215.0.0/16; only those
 //! are touched, and only for runs whose process is gone.
 
-use super::kubelet::cgroup_v1_mounts;
+use super::kubelet::pod_cgroup_mounts;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -78,7 +78,7 @@ fn kill_processes_naming(dir: &Path) {
 /// The containers' processes, found through their pod cgroups, then the cgroups.
 fn kill_and_remove_pod_cgroups(pid: u32) {
     let prefix = format!("pod{pid:08x}-7e57-");
-    for (mount, _) in cgroup_v1_mounts() {
+    for mount in pod_cgroup_mounts() {
         let mut pods = Vec::new();
         for qos in ["kubepods", "kubepods/burstable", "kubepods/besteffort"] {
             let Ok(entries) = std::fs::read_dir(mount.join(qos)) else {
