@@ -407,6 +407,14 @@ mod tests {
         }
     }
 
+    /// A counter, without detail.
+    fn counted(counter: u64) -> Result<Arc<dyn AnySample>, CollectError> {
+        Ok(Arc::new(Counted {
+            counter,
+            detail: vec![],
+        }))
+    }
+
     /// Read from the newest sample only.
     #[derive(Debug, Serialize)]
     struct Latest(u64);
@@ -475,12 +483,8 @@ mod tests {
         store.register("counted", Duration::from_secs(1));
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         for i in 0..600u64 {
-            let counted = Counted {
-                counter: i,
-                detail: vec![],
-            };
             let at = t0 + Duration::from_secs(i);
-            store.record("counted", at, Duration::ZERO, Ok(Arc::new(counted)));
+            store.record("counted", at, Duration::ZERO, counted(i));
         }
         let snap = store.snapshot();
         let h = snap.history::<Counted>();
@@ -505,18 +509,18 @@ mod tests {
             store.record("probe", at, Duration::ZERO, sample());
         }
         assert_eq!(store.snapshot().history::<Probe>().len(), 303);
-        // Collections at the default interval, with their scheduling jitter, are all
-        // kept.
+    }
+
+    #[test]
+    fn default_interval_samples_are_all_kept_though_some_come_early() {
         let store = Store::new("n".into(), Duration::from_secs(300));
         store.register("counted", Duration::from_secs(15));
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         for i in 1..=20u64 {
+            // Scheduling jitter: every other collection 20 ms early.
             let early = if i % 2 == 0 { 20 } else { 0 };
             let at = t0 + Duration::from_millis(i * 15_000 - early);
-            let counted = Counted {
-                counter: i,
-                detail: vec![],
-            };
-            store.record("counted", at, Duration::ZERO, Ok(Arc::new(counted)));
+            store.record("counted", at, Duration::ZERO, counted(i));
         }
         assert_eq!(store.snapshot().history::<Counted>().len(), 20);
     }

@@ -166,6 +166,14 @@ impl PodSpec {
         format!("{}/pod{}", self.qos().parent(), self.uid)
     }
 
+    /// The pod's cgroup directories that exist, in whichever hierarchies have one.
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        pod_cgroups(&self.cgroup_parent())
+            .into_iter()
+            .map(|(_, dir)| dir)
+            .collect()
+    }
+
     pub fn log_dir(&self) -> PathBuf {
         PathBuf::from(format!(
             "/var/log/pods/{}_{}_{}",
@@ -200,6 +208,19 @@ pub fn pod_cgroup_mounts() -> Vec<PathBuf> {
     cgroup_mounts(&["cgroup", "cgroup2"])
         .into_iter()
         .map(|(mount, _)| mount)
+        .collect()
+}
+
+/// (mount, the pod's directory under it) for each hierarchy where `rel` exists.
+fn pod_cgroups(rel: &str) -> Vec<(PathBuf, PathBuf)> {
+    let rel = rel.trim_start_matches('/');
+    pod_cgroup_mounts()
+        .into_iter()
+        .map(|mount| {
+            let pod = mount.join(rel);
+            (mount, pod)
+        })
+        .filter(|(_, pod)| pod.exists())
         .collect()
 }
 
@@ -685,12 +706,7 @@ impl Drop for Pod {
 /// Removes `/kubepods/<qos>/pod<uid>` and what runc left under it in every
 /// hierarchy, deepest first, and the QoS parents once nothing else is in them.
 fn remove_pod_cgroups(rel: &str) -> Result<()> {
-    let rel = rel.trim_start_matches('/');
-    for mount in pod_cgroup_mounts() {
-        let pod = mount.join(rel);
-        if !pod.exists() {
-            continue;
-        }
+    for (mount, pod) in pod_cgroups(rel) {
         let mut dirs = Vec::new();
         collect_dirs(&pod, &mut dirs);
         dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));

@@ -14,7 +14,7 @@ mod manifest;
 mod node;
 
 use common::{poll_until, skip, wait_for, Agent};
-use kubelet::{pod_cgroup_mounts, run_pod, ContainerSpec, Pod, PodSpec};
+use kubelet::{run_pod, ContainerSpec, Pod, PodSpec};
 use node::Node;
 use serde_json::Value;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -383,12 +383,7 @@ fn removed_pod_leaves_nothing(cx: &Ctx) {
     pod.remove().unwrap();
     let removed = Instant::now();
     // A hybrid host's unified hierarchy too: runc leaves the pod's directory there.
-    let cgroup = pod.spec.cgroup_parent();
-    let kept: Vec<_> = pod_cgroup_mounts()
-        .into_iter()
-        .map(|m| m.join(cgroup.trim_start_matches('/')))
-        .filter(|d| d.exists())
-        .collect();
+    let kept = pod.spec.cgroup_dirs();
     assert!(
         kept.is_empty(),
         "the removed pod's cgroups are still there: {kept:?}"
