@@ -189,9 +189,7 @@ struct CountFile<'a> {
 impl CountFile<'_> {
     fn read(&mut self) -> Result<u64, ReadError> {
         let parse = |f: &File| {
-            read_from_start(f)?
-                .trim()
-                .parse()
+            read_from_start(f, |text| text.trim().parse())?
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
         };
         match read_held(&mut self.held, true, || File::open(self.path), parse) {

@@ -509,7 +509,7 @@ mod tests {
         let store = store_with([full]);
         let mut ns = crate::diagnose::pod_addresses::tests::sample(vec![], vec![]);
         ns.ipam[0].owned = vec![crate::collect::netns::Reservation {
-            ip: "10.244.2.9".into(),
+            ip: "10.244.2.9".parse().unwrap(),
             container_id: None,
             interface: None,
             pod: Some(crate::diagnose::pod_addresses::tests::pod("shop", "cart-0")),

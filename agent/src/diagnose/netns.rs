@@ -9,6 +9,7 @@ use crate::flags::{parse_duration_or_zero, parse_ratio};
 use crate::store::Snapshot;
 use crate::text::{round4, short_id};
 use serde_json::json;
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 pub const NETNS_LEAKED: FindingDef = FindingDef {
@@ -163,11 +164,12 @@ fn is_leaked(ns: &NetnsInfo, min_age: u64) -> bool {
 fn reservation_of(s: &NetnsSample, ns: &NetnsInfo) -> Option<String> {
     ns.interfaces
         .iter()
-        .flat_map(|i| &i.addresses)
+        .flat_map(|i| i.addresses.iter())
         .filter_map(|a| a.split('/').next())
         .find_map(|ip| {
+            let addr: IpAddr = ip.parse().ok()?;
             s.ipam.iter().find_map(|net| {
-                net.stale.iter().find(|r| r.ip == ip).map(|r| {
+                net.stale.iter().find(|r| r.ip == addr).map(|r| {
                     format!(
                         "{ip} in {} by container {}",
                         net.name,
@@ -382,7 +384,7 @@ mod tests {
         NetnsInfo {
             inode,
             host: false,
-            pins: vec![format!("/run/netns/{pin}")],
+            pins: vec![format!("/run/netns/{pin}")].into(),
             nsid: Some(inode as i32 % 100),
             processes,
             pids: vec![],
@@ -397,7 +399,7 @@ mod tests {
                 kind: Some("veth".into()),
                 mtu: Some(1450),
                 operstate: Some("up".into()),
-                addresses: vec!["10.244.1.5/24".into()],
+                addresses: vec!["10.244.1.5/24".into()].into(),
                 peer_ifindex: Some(9),
             }]
             .into(),
@@ -421,8 +423,8 @@ mod tests {
             peer_state: state,
             peer_name: Some("eth0".into()),
             peer_mtu: Some(1450),
-            peer_addresses: vec![],
-            peer_pins: vec![],
+            peer_addresses: Arc::from([]),
+            peer_pins: Arc::from([]),
             pod: None,
             pod_gone: false,
             first_seen: at(first_seen),
@@ -476,7 +478,7 @@ mod tests {
             capacity: None,
             stale_known: true,
             stale: vec![Reservation {
-                ip: "10.244.1.5".into(),
+                ip: "10.244.1.5".parse().unwrap(),
                 container_id: Some("abc123".into()),
                 interface: Some("eth0".into()),
                 pod: None,
@@ -510,7 +512,7 @@ mod tests {
     fn a_namespace_without_a_pin_is_never_leaked() {
         let mut s = sample();
         let mut unpinned = ns(10, "x", 0, 3600);
-        unpinned.pins.clear();
+        unpinned.pins = Arc::from([]);
         s.namespaces = vec![unpinned];
         assert!(run(s, Thresholds::default()).is_empty());
     }

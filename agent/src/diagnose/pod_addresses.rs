@@ -54,7 +54,7 @@ pub fn owners(sample: &NetnsSample) -> Owners {
             continue;
         };
         for iface in ns.interfaces.iter() {
-            for addr in &iface.addresses {
+            for addr in iface.addresses.iter() {
                 if let Some(ip) = address(addr) {
                     claim(ip, source, owner.clone());
                 }
@@ -63,8 +63,8 @@ pub fn owners(sample: &NetnsSample) -> Owners {
     }
     for net in &sample.ipam {
         for r in &net.owned {
-            if let (Some(ip), Some(pod)) = (address(&r.ip), &r.pod) {
-                claim(ip, Source::Reservation, pod.name());
+            if let Some(pod) = &r.pod {
+                claim(r.ip, Source::Reservation, pod.name());
             }
         }
     }
@@ -108,7 +108,7 @@ pub(crate) mod tests {
         NetnsInfo {
             inode,
             host,
-            pins: vec![],
+            pins: std::sync::Arc::from([]),
             nsid: None,
             processes: 1,
             pids: vec![],
@@ -124,7 +124,7 @@ pub(crate) mod tests {
                     kind: None,
                     mtu: None,
                     operstate: None,
-                    addresses: vec!["127.0.0.1/8".into(), "::1/128".into()],
+                    addresses: vec!["127.0.0.1/8".into(), "::1/128".into()].into(),
                     peer_ifindex: None,
                 },
                 NetnsInterface {
@@ -170,8 +170,8 @@ pub(crate) mod tests {
 
     fn reservation(ip: &str, owner: Attribution) -> Reservation {
         Reservation {
-            ip: ip.into(),
-            container_id: owner.container_id.as_deref().map(str::to_string),
+            ip: ip.parse().unwrap(),
+            container_id: owner.container_id.clone(),
             interface: Some("eth0".into()),
             pod: Some(owner),
         }

@@ -11,6 +11,7 @@ use crate::text::truncate;
 use serde_json::Value;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 
@@ -238,8 +239,9 @@ pub fn list_networks(data_root: &Path) -> Result<Vec<String>, ReadError> {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Reservation {
     pub ip: IpAddr,
-    pub container_id: Option<String>,
-    pub interface: Option<String>,
+    /// Shared with each round's sample that names it, which clones them.
+    pub container_id: Option<Arc<str>>,
+    pub interface: Option<Arc<str>>,
 }
 
 /// The reservations of one network's directory, by address. A file that vanishes or
@@ -273,15 +275,13 @@ pub fn reservation_ip(file_name: &str) -> Option<IpAddr> {
 /// interface name on the next line.
 /// Both are bounded: an id is an id (runtimes use 64 hex digits), a name is an
 /// interface name, whatever else the file holds.
-pub fn parse_reservation(content: &str) -> (Option<String>, Option<String>) {
+pub fn parse_reservation(content: &str) -> (Option<Arc<str>>, Option<Arc<str>>) {
     const MAX_ID_CHARS: usize = 128;
     const MAX_IFNAME_CHARS: usize = 15;
     let mut lines = content.lines().map(str::trim).filter(|l| !l.is_empty());
     (
-        lines.next().map(|l| truncate(l, MAX_ID_CHARS).to_string()),
-        lines
-            .next()
-            .map(|l| truncate(l, MAX_IFNAME_CHARS).to_string()),
+        lines.next().map(|l| truncate(l, MAX_ID_CHARS).into()),
+        lines.next().map(|l| truncate(l, MAX_IFNAME_CHARS).into()),
     )
 }
 

@@ -3,14 +3,15 @@
 //! `inotify wd:` line in `/proc/<pid>/fdinfo/<fd>`). The kernel keeps these counts
 //! per user (ucounts) but does not export them.
 
-use super::ReadError;
+use super::{read_link_at, ReadError};
 use crate::host::HostRoot;
 use nix::dir::Dir;
-use nix::fcntl::{readlinkat, OFlag};
+use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::ffi::CString;
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
 /// One process holding inotify instances.
@@ -87,7 +88,7 @@ pub fn scan(root: &HostRoot) -> Result<InotifyUsage, ReadError> {
         let instances = fds.len() as u64;
         let mut watches = 0u64;
         for fd in fds {
-            let info = root.proc(&[&pid_s, "fdinfo", &fd]);
+            let info = root.proc(&[&pid_s, "fdinfo", &fd.to_string()]);
             if let Ok(text) = std::fs::read_to_string(info) {
                 watches += count_fdinfo_watches(&text);
             }
@@ -126,23 +127,28 @@ pub fn scan(root: &HostRoot) -> Result<InotifyUsage, ReadError> {
 /// The descriptors of one process that are inotify instances. Each link is read
 /// relative to the open `fd` directory: a path from `/` for every descriptor (five
 /// lookups in procfs) was most of the walk's cost, as a node's agents hold thousands.
-fn inotify_fds(fd_dir: &Path) -> nix::Result<Vec<String>> {
+/// Names and link targets stay on the stack: a walk reads every descriptor on the
+/// node, and copying each name and target out cost two allocations a descriptor.
+fn inotify_fds(fd_dir: &Path) -> nix::Result<Vec<u32>> {
     let mut dir = Dir::open(
         fd_dir,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
-    let names: Vec<CString> = dir
+    let at = dir.as_raw_fd();
+    Ok(dir
         .iter()
         .flatten()
-        .map(|e| e.file_name().to_owned())
-        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
-        .collect();
-    Ok(names
-        .into_iter()
-        .filter(|n| readlinkat(&dir, n.as_c_str()).is_ok_and(|t| t == "anon_inode:inotify"))
-        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|e| links_to(at, e.file_name(), b"anon_inode:inotify"))
+        .filter_map(|e| e.file_name().to_str().ok()?.parse().ok())
         .collect())
+}
+
+/// Whether `name` in the directory open as `dir` is a symbolic link to `target`
+/// (`.`, `..` and other files are not links: false).
+fn links_to(dir: RawFd, name: &CStr, target: &[u8]) -> bool {
+    let mut buf = [0u8; 64];
+    read_link_at(dir, name, &mut buf).is_ok_and(|t| t == target)
 }
 
 #[cfg(test)]
@@ -162,5 +168,33 @@ mod tests {
         let fdinfo = "pos:\t0\nflags:\t02004000\nmnt_id:\t15\nino:\t1057\ninotify wd:2 ino:1a2b sdev:800001 mask:fc6 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:2b1a0000\ninotify wd:1 ino:2 sdev:800001 mask:fc6 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:02000000\n";
         assert_eq!(count_fdinfo_watches(fdinfo), 2);
         assert_eq!(count_fdinfo_watches("pos:\t0\n"), 0);
+    }
+
+    #[test]
+    fn only_links_to_an_inotify_instance_are_counted() {
+        let d = tempfile::tempdir().unwrap();
+        let target = "anon_inode:inotify";
+        std::os::unix::fs::symlink(target, d.path().join("3")).unwrap();
+        // Longer than the buffer, and starting with the target: not one.
+        let long = format!("{target}{}", "x".repeat(100));
+        std::os::unix::fs::symlink(long, d.path().join("4")).unwrap();
+        std::os::unix::fs::symlink("socket:[1234]", d.path().join("5")).unwrap();
+        std::fs::write(d.path().join("6"), target).unwrap();
+        assert_eq!(inotify_fds(d.path()).unwrap(), [3]);
+    }
+
+    #[test]
+    fn an_inotify_instance_of_this_process_is_found() {
+        // SAFETY: inotify_init1 takes flags only; the descriptor is closed below.
+        let raw = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+        assert!(
+            raw >= 0,
+            "inotify_init1: {}",
+            std::io::Error::last_os_error()
+        );
+        let found = inotify_fds(Path::new("/proc/self/fd")).unwrap();
+        // SAFETY: the descriptor is this test's own, closed once.
+        unsafe { libc::close(raw) };
+        assert!(found.contains(&(raw as u32)), "{raw} not in {found:?}");
     }
 }

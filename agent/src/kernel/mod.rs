@@ -80,8 +80,10 @@ const HELD_READ_BYTES: usize = 1024;
 /// A file held open, read again from its start: kernel files (cgroupfs, sysctls)
 /// are regenerated on each read from offset 0, so this is as fresh as a new open
 /// without the path walk. A file that fills the buffer, or is not text, is an error:
-/// callers then read it by path, which says what is wrong.
-pub fn read_from_start(f: &std::fs::File) -> io::Result<String> {
+/// callers then read it by path, which says what is wrong. The text is parsed where
+/// it was read, on the stack: at 500 pods a round reads about 2,000 counter files
+/// this way, and copied out each was an allocation.
+pub fn read_from_start<T>(f: &std::fs::File, parse: impl FnOnce(&str) -> T) -> io::Result<T> {
     use std::os::unix::fs::FileExt;
     let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
     let mut buf = [0u8; HELD_READ_BYTES];
@@ -89,7 +91,32 @@ pub fn read_from_start(f: &std::fs::File) -> io::Result<String> {
     if n == HELD_READ_BYTES {
         return Err(invalid(format!("more than {HELD_READ_BYTES} bytes")));
     }
-    String::from_utf8(buf[..n].to_vec()).map_err(|e| invalid(e.to_string()))
+    let text = std::str::from_utf8(&buf[..n]).map_err(|e| invalid(e.to_string()))?;
+    Ok(parse(text))
+}
+
+/// The target of the symbolic link `name` in the directory open as `dir`, read into
+/// `buf`. A target that fills `buf` may be cut short and is an error. Links read a
+/// round number in the thousands on a big node (a namespace per process, a
+/// descriptor per open file), and a read that allocates takes a buffer of PATH_MAX
+/// (4 KiB) each time, too big for the allocator's per-thread cache: every one took
+/// the lock of the arena the collector threads share.
+pub fn read_link_at<'b>(
+    dir: std::os::fd::RawFd,
+    name: &std::ffi::CStr,
+    buf: &'b mut [u8],
+) -> io::Result<&'b [u8]> {
+    // SAFETY: `name` is NUL-terminated, and readlinkat writes at most `buf.len()`
+    // bytes into `buf`, which outlives the call.
+    let n = unsafe { libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    if n == buf.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("link target longer than {} bytes", buf.len() - 1),
+        ));
+    }
+    Ok(&buf[..n])
 }
 
 /// What the files in `held` read, opened first (when there is `room`) if not held.

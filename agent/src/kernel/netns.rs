@@ -115,15 +115,24 @@ impl ProcDir {
     /// The network namespace of a process (a pid, or `self`); errors for a process
     /// that exited or that we may not inspect.
     pub fn netns_of(&self, pid: impl std::fmt::Display) -> Result<u64, ReadError> {
-        let relative = format!("{pid}/ns/net");
-        let path = || self.shown.join(&relative);
+        use std::io::Write;
+        // `<pid>/ns/net` and its NUL, on the stack: a walk reads one a process.
+        const MAX: usize = 40;
+        let mut name = [0u8; MAX];
+        let written = write!(&mut name[..MAX - 1], "{pid}/ns/net");
+        let path = || self.shown.join(format!("{pid}/ns/net"));
+        let name = written
+            .ok()
+            .and_then(|()| std::ffi::CStr::from_bytes_until_nul(&name).ok())
+            .ok_or_else(|| ReadError::invalid(&path(), "not a process's directory"))?;
+        let mut buf = [0u8; 64];
         let target =
-            nix::fcntl::readlinkat(&self.dir, relative.as_str()).map_err(|e| ReadError {
+            super::read_link_at(self.dir.as_raw_fd(), name, &mut buf).map_err(|e| ReadError {
                 path: path(),
-                source: e.into(),
+                source: e,
             })?;
-        target
-            .to_str()
+        std::str::from_utf8(target)
+            .ok()
             .and_then(parse_ns_link)
             .ok_or_else(|| ReadError::invalid(&path(), "not a net:[inode] link"))
     }

@@ -249,7 +249,7 @@ mod tests {
         let empty = |i: u64, pin: String| NetnsInfo {
             inode: 4026532000 + i,
             host: false,
-            pins: vec![pin],
+            pins: vec![pin].into(),
             nsid: None,
             processes: 0,
             pids: vec![],
@@ -265,7 +265,7 @@ mod tests {
         let mut namespaces: Vec<NetnsInfo> = (0..25)
             .map(|i| empty(i, format!("/run/netns/cni-{i}")))
             .collect();
-        namespaces[0].pins = vec!["/var/run/docker/netns/abc".into()];
+        namespaces[0].pins = vec!["/var/run/docker/netns/abc".into()].into();
         let store = crate::store::Store::new("node-a".into(), Duration::from_secs(300));
         store.register("netns", Duration::from_secs(15));
         store.record(

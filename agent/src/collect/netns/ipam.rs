@@ -137,7 +137,7 @@ fn network(
         .filter(|r| {
             r.container_id
                 .as_ref()
-                .is_none_or(|id| !procs.live_containers.contains_key(id.as_str()))
+                .is_none_or(|id| !procs.live_containers.contains_key(&**id))
         })
         .map(|r| reservation(r, procs))
         .collect();
@@ -164,13 +164,13 @@ fn network(
 
 fn reservation(r: &cni::Reservation, procs: &ProcScan) -> Reservation {
     Reservation {
-        ip: r.ip.to_string(),
+        ip: r.ip,
         container_id: r.container_id.clone(),
         interface: r.interface.clone(),
         pod: r
             .container_id
             .as_ref()
-            .and_then(|id| procs.live_containers.get(id.as_str()))
+            .and_then(|id| procs.live_containers.get(&**id))
             .cloned(),
     }
 }

@@ -68,22 +68,14 @@ pub(super) fn look_inside(
     } else {
         root.proc(&["self", "ns", "net"])
     };
-    let targets: Vec<(usize, PathBuf)> = namespaces
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| !n.host)
-        .filter_map(|(i, n)| {
-            let path = pins
-                .by_ns
-                .get(&n.inode)
-                .and_then(|(p, _)| p.first().map(|(_, read)| read.clone()))
-                .or_else(|| {
-                    let pid = procs.by_ns.get(&n.inode)?.pids.first()?.to_string();
-                    Some(root.proc(&[&pid, "ns", "net"]))
-                })?;
-            Some((i, path))
-        })
-        .collect();
+    // How to enter a namespace: by its first pin, else by a process in it. Paths
+    // are built only for those entered: most rounds enter none.
+    let pinned = |n: &NetnsInfo| pins.by_ns.get(&n.inode);
+    let held = |n: &NetnsInfo| procs.by_ns.get(&n.inode).and_then(|v| v.pids.first());
+    let path_into = |n: &NetnsInfo| match pinned(n) {
+        Some(p) => Some(p.first.clone()),
+        None => held(n).map(|pid| root.proc(&[&pid.to_string(), "ns", "net"])),
+    };
     let no_view = |unavailable: &mut Vec<Unavailable>, e: &dyn std::fmt::Display| {
         unavailable.push(Unavailable::new(
             "namespace interfaces and veth peers",
@@ -134,14 +126,16 @@ pub(super) fn look_inside(
     // Each namespace as last read unless a change inside it was announced; the
     // others from a thread that enters them.
     let mut to_enter = Vec::new();
-    for (i, path) in targets {
-        let ns = &mut namespaces[i];
+    for (i, ns) in namespaces.iter_mut().enumerate() {
+        if ns.host || (pinned(ns).is_none() && held(ns).is_none()) {
+            continue;
+        }
         match c.views.get(&ns.inode) {
             Some((nsid, interfaces)) => {
                 ns.nsid = Some(*nsid);
                 ns.interfaces = interfaces.clone();
             }
-            None => to_enter.push((i, path)),
+            None => to_enter.extend(path_into(ns).map(|path| (i, path))),
         }
     }
     if to_enter.is_empty() {
@@ -214,7 +208,7 @@ pub(super) fn interfaces_of(links: &[Link], addrs: &[Addr]) -> Vec<NetnsInterfac
             kind: l.kind.clone(),
             mtu: l.mtu,
             operstate: l.operstate.clone(),
-            addresses: by_index.remove(&l.index).unwrap_or_default(),
+            addresses: by_index.remove(&l.index).unwrap_or_default().into(),
             // IFLA_LINK of a vlan or macvlan is its lower device, not a peer.
             peer_ifindex: l
                 .link
@@ -419,7 +413,7 @@ mod tests {
             got[1].peer_ifindex, None,
             "a vlan's lower device is no peer"
         );
-        assert_eq!(got[2].addresses, vec!["10.244.1.5/24".to_string()]);
+        assert_eq!(got[2].addresses, ["10.244.1.5/24".to_string()].into());
         assert_eq!(got[2].peer_ifindex, Some(17));
     }
 

@@ -2,10 +2,11 @@
 //! every host-side veth with where its peer is, host-local IPAM use, and the uplink
 //! and overlays the MTU rule compares.
 
-use crate::collect::pods::Attribution;
+use crate::collect::pods::{Attribution, Name};
 use crate::kernel::rtnetlink::LinkStats;
 use crate::sample::{Compacted, Sample, Unavailable};
 use serde::Serialize;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -26,7 +27,7 @@ pub struct NetnsInterface {
     pub mtu: Option<u32>,
     pub operstate: Option<Arc<str>>,
     /// `10.244.1.5/24` style.
-    pub addresses: Vec<String>,
+    pub addresses: Arc<[String]>,
     /// For a veth: its peer's ifindex (in the host for a pod's eth0).
     pub peer_ifindex: Option<u32>,
 }
@@ -37,7 +38,8 @@ pub struct NetnsInfo {
     /// The host's own namespace (the one PID 1 is in).
     pub host: bool,
     /// Pin paths as seen on the host (`/run/netns/cni-...`).
-    pub pins: Vec<String>,
+    /// Shared with the veth pairs whose peer is in the namespace.
+    pub pins: Arc<[String]>,
     /// The id the host gives this namespace (what a host veth's link-netnsid says).
     pub nsid: Option<i32>,
     pub processes: u32,
@@ -130,8 +132,8 @@ pub struct VethPair {
     pub peer_state: PeerState,
     pub peer_name: Option<Arc<str>>,
     pub peer_mtu: Option<u32>,
-    pub peer_addresses: Vec<String>,
-    pub peer_pins: Vec<String>,
+    pub peer_addresses: Arc<[String]>,
+    pub peer_pins: Arc<[String]>,
     pub pod: Option<Attribution>,
     /// The pod was seen earlier; its processes are gone now.
     pub pod_gone: bool,
@@ -158,9 +160,9 @@ pub struct Overlay {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Reservation {
-    pub ip: String,
-    pub container_id: Option<String>,
-    pub interface: Option<String>,
+    pub ip: IpAddr,
+    pub container_id: Option<Name>,
+    pub interface: Option<Name>,
     /// The pod whose sandbox (the reservation's container) runs on the node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod: Option<Attribution>,

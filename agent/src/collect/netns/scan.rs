@@ -14,13 +14,25 @@ use crate::sample::CollectError;
 use foldhash::{HashMap, HashMapExt};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
+#[derive(Clone)]
 pub(super) struct PinScan {
-    /// Each pinned namespace's pins (as shown, as read) and its oldest pin's time.
-    pub by_ns: BTreeMap<u64, (Vec<(String, PathBuf)>, SystemTime)>,
+    /// Each pinned namespace's pins, by inode.
+    pub by_ns: Arc<BTreeMap<u64, Pinned>>,
     pub stale: Vec<String>,
     pub any_dir: bool,
+}
+
+/// One namespace's pins.
+pub(super) struct Pinned {
+    /// Its pins, as shown (under the directory named on the command line).
+    pub shown: Arc<[String]>,
+    /// Its first pin as read, to enter the namespace by.
+    pub first: PathBuf,
+    /// Its oldest pin's time.
+    pub at: SystemTime,
 }
 
 /// What the process scan found about one namespace.
@@ -49,26 +61,32 @@ pub(crate) struct ProcScan {
 #[derive(Default)]
 pub(super) struct PinsMemo {
     mounts: Option<MountWatch>,
-    dirs: HashMap<PathBuf, DirMemo<Vec<PinEntry>>>,
+    dirs: HashMap<PathBuf, DirMemo<Arc<Vec<PinEntry>>>>,
+    /// The last scan, and the directories' entries it was made from: taken again
+    /// while they are the same, so a round with no pin made or removed builds no
+    /// pin's name or path anew (four allocations and more a namespace, each round).
+    last: Option<(Vec<Arc<Vec<PinEntry>>>, PinScan)>,
 }
 
 impl PinsMemo {
     /// `dir`'s pins, kept or read again; read every time while the mount table
     /// cannot say whether it changed.
-    fn read(&mut self, dir: &Path) -> Result<Vec<PinEntry>, ReadError> {
+    fn read(&mut self, dir: &Path) -> Result<Arc<Vec<PinEntry>>, ReadError> {
+        let read = || netns::read_pins(dir).map(Arc::new);
         if self.mounts.is_none() {
-            return netns::read_pins(dir);
+            return read();
         }
         self.dirs
             .entry(dir.to_path_buf())
             .or_default()
-            .read(dir, || netns::read_pins(dir))
+            .read(dir, read)
     }
 
     /// Forgets what was kept when the mount table changed since the last round.
     fn start_round(&mut self, root: &HostRoot) {
         if self.mounts.as_ref().is_none_or(MountWatch::changed) {
             self.dirs.clear();
+            self.last = None;
             // Pins are mounts in this process's namespace, where it stats them.
             self.mounts = MountWatch::open(root, "self");
         }
@@ -77,39 +95,67 @@ impl PinsMemo {
 
 pub(super) fn pins(root: &HostRoot, dirs: &[HostDir], memo: &mut PinsMemo) -> PinScan {
     memo.start_round(root);
-    let mut scan = PinScan {
-        by_ns: BTreeMap::new(),
-        stale: Vec::new(),
-        any_dir: false,
-    };
+    let mut any_dir = false;
+    let mut read = Vec::new();
     // /var/run is usually a link to /run: read each directory once.
     let mut seen_dirs = HashSet::new();
     for dir in dirs {
         let Ok(identity) = netns::dir_identity(&dir.read) else {
             continue;
         };
-        scan.any_dir = true;
+        any_dir = true;
         if !seen_dirs.insert(identity) {
             continue;
         }
-        let Ok(entries) = memo.read(&dir.read) else {
-            continue;
-        };
-        for entry in entries {
+        if let Ok(entries) = memo.read(&dir.read) {
+            read.push((dir, entries));
+        }
+    }
+    if let Some((entries, scan)) = &memo.last {
+        let same = entries.len() == read.len()
+            && entries
+                .iter()
+                .zip(&read)
+                .all(|(a, (_, b))| Arc::ptr_eq(a, b));
+        if same && scan.any_dir == any_dir {
+            return scan.clone();
+        }
+    }
+    let mut by_ns: BTreeMap<u64, (Vec<String>, PathBuf, SystemTime)> = BTreeMap::new();
+    let mut stale = Vec::new();
+    for (dir, entries) in &read {
+        for entry in entries.iter() {
             match entry {
                 PinEntry::Namespace {
                     path,
                     inode,
                     pinned_at,
                 } => {
-                    let shown = shown_path(dir, &path);
-                    let e = scan.by_ns.entry(inode).or_insert((Vec::new(), pinned_at));
-                    e.0.push((shown, path));
-                    e.1 = e.1.min(pinned_at);
+                    let e = by_ns
+                        .entry(*inode)
+                        .or_insert_with(|| (Vec::new(), path.clone(), *pinned_at));
+                    e.0.push(shown_path(dir, path));
+                    e.2 = e.2.min(*pinned_at);
                 }
-                PinEntry::Stale { path } => scan.stale.push(shown_path(dir, &path)),
+                PinEntry::Stale { path } => stale.push(shown_path(dir, path)),
             }
         }
+    }
+    let by_ns = by_ns
+        .into_iter()
+        .map(|(inode, (shown, first, at))| {
+            let shown = shown.into();
+            (inode, Pinned { shown, first, at })
+        })
+        .collect();
+    let scan = PinScan {
+        by_ns: Arc::new(by_ns),
+        stale,
+        any_dir,
+    };
+    if memo.mounts.is_some() {
+        let entries = read.into_iter().map(|(_, e)| e).collect();
+        memo.last = Some((entries, scan.clone()));
     }
     scan
 }
@@ -254,7 +300,7 @@ pub(super) fn namespaces(pins: &PinScan, procs: &ProcScan, now: SystemTime) -> V
             let processes = pids.len() as u32;
             pids.truncate(MAX_PIDS_LISTED);
             let (created, age_from) = match (pinned, proc_view.and_then(|p| p.oldest_start)) {
-                (Some((_, at)), _) => (Some(*at), Some(AgeSource::Pin)),
+                (Some(p), _) => (Some(p.at), Some(AgeSource::Pin)),
                 (None, Some(s)) => (Some(s), Some(AgeSource::Process)),
                 _ => (None, None),
             };
@@ -262,9 +308,7 @@ pub(super) fn namespaces(pins: &PinScan, procs: &ProcScan, now: SystemTime) -> V
             NetnsInfo {
                 inode,
                 host,
-                pins: pinned
-                    .map(|(p, _)| p.iter().map(|(s, _)| s.clone()).collect())
-                    .unwrap_or_default(),
+                pins: pinned.map(|p| p.shown.clone()).unwrap_or_default(),
                 nsid: None,
                 processes,
                 pids,

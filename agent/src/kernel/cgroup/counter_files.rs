@@ -43,9 +43,9 @@ impl CounterFiles {
     /// expected; data that does not parse) means: read by path instead, which says
     /// what is wrong.
     pub fn read(&self) -> io::Result<CpuStat> {
-        let mut stat = parse_cpu_stat(&read_from_start(&self.stat)?).map_err(invalid)?;
+        let mut stat = read_from_start(&self.stat, parse_cpu_stat)?.map_err(invalid)?;
         if let Some(f) = &self.usage {
-            stat.usage_ns = Some(parse_v1_usage(&read_from_start(f)?).map_err(invalid)?);
+            stat.usage_ns = Some(read_from_start(f, parse_v1_usage)?.map_err(invalid)?);
         }
         Ok(stat)
     }
@@ -86,9 +86,9 @@ impl LimitFiles {
     pub fn read(&self) -> io::Result<Option<CpuQuota>> {
         match self {
             Self::V1 { quota, period } => {
-                parse_v1_quota(&read_from_start(quota)?, &read_from_start(period)?)
+                read_from_start(quota, |q| read_from_start(period, |p| parse_v1_quota(q, p)))??
             }
-            Self::V2 { max } => parse_cpu_max(&read_from_start(max)?),
+            Self::V2 { max } => read_from_start(max, parse_cpu_max)?,
         }
         .map_err(invalid)
     }
