@@ -68,13 +68,15 @@ pub(super) fn look_inside(
     } else {
         root.proc(&["self", "ns", "net"])
     };
-    // How to enter a namespace: by its first pin, else by a process in it. Paths
-    // are built only for those entered: most rounds enter none.
-    let pinned = |n: &NetnsInfo| pins.by_ns.get(&n.inode);
-    let held = |n: &NetnsInfo| procs.by_ns.get(&n.inode).and_then(|v| v.pids.first());
-    let path_into = |n: &NetnsInfo| match pinned(n) {
+    // How to enter a namespace: by its first pin, else by a process in it (every
+    // namespace listed has one or the other). Paths are built only for those
+    // entered: most rounds enter none.
+    let path_into = |n: &NetnsInfo| match pins.by_ns.get(&n.inode) {
         Some(p) => Some(p.first.clone()),
-        None => held(n).map(|pid| root.proc(&[&pid.to_string(), "ns", "net"])),
+        None => {
+            let pid = procs.by_ns.get(&n.inode)?.pids.first()?;
+            Some(root.proc(&[&pid.to_string(), "ns", "net"]))
+        }
     };
     let no_view = |unavailable: &mut Vec<Unavailable>, e: &dyn std::fmt::Display| {
         unavailable.push(Unavailable::new(
@@ -126,10 +128,7 @@ pub(super) fn look_inside(
     // Each namespace as last read unless a change inside it was announced; the
     // others from a thread that enters them.
     let mut to_enter = Vec::new();
-    for (i, ns) in namespaces.iter_mut().enumerate() {
-        if ns.host || (pinned(ns).is_none() && held(ns).is_none()) {
-            continue;
-        }
+    for (i, ns) in namespaces.iter_mut().enumerate().filter(|(_, n)| !n.host) {
         match c.views.get(&ns.inode) {
             Some((nsid, interfaces)) => {
                 ns.nsid = Some(*nsid);
