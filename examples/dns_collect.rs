@@ -117,7 +117,7 @@ fn main() -> ExitCode {
                 let (sent, failed) = s.probes.iter().fold((0, 0), |(n, f), p| {
                     (n + p.queries.judged(), f + p.queries.failed())
                 });
-                let pods: Vec<&str> = s.pods_probed().map(|p| p.target.as_str()).collect();
+                let pods: Vec<&str> = s.pods_probed().map(|p| &*p.target).collect();
                 probed_total.extend(pods.iter().map(|p| p.to_string()));
                 rounds.push(serde_json::json!({
                     "wall_ms": wall, "cpu_ms": cpu, "pod_namespaces": s.pod_namespaces,

@@ -18,6 +18,7 @@ use crate::store::Snapshot;
 use crate::text::{round, round4};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 macro_rules! failures_remedy {
@@ -178,7 +179,7 @@ fn latest<T>(list: &mut VecDeque<T>, item: T) {
 impl<'a> Pending<'a> {
     fn add(&mut self, p: &'a ProbeResult) {
         let t = &mut self.tally;
-        let target = p.target.as_str();
+        let target = &*p.target;
         if let Some(e) = &p.error {
             t.probe_errors += 1;
             latest(&mut self.probe_errors, (target, e.as_str()));
@@ -290,8 +291,8 @@ pub struct ServerView {
 #[derive(Default)]
 struct ServerAcc<'a> {
     tally: Pending<'a>,
-    probed: BTreeSet<String>,
-    failing: BTreeSet<String>,
+    probed: BTreeSet<&'a str>,
+    failing: BTreeSet<&'a str>,
     host_probes: u32,
     host_failed: bool,
 }
@@ -313,7 +314,7 @@ pub struct TargetView {
     #[serde(serialize_with = "crate::time::serialize")]
     pub last_probed: SystemTime,
     /// As of its latest probe.
-    pub resolver: ResolverSettings,
+    pub resolver: Arc<ResolverSettings>,
     pub per_try_seconds: f64,
     #[serde(flatten)]
     pub tally: Tally,
@@ -376,7 +377,7 @@ fn build(snapshot: &Snapshot, window: Option<Duration>, with_targets: bool) -> O
     let recent = within(&history, window);
 
     let mut servers: BTreeMap<String, ServerAcc> = BTreeMap::new();
-    let mut targets: BTreeMap<(bool, String), TargetAcc> = BTreeMap::new();
+    let mut targets: BTreeMap<(bool, &str), TargetAcc> = BTreeMap::new();
     for (t, sample) in recent {
         for p in &sample.probes {
             let server = server_label(&p.server);
@@ -386,9 +387,9 @@ fn build(snapshot: &Snapshot, window: Option<Duration>, with_targets: bool) -> O
             // A probe that could not run (its pod went away meanwhile) is no DNS failure.
             let failed = p.queries.failed() > 0 || p.lookups.iter().any(|l| l.failure().is_some());
             if pod {
-                s.probed.insert(p.target.clone());
+                s.probed.insert(&p.target);
                 if failed {
-                    s.failing.insert(p.target.clone());
+                    s.failing.insert(&p.target);
                 }
             } else {
                 s.host_probes += 1;
@@ -398,7 +399,7 @@ fn build(snapshot: &Snapshot, window: Option<Duration>, with_targets: bool) -> O
                 continue;
             }
             let e = targets
-                .entry((pod, p.target.clone()))
+                .entry((pod, &*p.target))
                 .or_insert_with(|| TargetAcc {
                     tally: Pending::default(),
                     servers: BTreeSet::new(),
@@ -419,7 +420,7 @@ fn build(snapshot: &Snapshot, window: Option<Duration>, with_targets: bool) -> O
             server,
             tally: a.tally.finish(),
             pods_probed: a.probed.len(),
-            pods_with_failures: a.failing.into_iter().collect(),
+            pods_with_failures: a.failing.into_iter().map(str::to_string).collect(),
             host_probes: a.host_probes,
             host_failed: a.host_failed,
         })
@@ -427,9 +428,9 @@ fn build(snapshot: &Snapshot, window: Option<Duration>, with_targets: bool) -> O
     let targets = targets
         .into_iter()
         .map(|((_, target), a)| TargetView {
-            target,
+            target: target.to_string(),
             kind: a.latest.kind,
-            pod_uid: a.latest.pod_uid.clone(),
+            pod_uid: a.latest.pod_uid.as_deref().map(str::to_string),
             servers: a.servers.into_iter().collect(),
             last_probed: a.last,
             resolver: a.latest.resolver.clone(),
@@ -719,7 +720,7 @@ mod tests {
         ProbeResult {
             target: target.into(),
             kind,
-            pod_uid: (kind == TargetKind::Pod).then(|| format!("uid-{target}")),
+            pod_uid: (kind == TargetKind::Pod).then(|| format!("uid-{target}").into()),
             netns: None,
             pid: None,
             server: "10.96.0.10:53".parse().unwrap(),
@@ -731,7 +732,8 @@ mod tests {
                 attempts: 2,
                 mode: SendMode::Parallel,
                 ignored: vec![],
-            },
+            }
+            .into(),
             per_try_seconds: 0.94,
             lookups: vec![
                 lookup(SVC, true, Verdict::Answered),

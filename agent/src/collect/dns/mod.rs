@@ -17,6 +17,7 @@
 //! counts since start that the metrics need.
 
 pub mod sample;
+mod shared;
 pub mod targets;
 pub mod totals;
 
@@ -34,6 +35,7 @@ use crate::kernel::dns::resolv_conf::{self, ResolvConf};
 use crate::kernel::softnet;
 use crate::sample::{CollectError, Unavailable};
 use sample::{describe_failure, got_reply, MAX_FAILURES_QUOTED, MAX_LATENCIES};
+use shared::Shared;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -73,6 +75,10 @@ pub struct DnsCollector {
     config: DnsConfig,
     rotation: Rotation,
     totals: Totals,
+    /// Names (targets, pod UIDs, names looked up and those that answered) and
+    /// resolver settings, one copy each for all the probes the window holds.
+    strings: Shared<str>,
+    resolvers: Shared<ResolverSettings>,
 }
 
 /// One probe to make: where, with what settings, and about whom.
@@ -95,6 +101,8 @@ impl DnsCollector {
             config,
             rotation: Rotation::default(),
             totals: Totals::default(),
+            strings: Shared::default(),
+            resolvers: Shared::default(),
         }
     }
 
@@ -239,15 +247,17 @@ fn summarize(
     spec: &ProbeSpec,
     absent_name: Option<&str>,
     report: Result<ProbeReport, ProbeError>,
+    strings: &mut Shared<str>,
+    resolvers: &mut Shared<ResolverSettings>,
 ) -> (ProbeResult, Vec<QueryRecord>) {
     let mut result = ProbeResult {
-        target: t.name,
+        target: strings.get(t.name),
         kind: t.kind,
-        pod_uid: t.pod_uid,
+        pod_uid: t.pod_uid.map(|u| strings.get(u)),
         netns: t.netns,
         pid: t.pid,
         server: t.server,
-        resolver: resolver_settings(&t.conf, spec),
+        resolver: resolvers.get(resolver_settings(&t.conf, spec)),
         per_try_seconds: spec.per_try.as_secs_f64(),
         lookups: Vec::new(),
         queries: QueryCounts::default(),
@@ -280,9 +290,9 @@ fn summarize(
         result.lookups.push(LookupResult {
             must_exist: Some(l.name.as_str()) != absent_name,
             queries: l.queries.len() as u32,
-            name: l.name,
+            name: strings.get(l.name),
             verdict: l.verdict,
-            answered_by: l.answered_by,
+            answered_by: l.answered_by.map(|a| strings.get(a)),
             elapsed_seconds: l.elapsed.as_secs_f64(),
             failures,
         });
@@ -355,9 +365,18 @@ impl Collector for DnsCollector {
                 .collect(),
             deadline,
         );
+        self.strings.forget_unused();
+        self.resolvers.forget_unused();
         let mut probes = Vec::with_capacity(targets.len());
         for ((t, spec), report) in targets.into_iter().zip(&specs).zip(reports) {
-            let (result, records) = summarize(t, spec, absent.as_deref(), report);
+            let (result, records) = summarize(
+                t,
+                spec,
+                absent.as_deref(),
+                report,
+                &mut self.strings,
+                &mut self.resolvers,
+            );
             match &result.error {
                 None => self.totals.count(&result, &records),
                 Some(e) if unavailable.len() < MAX_LISTED => {
@@ -515,7 +534,7 @@ mod tests {
         assert_eq!(s.pod_namespaces, 0);
         assert_eq!(s.probes.len(), 1);
         let p = &s.probes[0];
-        assert_eq!((p.kind, p.target.as_str()), (TargetKind::Host, "host"));
+        assert_eq!((p.kind, &*p.target), (TargetKind::Host, "host"));
         assert_eq!(p.resolver.search[0], "default.svc.corp.example");
         let verdicts: Vec<&Verdict> = p.lookups.iter().map(|l| &l.verdict).collect();
         assert_eq!(verdicts, [&Verdict::Answered, &Verdict::NxDomain]);

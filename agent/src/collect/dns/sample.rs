@@ -8,6 +8,7 @@ use crate::kernel::dns::search::Verdict;
 use crate::sample::{Compacted, Sample, Unavailable};
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 /// Reply latencies kept per probe: enough for a p99 over a window of rounds, bounded
 /// whatever names and search lists are configured.
@@ -124,7 +125,7 @@ pub enum TargetKind {
 
 /// The resolver settings a probe used: the pod's resolv.conf as glibc reads it (for
 /// the host, those the kubelet gives a pod in namespace `default`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct ResolverSettings {
     /// The resolv.conf's own nameservers (the probe may ask another: see
     /// `ServerChoice`).
@@ -143,16 +144,16 @@ pub struct ResolverSettings {
 pub struct ProbeResult {
     /// `host`, `namespace/pod`, or `pod <uid>` when the kubelet's log directories do
     /// not name it.
-    pub target: String,
+    pub target: Arc<str>,
     pub kind: TargetKind,
-    pub pod_uid: Option<String>,
+    pub pod_uid: Option<Arc<str>>,
     /// The network namespace's inode.
     pub netns: Option<u64>,
     /// The process whose namespace was entered and whose root the resolv.conf was
     /// read through.
     pub pid: Option<u32>,
     pub server: SocketAddr,
-    pub resolver: ResolverSettings,
+    pub resolver: Arc<ResolverSettings>,
     /// The wait per try, after fitting every name into the round's budget.
     pub per_try_seconds: f64,
     pub lookups: Vec<LookupResult>,
@@ -174,11 +175,11 @@ pub struct ProbeResult {
 /// How one name's lookup went, as the pod's getaddrinfo would have seen it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LookupResult {
-    pub name: String,
+    pub name: Arc<str>,
     /// Whether the name must exist (the absent name must not).
     pub must_exist: bool,
     pub verdict: Verdict,
-    pub answered_by: Option<String>,
+    pub answered_by: Option<Arc<str>>,
     pub elapsed_seconds: f64,
     pub queries: u32,
     /// Failed queries, a few: `kubernetes.default.svc.cluster.local AAAA: timeout

@@ -28,7 +28,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// How the two queries of a candidate are sent; sticky once glibc switches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SendMode {
     Parallel,
