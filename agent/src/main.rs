@@ -36,7 +36,11 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => {
+            let not_reexecuted = nodediag::memory::exec_without_thread_caches();
             init_tracing(&args.agent);
+            if let Some(e) = not_reexecuted {
+                tracing::warn!(error = %e, "glibc's per-thread malloc caches stay on: executing nodediag again with {} failed", nodediag::memory::NO_THREAD_CACHES);
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_keep_alive(BLOCKING_KEEP_ALIVE)
