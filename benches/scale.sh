@@ -9,7 +9,8 @@
 # Pods are added, never rebuilt, from one N to the next. Then, for FILL seconds,
 # three processes run side by side on it:
 #   - nodediag at its defaults (every collector, --interval 15s), pointed at that
-#     rootfs and at /run/netns: its RSS once its rule window is full;
+#     rootfs and at /run/netns, scraped every 15 s: its RSS once its rule window is
+#     full;
 #   - nodediag at --interval 1s: its RSS (the rule window holds 300 samples), and
 #     /metrics latency while it collects every second, in turn with /healthz (no
 #     work behind it) after the same pause: what any request costs on this machine,
@@ -235,7 +236,8 @@ for N in "${SIZES[@]}"; do
   wait_ready "http://127.0.0.1:$pn/metrics" "$work/ne.log"
 
   # Phase 1: both agents fill their rule windows; the 1 s agent's /metrics is timed
-  # while it collects every second; node_exporter is scraped as Prometheus would.
+  # while it collects every second; node_exporter and the default agent are scraped
+  # as Prometheus would.
   : > "$work/lat-b"
   : > "$work/lat-h"
   turn=0
@@ -246,6 +248,9 @@ for N in "${SIZES[@]}"; do
   while [ $SECONDS -lt $end ]; do
     if [ $SECONDS -ge $next_ne ]; then
       curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$pn/metrics" >> "$work/lat-ne"
+      # The default agent is scraped as Prometheus would too: its RSS then holds the
+      # encoded /metrics it keeps for the next scrape, as on a real node.
+      curl -s -o /dev/null "http://127.0.0.1:$pa/metrics"
       next_ne=$((next_ne + 15))
     fi
     # /metrics and /healthz in turn, each after the same pause.
