@@ -24,9 +24,11 @@ pub fn limit_arenas() {
 /// to 7 of each size up to 1 KiB), in front of the arena. What sits there is neither
 /// free to `malloc_trim` nor merged with its neighbours, and the collectors run on a
 /// dozen blocking threads that live across rounds, each keeping its cache full of
-/// the last round's sizes. Without the caches the RSS at 500 pods and `--interval 1s`
-/// fell from 19.2 to 16.4 MiB (three agents side by side, rule windows full), at the
-/// same CPU: one arena and few allocations a round leave the cache little to save.
+/// the last round's sizes. Without the caches the RSS at 500 pods fell from 21.0/21.5
+/// to 18.2/18.0 MiB at `--interval 1s` and from 14.7/14.9 to 13.5/13.5 MiB at the
+/// default interval (agents side by side, rule windows full, twice swapping places),
+/// at the same CPU: one arena and few allocations a round leave the cache little to
+/// save.
 /// glibc reads the setting only from `GLIBC_TUNABLES` when a process starts, so
 /// `serve` adds it to the tunables and executes itself again, once, before any
 /// thread exists. A `tcache_count` the user set wins, as `MALLOC_ARENA_MAX` does.
