@@ -9,6 +9,7 @@
 //! 2. the same path under `--path.rootfs`,
 //! 3. the same path under `--path.sysfs` when it starts with `/sys/`.
 
+pub use super::cgroup_counters::{Counters, PackedCounters};
 use super::Collector;
 use crate::collect::pods::{parse_cgroup_path, CgroupRef, Name, PodIndex, PodLogsMemo, Qos};
 use crate::host::HostRoot;
@@ -92,11 +93,8 @@ pub struct CgroupSample {
     /// an older sample. The collector fills it in the newest too, where the rules
     /// read it every evaluation; a sample made without it has it from `pods`.
     #[serde(skip)]
-    pub counters: Vec<Counters>,
+    pub counters: PackedCounters,
 }
-
-/// One cgroup's counters in an older sample: its [`path_key`] and its `cpu.stat`.
-pub type Counters = (u64, CpuStat);
 
 /// A cgroup path as the rule window keeps it: a 64-bit hash tells a node's thousands
 /// of cgroups apart in 8 bytes, where paths took a hundred each in every sample.
@@ -135,10 +133,15 @@ impl Sample for CgroupSample {
 impl CgroupSample {
     /// Every cgroup's counters by [`path_key`], sorted: as kept in an older sample,
     /// or from `pods` in the newest.
-    pub fn counters(&self) -> Cow<'_, [Counters]> {
+    pub fn counters(&self) -> Cow<'_, PackedCounters> {
         if !self.counters.is_empty() || self.pods.is_empty() {
             return Cow::Borrowed(&self.counters);
         }
+        Cow::Owned(self.pack_counters(&Arc::from([])))
+    }
+
+    /// The counters of `pods`, packed, sharing `previous` keys if they are the same.
+    fn pack_counters(&self, previous: &Arc<[u64]>) -> PackedCounters {
         let mut all: Vec<Counters> = self
             .pods
             .iter()
@@ -146,7 +149,7 @@ impl CgroupSample {
             .map(|c| (path_key(&c.path), c.stat))
             .collect();
         all.sort_unstable_by_key(|(k, _)| *k);
-        Cow::Owned(all)
+        PackedCounters::pack(&all, previous)
     }
 
     pub fn containers(&self) -> impl Iterator<Item = (&PodCpu, &ContainerCpu)> {
@@ -164,6 +167,8 @@ pub struct CgroupCollector {
     pod_logs: PodLogsMemo,
     mounts: MountsMemo,
     located: Option<Located>,
+    /// The last round's cgroup keys, for the next round's sample to share.
+    keys: Arc<[u64]>,
 }
 
 impl CgroupCollector {
@@ -175,6 +180,7 @@ impl CgroupCollector {
             pod_logs: PodLogsMemo::default(),
             mounts: MountsMemo::default(),
             located: None,
+            keys: Arc::from([]),
         }
     }
 
@@ -589,9 +595,10 @@ impl Collector for CgroupCollector {
             cfs_bandwidth_fix: None,
             pods,
             unavailable,
-            counters: Vec::new(),
+            counters: PackedCounters::default(),
         };
-        sample.counters = sample.counters().into_owned();
+        sample.counters = sample.pack_counters(&self.keys);
+        self.keys = sample.counters.keys().clone();
         Ok(sample)
     }
 }

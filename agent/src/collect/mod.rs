@@ -2,6 +2,7 @@
 //! blocking thread and returns a typed sample; the scheduler stores it.
 
 pub mod cgroup;
+pub mod cgroup_counters;
 pub mod conntrack;
 pub mod conntrack_dumper;
 pub mod conntrack_peak;

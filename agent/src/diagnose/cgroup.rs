@@ -3,7 +3,7 @@
 
 use super::window::within;
 use super::{Finding, FindingDef, RuleContext, Severity};
-use crate::collect::cgroup::{path_key, Counters, CpuCgroup, PodCpu};
+use crate::collect::cgroup::{path_key, CpuCgroup, PackedCounters, PodCpu};
 use crate::collect::pods::{Name, Qos};
 use crate::collect::CgroupSample;
 use crate::flags::parse_ratio;
@@ -205,18 +205,18 @@ fn summaries(
 /// sample's counters are sorted by key, so each is merged with the newest's in one
 /// pass (a search per cgroup per sample was most of the rules' cost at 500 pods).
 fn runs(samples: &[(SystemTime, &CgroupSample)]) -> Vec<(u64, Run)> {
-    let counters: Vec<(SystemTime, Cow<[Counters]>)> =
+    let counters: Vec<(SystemTime, Cow<PackedCounters>)> =
         samples.iter().map(|(at, s)| (*at, s.counters())).collect();
     let Some((_, newest)) = counters.last() else {
         return Vec::new();
     };
-    let mut runs: Vec<(u64, Run)> = newest.iter().map(|&(k, _)| (k, Run::default())).collect();
+    let mut runs: Vec<(u64, Run)> = newest.keys().iter().map(|&k| (k, Run::default())).collect();
     for (at, sample) in &counters {
         let mut theirs = sample.iter().peekable();
         for (key, run) in runs.iter_mut() {
             while theirs.next_if(|(k, _)| k < key).is_some() {}
             if let Some((_, stat)) = theirs.next_if(|(k, _)| k == key) {
-                run.add(*at, *stat);
+                run.add(*at, stat);
             }
         }
     }
@@ -467,7 +467,7 @@ mod tests {
                 containers,
             }],
             unavailable: vec![],
-            counters: vec![],
+            counters: Default::default(),
         }
     }
 

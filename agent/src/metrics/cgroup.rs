@@ -146,7 +146,7 @@ mod tests {
             cfs_bandwidth_fix: None,
             pods,
             unavailable: vec![],
-            counters: vec![],
+            counters: Default::default(),
         };
         store.record("cgroup", SystemTime::now(), Duration::ZERO, Ok(Arc::new(s)));
         Exposition::of_signal::<crate::collect::CgroupSample>(store, encode).text(Format::Text)
