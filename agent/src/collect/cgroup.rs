@@ -141,7 +141,7 @@ impl CgroupSample {
     }
 
     /// The counters of `pods`, packed, sharing `previous` keys if they are the same.
-    fn pack_counters(&self, previous: &Arc<[u64]>) -> PackedCounters {
+    pub fn pack_counters(&self, previous: &Arc<[u64]>) -> PackedCounters {
         let mut all: Vec<Counters> = self
             .pods
             .iter()

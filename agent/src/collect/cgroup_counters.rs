@@ -11,19 +11,17 @@ pub type Counters = (u64, CpuStat);
 
 /// The counters of a round's cgroups, sorted by key. The keys are shared with the
 /// previous round's while the node's cgroups stay the same, and each `cpu.stat` is a
-/// byte saying which of its four counters are there and not zero, then those
-/// counters as LEB128 varints: about 9 bytes a cgroup.
+/// 16-bit header of four 4-bit widths, then each counter's significant bytes, little
+/// endian: 8 bytes for a cgroup without a limit and a day of CPU time.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PackedCounters {
     keys: Arc<[u64]>,
     stats: Box<[u8]>,
 }
 
-const PERIODS: u8 = 1;
-const THROTTLED: u8 = 2;
-const THROTTLED_NS: u8 = 4;
-/// Usage is known (cgroup v2, or v1 with cpuacct); it may be zero.
-const USAGE: u8 = 8;
+/// The width a counter has in a header when there is none: usage, when neither v2's
+/// `cpu.stat` nor v1's `cpuacct.usage` gave one.
+const ABSENT: usize = 0xf;
 
 impl PackedCounters {
     /// Packs `counters`, which must be sorted by key, reusing `previous` (the last
@@ -38,25 +36,31 @@ impl PackedCounters {
         } else {
             counters.iter().map(|(k, _)| *k).collect()
         };
-        let mut stats = Vec::with_capacity(counters.len() * 10);
+        let mut stats = Vec::with_capacity(counters.len() * 8);
         for (_, s) in counters {
+            let at = stats.len();
+            stats.extend_from_slice(&[0, 0]);
             let fields = [
-                (PERIODS, Some(s.nr_periods).filter(|&v| v != 0)),
-                (THROTTLED, Some(s.nr_throttled).filter(|&v| v != 0)),
-                (THROTTLED_NS, Some(s.throttled_ns).filter(|&v| v != 0)),
-                (USAGE, s.usage_ns),
+                Some(s.nr_periods),
+                Some(s.nr_throttled),
+                Some(s.throttled_ns),
+                s.usage_ns,
             ];
-            stats.push(
-                fields
-                    .iter()
-                    .filter(|(_, v)| v.is_some())
-                    .map(|(bit, _)| bit)
-                    .sum(),
-            );
-            for value in fields.iter().filter_map(|(_, v)| *v) {
-                put_varint(&mut stats, value);
+            let mut header = 0u16;
+            for (i, value) in fields.into_iter().enumerate() {
+                let width = match value {
+                    None => ABSENT,
+                    Some(v) => {
+                        let width = (u64::BITS - v.leading_zeros()).div_ceil(8) as usize;
+                        stats.extend_from_slice(&v.to_le_bytes()[..width]);
+                        width
+                    }
+                };
+                header |= (width as u16) << (4 * i);
             }
+            stats[at..at + 2].copy_from_slice(&header.to_le_bytes());
         }
+        stats.extend_from_slice(&[0; 8]);
         PackedCounters {
             keys,
             stats: stats.into_boxed_slice(),
@@ -72,40 +76,51 @@ impl PackedCounters {
     }
 
     /// The counters, in key order.
-    pub fn iter(&self) -> impl Iterator<Item = Counters> + '_ {
-        let mut bytes = self.stats.iter().copied();
-        self.keys.iter().map(move |&key| {
-            let present = bytes.next().unwrap_or(0);
-            let mut field = |bit: u8| (present & bit != 0).then(|| take_varint(&mut bytes));
-            let stat = CpuStat {
-                nr_periods: field(PERIODS).unwrap_or(0),
-                nr_throttled: field(THROTTLED).unwrap_or(0),
-                throttled_ns: field(THROTTLED_NS).unwrap_or(0),
-                usage_ns: field(USAGE),
-            };
-            (key, stat)
-        })
-    }
-}
-
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-/// The packing is ours and whole, so the bytes always end where a value does.
-fn take_varint(bytes: &mut impl Iterator<Item = u8>) -> u64 {
-    let mut value = 0u64;
-    for (shift, byte) in (0..64).step_by(7).zip(bytes) {
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            break;
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            keys: self.keys.iter(),
+            bytes: &self.stats,
         }
     }
-    value
+}
+
+/// Decodes as it goes: the rules walk every sample of the window each evaluation.
+pub struct Iter<'a> {
+    keys: std::slice::Iter<'a, u64>,
+    bytes: &'a [u8],
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Counters;
+
+    fn next(&mut self) -> Option<Counters> {
+        let &key = self.keys.next()?;
+        let (header, rest) = self.bytes.split_first_chunk::<2>()?;
+        let header = u16::from_le_bytes(*header);
+        self.bytes = rest;
+        let mut field = |i: u16| {
+            let width = usize::from(header >> (4 * i) & 0xf);
+            if width == ABSENT {
+                return None;
+            }
+            // A whole word, then the counter's bytes of it: the packing ends in a
+            // word of padding so that the last counter can be read so too.
+            let word = u64::from_le_bytes(*self.bytes.first_chunk::<8>()?);
+            self.bytes = self.bytes.get(width..)?;
+            Some(word & u64::MAX.checked_shr(64 - 8 * width as u32).unwrap_or(0))
+        };
+        let stat = CpuStat {
+            nr_periods: field(0).unwrap_or(0),
+            nr_throttled: field(1).unwrap_or(0),
+            throttled_ns: field(2).unwrap_or(0),
+            usage_ns: field(3),
+        };
+        Some((key, stat))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.keys.size_hint()
+    }
 }
 
 #[cfg(test)]
@@ -136,11 +151,11 @@ mod tests {
     }
 
     #[test]
-    fn an_unlimited_cgroup_takes_a_byte_and_its_usage() {
-        // A day of CPU time in ns needs 47 bits: seven varint bytes.
+    fn an_unlimited_cgroup_takes_its_header_and_its_usage() {
+        // A day of CPU time in ns needs 47 bits: six bytes.
         let counters = [(9, stat(0, 0, 0, Some(86_400 * 1_000_000_000)))];
         let packed = PackedCounters::pack(&counters, &Arc::from([]));
-        assert_eq!(packed.stats.len(), 1 + 7);
+        assert_eq!(packed.stats.len(), 2 + 6 + 8);
     }
 
     #[test]

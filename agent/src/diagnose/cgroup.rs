@@ -12,6 +12,7 @@ use crate::store::Snapshot;
 use crate::text::{format_cores, round4, short_id};
 use serde::Serialize;
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub const CPU_THROTTLED: FindingDef = FindingDef {
@@ -212,6 +213,13 @@ fn runs(samples: &[(SystemTime, &CgroupSample)]) -> Vec<(u64, Run)> {
     };
     let mut runs: Vec<(u64, Run)> = newest.keys().iter().map(|&k| (k, Run::default())).collect();
     for (at, sample) in &counters {
+        if Arc::ptr_eq(sample.keys(), newest.keys()) {
+            // The same cgroups as the newest: no key to compare.
+            for ((_, run), (_, stat)) in runs.iter_mut().zip(sample.iter()) {
+                run.add(*at, stat);
+            }
+            continue;
+        }
         let mut theirs = sample.iter().peekable();
         for (key, run) in runs.iter_mut() {
             while theirs.next_if(|(k, _)| k < key).is_some() {}
@@ -528,6 +536,50 @@ mod tests {
         assert!(t[0].counter_reset);
         // 1.5 s of CPU over 15 s.
         assert_eq!(t[0].usage_cores, Some(0.1));
+    }
+
+    #[test]
+    fn rounds_sharing_their_keys_read_as_rounds_that_do_not() {
+        // The collector's rounds share keys while the cgroups stay the same; the rules
+        // then skip comparing them. A container missing, then recreated, in between.
+        let rounds = [
+            Some((1000, 10, 0)),
+            Some((1100, 35, 7_500)),
+            None,
+            Some((10, 0, 100)),
+            Some((110, 50, 1_600)),
+        ];
+        let window = |samples: &[CgroupSample]| {
+            let h: Vec<(SystemTime, &CgroupSample)> = samples
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    (
+                        SystemTime::UNIX_EPOCH + Duration::from_secs(15 * i as u64),
+                        c,
+                    )
+                })
+                .collect();
+            throttling(&h, Duration::from_secs(300))
+        };
+        let apart: Vec<CgroupSample> = rounds.iter().map(|c| sample(*c, None)).collect();
+        let mut keys = Arc::from([]);
+        let shared: Vec<CgroupSample> = apart
+            .iter()
+            .cloned()
+            .map(|mut s| {
+                s.counters = s.pack_counters(&keys);
+                keys = s.counters.keys().clone();
+                s
+            })
+            .collect();
+        let same =
+            |a: usize, b: usize| Arc::ptr_eq(shared[a].counters.keys(), shared[b].counters.keys());
+        assert!(same(0, 1) && same(3, 4) && !same(1, 2) && !same(2, 3));
+        let (containers, pods) = window(&shared);
+        assert_eq!((&containers, &pods), (&window(&apart).0, &window(&apart).1));
+        assert_eq!(containers[0].periods, 100);
+        assert!(containers[0].counter_reset);
     }
 
     #[test]
