@@ -14,7 +14,8 @@
 #   - nodediag at --interval 1s: its RSS (the rule window holds 300 samples), and
 #     /metrics latency while it collects every second, in turn with /healthz (no
 #     work behind it) after the same pause: what any request costs on this machine,
-#     client and wake-ups included, the floor under the /metrics figures;
+#     client and wake-ups included, the floor under the /metrics figures. Both over
+#     one kept connection, as Prometheus scrapes (benches/scrape_latency.rs);
 #   - node_exporter 1.5 (Debian's prometheus-node-exporter, default collectors),
 #     scraped every 15 s as Prometheus would: CPU per scrape and RSS;
 # then the default agent runs alone for CPU_WAIT seconds, its window full, for its
@@ -51,7 +52,7 @@ mapfile -t SIZES < <(printf '%s\n' "${SIZES[@]}" | sort -n)
 FILL=${FILL:-330}
 CPU_WAIT=${CPU_WAIT:-180}
 FLOOR_ROUNDS=${FLOOR_ROUNDS:-4}
-SCRAPE_EVERY=${SCRAPE_EVERY:-0.25}
+SCRAPE_EVERY_MS=${SCRAPE_EVERY_MS:-250}
 
 for tool in ip curl awk; do
   command -v "$tool" >/dev/null || { echo "$tool is needed" >&2; exit 2; }
@@ -71,6 +72,9 @@ fi
 FLOOR=$(cd "$here" && cargo bench --quiet --bench kernel_floor --no-run --message-format=json |
   sed -n 's/.*"executable":"\([^"]*\/kernel_floor-[^"]*\)".*/\1/p' | tail -n1)
 [ -x "$FLOOR" ] || { echo "benches/kernel_floor.rs did not build" >&2; exit 2; }
+SCRAPER=$(cd "$here" && cargo bench --quiet --bench scrape_latency --no-run --message-format=json |
+  sed -n 's/.*"executable":"\([^"]*\/scrape_latency-[^"]*\)".*/\1/p' | tail -n1)
+[ -x "$SCRAPER" ] || { echo "benches/scrape_latency.rs did not build" >&2; exit 2; }
 
 tag="nsc$(($$ % 100000))"
 work=$(mktemp -d "/tmp/$tag.XXXXXX")
@@ -205,7 +209,7 @@ summary=()
 echo "nodediag: $BIN"
 echo "node_exporter: $(prometheus-node-exporter --version 2>&1 | head -n1)"
 echo "kernel $(uname -r), $(nproc) CPUs, cgroup $([ $v2 = 1 ] && echo v2 || echo v1), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "each N: ${FILL} s with both agents (RSS; /metrics and /healthz in turn every ${SCRAPE_EVERY} s on the 1 s agent), then ${CPU_WAIT} s of the default agent alone (CPU)"
+echo "each N: ${FILL} s with both agents (RSS; /metrics and /healthz in turn every ${SCRAPE_EVERY_MS} ms on the 1 s agent, one connection), then ${CPU_WAIT} s of the default agent alone (CPU)"
 
 if [ "${HOLD:-0}" = 1 ]; then
   N=${SIZES[-1]}
@@ -240,10 +244,14 @@ for N in "${SIZES[@]}"; do
   # as Prometheus would.
   : > "$work/lat-b"
   : > "$work/lat-h"
-  turn=0
   : > "$work/lat-ne"
   ne_ticks0=$(proc_ticks "$ne")
   end=$((SECONDS + FILL))
+  # /metrics and /healthz in turn, each after the same pause.
+  "$SCRAPER" --bench --port "$pb" --seconds "$FILL" --every "$SCRAPE_EVERY_MS" \
+    --metrics "$work/lat-b" --healthz "$work/lat-h" &
+  scraper=$!
+  daemons+=("$scraper")
   next_ne=$SECONDS
   while [ $SECONDS -lt $end ]; do
     if [ $SECONDS -ge $next_ne ]; then
@@ -253,14 +261,9 @@ for N in "${SIZES[@]}"; do
       curl -s -o /dev/null "http://127.0.0.1:$pa/metrics"
       next_ne=$((next_ne + 15))
     fi
-    # /metrics and /healthz in turn, each after the same pause.
-    if [ $((turn++ % 2)) = 0 ]; then
-      curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$pb/metrics" >> "$work/lat-b"
-    else
-      curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$pb/healthz" >> "$work/lat-h"
-    fi
-    sleep "$SCRAPE_EVERY"
+    sleep 1
   done
+  wait "$scraper" || { echo "the scrapes of the 1 s agent failed" >&2; exit 1; }
   ne_ticks1=$(proc_ticks "$ne")
   rss_a=$(rss_kib "$a") rss_b=$(rss_kib "$b") rss_ne=$(rss_kib "$ne")
   ne_scrapes=$(wc -l < "$work/lat-ne")
