@@ -37,6 +37,7 @@
 #                 intervals, so both agents' windows are full when RSS is read)
 #   CPU_WAIT=180  seconds of the second part (12 rounds)
 #   FLOOR_ROUNDS=4  rounds of the kernel floor (15 s apart, after one unmeasured)
+#   SCRAPE_EVERY_MS=250  pause between the 1 s agent's timed requests
 #   NODEDIAG=...  binary to measure (default: the one that ships, from
 #                 deploy/build-release.sh)
 #   HOLD=1        build the largest N, print how to point an agent at it, and keep it

@@ -17,7 +17,7 @@
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 struct Args {
@@ -99,7 +99,7 @@ fn run(port: u16, every: Duration, until: Instant) -> Result<Timed, String> {
     Ok(timed)
 }
 
-fn append(path: &PathBuf, latencies: &[Duration]) {
+fn append(path: &Path, latencies: &[Duration]) {
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
