@@ -28,9 +28,10 @@
 # CPU per collection round comes from the agent itself
 # (nodediag_collector_cpu_seconds_total: the collection thread and the helper threads
 # it joins) plus the threads that follow a source on their own (nodediag-kmsg,
-# nodediag-disk: their CPU from /proc/PID/task over the same period); "rules, serving"
-# is the rest of the process's CPU over the period (rule evaluation after each
-# sample, the scheduler), so the total is the process's CPU per round.
+# nodediag-disk, conntrack-peak: their CPU from /proc/PID/task over the same period);
+# "rules, serving" is the rest of the process's CPU over the period (rule evaluation
+# after each sample, encoding, the async workers, threads starting and ending), so
+# the total is the process's CPU per round.
 #
 # Usage: bash benches/scale.sh [N...]
 #   FILL=330      seconds of the first part (the 5 min rule window plus two
@@ -277,10 +278,12 @@ for N in "${SIZES[@]}"; do
   a_ticks0=$(proc_ticks "$a")
   kmsg0=$(thread_ticks "$a" nodediag-kmsg)
   disk0=$(thread_ticks "$a" nodediag-disk)
+  peak0=$(thread_ticks "$a" conntrack-peak)
   sleep "$CPU_WAIT"
   a_ticks1=$(proc_ticks "$a")
   kmsg1=$(thread_ticks "$a" nodediag-kmsg)
   disk1=$(thread_ticks "$a" nodediag-disk)
+  peak1=$(thread_ticks "$a" conntrack-peak)
   curl -s "http://127.0.0.1:$pa/metrics" > "$work/m1"
   kill "$a" 2>/dev/null || true
   wait "$a" 2>/dev/null || true
@@ -308,6 +311,7 @@ for N in "${SIZES[@]}"; do
     extra=0
     [ "$c" = kmsg ] && extra=$((kmsg1 - kmsg0))
     [ "$c" = disk ] && extra=$((disk1 - disk0))
+    [ "$c" = conntrack ] && extra=$((peak1 - peak0))
     per=$(awk -v a="$cpu0" -v b="$cpu1" -v r0="$r0" -v r1="$r1" -v x="$extra" -v hz="$hz" \
       'BEGIN { r = r1 - r0; if (r < 1) r = 1; printf "%.1f", ((b - a) + x / hz) / r * 1000 }')
     printf '%-22s %6d %14s %12.1f\n' "$c" "$(awk -v a="$r0" -v b="$r1" 'BEGIN { print b - a }')" "$per" \

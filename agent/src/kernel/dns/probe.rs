@@ -11,6 +11,7 @@
 use super::exchange::{ExchangeSettings, Exchanger, QueryRecord, SendMode};
 use super::resolv_conf::ResolverOptions;
 use super::search::{self, Verdict};
+use crate::kernel::thread_cpu;
 use serde::Serialize;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -181,16 +182,23 @@ pub enum ProbeError {
 
 /// A probe running on its own thread.
 pub struct PendingProbe {
-    rx: mpsc::Receiver<Result<ProbeReport, ProbeError>>,
+    /// The report, and the CPU its thread used.
+    rx: mpsc::Receiver<(Result<ProbeReport, ProbeError>, Duration)>,
     deadline: Instant,
 }
 
 impl PendingProbe {
-    /// Waits for the report until shortly after the deadline, never longer.
+    /// Waits for the report until shortly after the deadline, never longer. The
+    /// probe thread's CPU is charged to the waiting thread ([`thread_cpu::charge`]),
+    /// so the collection that started it counts it; a probe given up on is not
+    /// counted.
     pub fn wait(self) -> Result<ProbeReport, ProbeError> {
         let wait = self.deadline.saturating_duration_since(Instant::now()) + HANDOVER_GRACE;
         match self.rx.recv_timeout(wait) {
-            Ok(result) => result,
+            Ok((result, cpu)) => {
+                thread_cpu::charge(cpu);
+                result
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => Err(ProbeError::Overran(HANDOVER_GRACE)),
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(ProbeError::Lost),
         }
@@ -217,7 +225,7 @@ pub fn spawn(
             }
             .map(|()| run(&spec, deadline));
             // The caller may have given up on us; then nobody wants the report.
-            let _ = tx.send(result);
+            let _ = tx.send((result, thread_cpu::thread_cpu()));
         })
         .map_err(ProbeError::Spawn)?;
     Ok(PendingProbe { rx, deadline })
@@ -611,6 +619,19 @@ mod tests {
         let report = run(&s, in_10s());
         assert_eq!(report.lookups[0].verdict, Verdict::Answered);
         assert!(server.received().iter().all(|r| r.qtype == A));
+    }
+
+    #[test]
+    fn a_probe_threads_cpu_is_charged_to_the_thread_that_waited() {
+        let server = TestServer::start(|q, _| coredns(q));
+        thread_cpu::take_charged();
+        let reports = run_all(vec![(None, spec(&server, &[SVC]))], in_10s());
+        assert_eq!(
+            reports[0].as_ref().unwrap().lookups[0].verdict,
+            Verdict::Answered
+        );
+        // Starting a thread and eight exchanges take CPU of their own: none is 0.
+        assert!(thread_cpu::take_charged() > Duration::ZERO);
     }
 
     #[test]
