@@ -28,7 +28,7 @@ pub trait Sample: Serialize + Debug + Send + Sync + 'static {
     }
 
     /// Whether the window may keep fewer older samples when they come often (at
-    /// most 40 to a window): true when rules read only how counters rose between
+    /// most 22 to a window): true when rules read only how counters rose between
     /// samples, which samples a few seconds apart show as well as every one; false
     /// when each sample holds what happened in its own interval (probe latencies,
     /// events) and rules add the samples up, or take their peak.
