@@ -8,7 +8,12 @@
 //! - process namespaces: listing `/proc` and one `readlink` of `ns/net` a process,
 //!   relative to procfs held open (the agent's own walk);
 //! - link counters: the agent's own dump of every link's 64-bit counters
-//!   (`RTM_GETSTATS`; its parse is a few microseconds of the figure).
+//!   (`RTM_GETSTATS`; its parse is a few microseconds of the figure);
+//! - process descriptors: one `readlink` of every open descriptor of every process,
+//!   relative to its `fd` directory held open (how the inotify holders are counted,
+//!   which the kernel keeps per user but does not export). The agent does this once
+//!   a minute, not every round: the floor takes the share of a round (a quarter at
+//!   15 s).
 //!
 //! Each round comes after a pause as long as the agent's interval, because that is
 //! what a round pays. On the machine the README's figures come from, at 500 pods,
@@ -21,14 +26,19 @@
 //! and 4; one unmeasured round first). Under `cargo test` it runs one round without
 //! a pause, checking only that it read this machine's processes and links.
 
+use nix::dir::Dir;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use nodediag::collect::pressure::INOTIFY_INTERVAL;
 use nodediag::host::HostRoot;
 use nodediag::kernel::cgroup::{self, CpuHierarchy};
 use nodediag::kernel::netlink::{NetlinkSocket, NETLINK_ROUTE};
 use nodediag::kernel::netns::ProcDir;
 use nodediag::kernel::process::list_processes;
 use nodediag::kernel::thread_cpu::thread_cpu;
-use nodediag::kernel::{mountinfo, rtnetlink};
+use nodediag::kernel::{mountinfo, read_link_at, rtnetlink};
 use std::fs::{self, File};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
@@ -108,6 +118,32 @@ fn read_process_namespaces(root: &HostRoot) -> usize {
     procs.iter().filter(|p| dir.netns_of(p.pid).is_ok()).count()
 }
 
+/// Every open descriptor of every other process, each link read once.
+fn read_process_descriptors(root: &HostRoot) -> usize {
+    let Ok(procs) = list_processes(root) else {
+        return 0;
+    };
+    let mut buf = [0u8; 64];
+    let mut read = 0;
+    // Not this process's own, as the agent skips its own: both hold the counter files.
+    for p in procs.into_iter().filter(|p| p.pid != std::process::id()) {
+        let fd_dir = root.proc(&[&p.pid.to_string(), "fd"]);
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let Ok(mut dir) = Dir::open(&fd_dir, flags, Mode::empty()) else {
+            continue;
+        };
+        let at = dir.as_raw_fd();
+        for entry in dir.iter().flatten() {
+            // A link longer than the buffer is read all the same.
+            if entry.file_name().to_bytes() != b"." && entry.file_name().to_bytes() != b".." {
+                let _ = read_link_at(at, entry.file_name(), &mut buf);
+                read += 1;
+            }
+        }
+    }
+    read
+}
+
 /// What one part of a round read, and the CPU it took after the pause and made
 /// again at once.
 #[derive(Default)]
@@ -140,7 +176,7 @@ fn main() {
     let counters = cgroup_counter_files();
     let root = HostRoot::default();
     let mut route = NetlinkSocket::open(NETLINK_ROUTE).expect("a route netlink socket");
-    let (mut cgroups, mut procs, mut links) = (Part::default(), Part::default(), Part::default());
+    let (mut cgroups, mut procs, mut links, mut fds): (Part, Part, Part, Part) = Default::default();
     let (rounds, every) = if args.bench {
         (args.rounds, args.every)
     } else {
@@ -157,11 +193,18 @@ fn main() {
             || rtnetlink::dump_link_stats(&mut route).map_or(0, |l| l.len()),
             measured,
         );
+        fds.measure(|| read_process_descriptors(&root), measured);
     }
     if !args.bench {
         assert!(procs.count > 0, "no process namespace was readable");
         assert!(links.count > 0, "no link answered RTM_GETSTATS");
+        assert!(fds.count > 0, "no process descriptor was readable");
     }
+    // Rounds per count of the descriptors, as the agent makes them at this interval.
+    let fd_rounds = match every.as_secs() {
+        0 => 1,
+        secs => INOTIFY_INTERVAL.as_secs().div_ceil(secs).max(1) as u32,
+    };
     println!(
         "kernel floor, {rounds} round(s) {} s apart: CPU ms a round (the same reads made again at once)",
         every.as_secs()
@@ -180,5 +223,15 @@ fn main() {
         );
         sum += part.after_pause;
     }
+    println!(
+        "  {:<20} {:>6} {:<10} {:>7.2} ({:.2}), every {fd_rounds} round(s): {:.2}",
+        "process descriptors",
+        fds.count,
+        "links",
+        ms(fds.after_pause, rounds),
+        ms(fds.again, rounds),
+        ms(fds.after_pause, rounds * fd_rounds)
+    );
+    sum += fds.after_pause / fd_rounds;
     println!("  {:<38}{:>7.2}", "floor", ms(sum, rounds));
 }
