@@ -39,6 +39,8 @@
 #   CPU_WAIT=180  seconds of the second part (12 rounds)
 #   FLOOR_ROUNDS=4  rounds of the kernel floor (15 s apart, after one unmeasured)
 #   SCRAPE_EVERY_MS=250  pause between the 1 s agent's timed requests
+#   RSS_LAST=30   RSS is the mean of readings once a second over the last RSS_LAST
+#                 seconds of the first part (the largest is printed beside it)
 #   NODEDIAG=...  binary to measure (default: the one that ships, from
 #                 deploy/build-release.sh)
 #   HOLD=1        build the largest N, print how to point an agent at it, and keep it
@@ -55,6 +57,7 @@ FILL=${FILL:-330}
 CPU_WAIT=${CPU_WAIT:-180}
 FLOOR_ROUNDS=${FLOOR_ROUNDS:-4}
 SCRAPE_EVERY_MS=${SCRAPE_EVERY_MS:-250}
+RSS_LAST=${RSS_LAST:-30}
 
 for tool in ip curl awk; do
   command -v "$tool" >/dev/null || { echo "$tool is needed" >&2; exit 2; }
@@ -255,7 +258,14 @@ for N in "${SIZES[@]}"; do
   scraper=$!
   daemons+=("$scraper")
   next_ne=$SECONDS
+  : > "$work/rss"
   while [ $SECONDS -lt $end ]; do
+    # RSS once a second over the last RSS_LAST seconds: one reading lands wherever
+    # the agents are in their rounds (an encoding's buffers, a count's listing), and
+    # moved by a MiB from run to run.
+    if [ $((end - SECONDS)) -le "$RSS_LAST" ]; then
+      echo "$(rss_kib "$a") $(rss_kib "$b") $(rss_kib "$ne")" >> "$work/rss"
+    fi
     if [ $SECONDS -ge $next_ne ]; then
       curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$pn/metrics" >> "$work/lat-ne"
       # The default agent is scraped as Prometheus would too: its RSS then holds the
@@ -267,7 +277,9 @@ for N in "${SIZES[@]}"; do
   done
   wait "$scraper" || { echo "the scrapes of the 1 s agent failed" >&2; exit 1; }
   ne_ticks1=$(proc_ticks "$ne")
-  rss_a=$(rss_kib "$a") rss_b=$(rss_kib "$b") rss_ne=$(rss_kib "$ne")
+  read -r rss_a rss_b rss_ne rss_a_max rss_b_max rss_n < <(awk '
+    { for (i = 1; i <= 3; i++) { s[i] += $i; if ($i > m[i]) m[i] = $i } n++ }
+    END { if (n < 1) n = 1; print s[1] / n, s[2] / n, s[3] / n, m[1] + 0, m[2] + 0, n }' "$work/rss")
   ne_scrapes=$(wc -l < "$work/lat-ne")
   kill "$b" "$ne" 2>/dev/null || true
   wait "$b" "$ne" 2>/dev/null || true
@@ -325,8 +337,10 @@ for N in "${SIZES[@]}"; do
   printf '%-22s %6s %14s\n' "rules, serving" "" "$other"
   printf '%-22s %6d %14s   (process CPU over %d s / rounds; %d ms per tick)\n' "total per round" "$rounds" "$total" "$CPU_WAIT" $((1000 / hz))
   ne_cpu=$(awk -v a="$ne_ticks0" -v b="$ne_ticks1" -v n="$ne_scrapes" -v hz="$hz" 'BEGIN { if (n < 1) n = 1; printf "%.0f", (b - a) / hz / n * 1000 }')
-  printf 'RSS: nodediag %.1f MiB at 15 s, %.1f MiB at 1 s; node_exporter %.1f MiB\n' \
-    "$(awk -v k="$rss_a" 'BEGIN { print k / 1024 }')" "$(awk -v k="$rss_b" 'BEGIN { print k / 1024 }')" \
+  printf 'RSS, mean (max) of %d readings over the last %d s: nodediag %.1f (%.1f) MiB at 15 s, %.1f (%.1f) MiB at 1 s; node_exporter %.1f MiB\n' \
+    "$rss_n" "$RSS_LAST" \
+    "$(awk -v k="$rss_a" 'BEGIN { print k / 1024 }')" "$(awk -v k="$rss_a_max" 'BEGIN { print k / 1024 }')" \
+    "$(awk -v k="$rss_b" 'BEGIN { print k / 1024 }')" "$(awk -v k="$rss_b_max" 'BEGIN { print k / 1024 }')" \
     "$(awk -v k="$rss_ne" 'BEGIN { print k / 1024 }')"
   printf '/metrics p50/p99: nodediag (collecting every 1 s) %s/%s ms over %d scrapes; node_exporter %s/%s ms, %s ms CPU per scrape over %d\n' \
     "$b50" "$b99" "$(wc -l < "$work/lat-b")" "$ne50" "$ne99" "$ne_cpu" "$ne_scrapes"
