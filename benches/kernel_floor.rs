@@ -24,7 +24,8 @@
 //!
 //! `cargo bench --bench kernel_floor -- [--every SECS] [--rounds N]` (defaults 15
 //! and 4; one unmeasured round first). Under `cargo test` it runs one round without
-//! a pause, checking only that it read this machine's processes and links.
+//! a pause, checking only that it read this machine's processes, links and
+//! descriptors.
 
 use nix::dir::Dir;
 use nix::fcntl::OFlag;
