@@ -27,9 +27,6 @@
 //! a pause, checking only that it read this machine's processes, links and
 //! descriptors.
 
-use nix::dir::Dir;
-use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
 use nodediag::collect::pressure::INOTIFY_INTERVAL;
 use nodediag::host::HostRoot;
 use nodediag::kernel::cgroup::{self, CpuHierarchy};
@@ -37,9 +34,8 @@ use nodediag::kernel::netlink::{NetlinkSocket, NETLINK_ROUTE};
 use nodediag::kernel::netns::ProcDir;
 use nodediag::kernel::process::list_processes;
 use nodediag::kernel::thread_cpu::thread_cpu;
-use nodediag::kernel::{mountinfo, read_link_at, rtnetlink};
+use nodediag::kernel::{inotify, mountinfo, rtnetlink};
 use std::fs::{self, File};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
@@ -119,28 +115,17 @@ fn read_process_namespaces(root: &HostRoot) -> usize {
     procs.iter().filter(|p| dir.netns_of(p.pid).is_ok()).count()
 }
 
-/// Every open descriptor of every other process, each link read once.
+/// Every open descriptor of every other process, each link read once, as the
+/// inotify count reads them.
 fn read_process_descriptors(root: &HostRoot) -> usize {
     let Ok(procs) = list_processes(root) else {
         return 0;
     };
-    let mut buf = [0u8; 64];
     let mut read = 0;
     // Not this process's own, as the agent skips its own: both hold the counter files.
     for p in procs.into_iter().filter(|p| p.pid != std::process::id()) {
         let fd_dir = root.proc(&[&p.pid.to_string(), "fd"]);
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let Ok(mut dir) = Dir::open(&fd_dir, flags, Mode::empty()) else {
-            continue;
-        };
-        let at = dir.as_raw_fd();
-        for entry in dir.iter().flatten() {
-            // A link longer than the buffer is read all the same.
-            if entry.file_name().to_bytes() != b"." && entry.file_name().to_bytes() != b".." {
-                let _ = read_link_at(at, entry.file_name(), &mut buf);
-                read += 1;
-            }
-        }
+        let _ = inotify::each_fd_link(&fd_dir, |_, _| read += 1);
     }
     read
 }

@@ -11,7 +11,7 @@
 #   - nodediag at its defaults (every collector, --interval 15s), pointed at that
 #     rootfs and at /run/netns, scraped every 15 s: its RSS once its rule window is
 #     full;
-#   - nodediag at --interval 1s: its RSS (the rule window holds 300 samples), and
+#   - nodediag at --interval 1s: its RSS (the rule window holds up to 300 samples), and
 #     /metrics latency while it collects every second, in turn with /healthz (no
 #     work behind it) after the same pause: what any request costs on this machine,
 #     client and wake-ups included, the floor under the /metrics figures. Both over

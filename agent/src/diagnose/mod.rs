@@ -125,11 +125,20 @@ pub(crate) mod testing {
 
     /// Registers a second collector's samples in a store, on the same clock.
     pub fn add_samples<S: Sample>(store: &Store, samples: impl IntoIterator<Item = S>) {
-        store.register(S::COLLECTOR, INTERVAL);
+        add_samples_every(store, INTERVAL, samples);
+    }
+
+    /// As [`add_samples`], the i-th taken at t0 + i * `interval`.
+    pub fn add_samples_every<S: Sample>(
+        store: &Store,
+        interval: Duration,
+        samples: impl IntoIterator<Item = S>,
+    ) {
+        store.register(S::COLLECTOR, interval);
         for (i, s) in samples.into_iter().enumerate() {
             store.record(
                 S::COLLECTOR,
-                t0() + INTERVAL * i as u32,
+                t0() + interval * i as u32,
                 Duration::ZERO,
                 Ok(Arc::new(s)),
             );

@@ -359,32 +359,23 @@ mod tests {
 
     #[test]
     fn a_thinned_window_at_one_second_still_counts_every_error_it_spans() {
-        use crate::diagnose::testing::{t0, WINDOW};
-        use crate::sample::Sample;
+        use crate::diagnose::testing::{add_samples_every, WINDOW};
         use crate::store::Store;
-        use std::sync::Arc;
         use std::time::Duration;
-        let store = Store::new("n".into(), WINDOW);
-        store.register(NicSample::COLLECTOR, Duration::from_secs(1));
-        for i in 0..=400u64 {
+        let samples = (0..=400u64).map(|i| {
             let mut nic = eth("eth0");
             nic.counters = NicCounters {
                 rx_packets: Some(1000 * i),
                 rx_errors: Some(20 * i),
                 ..zero()
             };
-            let sample = NicSample {
+            NicSample {
                 interfaces: vec![nic],
                 unavailable: vec![],
-            };
-            let at = t0() + Duration::from_secs(i);
-            store.record(
-                NicSample::COLLECTOR,
-                at,
-                Duration::ZERO,
-                Ok(Arc::new(sample)),
-            );
-        }
+            }
+        });
+        let store = Store::new("n".into(), WINDOW);
+        add_samples_every(&store, Duration::from_secs(1), samples);
         let kept = store.snapshot().history::<NicSample>().len();
         assert!(kept < 40, "{kept} samples kept of a 5 min window at 1 s");
         let f = run_rules(rules, &store, &Thresholds::default());

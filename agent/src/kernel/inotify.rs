@@ -11,7 +11,7 @@ use nix::sys::stat::Mode;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::ffi::CStr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// One process holding inotify instances.
@@ -124,31 +124,40 @@ pub fn scan(root: &HostRoot) -> Result<InotifyUsage, ReadError> {
     Ok(usage)
 }
 
-/// The descriptors of one process that are inotify instances. Each link is read
-/// relative to the open `fd` directory: a path from `/` for every descriptor (five
-/// lookups in procfs) was most of the walk's cost, as a node's agents hold thousands.
-/// Names and link targets stay on the stack: a walk reads every descriptor on the
-/// node, and copying each name and target out cost two allocations a descriptor.
+/// The descriptors of one process that are inotify instances.
 fn inotify_fds(fd_dir: &Path) -> nix::Result<Vec<u32>> {
+    let mut fds = Vec::new();
+    each_fd_link(fd_dir, |name, target| {
+        if target == Some(b"anon_inode:inotify".as_slice()) {
+            fds.extend(name.to_str().ok().and_then(|n| n.parse::<u32>().ok()));
+        }
+    })?;
+    Ok(fds)
+}
+
+/// Calls `f` with the name and link target of every entry of a `/proc/<pid>/fd`
+/// directory; the target is None when it is not a link, or longer than anything
+/// looked for here (64 bytes). Each link is read relative to the open directory: a
+/// path from `/` for every descriptor (five lookups in procfs) was most of the
+/// walk's cost, as a node's agents hold thousands. Names and targets stay on the
+/// stack: a walk reads every descriptor on the node, and copying each name and
+/// target out cost two allocations a descriptor. `benches/kernel_floor.rs` makes
+/// the same read bare.
+pub fn each_fd_link(fd_dir: &Path, mut f: impl FnMut(&CStr, Option<&[u8]>)) -> nix::Result<()> {
     let mut dir = Dir::open(
         fd_dir,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
     let at = dir.as_raw_fd();
-    Ok(dir
-        .iter()
-        .flatten()
-        .filter(|e| links_to(at, e.file_name(), b"anon_inode:inotify"))
-        .filter_map(|e| e.file_name().to_str().ok()?.parse().ok())
-        .collect())
-}
-
-/// Whether `name` in the directory open as `dir` is a symbolic link to `target`
-/// (`.`, `..` and other files are not links: false).
-fn links_to(dir: RawFd, name: &CStr, target: &[u8]) -> bool {
     let mut buf = [0u8; 64];
-    read_link_at(dir, name, &mut buf).is_ok_and(|t| t == target)
+    for entry in dir.iter().flatten() {
+        let name = entry.file_name();
+        if !matches!(name.to_bytes(), b"." | b"..") {
+            f(name, read_link_at(at, name, &mut buf).ok());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
