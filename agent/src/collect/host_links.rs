@@ -12,6 +12,7 @@
 //! counters: 2.4 ms a round for both at 500 pods), so the first of them dumps and
 //! the other, moments later, takes that dump.
 
+use super::SAME_TICK;
 use crate::kernel::link_events::{Changes, LinkEvents};
 use crate::kernel::netns::{route_socket_in, HostSocket};
 use crate::kernel::rtnetlink::{Addr, Link, LinkStats};
@@ -22,11 +23,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// How long after one collector dumped a namespace's link counters another may take
-/// that dump instead of its own: about the time the collectors of one tick take to
-/// reach their links.
-const COUNTERS_FRESH: Duration = Duration::from_millis(100);
 
 /// Link counters by ifindex.
 type Counters = HashMap<u32, LinkStats>;
@@ -91,7 +87,7 @@ impl HostLinks {
         if self.links.is_none() {
             self.links = Some(self.sock.links_without_stats()?);
         }
-        let stats = self.counters(COUNTERS_FRESH)?;
+        let stats = self.counters(SAME_TICK)?;
         let cached = self.links.as_deref().unwrap_or_default();
         let links = cached
             .iter()

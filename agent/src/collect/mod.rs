@@ -24,6 +24,11 @@ use crate::sample::{AnySample, CollectError, Sample};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long after one collector made a read that others of the same tick need (the
+/// `/proc` walk, the host's link counters) they may take it instead of making their
+/// own: about the time the collectors of one tick take to reach it.
+pub(crate) const SAME_TICK: Duration = Duration::from_millis(100);
+
 pub use cgroup::CgroupSample;
 pub use conntrack::ConntrackSample;
 pub use disk::DiskSample;

@@ -13,14 +13,11 @@
 
 use super::scan::{self, ProcMemo, ProcScan};
 use crate::collect::pods::{PodIndex, PodLogsMemo};
+use crate::collect::SAME_TICK;
 use crate::host::HostRoot;
 use crate::sample::{CollectError, Unavailable};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// How long after a walk started another collector may still take it: about the time
-/// the collectors of one tick take to start.
-const FRESH: Duration = Duration::from_millis(100);
+use std::time::Instant;
 
 /// The processes by namespace, and what the pod index could not read.
 pub(crate) struct Walk {
@@ -39,13 +36,13 @@ struct Last {
 
 static LAST: Mutex<Option<Last>> = Mutex::new(None);
 
-/// The walk of `root`'s procfs, now or started less than [`FRESH`] ago. The lock is
+/// The walk of `root`'s procfs, now or started less than [`SAME_TICK`] ago. The lock is
 /// held while walking, so a collector that asks meanwhile waits for the result
 /// instead of walking too.
 pub(crate) fn processes(root: &HostRoot) -> Result<Arc<Walk>, CollectError> {
     let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(l) = last.as_ref() {
-        if l.root == *root && l.started.elapsed() < FRESH {
+        if l.root == *root && l.started.elapsed() < SAME_TICK {
             return Ok(l.walk.clone());
         }
     }
