@@ -11,9 +11,10 @@
 //!   (`RTM_GETSTATS`; its parse is a few microseconds of the figure);
 //! - process descriptors: one `readlink` of every open descriptor of every process,
 //!   relative to its `fd` directory held open (how the inotify holders are counted,
-//!   which the kernel keeps per user but does not export). The agent does this once
-//!   a minute, not every round: the floor takes the share of a round (a quarter at
-//!   15 s).
+//!   which the kernel keeps per user but does not export). The agent reads every
+//!   process this way every `--inotify.interval` (5 minutes), not every round: the
+//!   floor takes the share of a round (a twentieth at 15 s). The rounds between read
+//!   only new processes, whose number does not grow with pods.
 //!
 //! Each round comes after a pause as long as the agent's interval, because that is
 //! what a round pays. On the machine the README's figures come from, at 500 pods,

@@ -1,12 +1,13 @@
 //! What the pressure and kmsg collectors cost: a full pressure sample of this host
-//! (the /proc walk for inotify dominates), the inotify walk alone, and matching
-//! kernel log records as the follower thread does.
+//! (the /proc walk for inotify dominates), the inotify walk alone and a round
+//! between two of them, and matching kernel log records as the follower thread does.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use nodediag::collect::kmsg::Journal;
 use nodediag::collect::pressure::{PressureCollector, INOTIFY_INTERVAL};
 use nodediag::collect::Collector;
 use nodediag::host::HostRoot;
+use nodediag::kernel::inotify::InotifyCount;
 use nodediag::kernel::kmsg::parse_kmsg_record;
 use std::time::{Duration, SystemTime};
 
@@ -55,6 +56,12 @@ fn host(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("inotify_scan_of_this_host", |b| {
         b.iter(|| black_box(nodediag::kernel::inotify::scan(&root).unwrap()))
+    });
+    // A round between full reads: only new processes and the holders' watches.
+    let mut count = InotifyCount::new(1);
+    count.count(&root, true).unwrap();
+    g.bench_function("inotify_followed_round_of_this_host", |b| {
+        b.iter(|| black_box(count.count(&root, false).unwrap()))
     });
     let mut collector =
         PressureCollector::new(root.clone(), Duration::from_secs(15), INOTIFY_INTERVAL);

@@ -23,17 +23,21 @@ fn metric(agent: &Agent, name: &str) -> Option<f64> {
 }
 
 fn pressure_agent(extra: &[&str]) -> Agent {
+    // Every process read every round, as the instances this test opens must be seen
+    // on any kernel.
+    pressure_agent_reading_all_every(&["--inotify.interval", "200ms"], extra)
+}
+
+fn pressure_agent_reading_all_every(inotify: &[&str], extra: &[&str]) -> Agent {
     let mut args = vec![
         "--interval",
-        "200ms",
-        // Counted every round, as the instances this test opens must be seen.
-        "--inotify.interval",
         "200ms",
         "--no-collector.conntrack",
         "--no-collector.nic",
         "--no-collector.kmsg",
         "--no-netlink",
     ];
+    args.extend_from_slice(inotify);
     args.extend_from_slice(extra);
     let agent = Agent::start(&args);
     agent.wait_ready();
@@ -71,6 +75,9 @@ fn file_handles_opened_here_move_fs_file_nr() {
 
 struct Inotify(Vec<libc::c_int>);
 
+/// The inotify tests count this process's instances under one uid: one at a time.
+static INOTIFY_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Drop for Inotify {
     fn drop(&mut self) {
         for fd in &self.0 {
@@ -94,6 +101,7 @@ fn inotify_instances_opened_here_are_counted_for_our_uid() {
     // A low threshold instead of exhausting a limit other root processes share.
     let ratio = 8.0 / max;
     let ratio_arg = format!("{ratio}");
+    let _alone = INOTIFY_TESTS.lock().unwrap_or_else(|e| e.into_inner());
     let agent = pressure_agent(&["--inotify.ratio", &ratio_arg]);
     let count = |a: &Agent| metric(a, "nodediag_inotify_instances{uid=\"0\"}").unwrap_or(0.0);
     let before = count(&agent);
@@ -142,6 +150,108 @@ fn inotify_instances_opened_here_are_counted_for_our_uid() {
         own, 0,
         "the agent holds inotify instances its walk does not count"
     );
+}
+
+/// A process's inotify instances, read from its descriptors.
+fn inotify_instances_of(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == "anon_inode:inotify")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Processes this test started, killed when it ends.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn between_full_reads_new_processes_and_watches_are_followed() {
+    if !is_root() {
+        skip("reading every process's fds needs root");
+        return;
+    }
+    let _alone = INOTIFY_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    // Every process read once, at the first round: what is seen after comes from the
+    // rounds between full reads.
+    let agent = pressure_agent_reading_all_every(&["--inotify.interval", "1h"], &[]);
+    // A user holding nothing has no series.
+    let gauge = |a: &Agent, name: &str| metric(a, &format!("{name}{{uid=\"0\"}}")).unwrap_or(0.0);
+    wait_for("the first inotify count", Duration::from_secs(10), || {
+        metric(&agent, "nodediag_inotify_max_user_instances")
+    });
+    let before = gauge(&agent, "nodediag_inotify_instances");
+    // Programs started since: `tail -f` follows its file with an inotify instance.
+    let dir = tempfile::tempdir().unwrap();
+    let followed = dir.path().join("followed");
+    fs::write(&followed, "").unwrap();
+    let tails = Children(
+        (0..3)
+            .map(|_| {
+                Command::new("tail")
+                    .arg("-f")
+                    .arg(&followed)
+                    .spawn()
+                    .expect("tail")
+            })
+            .collect(),
+    );
+    for t in &tails.0 {
+        wait_for(
+            "tail -f to open its inotify instance",
+            Duration::from_secs(10),
+            || (inotify_instances_of(t.id()) == 1).then_some(()),
+        );
+    }
+    wait_for(
+        "the 3 new processes' instances counted",
+        Duration::from_secs(20),
+        || (gauge(&agent, "nodediag_inotify_instances") >= before + 3.0).then_some(()),
+    );
+    // Watches added to an instance already counted: read again from every holder.
+    let ours = Inotify(
+        // SAFETY: inotify_init1 has no memory preconditions.
+        std::iter::once(unsafe { libc::inotify_init1(libc::IN_CLOEXEC) })
+            .filter(|fd| *fd >= 0)
+            .collect(),
+    );
+    assert_eq!(ours.0.len(), 1, "could not create an inotify instance");
+    wait_for("our instance counted", Duration::from_secs(20), || {
+        (gauge(&agent, "nodediag_inotify_instances") >= before + 4.0).then_some(())
+    });
+    let watches_before = gauge(&agent, "nodediag_inotify_watches");
+    for i in 0..20 {
+        let watched = dir.path().join(i.to_string());
+        fs::create_dir(&watched).unwrap();
+        let path = std::ffi::CString::new(watched.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: our own instance and a NUL-terminated path that outlives the call.
+        let wd = unsafe { libc::inotify_add_watch(ours.0[0], path.as_ptr(), libc::IN_CREATE) };
+        assert!(
+            wd >= 0,
+            "inotify_add_watch: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    wait_for("our 20 watches counted", Duration::from_secs(20), || {
+        (gauge(&agent, "nodediag_inotify_watches") >= watches_before + 20.0).then_some(())
+    });
+    drop(tails);
+    drop(ours);
+    wait_for("the instances to go away", Duration::from_secs(20), || {
+        (gauge(&agent, "nodediag_inotify_instances") <= before).then_some(())
+    });
 }
 
 /// A cgroup v1 memory cgroup (nested as given); removes the directories it created,

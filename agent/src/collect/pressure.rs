@@ -3,7 +3,7 @@
 
 use super::Collector;
 use crate::host::HostRoot;
-use crate::kernel::inotify::{self, InotifyUsage};
+use crate::kernel::inotify::{InotifyCount, InotifyUsage};
 use crate::kernel::limits::{self, FileNr};
 use crate::kernel::meminfo::{self, KubeletAvailable};
 use crate::kernel::neigh::{self, NeighStats};
@@ -131,29 +131,57 @@ impl Sample for PressureSample {
     }
 }
 
-/// How often the inotify holders are counted by default. Counting reads the link of
-/// every open file of every process (at 500 pods, about 19 ms, most of the
-/// collector's CPU), while instances are opened once by a program and held: a user
-/// running out of them stays out for longer than a minute.
-pub const INOTIFY_INTERVAL: Duration = Duration::from_secs(60);
+/// How often every process's descriptors are read for inotify instances, by
+/// default. Reading them takes the link of every open file of every process (at 500
+/// pods, about 16 ms after a pause, most of the collector's CPU), while instances
+/// are mostly opened by a program as it starts and then held: the rounds between
+/// read only the processes new in the last [`INOTIFY_YOUNG`], and every holder's
+/// watches. A user running out of instances stays out for longer than this.
+pub const INOTIFY_INTERVAL: Duration = Duration::from_secs(300);
+
+/// How long after it is first seen a process's descriptors are read every round:
+/// a program opens its instances as it starts, not always before the first round
+/// that sees it.
+pub const INOTIFY_YOUNG: Duration = Duration::from_secs(60);
 
 pub struct PressureCollector {
     root: HostRoot,
-    /// Every how many rounds the holders are counted again.
-    inotify_every: u32,
-    /// The last count of inotify holders, and the rounds since.
-    inotify: Option<(InotifyUsage, u32)>,
+    inotify: InotifyRounds,
 }
 
 impl PressureCollector {
-    /// `interval`: the collector's own; `inotify_interval`: how often the inotify
-    /// holders are counted, in whole rounds (at least every round).
+    /// `interval`: the collector's own; `inotify_interval`: how often every
+    /// process's descriptors are read, in whole rounds (at most every round).
     pub fn new(root: HostRoot, interval: Duration, inotify_interval: Duration) -> Self {
         Self {
             root,
-            inotify_every: rounds_within(inotify_interval, interval),
-            inotify: None,
+            inotify: InotifyRounds {
+                count: InotifyCount::new(rounds_within(INOTIFY_YOUNG, interval)),
+                full_every: rounds_within(inotify_interval, interval),
+                rounds: None,
+            },
         }
+    }
+}
+
+/// When every process's descriptors are read for inotify instances.
+struct InotifyRounds {
+    count: InotifyCount,
+    /// Every how many rounds every process is read.
+    full_every: u32,
+    /// The rounds since the last full read; None before one succeeded.
+    rounds: Option<u32>,
+}
+
+impl InotifyRounds {
+    /// Every process read every `full_every` rounds, and every round until a read
+    /// succeeds; in the rounds between, the new processes and the holders' watches.
+    fn usage(&mut self, root: &HostRoot) -> Result<InotifyUsage, ReadError> {
+        let since = self.rounds.map_or(self.full_every, |r| r + 1);
+        let full = since >= self.full_every;
+        let usage = self.count.count(root, full)?;
+        self.rounds = Some(if full { 0 } else { since });
+        Ok(usage)
     }
 }
 
@@ -194,11 +222,7 @@ impl Collector for PressureCollector {
             limits::parse_file_nr,
             &mut unavailable,
         );
-        let inotify = read_inotify(
-            root,
-            || inotify_usage(root, self.inotify_every, &mut self.inotify),
-            &mut unavailable,
-        );
+        let inotify = read_inotify(root, || self.inotify.usage(root), &mut unavailable);
         let neighbors = read_neighbors(root, &mut unavailable);
         let ip_forward = root.proc(&["sys", "net", "ipv4", "ip_forward"]);
         let forwarding = Forwarding {
@@ -384,25 +408,6 @@ fn read_tasks(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Option<Tas
         pid_max,
         threads_max,
     })
-}
-
-/// The inotify holders: counted again every `every` rounds, and every round while
-/// they could not be.
-fn inotify_usage(
-    root: &HostRoot,
-    every: u32,
-    last: &mut Option<(InotifyUsage, u32)>,
-) -> Result<InotifyUsage, ReadError> {
-    if let Some((usage, rounds)) = last {
-        *rounds += 1;
-        if *rounds < every {
-            return Ok(usage.clone());
-        }
-    }
-    *last = None;
-    let usage = inotify::scan(root)?;
-    *last = Some((usage.clone(), 0));
-    Ok(usage)
 }
 
 fn read_inotify(

@@ -19,10 +19,12 @@ pub struct PressureArgs {
     #[arg(id = "collector.pressure.interval", long = "collector.pressure.interval", env = "NODEDIAG_COLLECTOR_PRESSURE_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
     pub interval: Option<Duration>,
 
-    /// How often the inotify holders are counted. Counting reads the link of every
-    /// open file of every process, so it is done in whole rounds of the collector, at
-    /// most every round.
-    #[arg(id = "inotify.interval", long = "inotify.interval", env = "NODEDIAG_INOTIFY_INTERVAL", default_value = "1m", value_parser = parse_duration, value_name = "DURATION")]
+    /// How often every process's descriptors are read to count inotify instances, in
+    /// whole rounds of the collector, at most every round. The rounds between read
+    /// the processes first seen in the last minute and the watches of every holder:
+    /// only instances a process opens more than a minute after it started wait for
+    /// this.
+    #[arg(id = "inotify.interval", long = "inotify.interval", env = "NODEDIAG_INOTIFY_INTERVAL", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub inotify_interval: Duration,
 
     /// Disable the pressure collector (memory, PSI, PIDs, files, inotify, neighbours,
