@@ -23,7 +23,7 @@
 #
 # After that, with no agent running, benches/kernel_floor.rs makes the reads whose
 # number grows with pods (cgroup counters, process namespaces, link counters, and
-# its share of a round of the once-a-minute read of every process's descriptors) bare,
+# its share of a round of the five-minute read of every process's descriptors) bare,
 # every 15 s, FLOOR_ROUNDS times: the kernel's floor under a round on this node.
 #
 # CPU per collection round comes from the agent itself
