@@ -5,16 +5,21 @@
 //! - cgroup counters: one `pread` of `cpu.stat` (and, on cgroup v1, of
 //!   `cpuacct.usage`) of every cgroup below the kubelet's, in the hierarchy the agent
 //!   reads, files held open and left unparsed;
-//! - process namespaces: listing `/proc` and one `readlink` of `ns/net` a process,
-//!   relative to procfs held open (the agent's own walk);
+//! - processes: listing `/proc`, every round;
+//! - process namespaces: one `readlink` of `ns/net` a process, relative to procfs
+//!   held open (the agent's own walk). The agent reads every process's link every
+//!   5 minutes, and between only those of processes in their first minute: the
+//!   floor takes the share of a round (a twentieth at 15 s);
 //! - link counters: the agent's own dump of every link's 64-bit counters
 //!   (`RTM_GETSTATS`; its parse is a few microseconds of the figure);
 //! - process descriptors: one `readlink` of every open descriptor of every process,
 //!   relative to its `fd` directory held open (how the inotify holders are counted,
 //!   which the kernel keeps per user but does not export). The agent reads every
 //!   process this way every `--inotify.interval` (5 minutes), not every round: the
-//!   floor takes the share of a round (a twentieth at 15 s). The rounds between read
-//!   only new processes, whose number does not grow with pods.
+//!   floor takes its share of a round too.
+//!
+//! The rounds between full reads read only new processes, whose number does not
+//! grow with pods.
 //!
 //! Each round comes after a pause as long as the agent's interval, because that is
 //! what a round pays. On the machine the README's figures come from, at 500 pods,
@@ -28,12 +33,13 @@
 //! a pause, checking only that it read this machine's processes, links and
 //! descriptors.
 
+use nodediag::collect::netns::NETNS_REREAD;
 use nodediag::collect::pressure::INOTIFY_INTERVAL;
 use nodediag::host::HostRoot;
 use nodediag::kernel::cgroup::{self, CpuHierarchy};
 use nodediag::kernel::netlink::{NetlinkSocket, NETLINK_ROUTE};
 use nodediag::kernel::netns::ProcDir;
-use nodediag::kernel::process::list_processes;
+use nodediag::kernel::process::{list_processes, ProcEntry};
 use nodediag::kernel::thread_cpu::thread_cpu;
 use nodediag::kernel::{inotify, mountinfo, rtnetlink};
 use std::fs::{self, File};
@@ -107,12 +113,12 @@ fn read_counters(files: &[File]) -> usize {
         .count()
 }
 
-/// The agent's own walk: the listing, then each namespace link read relative to
-/// procfs held open.
-fn read_process_namespaces(root: &HostRoot) -> usize {
-    let (Ok(procs), Ok(dir)) = (list_processes(root), ProcDir::open(root)) else {
-        return 0;
-    };
+fn list(root: &HostRoot) -> usize {
+    list_processes(root).map_or(0, |p| p.len())
+}
+
+/// The agent's own full walk: each namespace link read relative to procfs held open.
+fn read_process_namespaces(dir: &ProcDir, procs: &[ProcEntry]) -> usize {
     procs.iter().filter(|p| dir.netns_of(p.pid).is_ok()).count()
 }
 
@@ -163,7 +169,8 @@ fn main() {
     let counters = cgroup_counter_files();
     let root = HostRoot::default();
     let mut route = NetlinkSocket::open(NETLINK_ROUTE).expect("a route netlink socket");
-    let (mut cgroups, mut procs, mut links, mut fds): (Part, Part, Part, Part) = Default::default();
+    let proc_dir = ProcDir::open(&root).expect("procfs");
+    let [mut cgroups, mut listing, mut procs, mut links, mut fds]: [Part; 5] = Default::default();
     let (rounds, every) = if args.bench {
         (args.rounds, args.every)
     } else {
@@ -175,7 +182,9 @@ fn main() {
         std::thread::sleep(every);
         let measured = round >= first;
         cgroups.measure(|| read_counters(&counters), measured);
-        procs.measure(|| read_process_namespaces(&root), measured);
+        listing.measure(|| list(&root), measured);
+        let listed = list_processes(&root).unwrap_or_default();
+        procs.measure(|| read_process_namespaces(&proc_dir, &listed), measured);
         links.measure(
             || rtnetlink::dump_link_stats(&mut route).map_or(0, |l| l.len()),
             measured,
@@ -187,10 +196,10 @@ fn main() {
         assert!(links.count > 0, "no link answered RTM_GETSTATS");
         assert!(fds.count > 0, "no process descriptor was readable");
     }
-    // Rounds per count of the descriptors, as the agent makes them at this interval.
-    let fd_rounds = match every.as_secs() {
+    // Rounds per full read, as the agent makes them at this interval.
+    let per = |interval: Duration| match every.as_secs() {
         0 => 1,
-        secs => INOTIFY_INTERVAL.as_secs().div_ceil(secs).max(1) as u32,
+        secs => interval.as_secs().div_ceil(secs).max(1) as u32,
     };
     println!(
         "kernel floor, {rounds} round(s) {} s apart: CPU ms a round (the same reads made again at once)",
@@ -199,7 +208,7 @@ fn main() {
     let mut sum = Duration::ZERO;
     for (name, what, part) in [
         ("cgroup counters", "files", &cgroups),
-        ("process namespaces", "processes", &procs),
+        ("process listing", "processes", &listing),
         ("link counters", "links", &links),
     ] {
         println!(
@@ -210,15 +219,19 @@ fn main() {
         );
         sum += part.after_pause;
     }
-    println!(
-        "  {:<20} {:>6} {:<10} {:>7.2} ({:.2}), every {fd_rounds} round(s): {:.2}",
-        "process descriptors",
-        fds.count,
-        "links",
-        ms(fds.after_pause, rounds),
-        ms(fds.again, rounds),
-        ms(fds.after_pause, rounds * fd_rounds)
-    );
-    sum += fds.after_pause / fd_rounds;
+    for (name, part, every) in [
+        ("process namespaces", &procs, per(NETNS_REREAD)),
+        ("process descriptors", &fds, per(INOTIFY_INTERVAL)),
+    ] {
+        println!(
+            "  {name:<20} {:>6} {:<10} {:>7.2} ({:.2}), every {every} round(s): {:.2}",
+            part.count,
+            "links",
+            ms(part.after_pause, rounds),
+            ms(part.again, rounds),
+            ms(part.after_pause, rounds * every)
+        );
+        sum += part.after_pause / every;
+    }
     println!("  {:<38}{:>7.2}", "floor", ms(sum, rounds));
 }

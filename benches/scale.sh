@@ -22,9 +22,10 @@
 # CPU per collection round (alone, so the others' load does not inflate it).
 #
 # After that, with no agent running, benches/kernel_floor.rs makes the reads whose
-# number grows with pods (cgroup counters, process namespaces, link counters, and
-# its share of a round of the five-minute read of every process's descriptors) bare,
-# every 15 s, FLOOR_ROUNDS times: the kernel's floor under a round on this node.
+# number grows with pods (cgroup counters, the process listing, link counters, and
+# a round's share of the five-minute reads of every process's namespace and
+# descriptors) bare, every 15 s, FLOOR_ROUNDS times: the kernel's floor under a
+# round on this node.
 #
 # CPU per collection round comes from the agent itself
 # (nodediag_collector_cpu_seconds_total: the collection thread and the helper threads

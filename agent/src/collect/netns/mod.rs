@@ -14,6 +14,8 @@ mod sample;
 pub(crate) mod scan;
 pub(crate) mod shared_walk;
 
+pub use scan::NETNS_REREAD;
+
 pub use sample::{
     AgeSource, IpamNetwork, IpamRangeSet, NetnsInfo, NetnsInterface, NetnsSample, Overlay,
     PeerState, Reservation, Uplink, VethPair,

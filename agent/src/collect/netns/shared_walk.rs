@@ -7,9 +7,11 @@
 //! and its sample must agree with itself, no worse than when it walked alone.
 //!
 //! Each walk also leaves the next what stays true of a running process (its start
-//! time, the container cgroup it was put in), so a walk reads one link per process
-//! and files only for processes new since: at 500 pods that took the walk from about
-//! 1,600 file reads a round to the 570 namespace links.
+//! time, the container cgroup it was put in, and its namespace between the walks
+//! that read every link, [`super::NETNS_REREAD`] apart), so a walk reads files only
+//! for processes new since and links only for young ones: at 500 pods that took the
+//! walk from about 1,600 file reads a round to 570 namespace links, then to the
+//! listing of `/proc` and a few links.
 
 use super::scan::{self, ProcMemo, ProcScan};
 use crate::collect::pods::{PodIndex, PodLogsMemo};
