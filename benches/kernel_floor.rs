@@ -113,10 +113,6 @@ fn read_counters(files: &[File]) -> usize {
         .count()
 }
 
-fn list(root: &HostRoot) -> usize {
-    list_processes(root).map_or(0, |p| p.len())
-}
-
 /// The agent's own full walk: each namespace link read relative to procfs held open.
 fn read_process_namespaces(dir: &ProcDir, procs: &[ProcEntry]) -> usize {
     procs.iter().filter(|p| dir.netns_of(p.pid).is_ok()).count()
@@ -182,8 +178,14 @@ fn main() {
         std::thread::sleep(every);
         let measured = round >= first;
         cgroups.measure(|| read_counters(&counters), measured);
-        listing.measure(|| list(&root), measured);
-        let listed = list_processes(&root).unwrap_or_default();
+        let mut listed = Vec::new();
+        listing.measure(
+            || {
+                listed = list_processes(&root).unwrap_or_default();
+                listed.len()
+            },
+            measured,
+        );
         procs.measure(|| read_process_namespaces(&proc_dir, &listed), measured);
         links.measure(
             || rtnetlink::dump_link_stats(&mut route).map_or(0, |l| l.len()),

@@ -29,6 +29,12 @@ use std::time::Duration;
 /// own: about the time the collectors of one tick take to reach it.
 pub(crate) const SAME_TICK: Duration = Duration::from_millis(100);
 
+/// How long a process is young: what it does as it starts (a runtime puts it in its
+/// network namespace, a program opens its inotify instances) is done within it, so
+/// the collectors that keep what they read of a process read it every round until
+/// then, and between their full reads only after.
+pub(crate) const YOUNG_PROCESS: Duration = Duration::from_secs(60);
+
 pub use cgroup::CgroupSample;
 pub use conntrack::ConntrackSample;
 pub use disk::DiskSample;

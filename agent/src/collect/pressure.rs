@@ -135,14 +135,9 @@ impl Sample for PressureSample {
 /// default. Reading them takes the link of every open file of every process (at 500
 /// pods, about 16 ms after a pause, most of the collector's CPU), while instances
 /// are mostly opened by a program as it starts and then held: the rounds between
-/// read only the processes new in the last [`INOTIFY_YOUNG`], and every holder's
-/// watches. A user running out of instances stays out for longer than this.
+/// read only the processes new in the last [`super::YOUNG_PROCESS`], and every
+/// holder's watches. A user running out of instances stays out for longer than this.
 pub const INOTIFY_INTERVAL: Duration = Duration::from_secs(300);
-
-/// How long after it is first seen a process's descriptors are read every round:
-/// a program opens its instances as it starts, not always before the first round
-/// that sees it.
-pub const INOTIFY_YOUNG: Duration = Duration::from_secs(60);
 
 pub struct PressureCollector {
     root: HostRoot,
@@ -156,7 +151,7 @@ impl PressureCollector {
         Self {
             root,
             inotify: InotifyRounds {
-                count: InotifyCount::new(rounds_within(INOTIFY_YOUNG, interval)),
+                count: InotifyCount::new(rounds_within(super::YOUNG_PROCESS, interval)),
                 full_every: rounds_within(inotify_interval, interval),
                 rounds: None,
             },

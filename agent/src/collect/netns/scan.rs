@@ -4,6 +4,7 @@
 
 use super::{shown_path, AgeSource, HostDir, NetnsInfo, MAX_PIDS_LISTED};
 use crate::collect::pods::{self, Attribution, CgroupRef, Name, PodIndex};
+use crate::collect::YOUNG_PROCESS;
 use crate::host::HostRoot;
 use crate::kernel::dir_memo::DirMemo;
 use crate::kernel::mountinfo::MountWatch;
@@ -168,10 +169,6 @@ pub(super) fn pins(root: &HostRoot, dirs: &[HostDir], memo: &mut PinsMemo) -> Pi
 /// 500 pods the links were 3.1 ms of a 33 ms round, each a path walk into nsfs.
 pub const NETNS_REREAD: Duration = Duration::from_secs(300);
 
-/// How long a process is young: its link is read every walk, for a runtime that
-/// moves it after its start, and for a walk that read it before it was moved.
-const YOUNG: Duration = Duration::from_secs(60);
-
 /// What a process's files said that stays true for its life, or until the next walk
 /// of every link: its start time, its pod cgroup once that is a container's
 /// (runtimes move a process there before it runs the container's command, and
@@ -204,13 +201,15 @@ impl Settled {
 
     /// Its namespace as last read, if that still holds without reading its link: a
     /// kernel thread's always, another process's between full walks once it is
-    /// older than [`YOUNG`] (a process of unknown age is read every walk).
+    /// older than [`YOUNG_PROCESS`] (a process of unknown age is read every walk).
     fn kept_netns(&self, full: bool, clock: Option<StartClock>, now: SystemTime) -> Option<u64> {
         if self.kernel_thread {
             return self.netns;
         }
         let started = clock.zip(self.start_ticks).map(|(c, t)| c.started(t))?;
-        let old = now.duration_since(started).is_ok_and(|age| age >= YOUNG);
+        let old = now
+            .duration_since(started)
+            .is_ok_and(|age| age >= YOUNG_PROCESS);
         self.netns.filter(|_| old && !full)
     }
 }
