@@ -17,6 +17,7 @@ pub mod netns;
 pub mod nic;
 pub mod pods;
 pub mod pressure;
+mod proc_listing;
 
 use crate::host::HostRoot;
 use crate::kernel::mountinfo::MountsMemo;

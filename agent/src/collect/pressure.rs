@@ -174,7 +174,8 @@ impl InotifyRounds {
     fn usage(&mut self, root: &HostRoot) -> Result<InotifyUsage, ReadError> {
         let since = self.rounds.map_or(self.full_every, |r| r + 1);
         let full = since >= self.full_every;
-        let usage = self.count.count(root, full)?;
+        let entries = super::proc_listing::processes(root)?;
+        let usage = self.count.count_listed(root, &entries, full);
         self.rounds = Some(if full { 0 } else { since });
         Ok(usage)
     }

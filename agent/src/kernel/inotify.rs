@@ -122,13 +122,24 @@ impl InotifyCount {
     /// the walk.
     pub fn count(&mut self, root: &HostRoot, full: bool) -> Result<InotifyUsage, ReadError> {
         let entries = process::list_processes(root)?;
+        Ok(self.count_listed(root, &entries, full))
+    }
+
+    /// [`InotifyCount::count`] of the processes `entries` lists (a listing of
+    /// `root`'s procfs made moments ago, which another collector may share).
+    pub fn count_listed(
+        &mut self,
+        root: &HostRoot,
+        entries: &[ProcEntry],
+        full: bool,
+    ) -> InotifyUsage {
         // This process's pid as that procfs numbers it; none if it is another pid
         // namespace's.
         let own = std::fs::read_link(root.proc(&["self"]))
             .ok()
             .and_then(|p| p.to_str()?.parse::<u32>().ok());
         let mut known = HashMap::with_capacity_and_hasher(entries.len(), Default::default());
-        for entry in entries.into_iter().filter(|e| Some(e.pid) != own) {
+        for &entry in entries.iter().filter(|e| Some(e.pid) != own) {
             let pid = entry.pid.to_string();
             let last = self.known.remove(&entry);
             let rounds = last.as_ref().map_or(0, |k| k.rounds);
@@ -148,7 +159,7 @@ impl InotifyCount {
             known.insert(entry, k);
         }
         self.known = known;
-        Ok(self.usage())
+        self.usage()
     }
 
     fn usage(&self) -> InotifyUsage {

@@ -223,12 +223,13 @@ pub(crate) struct ProcMemo {
     full_at: Option<Instant>,
 }
 
+/// The processes `entries` lists (a listing of `root`'s procfs made moments ago).
 pub(crate) fn processes(
     root: &HostRoot,
+    entries: &[ProcEntry],
     index: &PodIndex,
     memo: &mut ProcMemo,
 ) -> Result<ProcScan, CollectError> {
-    let entries = process::list_processes(root)?;
     let proc = ProcDir::open(root)?;
     let (host, host_from_pid1) = match proc.netns_of(1) {
         Ok(i) => (Some(i), true),
@@ -249,7 +250,7 @@ pub(crate) fn processes(
         unreadable: 0,
     };
     let mut settled = HashMap::with_capacity(entries.len());
-    for entry in entries {
+    for &entry in entries {
         let pid = entry.pid;
         let mut known = memo
             .settled
@@ -367,6 +368,12 @@ mod tests {
     use super::*;
     use crate::kernel::testing;
 
+    /// One walk of the processes listed now.
+    fn walk(root: &HostRoot, index: &PodIndex, memo: &mut ProcMemo) -> ProcScan {
+        let entries = process::list_processes(root).unwrap();
+        processes(root, &entries, index, memo).unwrap()
+    }
+
     /// A procfs of processes (pid, stat flags, namespace inode, cgroup file).
     fn fake_proc(dir: &Path, processes: &[(u32, u64, u64, &str)]) {
         for &(pid, flags, ns, cgroup) in processes {
@@ -401,7 +408,7 @@ mod tests {
         fake_proc(t.path(), &first);
         let mut memo = ProcMemo::default();
         let index = PodIndex::default();
-        let scan = processes(&root, &index, &mut memo).unwrap();
+        let scan = walk(&root, &index, &mut memo);
         assert_eq!(scan.host, Some(10));
         assert_eq!(scan.by_ns[&40].pids, [2]);
         assert!(
@@ -411,7 +418,7 @@ mod tests {
         assert!(scan.by_ns[&20].pod.is_some());
         // Both links now name another namespace: only the process's is read again.
         fake_proc(t.path(), &[(2, KTHREAD, 50, in_pod), (300, 0, 30, in_pod)]);
-        let scan = processes(&root, &index, &mut memo).unwrap();
+        let scan = walk(&root, &index, &mut memo);
         assert_eq!(scan.by_ns[&40].pids, [2], "kept from the first read");
         assert_eq!(scan.by_ns[&30].pids, [300]);
         assert!(!scan.by_ns.contains_key(&50));
@@ -443,7 +450,7 @@ mod tests {
         let mut memo = ProcMemo::default();
         let index = PodIndex::default();
         let pids = |scan: &ProcScan, ns: u64| scan.by_ns.get(&ns).map(|v| v.pids.clone());
-        let first = processes(&root, &index, &mut memo).unwrap();
+        let first = walk(&root, &index, &mut memo);
         assert_eq!(pids(&first, 20), Some(vec![300]));
         assert_eq!(pids(&first, 30), Some(vec![400]));
 
@@ -451,7 +458,7 @@ mod tests {
         fake_proc(t.path(), &[(300, 0, 21, in_pod)]);
         std::os::unix::fs::symlink("net:[31]", t.path().join("400/ns/net.new")).unwrap();
         std::fs::rename(t.path().join("400/ns/net.new"), t.path().join("400/ns/net")).unwrap();
-        let between = processes(&root, &index, &mut memo).unwrap();
+        let between = walk(&root, &index, &mut memo);
         assert_eq!(
             pids(&between, 20),
             Some(vec![300]),
@@ -462,13 +469,13 @@ mod tests {
 
         // A full walk reads every link.
         memo.full_at = None;
-        let full = processes(&root, &index, &mut memo).unwrap();
+        let full = walk(&root, &index, &mut memo);
         assert_eq!(pids(&full, 21), Some(vec![300]));
         assert_eq!(pids(&full, 20), None);
 
         // An exit is seen in the next walk, full or not.
         std::fs::remove_dir_all(t.path().join("300")).unwrap();
-        let after_exit = processes(&root, &index, &mut memo).unwrap();
+        let after_exit = walk(&root, &index, &mut memo);
         assert_eq!(pids(&after_exit, 21), None);
         assert_eq!(pids(&after_exit, 31), Some(vec![400]));
         assert_eq!(pids(&after_exit, 10), Some(vec![1]));

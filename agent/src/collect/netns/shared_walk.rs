@@ -15,7 +15,7 @@
 
 use super::scan::{self, ProcMemo, ProcScan};
 use crate::collect::pods::{PodIndex, PodLogsMemo};
-use crate::collect::SAME_TICK;
+use crate::collect::{proc_listing, SAME_TICK};
 use crate::host::HostRoot;
 use crate::sample::{CollectError, Unavailable};
 use std::sync::{Arc, Mutex};
@@ -54,7 +54,8 @@ pub(crate) fn processes(root: &HostRoot) -> Result<Arc<Walk>, CollectError> {
     };
     let started = Instant::now();
     let (index, index_missing) = PodIndex::read_with(root, &mut pod_logs);
-    let procs = scan::processes(root, &index, &mut memo)?;
+    let entries = proc_listing::processes(root)?;
+    let procs = scan::processes(root, &entries, &index, &mut memo)?;
     let walk = Arc::new(Walk {
         procs,
         index_missing,
