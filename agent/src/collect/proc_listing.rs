@@ -22,7 +22,7 @@ struct Listing {
 }
 
 /// The last listing, for the callers of one tick.
-pub(crate) struct SharedListing(Mutex<Option<Listing>>);
+struct SharedListing(Mutex<Option<Listing>>);
 
 static SHARED: SharedListing = SharedListing::new();
 
@@ -32,12 +32,12 @@ pub(crate) fn processes(root: &HostRoot) -> Result<Arc<[ProcEntry]>, ReadError> 
 }
 
 impl SharedListing {
-    pub(crate) const fn new() -> Self {
+    const fn new() -> Self {
         Self(Mutex::new(None))
     }
 
     /// A failed listing is not kept: the next caller lists again.
-    pub(crate) fn processes(&self, root: &HostRoot) -> Result<Arc<[ProcEntry]>, ReadError> {
+    fn processes(&self, root: &HostRoot) -> Result<Arc<[ProcEntry]>, ReadError> {
         let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(l) = last.as_ref() {
             if l.root == *root && l.at.elapsed() < SAME_TICK {
