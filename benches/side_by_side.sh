@@ -29,16 +29,23 @@ INTERVAL=${INTERVAL:-15s} SCRAPE=${SCRAPE:-15} WARM=${WARM:-330}
 SECONDS_MEASURED=${SECONDS_MEASURED:-600}
 port=${PORT:-19400}
 
+# An agent's items, one a line (none for NAME alone).
+items() { [ "${1%%=*}" = "$1" ] || tr , '\n' <<< "${1#*=}"; }
+kind() {
+  case $1 in
+    /* | .*) echo bin ;;
+    --*) echo flag ;;
+    *=*) echo env ;;
+    *) return 1 ;;
+  esac
+}
+
 # Every agent's items are checked before anything is built or started.
 for spec in "$@"; do
-  [ "${spec%%=*}" != "$spec" ] || continue
-  IFS=, read -r -a items <<< "${spec#*=}"
-  for item in "${items[@]}"; do
-    case $item in
-      /* | .* | --* | *=*) ;;
-      *) echo "$spec: $item is neither a binary, a flag nor VAR=VALUE" >&2; exit 2 ;;
-    esac
-  done
+  while read -r item; do
+    kind "$item" > /dev/null ||
+      { echo "$spec: $item is neither a binary, a flag nor VAR=VALUE" >&2; exit 2; }
+  done < <(items "$spec")
 done
 here=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$(bash "$here/deploy/build-release.sh" --quiet)}
@@ -47,16 +54,21 @@ names=() pids=() ports=() logs=()
 work=$(mktemp -d)
 cleanup() { kill "${pids[@]}" "${scraper:-}" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
+# Agent i stopped (or never came up): what it said, and the run ends.
+died() {
+  echo "${names[$1]} $2:" >&2
+  tail -n 5 "${logs[$1]}" >&2
+  exit 1
+}
 for spec in "$@"; do
-  name=${spec%%=*} bin=$BIN flags=() env=() items=()
-  [ "$name" = "$spec" ] || IFS=, read -r -a items <<< "${spec#*=}"
-  for item in "${items[@]}"; do
-    case $item in
-      /* | .*) bin=$item ;;
-      --*) flags+=("$item") ;;
-      *) env+=("$item") ;;
+  name=${spec%%=*} bin=$BIN flags=() env=()
+  while read -r item; do
+    case $(kind "$item") in
+      bin) bin=$item ;;
+      flag) flags+=("$item") ;;
+      env) env+=("$item") ;;
     esac
-  done
+  done < <(items "$spec")
   env "${env[@]}" "$bin" serve --path.rootfs "$rootfs" --path.netns /run/netns \
     --path.kmsg /dev/kmsg --web.notrack=false --listen "127.0.0.1:$port" \
     --interval "$INTERVAL" "${flags[@]}" > "$work/$port.log" 2>&1 &
@@ -68,9 +80,7 @@ for i in "${!ports[@]}"; do
   deadline=$((SECONDS + 60))
   until curl -sf -o /dev/null "http://127.0.0.1:${ports[i]}/readyz"; do
     if [ $SECONDS -ge $deadline ] || ! kill -0 "${pids[i]}" 2>/dev/null; then
-      echo "${names[i]} did not come up:" >&2
-      tail -n 5 "${logs[i]}" >&2
-      exit 1
+      died "$i" "did not come up"
     fi
     sleep 0.5
   done
@@ -91,6 +101,7 @@ done
 readings=0 end=$((SECONDS + SECONDS_MEASURED))
 while [ $SECONDS -lt $end ]; do
   for i in "${!pids[@]}"; do
+    kill -0 "${pids[i]}" 2>/dev/null || died "$i" "stopped while measured"
     r=$(status "${pids[i]}" VmRSS) a=$(status "${pids[i]}" RssAnon)
     rss[i]=$((rss[i] + r)) anon[i]=$((anon[i] + a))
     [ "$r" -le "${peak[i]}" ] || peak[i]=$r
