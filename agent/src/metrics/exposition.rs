@@ -5,8 +5,9 @@
 //! per format, until that collector records again: a scrape sends them as they are
 //! and encodes only the small families that change with every request.
 //! [`Exposition::warm_signal`] encodes a signal's families as soon as its collector
-//! records, in the formats scrapers asked for lately, so a scrape does not wait for
-//! the encoding of hundreds of pods' series.
+//! records, in the formats scrapers asked for lately and only when their next scrape
+//! may come before the collector records again, so a scrape does not wait for the
+//! encoding of hundreds of pods' series and no encoding is made that none reads.
 //!
 //! Encoding from the latest samples means series whose source is gone (a container,
 //! a veth, a directory, a DNS server) are not exposed any more, with no registered
@@ -32,6 +33,14 @@ const WARM_FOR: Duration = Duration::from_secs(10 * 60);
 /// waited for in the slowest one percent at `--interval 1s`. The bound only matters
 /// if that encoding never ends.
 const WARMING_AT_MOST: Duration = Duration::from_secs(1);
+
+/// How much later than one interval from now a collector's next encoding may be
+/// ready: its collection may take longer next time, and a scraper may come a little
+/// early. Encoding for a scrape that then comes after it costs one encoding; missing
+/// one costs that scrape the encoding's time.
+fn warming_slack(interval: Duration) -> Duration {
+    (interval / 4).max(Duration::from_secs(1))
+}
 
 /// How a signal encodes its families from a snapshot of the store.
 pub type EncodeFn = fn(&Snapshot, &mut DescriptorEncoder) -> fmt::Result;
@@ -130,43 +139,92 @@ pub struct EncodeError {
     reason: String,
 }
 
-/// Scrapes served, and when each format was last asked for.
+/// Scrapes served, and when each format was asked for.
 #[derive(Debug)]
 struct Scrapes {
     count: [AtomicU64; 3],
-    /// Milliseconds after `epoch` of the last scrape, by format; 0: never.
-    last: [AtomicU64; 3],
+    cadence: Mutex<[Cadence; 3]>,
     epoch: Instant,
+}
+
+/// When a format was last scraped and how often, in milliseconds after
+/// [`Scrapes::epoch`].
+#[derive(Debug, Default, Clone, Copy)]
+struct Cadence {
+    /// 0: never.
+    last: u64,
+    /// The gaps between the last scrapes; 0: not seen yet.
+    gaps: [u64; GAPS_KEPT],
+    next_gap: usize,
+}
+
+/// How many gaps between scrapes the next one is predicted from: the shortest of
+/// them, so that two scrapers (a Prometheus pair) are taken at their closest.
+const GAPS_KEPT: usize = 4;
+
+impl Cadence {
+    fn add(&mut self, ms: u64) {
+        if self.last > 0 {
+            self.gaps[self.next_gap] = ms.saturating_sub(self.last).max(1);
+            self.next_gap = (self.next_gap + 1) % GAPS_KEPT;
+        }
+        self.last = ms;
+    }
+
+    /// Whether the next scrape may come by `deadline`: yes unless its gaps are known
+    /// and the shortest of them puts it later.
+    fn may_come_by(&self, deadline: u64) -> bool {
+        match self.gaps.iter().filter(|g| **g > 0).min() {
+            Some(gap) => self.last + gap <= deadline,
+            None => true,
+        }
+    }
 }
 
 impl Default for Scrapes {
     fn default() -> Self {
         Self {
             count: Default::default(),
-            last: Default::default(),
+            cadence: Mutex::default(),
             epoch: Instant::now(),
         }
     }
 }
 
 impl Scrapes {
+    fn now(&self) -> u64 {
+        (self.epoch.elapsed().as_millis() as u64).max(1)
+    }
+
+    fn cadence(&self) -> std::sync::MutexGuard<'_, [Cadence; 3]> {
+        self.cadence.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn add(&self, f: Format) {
         self.count[f as usize].fetch_add(1, Ordering::Relaxed);
-        let ms = self.epoch.elapsed().as_millis() as u64;
-        self.last[f as usize].store(ms.max(1), Ordering::Relaxed);
+        let now = self.now();
+        self.cadence()[f as usize].add(now);
     }
 
     fn get(&self, f: Format) -> u64 {
         self.count[f as usize].load(Ordering::Relaxed)
     }
 
-    /// Formats a scraper asked for within [`WARM_FOR`].
-    fn recent(&self) -> impl Iterator<Item = Format> + '_ {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        Format::ALL.into_iter().filter(move |f| {
-            let last = self.last[*f as usize].load(Ordering::Relaxed);
-            last > 0 && now.saturating_sub(last) <= WARM_FOR.as_millis() as u64
-        })
+    /// Formats a scraper asked for within [`WARM_FOR`] whose next scrape may come
+    /// within `within` from now.
+    fn expected(&self, within: Duration) -> Vec<Format> {
+        let now = self.now();
+        let deadline = now + within.as_millis() as u64;
+        let cadence = self.cadence();
+        Format::ALL
+            .into_iter()
+            .filter(|f| {
+                let c = &cadence[*f as usize];
+                c.last > 0
+                    && now.saturating_sub(c.last) <= WARM_FOR.as_millis() as u64
+                    && c.may_come_by(deadline)
+            })
+            .collect()
     }
 }
 
@@ -227,13 +285,21 @@ impl Exposition {
     }
 
     /// Encodes the families of the signal called `name`, if its collector recorded
-    /// since, in each format scraped lately: called as soon as it records, so that
-    /// the next scrape finds them ready.
+    /// since, in each format scraped lately whose next scrape may come before the
+    /// collector records again: called as soon as it records, so that the next scrape
+    /// finds them ready. An encoding the next scrape would not read is not made
+    /// (about three in four at the default interval and Prometheus's default scrape
+    /// interval, 1m); should the scrape come earlier after all, it encodes for itself.
     pub fn warm_signal(&self, name: &str) -> Result<(), EncodeError> {
         let signals = || self.signals.iter().filter(|s| s.name == name);
+        let interval = self
+            .store
+            .read(|s| s.collectors.get(name).map(|c| c.interval))
+            .unwrap_or_default();
         let warmed = self
             .scrapes
-            .recent()
+            .expected(interval + warming_slack(interval))
+            .into_iter()
             .try_for_each(|format| signals().try_for_each(|s| s.encoded(format, false).map(drop)));
         for s in signals() {
             s.lock().warming_since = None;
@@ -355,9 +421,12 @@ impl CachedSignal {
             let e = self.lock();
             match &e.by_format[slot] {
                 Some((at, bytes)) => {
+                    // Only the collection before the one being encoded: an older
+                    // encoding (the last were not warmed) is not served for a newer.
                     let warming = e
                         .warming_since
-                        .is_some_and(|t| t.elapsed() < WARMING_AT_MOST);
+                        .is_some_and(|t| t.elapsed() < WARMING_AT_MOST)
+                        && at.zip(source).is_some_and(|(a, s)| a.0 + 1 == s.0);
                     if *at == source || (scrape && warming) {
                         return Ok(bytes.clone());
                     }
@@ -488,6 +557,11 @@ mod tests {
 
     fn encode_probe(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
         ENCODED.fetch_add(1, Ordering::SeqCst);
+        encode_runs(snap, e)
+    }
+
+    /// As [`encode_probe`], uncounted: for tests that run beside the one counting.
+    fn encode_runs(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
         if snap.latest::<Probe>().is_none() {
             return Ok(());
         }
@@ -546,6 +620,71 @@ mod tests {
         // A collector that fails hides its samples at once.
         store.mark_hung("probe", std::time::SystemTime::now());
         assert_eq!(scrape(Format::Text), "");
+    }
+
+    #[test]
+    fn the_next_scrape_is_expected_from_the_shortest_recent_gap() {
+        let mut c = Cadence::default();
+        assert!(c.may_come_by(0), "never scraped: any time");
+        c.add(1_000);
+        assert!(c.may_come_by(1_000), "one scrape: no gap known yet");
+        c.add(61_000);
+        assert!(!c.may_come_by(120_000));
+        assert!(c.may_come_by(121_000));
+        // Two scrapers 10 s apart, each every 60 s: the closer pair counts, until it
+        // is out of the gaps kept.
+        c.add(71_000);
+        c.add(121_000);
+        assert!(c.may_come_by(131_000) && !c.may_come_by(130_999));
+        for at in [181_000, 241_000, 301_000, 361_000] {
+            c.add(at);
+        }
+        assert!(!c.may_come_by(420_999) && c.may_come_by(421_000));
+    }
+
+    #[test]
+    fn a_signal_is_warmed_only_for_a_scrape_before_its_next_collection() {
+        let store = Arc::new(Store::new("n".into(), std::time::Duration::from_secs(60)));
+        store.register("probe", std::time::Duration::from_secs(15));
+        let record = || {
+            let at = std::time::SystemTime::now();
+            store.record("probe", at, std::time::Duration::ZERO, Ok(Arc::new(Probe)));
+        };
+        let e = Exposition::of_signal::<Probe>(store.clone(), encode_runs);
+        let scrape = |f| String::from_utf8(e.scrape(f).unwrap().concat()).unwrap();
+        // Scraped every 60 s, last just now: the next scrape comes after the next
+        // two collections.
+        record();
+        scrape(Format::Text);
+        {
+            let mut c = e.scrapes.cadence();
+            c[Format::Text as usize].gaps = [60_000; GAPS_KEPT];
+        }
+        let before = e.signals[0].lock().by_format[Format::Text as usize].clone();
+        e.will_warm("probe");
+        record();
+        e.warm_signal("probe").unwrap();
+        let after = e.signals[0].lock().by_format[Format::Text as usize].clone();
+        assert_eq!(before, after, "not warmed");
+        // A scrape that comes anyway encodes the latest collection for itself, and
+        // one while the next is warmed does not take the encoding two collections old.
+        e.will_warm("probe");
+        record();
+        assert!(scrape(Format::Text).contains("probe_runs 3\n"));
+        e.warm_signal("probe").unwrap();
+        // Scraped every 10 s: warmed for the next.
+        {
+            let mut c = e.scrapes.cadence();
+            c[Format::Text as usize].gaps = [10_000; GAPS_KEPT];
+        }
+        e.will_warm("probe");
+        record();
+        e.warm_signal("probe").unwrap();
+        let (source, bytes) = e.signals[0].lock().by_format[Format::Text as usize]
+            .clone()
+            .expect("warmed");
+        assert_eq!(source, Some((4, true)));
+        assert!(String::from_utf8_lossy(&bytes).contains("probe_runs 4\n"));
     }
 
     #[test]
