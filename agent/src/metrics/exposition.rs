@@ -569,14 +569,22 @@ mod tests {
         e.gauge_value("probe_runs", "Collections of the probe.", runs)
     }
 
+    /// A store whose collector "probe" samples every `interval_s` seconds.
+    fn probe_store(interval_s: u64) -> Arc<Store> {
+        let store = Arc::new(Store::new("n".into(), std::time::Duration::from_secs(60)));
+        store.register("probe", std::time::Duration::from_secs(interval_s));
+        store
+    }
+
+    fn record_probe(store: &Store) {
+        let at = std::time::SystemTime::now();
+        store.record("probe", at, std::time::Duration::ZERO, Ok(Arc::new(Probe)));
+    }
+
     #[test]
     fn a_signals_families_are_encoded_again_only_after_its_collector_records() {
-        let store = Arc::new(Store::new("n".into(), std::time::Duration::from_secs(60)));
-        store.register("probe", std::time::Duration::from_secs(1));
-        let record = || {
-            let at = std::time::SystemTime::now();
-            store.record("probe", at, std::time::Duration::ZERO, Ok(Arc::new(Probe)));
-        };
+        let store = probe_store(1);
+        let record = || record_probe(&store);
         let encoded = || ENCODED.load(Ordering::SeqCst);
         let e = Exposition::of_signal::<Probe>(store.clone(), encode_probe);
         record();
@@ -644,28 +652,23 @@ mod tests {
 
     #[test]
     fn a_signal_is_warmed_only_for_a_scrape_before_its_next_collection() {
-        let store = Arc::new(Store::new("n".into(), std::time::Duration::from_secs(60)));
-        store.register("probe", std::time::Duration::from_secs(15));
-        let record = || {
-            let at = std::time::SystemTime::now();
-            store.record("probe", at, std::time::Duration::ZERO, Ok(Arc::new(Probe)));
-        };
+        let store = probe_store(15);
+        let record = || record_probe(&store);
         let e = Exposition::of_signal::<Probe>(store.clone(), encode_runs);
         let scrape = |f| String::from_utf8(e.scrape(f).unwrap().concat()).unwrap();
+        let text_scraped_every =
+            |ms| e.scrapes.cadence()[Format::Text as usize].gaps = [ms; GAPS_KEPT];
         // Scraped every 60 s, last just now: the next scrape comes after the next
         // two collections.
         record();
         scrape(Format::Text);
-        {
-            let mut c = e.scrapes.cadence();
-            c[Format::Text as usize].gaps = [60_000; GAPS_KEPT];
-        }
-        let before = e.signals[0].lock().by_format[Format::Text as usize].clone();
+        text_scraped_every(60_000);
+        let text_kept = || e.signals[0].lock().by_format[Format::Text as usize].clone();
+        let before = text_kept();
         e.will_warm("probe");
         record();
         e.warm_signal("probe").unwrap();
-        let after = e.signals[0].lock().by_format[Format::Text as usize].clone();
-        assert_eq!(before, after, "not warmed");
+        assert_eq!(before, text_kept(), "not warmed");
         // A scrape that comes anyway encodes the latest collection for itself, and
         // one while the next is warmed does not take the encoding two collections old.
         e.will_warm("probe");
@@ -673,16 +676,11 @@ mod tests {
         assert!(scrape(Format::Text).contains("probe_runs 3\n"));
         e.warm_signal("probe").unwrap();
         // Scraped every 10 s: warmed for the next.
-        {
-            let mut c = e.scrapes.cadence();
-            c[Format::Text as usize].gaps = [10_000; GAPS_KEPT];
-        }
+        text_scraped_every(10_000);
         e.will_warm("probe");
         record();
         e.warm_signal("probe").unwrap();
-        let (source, bytes) = e.signals[0].lock().by_format[Format::Text as usize]
-            .clone()
-            .expect("warmed");
+        let (source, bytes) = text_kept().expect("warmed");
         assert_eq!(source, Some((4, true)));
         assert!(String::from_utf8_lossy(&bytes).contains("probe_runs 4\n"));
     }
