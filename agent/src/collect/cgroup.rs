@@ -43,7 +43,8 @@ pub enum CgroupVersion {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CpuCgroup {
     /// Path inside the cpu hierarchy, e.g. `/kubepods/burstable/pod<uid>/<id>`.
-    pub path: String,
+    /// Shared with the listing that found it, which lives while the cgroup does.
+    pub path: Name,
     /// None: no CPU limit (v1 quota -1, v2 `max`), so it cannot be throttled.
     pub quota: Option<CpuQuota>,
     #[serde(flatten)]
@@ -169,6 +170,8 @@ pub struct CgroupCollector {
     located: Option<Located>,
     /// The last round's cgroup keys, for the next round's sample to share.
     keys: Arc<[u64]>,
+    /// The last round's pods: the next round's list is made that size at once.
+    last_pods: usize,
 }
 
 impl CgroupCollector {
@@ -181,6 +184,7 @@ impl CgroupCollector {
             mounts: MountsMemo::default(),
             located: None,
             keys: Arc::from([]),
+            last_pods: 0,
         }
     }
 
@@ -295,7 +299,7 @@ struct Known {
 /// round was a sixth of the collector's user time at 500 pods.
 #[derive(Debug)]
 struct Child {
-    path: String,
+    path: Name,
     parsed: Option<CgroupRef>,
 }
 
@@ -306,7 +310,7 @@ fn children_of(parent: &str, names: &[String]) -> Arc<[Child]> {
             let path = format!("{parent}/{name}");
             Child {
                 parsed: parse_cgroup_path(&path),
-                path,
+                path: path.into(),
             }
         })
         .collect()
@@ -434,8 +438,8 @@ impl Reader {
         children
     }
 
-    fn read(&mut self, path: &str) -> Result<CpuCgroup, crate::kernel::ReadError> {
-        let read = match self.kept.by_path.get_mut(path) {
+    fn read(&mut self, path: &Name) -> Result<CpuCgroup, crate::kernel::ReadError> {
+        let read = match self.kept.by_path.get_mut(&**path) {
             Some(known) => self.round.read(path, known),
             None => {
                 let mut known = Known::default();
@@ -462,7 +466,7 @@ impl Round {
     /// in this round.
     fn read(
         &mut self,
-        path: &str,
+        path: &Name,
         known: &mut Known,
     ) -> Result<CpuCgroup, crate::kernel::ReadError> {
         let d = &self.dirs;
@@ -522,7 +526,7 @@ impl Round {
         known.limit = Some(limit);
         known.round = self.number;
         Ok(CpuCgroup {
-            path: path.to_string(),
+            path: path.clone(),
             quota: limit.quota,
             stat,
         })
@@ -569,7 +573,7 @@ impl Collector for CgroupCollector {
             // Perhaps the hierarchy moved: the next round looks for it again.
             self.located = None;
         }
-        let mut pods = Vec::new();
+        let mut pods = Vec::with_capacity(self.last_pods);
         match &kubepods {
             Some(top) => {
                 let (index, missing) = PodIndex::read_with(&self.root, &mut self.pod_logs);
@@ -597,6 +601,7 @@ impl Collector for CgroupCollector {
             unavailable,
             counters: PackedCounters::default(),
         };
+        self.last_pods = sample.pods.len();
         sample.counters = sample.pack_counters(&self.keys);
         self.keys = sample.counters.keys().clone();
         Ok(sample)
@@ -746,28 +751,29 @@ fn walk(
 fn read_pod(
     reader: &mut Reader,
     index: &PodIndex,
-    path: &str,
+    path: &Name,
     pod: &CgroupRef,
     unavailable: &mut Vec<Unavailable>,
 ) -> Option<PodCpu> {
     let a = index.attribute_ref(pod);
     let cgroup = read_or_note(reader, path, unavailable)?;
-    let mut containers = Vec::new();
-    for child in reader.children(path).iter() {
-        let Some(r) = &child.parsed else {
+    let children = reader.children(path);
+    let mut containers = Vec::with_capacity(children.len());
+    for child in children.iter() {
+        let Some((r, id)) = child
+            .parsed
+            .as_ref()
+            .and_then(|r| Some((r, r.container_id.as_ref()?)))
+        else {
             continue;
         };
-        let c = index.attribute_ref(r);
-        let (Some(id), Some(cg)) = (
-            c.container_id,
-            read_or_note(reader, &child.path, unavailable),
-        ) else {
+        let Some(cg) = read_or_note(reader, &child.path, unavailable) else {
             continue;
         };
         containers.push(ContainerCpu {
             runtime: r.runtime,
-            container_id: id,
-            container: c.container,
+            container_id: id.clone(),
+            container: index.container(id),
             cgroup: cg,
         });
     }
@@ -785,7 +791,7 @@ fn read_pod(
 /// read problem is reported against its path.
 fn read_or_note(
     reader: &mut Reader,
-    path: &str,
+    path: &Name,
     unavailable: &mut Vec<Unavailable>,
 ) -> Option<CpuCgroup> {
     match reader.read(path) {

@@ -56,7 +56,7 @@ pub struct Throttling {
     /// None for the pod-level cgroup.
     pub container: Option<Name>,
     pub container_id: Option<Name>,
-    pub cgroup: String,
+    pub cgroup: Name,
     /// The CPU limit in cores; None: no limit, never throttled.
     pub limit_cores: Option<f64>,
     pub period_seconds: Option<f64>,
@@ -396,7 +396,7 @@ fn with_evidence(mut f: Finding, c: &Throttling) -> Finding {
         .with("container", opt(&c.container))
         .with("container_id", opt(&c.container_id))
         .with("pod_uid", &*c.pod_uid)
-        .with("cgroup", c.cgroup.clone())
+        .with("cgroup", &*c.cgroup)
         .with("limit_cores", c.limit_cores)
         .with("throttled_ratio", c.throttled_ratio)
         .with("throttled_periods", c.throttled_periods)
@@ -643,7 +643,7 @@ mod tests {
             qos: Qos::Guaranteed,
             container: None,
             container_id: Some(CID.into()),
-            cgroup: String::new(),
+            cgroup: "".into(),
             limit_cores: None,
             period_seconds: None,
             window_seconds: 0.0,

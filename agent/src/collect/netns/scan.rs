@@ -221,6 +221,10 @@ impl Settled {
 pub(crate) struct ProcMemo {
     settled: HashMap<ProcEntry, Settled>,
     full_at: Option<Instant>,
+    /// The last scan's namespaces and containers: the next one's maps are made that
+    /// size at once rather than grown (and rehashed) to it.
+    namespaces: usize,
+    containers: usize,
 }
 
 /// The processes `entries` lists (a listing of `root`'s procfs made moments ago).
@@ -244,8 +248,8 @@ pub(crate) fn processes(
     let mut scan = ProcScan {
         host,
         host_from_pid1,
-        by_ns: HashMap::new(),
-        live_containers: HashMap::new(),
+        by_ns: HashMap::with_capacity(memo.namespaces),
+        live_containers: HashMap::with_capacity(memo.containers),
         cgroups_readable: false,
         unreadable: 0,
     };
@@ -314,6 +318,8 @@ pub(crate) fn processes(
         settled.insert(entry, known);
     }
     memo.settled = settled;
+    memo.namespaces = scan.by_ns.len();
+    memo.containers = scan.live_containers.len();
     Ok(scan)
 }
 
