@@ -43,7 +43,8 @@ pub enum CgroupVersion {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CpuCgroup {
     /// Path inside the cpu hierarchy, e.g. `/kubepods/burstable/pod<uid>/<id>`.
-    /// Shared with the listing that found it, which lives while the cgroup does.
+    /// Shared with its parent's listing, which builds it when the children change
+    /// rather than every round.
     pub path: Name,
     /// None: no CPU limit (v1 quota -1, v2 `max`), so it cannot be throttled.
     pub quota: Option<CpuQuota>,
