@@ -332,7 +332,8 @@ struct Listing {
 struct Remembered {
     cpu_dir: PathBuf,
     round: u64,
-    by_path: HashMap<String, Known>,
+    /// Keyed by the path its listing and samples share.
+    by_path: HashMap<Name, Known>,
     listings: HashMap<String, Listing>,
 }
 
@@ -446,7 +447,7 @@ impl Reader {
                 let mut known = Known::default();
                 let read = self.round.read(path, &mut known);
                 if read.is_ok() {
-                    self.kept.by_path.insert(path.to_string(), known);
+                    self.kept.by_path.insert(path.clone(), known);
                 }
                 read
             }
