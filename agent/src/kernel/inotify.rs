@@ -39,7 +39,8 @@ pub const TOP: usize = 3;
 pub struct InotifyUsage {
     /// By effective uid, which the kernel charges.
     pub users: BTreeMap<u32, UserInotify>,
-    /// Processes whose fds could not be read (exited meanwhile, or no permission).
+    /// Processes whose fds could not be read (no permission, most often). One that
+    /// exited between the listing and the read is left out, as a process gone.
     pub unreadable_processes: u64,
 }
 
@@ -83,7 +84,7 @@ pub struct InotifyCount {
 struct Known {
     /// The rounds it has been read in since it was first seen.
     rounds: u32,
-    /// None: its descriptors could not be read (exited meanwhile, or no permission).
+    /// None: its descriptors could not be read.
     read: Option<Holding>,
 }
 
@@ -152,10 +153,16 @@ impl InotifyCount {
                 },
                 _ => None,
             };
-            let k = kept.unwrap_or_else(|| Known {
-                rounds: rounds.saturating_add(1),
-                read: Holding::read(root, &pid),
-            });
+            let k = match kept {
+                Some(k) => k,
+                None => match Holding::read(root, &pid) {
+                    Ok(read) => Known {
+                        rounds: rounds.saturating_add(1),
+                        read,
+                    },
+                    Err(Exited) => continue,
+                },
+            };
             known.insert(entry, k);
         }
         self.known = known;
@@ -194,16 +201,29 @@ impl InotifyCount {
     }
 }
 
+/// The process was listed but has exited since: its procfs directory is gone.
+struct Exited;
+
 impl Holding {
     /// Its inotify instances and their watches; None when its descriptors or, for a
     /// holder, its status could not be read.
-    fn read(root: &HostRoot, pid: &str) -> Option<Holding> {
-        let fds = inotify_fds(&root.proc(&[pid, "fd"])).ok()?;
+    fn read(root: &HostRoot, pid: &str) -> Result<Option<Holding>, Exited> {
+        let fds = match inotify_fds(&root.proc(&[pid, "fd"])) {
+            Ok(fds) => fds,
+            Err(nix::errno::Errno::ENOENT) => return Err(Exited),
+            Err(_) => return Ok(None),
+        };
         if fds.is_empty() {
-            return Some(Holding::default());
+            return Ok(Some(Holding::default()));
         }
-        let status = std::fs::read_to_string(root.proc(&[pid, "status"])).unwrap_or_default();
-        let uid = parse_status_euid(&status)?;
+        let status = match std::fs::read_to_string(root.proc(&[pid, "status"])) {
+            Ok(status) => status,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Exited),
+            Err(_) => return Ok(None),
+        };
+        let Some(uid) = parse_status_euid(&status) else {
+            return Ok(None);
+        };
         let comm = std::fs::read_to_string(root.proc(&[pid, "comm"]))
             .map(|c| c.trim().to_string())
             .unwrap_or_default();
@@ -216,7 +236,7 @@ impl Holding {
         // An instance closed meanwhile is found gone at the next round's watches,
         // which reads the process again.
         h.read_watches(root, pid);
-        Some(h)
+        Ok(Some(h))
     }
 
     /// Reads the watches of its instances again; false if one of them is gone (its
@@ -352,6 +372,44 @@ mod tests {
             2,
             "no longer young"
         );
+    }
+
+    #[test]
+    fn a_process_gone_since_the_listing_is_left_out_not_unreadable() {
+        let t = tempfile::tempdir().unwrap();
+        let root = HostRoot {
+            proc: t.path().to_path_buf(),
+            ..HostRoot::default()
+        };
+        holder(t.path(), 100, 1, 1);
+        // Listed, and its directory gone before its descriptors were read.
+        let gone = ProcEntry { pid: 200, inode: 2 };
+        // Listed, and its descriptors unreadable: `fd` is no directory here.
+        std::fs::create_dir_all(t.path().join("300")).unwrap();
+        std::fs::write(t.path().join("300/fd"), "").unwrap();
+        let listed = [
+            ProcEntry { pid: 100, inode: 1 },
+            gone,
+            ProcEntry { pid: 300, inode: 3 },
+        ];
+        let mut count = InotifyCount::new(1);
+        for full in [true, false] {
+            let usage = count.count_listed(&root, &listed, full);
+            assert_eq!(usage.unreadable_processes, 1, "only 300 (full: {full})");
+            assert_eq!(usage.users[&1000].instances, 1);
+            assert!(!count.known.contains_key(&gone));
+        }
+    }
+
+    #[test]
+    fn a_real_process_that_exited_is_not_counted_unreadable() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let root = HostRoot::default();
+        let usage = InotifyCount::new(1).count_listed(&root, &[ProcEntry { pid, inode: 0 }], true);
+        assert_eq!(usage.unreadable_processes, 0, "{usage:?}");
+        assert!(usage.users.is_empty(), "{usage:?}");
     }
 
     #[test]
