@@ -7,9 +7,9 @@ use crate::collect::cgroup::CpuCgroup;
 use crate::collect::CgroupSample;
 use crate::store::Snapshot;
 use crate::text::short_id;
+use foldhash::{HashSet, HashSetExt};
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
-use std::collections::HashSet;
 use std::fmt;
 
 /// (metric name, counter or gauge, help, value)
@@ -76,8 +76,9 @@ pub fn encode(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
 /// cgroups of one container name during a restart) keeps its first cgroup, so the
 /// exposition never repeats a series.
 fn limited(s: &CgroupSample) -> Vec<([&str; 3], &CpuCgroup)> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
+    let cgroups = s.pods.iter().map(|p| 1 + p.containers.len()).sum();
+    let mut seen = HashSet::with_capacity(cgroups);
+    let mut out = Vec::with_capacity(cgroups);
     for p in &s.pods {
         let ns = p.namespace.as_deref().unwrap_or_default();
         let pod = p.pod.as_deref().unwrap_or(&p.pod_uid);
