@@ -509,6 +509,23 @@ fn a_write_held_back_indefinitely_is_a_stall_and_shutdown_still_cleans_up() {
     );
 }
 
+/// `nodediag check` of filesystem_readonly for `dir`, watched and not probed (the
+/// probe writes under /var/tmp): no write of nodediag's there meets EROFS.
+fn read_only_watched(dir: &str) -> (i32, Value) {
+    let (code, out) = check(&[
+        "--finding",
+        "filesystem_readonly",
+        "--fsync.path",
+        "/var/tmp",
+        "--disk.path",
+        dir,
+        "--format",
+        "json",
+    ]);
+    let v = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    (code, v)
+}
+
 #[test]
 fn a_read_only_filesystem_is_flagged_from_mountinfo_and_from_erofs() {
     let _one_at_a_time = serial();
@@ -563,23 +580,60 @@ fn a_read_only_filesystem_is_flagged_from_mountinfo_and_from_erofs() {
     assert_eq!(code, 1, "{v}");
     assert_eq!(v["findings"][0]["evidence"]["source"], "EROFS");
 
-    let (code, out) = check(&[
-        "--finding",
-        "filesystem_readonly",
-        "--fsync.path",
-        "/var/tmp",
-        "--disk.path",
-        mount.path(),
-        "--format",
-        "json",
-    ]);
-    let v: Value = serde_json::from_str(&out).unwrap();
+    let (code, v) = read_only_watched(mount.path());
     assert_eq!(code, 1, "{v}");
     let f = &v["findings"][0];
     assert_eq!(f["evidence"]["source"], "mountinfo");
     assert!(
         f["evidence"]["detail"].as_str().unwrap().contains("ro"),
         "{f}"
+    );
+}
+
+#[test]
+fn an_ext4_error_under_errors_remount_ro_is_flagged_from_the_mount_table() {
+    let _one_at_a_time = serial();
+    if !is_root() {
+        skip("needs root for losetup and mount");
+        return;
+    }
+    let mount = match Mount::loop_ext4_with("64M", "errors=remount-ro") {
+        Ok(m) => m,
+        Err(e) => {
+            skip(&format!("cannot make a loop-mounted ext4: {e}"));
+            return;
+        }
+    };
+    let dev = mount
+        .loop_dev
+        .as_deref()
+        .unwrap()
+        .trim_start_matches("/dev/");
+    // ext4's own switch for raising a filesystem error, as a failing disk would.
+    let trigger = format!("/sys/fs/ext4/{dev}/trigger_fs_error");
+    if !Path::new(&trigger).exists() {
+        skip(&format!("{trigger} is missing"));
+        return;
+    }
+    let (code, v) = read_only_watched(mount.path());
+    assert_eq!(code, 0, "healthy before the error: {v}");
+
+    std::fs::write(&trigger, "1").unwrap();
+    let (code, v) = read_only_watched(mount.path());
+    assert_eq!(code, 1, "{v}");
+    let f = &v["findings"][0];
+    assert_eq!(f["id"], "filesystem_readonly");
+    assert_eq!(f["subject"], mount.path());
+    assert_eq!(f["evidence"]["source"], "mountinfo", "{f}");
+    // Before Linux 6.15 the superblock turns ro; since, ext4 keeps it rw and says
+    // emergency_ro, which statvfs does not report.
+    let detail = f["evidence"]["detail"].as_str().unwrap();
+    let superblock = detail.rsplit("superblock ").next().unwrap();
+    assert!(
+        superblock
+            .split(',')
+            .any(|o| o == "ro" || o == "emergency_ro"),
+        "{detail}"
     );
 }
 

@@ -66,6 +66,11 @@ impl Mount {
 
     /// An ext4 filesystem on a loop device over a file on the machine's disk.
     pub fn loop_ext4(size: &str) -> Result<Mount, String> {
+        Self::loop_ext4_with(size, "defaults")
+    }
+
+    /// [`Mount::loop_ext4`] mounted with `options` (`mount -o`).
+    pub fn loop_ext4_with(size: &str, options: &str) -> Result<Mount, String> {
         let dir = tempfile::Builder::new()
             .prefix(&unique("loop"))
             .tempdir_in("/var/tmp")
@@ -81,7 +86,7 @@ impl Mount {
             point,
             loop_dev: Some(loop_dev.clone()),
         };
-        run("mount", &[&loop_dev, path(&m.point)]).inspect_err(|_| {
+        run("mount", &["-o", options, &loop_dev, path(&m.point)]).inspect_err(|_| {
             let _ = run("losetup", &["-d", &loop_dev]);
             m.loop_dev = None;
         })?;

@@ -26,13 +26,20 @@ pub struct Mount {
     pub fstype: String,
     pub source: String,
     /// Superblock options: a filesystem remounted read-only after I/O errors says
-    /// `ro` here; for cgroup v1 they name the controllers (`rw,cpu,cpuacct`).
+    /// `ro` here, or `emergency_ro` for ext4 since Linux 6.15 ("ext4: correct
+    /// behavior under errors=remount-ro mode"), which keeps the superblock `rw`;
+    /// for cgroup v1 they name the controllers (`rw,cpu,cpuacct`).
     pub super_options: String,
 }
 
 impl Mount {
+    /// Writes fail with EROFS: mounted read-only, or its superblock is. An ext4
+    /// `emergency_ro` superblock sets no ST_RDONLY for statvfs: for a directory
+    /// nodediag does not write to, the mount table is where it shows.
     pub fn read_only(&self) -> bool {
-        has(&self.mount_options, "ro") || has(&self.super_options, "ro")
+        has(&self.mount_options, "ro")
+            || has(&self.super_options, "ro")
+            || has(&self.super_options, "emergency_ro")
     }
 
     pub fn dev(&self) -> (u32, u32) {
@@ -281,13 +288,14 @@ mod tests {
 31 27 0:40 / /mnt/with\\040space ro,relatime - tmpfs none rw,size=4096k
 32 27 7:0 / /var/log rw,relatime - ext4 /dev/loop0 ro,errors=remount-ro
 33 27 0:41 / /var/log rw,relatime - tmpfs none rw
+34 27 7:1 / /var/lib/containerd rw,relatime - ext4 /dev/loop1 rw,errors=remount-ro,emergency_ro
 garbage line
 ";
 
     #[test]
     fn lines_with_optional_fields_and_escapes_parse() {
         let m = parse(TEXT);
-        assert_eq!(m.len(), 6, "the garbage line is skipped");
+        assert_eq!(m.len(), 7, "the garbage line is skipped");
         assert_eq!(m[2].mount_point, "/var/lib/etcd");
         assert_eq!(m[2].fstype, "xfs");
         assert_eq!(m[2].dev(), (254, 1));
@@ -301,6 +309,10 @@ garbage line
         assert!(!m[1].read_only());
         assert!(m[3].read_only(), "mounted ro");
         assert!(m[4].read_only(), "superblock went ro after errors");
+        assert!(
+            m[6].read_only(),
+            "ext4 since 6.15: emergency_ro, superblock rw"
+        );
         assert!(!m[2].read_only(), "relatime is not ro");
     }
 
