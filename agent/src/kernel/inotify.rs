@@ -206,7 +206,7 @@ struct Exited;
 
 impl Holding {
     /// Its inotify instances and their watches; None when its descriptors or, for a
-    /// holder, its status could not be read.
+    /// holder, its status could not be read; [`Exited`] when they are gone with it.
     fn read(root: &HostRoot, pid: &str) -> Result<Option<Holding>, Exited> {
         let fds = match inotify_fds(&root.proc(&[pid, "fd"])) {
             Ok(fds) => fds,
