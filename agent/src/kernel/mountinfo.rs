@@ -81,8 +81,10 @@ pub fn read_host(root: &HostRoot) -> Result<Vec<Mount>, ReadError> {
 /// only when pods come and go.
 /// procfs flags a change to anyone polling an open `mountinfo` (proc(5): POLLPRI and
 /// POLLERR); a table outside procfs (a fixture tree) is read every time. A
-/// superblock the kernel turns read-only after I/O errors changes no mount, so the
-/// table is read again after [`MOUNTS_REREAD`] all the same.
+/// superblock the kernel turns read-only after I/O errors changes no mount, and
+/// ext4's `emergency_ro` (Linux 6.15+) neither wakes the poll nor shows in statvfs
+/// (both checked on 6.18), so the table is read again after [`MOUNTS_REREAD`] all
+/// the same.
 ///
 /// Clones share one table: the collectors that read it (cgroup, disk) each kept a
 /// parsed copy, 160 to 250 KB apiece at 500 pods on the bench node, and far more
