@@ -14,7 +14,7 @@ use super::Collector;
 use crate::collect::pods::{parse_cgroup_path, CgroupRef, Name, PodIndex, PodLogsMemo, Qos};
 use crate::host::HostRoot;
 use crate::kernel::cgroup::{
-    self, CounterFiles, CpuHierarchy, CpuQuota, CpuStat, HeldListing, LimitFiles,
+    self, Changes, CounterFiles, CpuHierarchy, CpuQuota, CpuStat, DirWatch, HeldListing, LimitFiles,
 };
 use crate::kernel::mountinfo::{Mount, MountsMemo};
 use crate::kernel::read_held;
@@ -173,6 +173,9 @@ pub struct CgroupCollector {
     keys: Arc<[u64]>,
     /// The last round's pods: the next round's list is made that size at once.
     last_pods: usize,
+    /// Whether listings are watched with inotify where they can be (tests turn it
+    /// off to check the link counts on cgroupfs).
+    watch_listings: bool,
 }
 
 impl CgroupCollector {
@@ -186,6 +189,7 @@ impl CgroupCollector {
             located: None,
             keys: Arc::from([]),
             last_pods: 0,
+            watch_listings: true,
         }
     }
 
@@ -335,6 +339,9 @@ struct Remembered {
     /// Keyed by the path its listing and samples share.
     by_path: HashMap<Name, Known>,
     listings: HashMap<String, Listing>,
+    /// Watches the listings' directories, on cgroupfs while inotify has an instance
+    /// to spare (else their link counts tell).
+    watch: Option<DirWatch>,
 }
 
 /// Reads cgroups for one round: their counters through files kept open since an
@@ -353,6 +360,8 @@ struct Round {
     /// Whether limit files are held too (see [`Reader::new`]).
     hold_limits: bool,
     now: Instant,
+    /// The watched listings changed since the last round.
+    changes: Changes,
 }
 
 fn is_cgroupfs(dir: &Path) -> bool {
@@ -362,7 +371,7 @@ fn is_cgroupfs(dir: &Path) -> bool {
 }
 
 impl Reader {
-    fn new(dirs: Dirs, mut kept: Remembered) -> Self {
+    fn new(dirs: Dirs, mut kept: Remembered, watch_listings: bool) -> Self {
         if kept.cpu_dir != dirs.cpu {
             kept = Remembered {
                 cpu_dir: dirs.cpu.clone(),
@@ -381,6 +390,10 @@ impl Reader {
         } else {
             0
         };
+        if watch_listings && max_kept_files > 0 && kept.watch.is_none() {
+            kept.watch = DirWatch::new().ok();
+        }
+        let changes = kept.watch.as_ref().map_or(Changes::All, DirWatch::changes);
         let hold_limits = holds_limits(
             dirs.version,
             kept.by_path.len(),
@@ -396,6 +409,7 @@ impl Reader {
                 max_kept_files,
                 hold_limits,
                 now: Instant::now(),
+                changes,
             },
             kept,
         }
@@ -415,18 +429,20 @@ impl Reader {
     fn children(&mut self, path: &str) -> Arc<[Child]> {
         let r = &mut self.round;
         if let Some(l) = self.kept.listings.get_mut(path) {
-            if l.held.unchanged() {
+            if l.held.unchanged(&r.changes) {
                 l.round = r.number;
                 r.kept_files += 1;
                 return l.children.clone();
             }
         }
+        // Dropped before the directory is watched again: the kernel gives the same
+        // directory the same watch, which the old listing's drop would remove.
+        self.kept.listings.remove(path);
         let dir = cgroup::cgroup_dir(&r.dirs.cpu, path);
         let held = (r.kept_files < r.max_kept_files)
-            .then(|| HeldListing::read(&dir).ok())
+            .then(|| HeldListing::read(&dir, self.kept.watch.as_ref()).ok())
             .flatten();
         let Some((held, names)) = held else {
-            self.kept.listings.remove(path);
             return children_of(path, &cgroup::child_cgroups(&dir));
         };
         r.kept_files += 1;
@@ -580,7 +596,11 @@ impl Collector for CgroupCollector {
             Some(top) => {
                 let (index, missing) = PodIndex::read_with(&self.root, &mut self.pod_logs);
                 unavailable.extend(missing);
-                let mut reader = Reader::new(dirs, std::mem::take(&mut self.remembered));
+                let mut reader = Reader::new(
+                    dirs,
+                    std::mem::take(&mut self.remembered),
+                    self.watch_listings,
+                );
                 walk(&mut reader, &index, top, 0, &mut pods, &mut unavailable);
                 self.remembered = reader.into_remembered();
             }
@@ -942,8 +962,14 @@ mod tests {
     }
 
     // Listings are kept between rounds on cgroupfs only, so this needs the kernel's.
+    // One after the other: both make the shared kubepods parents.
     #[test]
     fn containers_added_removed_or_replaced_on_cgroupfs_are_seen_next_round() {
+        containers_changing_on_cgroupfs(true);
+        containers_changing_on_cgroupfs(false);
+    }
+
+    fn containers_changing_on_cgroupfs(watched: bool) {
         let mounts = crate::kernel::mountinfo::read_host(&HostRoot::default()).unwrap_or_default();
         let Some(CpuHierarchy::V1 { cpu, cpuacct }) = cgroup::cpu_hierarchy(&mounts) else {
             assert!(
@@ -957,8 +983,9 @@ mod tests {
             .map(|m| PathBuf::from(&m.mount_point))
             .collect();
         let uid = format!(
-            "0c9d{:04x}-1e2f-4a3b-8c4d-5e6f7a8b9c0d",
-            std::process::id() & 0xffff
+            "0c9d{:04x}-1e2f-4a3b-8c4d-5e6f7a8b9c0{}",
+            std::process::id() & 0xffff,
+            u8::from(watched)
         );
         let pod = format!("kubepods/burstable/pod{uid}");
         let mut made = MadeCgroups(Vec::new());
@@ -989,6 +1016,7 @@ mod tests {
             },
             None,
         );
+        collector.watch_listings = watched;
         let mut containers = || {
             let s = collector.collect().unwrap();
             let p = s.pods.iter().find(|p| *p.pod_uid == uid).expect("the pod");
@@ -1003,11 +1031,16 @@ mod tests {
         assert_eq!(containers(), [id('a'), id('b')], "added");
         remove(&mut made, 'a');
         assert_eq!(containers(), [id('b')], "removed");
-        // As many cgroups as before: the one gone, read, says the listing is old.
+        // As many cgroups as before, so the link count is as it was: a watch saw
+        // both; unwatched, the one gone, read, says the listing is old.
         add(&mut made, 'c');
         remove(&mut made, 'b');
         let first = containers();
-        assert!(first.is_empty() || first == [id('c')], "{first:?}");
+        if watched {
+            assert_eq!(first, [id('c')], "replaced, seen at once");
+        } else {
+            assert!(first.is_empty() || first == [id('c')], "{first:?}");
+        }
         assert_eq!(containers(), [id('c')], "replaced");
     }
 

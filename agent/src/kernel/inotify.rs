@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One process holding inotify instances.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -42,6 +43,46 @@ pub struct InotifyUsage {
     /// Processes whose fds could not be read (no permission, most often). One that
     /// exited between the listing and the read is left out, as a process gone.
     pub unreadable_processes: u64,
+}
+
+/// nodediag's own inotify instances and watches, as it opens and drops them: the
+/// count does not read its own descriptors (see [`InotifyCount::count`]), so what
+/// it holds is added from here. A watch the kernel dropped with its directory is
+/// counted until nodediag drops it too, by the next round.
+#[derive(Debug)]
+pub struct OwnInotify {
+    instances: AtomicU64,
+    watches: AtomicU64,
+}
+
+pub static OWN: OwnInotify = OwnInotify::new();
+
+impl OwnInotify {
+    const fn new() -> Self {
+        Self {
+            instances: AtomicU64::new(0),
+            watches: AtomicU64::new(0),
+        }
+    }
+    pub fn opened(&self) {
+        self.instances.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn closed(&self) {
+        self.instances.fetch_sub(1, Ordering::Relaxed);
+    }
+    pub fn watched(&self) {
+        self.watches.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn unwatched(&self) {
+        self.watches.fetch_sub(1, Ordering::Relaxed);
+    }
+    /// Instances and watches held now.
+    pub fn held(&self) -> (u64, u64) {
+        (
+            self.instances.load(Ordering::Relaxed),
+            self.watches.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// The effective uid from `/proc/<pid>/status` (`Uid: real effective saved fs`).
@@ -77,6 +118,10 @@ pub struct InotifyCount {
     /// How many rounds a new process is read.
     young_rounds: u32,
     known: HashMap<ProcEntry, Known>,
+    /// nodediag itself, by its pid, when it holds instances.
+    own: Option<(u32, Holding)>,
+    /// Where nodediag's own are counted: [`OWN`] but in tests.
+    own_counts: &'static OwnInotify,
 }
 
 /// What a count keeps of one process between rounds.
@@ -93,8 +138,10 @@ struct Known {
 struct Holding {
     uid: u32,
     comm: String,
-    /// Its inotify descriptors, whose watches are read again each round.
+    /// Its inotify descriptors, whose watches are read again each round (none
+    /// listed for nodediag's own).
     fds: Vec<u32>,
+    instances: u64,
     watches: u64,
 }
 
@@ -110,6 +157,8 @@ impl InotifyCount {
         Self {
             young_rounds: young_rounds.max(1),
             known: HashMap::default(),
+            own: None,
+            own_counts: &OWN,
         }
     }
 
@@ -117,10 +166,10 @@ impl InotifyCount {
     /// only those of young processes, and the watches of every holder.
     ///
     /// Threads share their process's fd table, so only the thread-group leaders under
-    /// `/proc` are read. nodediag opens no inotify instance (tests/pressure_kernel.rs
-    /// checks a running agent), while at 500 pods it holds half the node's
-    /// descriptors (the cgroup files it keeps open): reading its own links was half
-    /// the walk.
+    /// `/proc` are read. nodediag's own are not: at 500 pods it holds half the node's
+    /// descriptors (the cgroup files it keeps open), and reading its own links was
+    /// half the walk. What it holds is added from [`OWN`] (tests/pressure_kernel.rs
+    /// checks a running agent against its descriptors).
     pub fn count(&mut self, root: &HostRoot, full: bool) -> Result<InotifyUsage, ReadError> {
         let entries = process::list_processes(root)?;
         Ok(self.count_listed(root, &entries, full))
@@ -139,6 +188,7 @@ impl InotifyCount {
         let own = std::fs::read_link(root.proc(&["self"]))
             .ok()
             .and_then(|p| p.to_str()?.parse::<u32>().ok());
+        self.own = own.and_then(|pid| Holding::own(root, pid, self.own_counts));
         let mut known = HashMap::with_capacity_and_hasher(entries.len(), Default::default());
         for &entry in entries.iter().filter(|e| Some(e.pid) != own) {
             let pid = entry.pid.to_string();
@@ -172,21 +222,23 @@ impl InotifyCount {
     fn usage(&self) -> InotifyUsage {
         let mut usage = InotifyUsage::default();
         let mut holders: BTreeMap<u32, Vec<InotifyHolder>> = BTreeMap::new();
-        for (entry, k) in &self.known {
-            let Some(h) = &k.read else {
+        let own = self.own.as_ref().map(|(pid, h)| (*pid, Some(h)));
+        let others = self.known.iter().map(|(e, k)| (e.pid, k.read.as_ref()));
+        for (pid, read) in others.chain(own) {
+            let Some(h) = read else {
                 usage.unreadable_processes += 1;
                 continue;
             };
-            if h.fds.is_empty() {
+            if h.instances == 0 {
                 continue;
             }
             let user = usage.users.entry(h.uid).or_default();
-            user.instances += h.fds.len() as u64;
+            user.instances += h.instances;
             user.watches += h.watches;
             holders.entry(h.uid).or_default().push(InotifyHolder {
-                pid: entry.pid,
+                pid,
                 comm: h.comm.clone(),
-                instances: h.fds.len() as u64,
+                instances: h.instances,
                 watches: h.watches,
             });
         }
@@ -230,6 +282,7 @@ impl Holding {
         let mut h = Holding {
             uid,
             comm,
+            instances: fds.len() as u64,
             fds,
             watches: 0,
         };
@@ -237,6 +290,26 @@ impl Holding {
         // which reads the process again.
         h.read_watches(root, pid);
         Ok(Some(h))
+    }
+
+    /// nodediag's own instances, as `counts` has them; None when it holds none (or
+    /// its status does not read).
+    fn own(root: &HostRoot, pid: u32, counts: &OwnInotify) -> Option<(u32, Holding)> {
+        let (instances, watches) = counts.held();
+        if instances == 0 {
+            return None;
+        }
+        let pid_dir = pid.to_string();
+        let status = std::fs::read_to_string(root.proc(&[&pid_dir, "status"])).ok()?;
+        let comm = std::fs::read_to_string(root.proc(&[&pid_dir, "comm"])).unwrap_or_default();
+        let h = Holding {
+            uid: parse_status_euid(&status)?,
+            comm: comm.trim().to_string(),
+            fds: Vec::new(),
+            instances,
+            watches,
+        };
+        Some((pid, h))
     }
 
     /// Reads the watches of its instances again; false if one of them is gone (its
@@ -314,39 +387,75 @@ mod tests {
         }
     }
 
+    fn procfs(dir: &Path) -> HostRoot {
+        HostRoot {
+            proc: dir.to_path_buf(),
+            ..HostRoot::default()
+        }
+    }
+
+    /// Instances and watches of uid 1000, the fixtures' holders.
+    fn user_1000(u: &InotifyUsage) -> (u64, u64) {
+        let u = &u.users[&1000];
+        (u.instances, u.watches)
+    }
+
     #[test]
     fn rounds_between_full_reads_follow_new_processes_and_watches() {
         let t = tempfile::tempdir().unwrap();
-        let root = HostRoot {
-            proc: t.path().to_path_buf(),
-            ..HostRoot::default()
-        };
-        let user = |u: &InotifyUsage| {
-            let u = &u.users[&1000];
-            (u.instances, u.watches)
-        };
+        let root = procfs(t.path());
         holder(t.path(), 100, 1, 1);
         // Read in the round it is first seen only.
         let mut count = InotifyCount::new(1);
-        assert_eq!(user(&count.count(&root, true).unwrap()), (1, 1));
+        assert_eq!(user_1000(&count.count(&root, true).unwrap()), (1, 1));
         // A holder's watches are read every round.
         holder(t.path(), 100, 1, 3);
-        assert_eq!(user(&count.count(&root, false).unwrap()), (1, 3));
+        assert_eq!(user_1000(&count.count(&root, false).unwrap()), (1, 3));
         // A new process is read in the round it appears.
         holder(t.path(), 200, 2, 1);
-        assert_eq!(user(&count.count(&root, false).unwrap()), (3, 5));
+        assert_eq!(user_1000(&count.count(&root, false).unwrap()), (3, 5));
         // One no longer young that opens another instance waits for a full read.
         holder(t.path(), 200, 3, 1);
-        assert_eq!(user(&count.count(&root, false).unwrap()), (3, 5));
-        assert_eq!(user(&count.count(&root, true).unwrap()), (4, 6));
+        assert_eq!(user_1000(&count.count(&root, false).unwrap()), (3, 5));
+        assert_eq!(user_1000(&count.count(&root, true).unwrap()), (4, 6));
         // An instance gone (its fdinfo with it): the process is read again.
         for sub in ["fd/5", "fdinfo/5"] {
             std::fs::remove_file(t.path().join("200").join(sub)).unwrap();
         }
-        assert_eq!(user(&count.count(&root, false).unwrap()), (3, 5));
+        assert_eq!(user_1000(&count.count(&root, false).unwrap()), (3, 5));
         // A process gone is gone from the count.
         std::fs::remove_dir_all(t.path().join("100")).unwrap();
-        assert_eq!(user(&count.count(&root, false).unwrap()), (2, 2));
+        assert_eq!(user_1000(&count.count(&root, false).unwrap()), (2, 2));
+    }
+
+    #[test]
+    fn nodediags_own_instances_are_counted_without_reading_its_descriptors() {
+        static COUNTS: OwnInotify = OwnInotify::new();
+        let t = tempfile::tempdir().unwrap();
+        let root = procfs(t.path());
+        holder(t.path(), 100, 1, 1);
+        // nodediag as pid 300, whose descriptors (not read) say something else.
+        holder(t.path(), 300, 3, 9);
+        std::os::unix::fs::symlink("300", t.path().join("self")).unwrap();
+        let mut count = InotifyCount::new(1);
+        count.own_counts = &COUNTS;
+        assert_eq!(
+            user_1000(&count.count(&root, true).unwrap()),
+            (1, 1),
+            "none held"
+        );
+        COUNTS.opened();
+        COUNTS.watched();
+        COUNTS.watched();
+        let usage = count.count(&root, false).unwrap();
+        assert_eq!(user_1000(&usage), (2, 3));
+        let own = usage.users[&1000].top.iter().find(|h| h.pid == 300);
+        assert_eq!(own.map(|h| (h.instances, h.watches)), Some((1, 2)));
+        COUNTS.unwatched();
+        assert_eq!(user_1000(&count.count(&root, false).unwrap()), (2, 2));
+        COUNTS.unwatched();
+        COUNTS.closed();
+        assert_eq!(user_1000(&count.count(&root, false).unwrap()), (1, 1));
     }
 
     #[test]

@@ -1,16 +1,18 @@
-//! A cgroup directory's child cgroups, listed again only when their number changes.
-//! Listing every pod's directory each round (open, read two dozen entries, close) was
-//! the largest part of the cgroup collector's CPU at 500 pods, while containers are
-//! added and removed far less often than rounds run. cgroupfs (kernfs) gives a
-//! directory a link count of two plus its subdirectories, kept exact as cgroups are
-//! made and removed, so `fstat` on the directory held open says whether the set may
-//! have changed. A child removed and another made between two rounds leaves the count
-//! as it was: the caller sees the removed one gone when it reads it and drops the
-//! listing (see `Reader::read` in the collector).
+//! A cgroup directory's child cgroups, listed again only when they change. Listing
+//! every pod's directory each round (open, read two dozen entries, close) was the
+//! largest part of the cgroup collector's CPU at 500 pods, while containers are added
+//! and removed far less often than rounds run. A directory watched by [`DirWatch`]
+//! says so itself. Unwatched (no inotify instance or watch to spare), `fstat` on the
+//! directory held open tells: cgroupfs (kernfs) gives a directory a link count of two
+//! plus its subdirectories, kept exact as cgroups are made and removed. A child
+//! removed and another made between two rounds leaves that count as it was: the
+//! caller sees the removed one gone when it reads it and drops the listing (see
+//! `Reader::read` in the collector).
 //!
 //! Only for cgroupfs: other file systems (fixture trees) need not count links so.
 
 use super::child_cgroups;
+use super::dir_watch::{Changes, DirWatch, Watched};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -20,21 +22,33 @@ use std::path::Path;
 pub struct HeldListing {
     dir: File,
     links: u64,
+    watched: Option<Watched>,
 }
 
 impl HeldListing {
-    /// Opens and lists `dir`: the held directory and its child cgroups, sorted. The
-    /// link count is taken before the listing: a cgroup made between the two is
-    /// listed and counted again next time, never missed.
-    pub fn read(dir: &Path) -> io::Result<(Self, Vec<String>)> {
+    /// Opens and lists `dir`: the held directory and its child cgroups, sorted,
+    /// watched by `watch` when it has a watch to spare. The watch and the link count
+    /// are taken before the listing: a cgroup made between the two is listed and
+    /// seen as a change next time, never missed.
+    pub fn read(dir: &Path, watch: Option<&DirWatch>) -> io::Result<(Self, Vec<String>)> {
+        let watched = watch.and_then(|w| w.watch(dir).ok());
         let file = File::open(dir)?;
         let links = file.metadata()?.nlink();
-        Ok((Self { dir: file, links }, child_cgroups(dir)))
+        let held = Self {
+            dir: file,
+            links,
+            watched,
+        };
+        Ok((held, child_cgroups(dir)))
     }
 
-    /// Still the same number of child cgroups as when listed.
-    pub fn unchanged(&self) -> bool {
-        self.dir.metadata().is_ok_and(|m| m.nlink() == self.links)
+    /// The same child cgroups as when listed, as far as `changes` (from the watch
+    /// passed to [`HeldListing::read`]) or the link count tell.
+    pub fn unchanged(&self, changes: &Changes) -> bool {
+        match &self.watched {
+            Some(w) => !changes.touched(w),
+            None => self.dir.metadata().is_ok_and(|m| m.nlink() == self.links),
+        }
     }
 }
 
@@ -48,17 +62,31 @@ mod tests {
     fn a_child_made_or_removed_changes_it_and_a_file_does_not() {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir(t.path().join("a")).unwrap();
-        let (held, children) = HeldListing::read(t.path()).unwrap();
+        let (held, children) = HeldListing::read(t.path(), None).unwrap();
+        let unchanged = || held.unchanged(&Changes::All);
         assert_eq!(children, ["a"]);
-        assert!(held.unchanged());
+        assert!(unchanged());
         std::fs::write(t.path().join("cpu.stat"), "").unwrap();
-        assert!(held.unchanged(), "files are not cgroups");
+        assert!(unchanged(), "files are not cgroups");
         std::fs::create_dir(t.path().join("b")).unwrap();
-        assert!(!held.unchanged());
+        assert!(!unchanged());
         std::fs::remove_dir(t.path().join("b")).unwrap();
-        assert!(held.unchanged());
+        assert!(unchanged());
         std::fs::remove_dir(t.path().join("a")).unwrap();
-        assert!(!held.unchanged());
-        assert!(HeldListing::read(&t.path().join("gone")).is_err());
+        assert!(!unchanged());
+        assert!(HeldListing::read(&t.path().join("gone"), None).is_err());
+    }
+
+    #[test]
+    fn a_watched_listing_goes_by_its_watch_not_its_links() {
+        let t = tempfile::tempdir().unwrap();
+        let watch = DirWatch::new().unwrap();
+        let (held, _) = HeldListing::read(t.path(), Some(&watch)).unwrap();
+        assert!(held.unchanged(&watch.changes()));
+        std::fs::create_dir(t.path().join("b")).unwrap();
+        std::fs::remove_dir(t.path().join("b")).unwrap();
+        // The same link count as listed, yet a child came and went.
+        assert!(!held.unchanged(&watch.changes()));
+        assert!(held.unchanged(&watch.changes()), "reported once");
     }
 }

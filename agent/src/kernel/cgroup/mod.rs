@@ -3,6 +3,7 @@
 //! the directory of one cgroup.
 
 mod counter_files;
+mod dir_watch;
 mod files;
 mod held_listing;
 mod hierarchy;
@@ -11,6 +12,7 @@ mod stat;
 mod tree;
 
 pub use counter_files::{CounterFiles, LimitFiles};
+pub use dir_watch::{Changes, DirWatch};
 pub use files::{
     parse_v1_usage, read_v1_counters, read_v1_quota, read_v2_counters, read_v2_quota,
     v2_controllers,
