@@ -38,24 +38,27 @@ impl Rounds {
     }
 
     /// A collection ended and its result goes into the store now: scrapes keep its
-    /// signal's last encoding until the new one is made (see [`Rounds::ended`]).
+    /// signal's last encoding until the new one is made (see [`Rounds::recorded`]).
     pub fn recording(&self, collector: &'static str) {
         if let Some(m) = &self.metrics {
             m.will_warm(collector);
         }
     }
 
-    /// A collection ended and its result is in the store: its metrics are encoded
-    /// for the next scrape at once, off the threads that serve.
-    pub fn ended(&self, collector: &'static str) {
-        if let Some(m) = self.metrics.clone() {
-            tokio::task::spawn_blocking(move || {
-                let _lowered = thread_nice::Lowered::new();
-                if let Err(e) = m.warm_signal(collector) {
-                    tracing::warn!(error = %e, "encoding /metrics ahead of the next scrape");
-                }
-            });
+    /// A collection's result is in the store: its metrics are encoded for the next
+    /// scrape at once, on the collection's own thread (off the threads that serve,
+    /// and without another thread woken for it).
+    pub fn recorded(&self, collector: &'static str) {
+        if let Some(m) = &self.metrics {
+            let _lowered = thread_nice::Lowered::new();
+            if let Err(e) = m.warm_signal(collector) {
+                tracing::warn!(error = %e, "encoding /metrics ahead of the next scrape");
+            }
         }
+    }
+
+    /// A collection ended (with a sample, an error, or cancelled).
+    pub fn ended(&self) {
         self.collecting.fetch_sub(1, Ordering::SeqCst);
         self.wanted.notify_one();
     }
@@ -110,7 +113,7 @@ mod tests {
         let rounds = Arc::new(Rounds::default());
         rounds.started();
         rounds.started();
-        rounds.ended("test");
+        rounds.ended();
         let r = rounds.clone();
         let ended_at = tokio::spawn(async move {
             r.burst().await;
@@ -119,7 +122,7 @@ mod tests {
         let begun = Instant::now();
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(!ended_at.is_finished(), "one collection still runs");
-        rounds.ended("test");
+        rounds.ended();
         let at = ended_at.await.unwrap();
         assert_eq!(at - begun, Duration::from_millis(400));
     }
@@ -129,7 +132,7 @@ mod tests {
         let rounds = Rounds::default();
         rounds.started();
         rounds.started();
-        rounds.ended("test");
+        rounds.ended();
         let begun = Instant::now();
         rounds.burst().await;
         assert_eq!(begun.elapsed(), GATHER_AT_MOST);

@@ -81,6 +81,7 @@ async fn run(enabled: Enabled, store: Arc<Store>, timeout: Duration, rounds: Arc
             r.recording(name);
             s.record(name, at, started.elapsed(), result);
             s.add_cpu(name, cpu);
+            r.recorded(name);
             c
         });
         let joined = match tokio::time::timeout(timeout, &mut handle).await {
@@ -96,18 +97,18 @@ async fn run(enabled: Enabled, store: Arc<Store>, timeout: Duration, rounds: Arc
             Ok(c) => collector = Some(c),
             Err(e) => {
                 // Only cancellation at shutdown gets here: panics are caught inside.
-                rounds.recording(name);
+                // Not encoded ahead: scrapes encode the error for themselves.
                 store.record(
                     name,
                     at,
                     started.elapsed(),
                     Err(CollectError::Failed(format!("collection task ended: {e}"))),
                 );
-                rounds.ended(name);
+                rounds.ended();
                 return;
             }
         }
-        rounds.ended(name);
+        rounds.ended();
     }
 }
 
