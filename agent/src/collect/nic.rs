@@ -220,10 +220,15 @@ impl NicCollector {
                 modes,
             )
         } else {
-            let kind = l
-                .kind
-                .clone()
-                .or_else(|| sysfs_kind(&net_class::read(&self.root, &l.name, unreadable)));
+            // The loopback device is the link without a kind every node has: its
+            // hardware type names it, where sysfs took twenty files a round.
+            let kind = l.kind.clone().or_else(|| {
+                if l.link_type == net_class::ARPHRD_LOOPBACK {
+                    Some("loopback".into())
+                } else {
+                    sysfs_kind(&net_class::read(&self.root, &l.name, unreadable))
+                }
+            });
             (NicClass::Virtual, kind, None, None, (None, None))
         };
         // No stats attribute: counters unknown, not 0.

@@ -6,7 +6,7 @@ use serde::Serialize;
 use std::path::Path;
 
 const IFF_UP: u32 = 0x1;
-const ARPHRD_LOOPBACK: u64 = 772;
+pub const ARPHRD_LOOPBACK: u16 = 772;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,7 +99,7 @@ pub fn read(root: &HostRoot, name: &str, unreadable: &mut Vec<ReadError>) -> Sys
         speed_mbps: attrs.speed(&dir.join("speed")),
         duplex: attrs.duplex(&dir.join("duplex")),
         mtu: attrs.number(&dir.join("mtu")),
-        loopback: attrs.number(&dir.join("type")) == Some(ARPHRD_LOOPBACK),
+        loopback: attrs.number(&dir.join("type")) == Some(u64::from(ARPHRD_LOOPBACK)),
         bridge: dir.join("bridge").is_dir(),
         tun: dir.join("tun_flags").exists(),
         counters,
