@@ -431,7 +431,7 @@ impl Reader {
         if let Some(l) = self.kept.listings.get_mut(path) {
             if l.held.unchanged(&r.changes) {
                 l.round = r.number;
-                r.kept_files += 1;
+                r.kept_files += l.held.descriptors();
                 return l.children.clone();
             }
         }
@@ -445,7 +445,7 @@ impl Reader {
         let Some((held, names)) = held else {
             return children_of(path, &cgroup::child_cgroups(&dir));
         };
-        r.kept_files += 1;
+        r.kept_files += held.descriptors();
         let children = children_of(path, &names);
         let listing = Listing {
             round: r.number,

@@ -19,36 +19,46 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 #[derive(Debug)]
-pub struct HeldListing {
-    dir: File,
-    links: u64,
-    watched: Option<Watched>,
+pub struct HeldListing(Check);
+
+/// How a listing learns that its directory's children changed.
+#[derive(Debug)]
+enum Check {
+    /// The watch reports it.
+    Watched(Watched),
+    /// The directory, held open, counts a different number of links.
+    Links { dir: File, links: u64 },
 }
 
 impl HeldListing {
-    /// Opens and lists `dir`: the held directory and its child cgroups, sorted,
-    /// watched by `watch` when it has a watch to spare. The watch and the link count
-    /// are taken before the listing: a cgroup made between the two is listed and
-    /// seen as a change next time, never missed.
+    /// Lists `dir`, its child cgroups sorted, and keeps what tells of a change: a
+    /// watch from `watch` when it has one to spare, else the directory held open
+    /// and its link count. Either is taken before the listing: a cgroup made
+    /// between the two is listed and seen as a change next time, never missed.
     pub fn read(dir: &Path, watch: Option<&DirWatch>) -> io::Result<(Self, Vec<String>)> {
-        let watched = watch.and_then(|w| w.watch(dir).ok());
-        let file = File::open(dir)?;
-        let links = file.metadata()?.nlink();
-        let held = Self {
-            dir: file,
-            links,
-            watched,
+        let check = match watch.and_then(|w| w.watch(dir).ok()) {
+            Some(watched) => Check::Watched(watched),
+            None => {
+                let dir = File::open(dir)?;
+                let links = dir.metadata()?.nlink();
+                Check::Links { dir, links }
+            }
         };
-        Ok((held, child_cgroups(dir)))
+        Ok((Self(check), child_cgroups(dir)))
     }
 
     /// The same child cgroups as when listed, as far as `changes` (from the watch
     /// passed to [`HeldListing::read`]) or the link count tell.
     pub fn unchanged(&self, changes: &Changes) -> bool {
-        match &self.watched {
-            Some(w) => !changes.touched(w),
-            None => self.dir.metadata().is_ok_and(|m| m.nlink() == self.links),
+        match &self.0 {
+            Check::Watched(w) => !changes.touched(w),
+            Check::Links { dir, links } => dir.metadata().is_ok_and(|m| m.nlink() == *links),
         }
+    }
+
+    /// How many descriptors it holds: none when watched.
+    pub fn descriptors(&self) -> u64 {
+        u64::from(matches!(self.0, Check::Links { .. }))
     }
 }
 
@@ -65,6 +75,7 @@ mod tests {
         let (held, children) = HeldListing::read(t.path(), None).unwrap();
         let unchanged = || held.unchanged(&Changes::All);
         assert_eq!(children, ["a"]);
+        assert_eq!(held.descriptors(), 1, "held open");
         assert!(unchanged());
         std::fs::write(t.path().join("cpu.stat"), "").unwrap();
         assert!(unchanged(), "files are not cgroups");
@@ -82,6 +93,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let watch = DirWatch::new().unwrap();
         let (held, _) = HeldListing::read(t.path(), Some(&watch)).unwrap();
+        assert_eq!(held.descriptors(), 0, "watched, not held open");
         assert!(held.unchanged(&watch.changes()));
         std::fs::create_dir(t.path().join("b")).unwrap();
         std::fs::remove_dir(t.path().join("b")).unwrap();
