@@ -58,7 +58,7 @@ pub struct Watched {
 #[derive(Debug)]
 pub enum Changes {
     /// The watches these descriptors name saw a change.
-    Some(HashSet<i32>),
+    Seen(HashSet<i32>),
     /// Events were lost (the kernel's queue overflowed, or the instance could not
     /// be read): any directory may have changed.
     All,
@@ -67,7 +67,7 @@ pub enum Changes {
 impl Changes {
     pub fn touched(&self, watched: &Watched) -> bool {
         match self {
-            Changes::Some(wds) => wds.contains(&watched.wd),
+            Changes::Seen(wds) => wds.contains(&watched.wd),
             Changes::All => true,
         }
     }
@@ -117,7 +117,7 @@ impl DirWatch {
             let n = unsafe { libc::read(self.fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n < 0 {
                 return match io::Error::last_os_error().kind() {
-                    io::ErrorKind::WouldBlock => Changes::Some(touched),
+                    io::ErrorKind::WouldBlock => Changes::Seen(touched),
                     io::ErrorKind::Interrupted => continue,
                     _ => Changes::All,
                 };
@@ -161,7 +161,7 @@ mod tests {
 
     fn touched(w: &DirWatch, watched: &Watched) -> bool {
         match w.changes() {
-            Changes::Some(wds) => wds.contains(&watched.wd),
+            Changes::Seen(wds) => wds.contains(&watched.wd),
             Changes::All => panic!("no event should be lost here"),
         }
     }
@@ -205,7 +205,7 @@ mod tests {
         let _ = w.changes();
         std::fs::create_dir(t.path().join("c")).unwrap();
         match w.changes() {
-            Changes::Some(wds) => assert!(!wds.contains(&wd), "{wds:?}"),
+            Changes::Seen(wds) => assert!(!wds.contains(&wd), "{wds:?}"),
             Changes::All => panic!("no event should be lost here"),
         }
         assert!(w.watch(&t.path().join("gone")).is_err());
