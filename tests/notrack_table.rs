@@ -285,6 +285,22 @@ fn connections_to_an_exempt_port_leave_no_conntrack_entry() {
     );
 }
 
+/// The calling thread's namespace's early drops: `net/stat/nf_conntrack`'s
+/// `early_drop` column (hex), summed over its per-CPU lines.
+fn early_drops_here() -> u64 {
+    // /proc/net follows the process's namespace; thread-self, the calling thread's.
+    let stat = std::fs::read_to_string("/proc/thread-self/net/stat/nf_conntrack").unwrap();
+    let mut lines = stat.lines();
+    let column = lines
+        .next()
+        .and_then(|h| h.split_whitespace().position(|c| c == "early_drop"))
+        .expect("an early_drop column");
+    lines
+        .filter_map(|l| l.split_whitespace().nth(column))
+        .map(|v| u64::from_str_radix(v, 16).unwrap())
+        .sum()
+}
+
 #[test]
 fn with_the_table_full_only_the_exempt_port_takes_new_connections() {
     if !tools_present() {
@@ -323,11 +339,18 @@ fn with_the_table_full_only_the_exempt_port_takes_new_connections() {
         let remote = fetch(&pod.ns, SocketAddr::new(gateway.into(), exempt_port), t);
         assert_eq!(remote.expect("exempt port from the pod"), "ok");
     }
+    // A full table still admits a new connection when the kernel evicts an unreplied
+    // entry to make room (early_drop: it looks in the 8 buckets the new tuple hashes
+    // near, so about one try in 500 here finds one of the 64 UDP entries).
+    let early_drops = || in_netns(&node.0, early_drops_here);
+    let evicted_before = early_drops();
     let lo = fetch(&node, ([127, 0, 0, 1], tracked_port).into(), t);
     let remote = fetch(&pod.ns, SocketAddr::new(gateway.into(), tracked_port), t);
+    let evicted = early_drops() - evicted_before;
     assert!(
-        lo.is_err() && remote.is_err(),
-        "a tracked port must not take a new connection while the table is full: {lo:?} {remote:?}"
+        (lo.is_err() && remote.is_err()) || evicted > 0,
+        "a tracked port must not take a new connection while the table is full, but by \
+         an early drop: {lo:?} {remote:?}, {evicted} early drops"
     );
     assert_eq!(count().trim(), "64", "still full throughout");
     eprintln!("tracked port while full: loopback {lo:?}, from the pod {remote:?}");
