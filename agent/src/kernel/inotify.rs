@@ -188,7 +188,8 @@ impl InotifyCount {
         let own = std::fs::read_link(root.proc(&["self"]))
             .ok()
             .and_then(|p| p.to_str()?.parse::<u32>().ok());
-        self.own = own.and_then(|pid| Holding::own(root, pid, self.own_counts));
+        let last_own = self.own.take();
+        self.own = own.and_then(|pid| Holding::own(root, pid, self.own_counts, last_own));
         let mut known = HashMap::with_capacity_and_hasher(entries.len(), Default::default());
         for &entry in entries.iter().filter(|e| Some(e.pid) != own) {
             let pid = entry.pid.to_string();
@@ -268,17 +269,9 @@ impl Holding {
         if fds.is_empty() {
             return Ok(Some(Holding::default()));
         }
-        let status = match std::fs::read_to_string(root.proc(&[pid, "status"])) {
-            Ok(status) => status,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Exited),
-            Err(_) => return Ok(None),
-        };
-        let Some(uid) = parse_status_euid(&status) else {
+        let Some((uid, comm)) = identity(root, pid)? else {
             return Ok(None);
         };
-        let comm = std::fs::read_to_string(root.proc(&[pid, "comm"]))
-            .map(|c| c.trim().to_string())
-            .unwrap_or_default();
         let mut h = Holding {
             uid,
             comm,
@@ -293,22 +286,29 @@ impl Holding {
     }
 
     /// nodediag's own instances, as `counts` has them; None when it holds none (or
-    /// its status does not read).
-    fn own(root: &HostRoot, pid: u32, counts: &OwnInotify) -> Option<(u32, Holding)> {
+    /// its status does not read). Its uid and name are read once, `last` keeps them.
+    fn own(
+        root: &HostRoot,
+        pid: u32,
+        counts: &OwnInotify,
+        last: Option<(u32, Holding)>,
+    ) -> Option<(u32, Holding)> {
         let (instances, watches) = counts.held();
         if instances == 0 {
             return None;
         }
-        let pid_dir = pid.to_string();
-        let status = std::fs::read_to_string(root.proc(&[&pid_dir, "status"])).ok()?;
-        let comm = std::fs::read_to_string(root.proc(&[&pid_dir, "comm"])).unwrap_or_default();
-        let h = Holding {
-            uid: parse_status_euid(&status)?,
-            comm: comm.trim().to_string(),
-            fds: Vec::new(),
-            instances,
-            watches,
+        let mut h = match last {
+            Some((p, h)) if p == pid => h,
+            _ => {
+                let (uid, comm) = identity(root, &pid.to_string()).ok().flatten()?;
+                Holding {
+                    uid,
+                    comm,
+                    ..Holding::default()
+                }
+            }
         };
+        (h.instances, h.watches) = (instances, watches);
         Some((pid, h))
     }
 
@@ -326,6 +326,23 @@ impl Holding {
         }
         all
     }
+}
+
+/// A process's effective uid and name; None when its status does not read or parse,
+/// [`Exited`] when it is gone.
+fn identity(root: &HostRoot, pid: &str) -> Result<Option<(u32, String)>, Exited> {
+    let status = match std::fs::read_to_string(root.proc(&[pid, "status"])) {
+        Ok(status) => status,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Exited),
+        Err(_) => return Ok(None),
+    };
+    let Some(uid) = parse_status_euid(&status) else {
+        return Ok(None);
+    };
+    let comm = std::fs::read_to_string(root.proc(&[pid, "comm"]))
+        .map(|c| c.trim().to_string())
+        .unwrap_or_default();
+    Ok(Some((uid, comm)))
 }
 
 /// The descriptors of one process that are inotify instances.
@@ -451,6 +468,8 @@ mod tests {
         assert_eq!(user_1000(&usage), (2, 3));
         let own = usage.users[&1000].top.iter().find(|h| h.pid == 300);
         assert_eq!(own.map(|h| (h.instances, h.watches)), Some((1, 2)));
+        // Its uid and name are kept from the first read.
+        std::fs::remove_file(t.path().join("300/status")).unwrap();
         COUNTS.unwatched();
         assert_eq!(user_1000(&count.count(&root, false).unwrap()), (2, 2));
         COUNTS.unwatched();
