@@ -145,13 +145,18 @@ impl CgroupSample {
     /// The counters of `pods`, packed, sharing `previous` keys if they are the same.
     pub fn pack_counters(&self, previous: &Arc<[u64]>) -> PackedCounters {
         let mut all: Vec<Counters> = self
-            .pods
-            .iter()
-            .flat_map(|p| std::iter::once(&p.cgroup).chain(p.containers.iter().map(|c| &c.cgroup)))
+            .cgroups()
             .map(|c| (path_key(&c.path), c.stat))
             .collect();
         all.sort_unstable_by_key(|(k, _)| *k);
         PackedCounters::pack(&all, previous)
+    }
+
+    /// Every pod's cgroup and its containers'.
+    pub fn cgroups(&self) -> impl Iterator<Item = &CpuCgroup> {
+        self.pods
+            .iter()
+            .flat_map(|p| std::iter::once(&p.cgroup).chain(p.containers.iter().map(|c| &c.cgroup)))
     }
 
     pub fn containers(&self) -> impl Iterator<Item = (&PodCpu, &ContainerCpu)> {

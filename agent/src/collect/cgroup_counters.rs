@@ -123,6 +123,28 @@ impl Iterator for Iter<'_> {
     }
 }
 
+impl Iter<'_> {
+    /// The counters of `key`, passing over smaller keys by their headers alone; None,
+    /// with nothing past `key` consumed, when `key` is not there. Keys sought must
+    /// rise: the rules look up a few cgroups of every sample in the window.
+    pub fn seek(&mut self, key: u64) -> Option<CpuStat> {
+        while self.keys.as_slice().first()? < &key {
+            self.keys.next();
+            let (header, rest) = self.bytes.split_first_chunk::<2>()?;
+            let header = u16::from_le_bytes(*header);
+            let widths = (0..4)
+                .map(|i| usize::from(header >> (4 * i) & 0xf))
+                .filter(|&w| w != ABSENT)
+                .sum::<usize>();
+            self.bytes = rest.get(widths..)?;
+        }
+        match self.keys.as_slice().first() {
+            Some(&k) if k == key => self.next().map(|(_, stat)| stat),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +170,26 @@ mod tests {
         let packed = PackedCounters::pack(&counters, &Arc::from([]));
         assert_eq!(packed.iter().collect::<Vec<_>>(), counters);
         assert!(PackedCounters::pack(&[], &Arc::from([])).is_empty());
+    }
+
+    #[test]
+    fn seeking_skips_smaller_keys_and_finds_only_those_there() {
+        let counters = [
+            (2, stat(1, 0, 0, None)),
+            (4, stat(300, 200, 1 << 40, Some(u64::MAX))),
+            (6, stat(0, 0, 0, Some(5))),
+            (8, stat(9, 9, 9, Some(9))),
+        ];
+        let packed = PackedCounters::pack(&counters, &Arc::from([]));
+        let mut it = packed.iter();
+        assert_eq!(it.seek(1), None);
+        assert_eq!(it.seek(3), None);
+        assert_eq!(it.seek(6), Some(counters[2].1));
+        assert_eq!(it.seek(7), None);
+        assert_eq!(it.next(), Some(counters[3]));
+        assert_eq!(it.seek(9), None);
+        let mut it = packed.iter();
+        assert_eq!(it.seek(8), Some(counters[3].1));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::window::within;
 use super::{Finding, FindingDef, RuleContext, Severity};
-use crate::collect::cgroup::{path_key, CpuCgroup, PackedCounters, PodCpu};
+use crate::collect::cgroup::{path_key, CpuCgroup, PodCpu};
 use crate::collect::pods::{Name, Qos};
 use crate::collect::CgroupSample;
 use crate::flags::parse_ratio;
@@ -11,8 +11,6 @@ use crate::kernel::cgroup::CpuStat;
 use crate::store::Snapshot;
 use crate::text::{format_cores, round4, short_id};
 use serde::Serialize;
-use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub const CPU_THROTTLED: FindingDef = FindingDef {
@@ -162,36 +160,48 @@ pub fn throttling(
     history: &[(SystemTime, &CgroupSample)],
     window: Duration,
 ) -> (Vec<Throttling>, Vec<Throttling>) {
-    summaries(history, window, |_, _| true)
+    summaries(history, window, |_| true, |_, _| true)
 }
 
 /// [`throttling`] of the cgroups `keep` picks by their limit and deltas: the rules
-/// need only the few throttled among a node's thousands.
+/// need only the few throttled among a node's thousands. Only those `may_keep` picks
+/// by the newest sample alone are followed through the window, and `keep` is asked
+/// of them only.
 fn summaries(
     history: &[(SystemTime, &CgroupSample)],
     window: Duration,
+    may_keep: impl Fn(&CpuCgroup) -> bool,
     keep: impl Fn(&CpuCgroup, &Deltas) -> bool,
 ) -> (Vec<Throttling>, Vec<Throttling>) {
     let recent = within(history, window);
     let Some(&(_, latest)) = recent.last() else {
         return (Vec::new(), Vec::new());
     };
-    let runs = runs(recent);
-    let deltas_of = |path: &str| {
-        let key = path_key(path);
-        runs.binary_search_by_key(&key, |(k, _)| *k)
-            .map_or_else(|_| Deltas::default(), |i| runs[i].1.deltas())
+    let mut followed: Vec<u64> = latest
+        .cgroups()
+        .filter(|cg| may_keep(cg))
+        .map(|cg| path_key(&cg.path))
+        .collect();
+    followed.sort_unstable();
+    followed.dedup();
+    let runs = runs(recent, followed);
+    let kept = |cg: &CpuCgroup| {
+        if !may_keep(cg) {
+            return None;
+        }
+        let d = runs
+            .binary_search_by_key(&path_key(&cg.path), |(k, _)| *k)
+            .map_or_else(|_| Deltas::default(), |i| runs[i].1.deltas());
+        keep(cg, &d).then_some(d)
     };
     let mut containers = Vec::new();
     let mut pods = Vec::new();
     for p in &latest.pods {
-        let d = deltas_of(&p.cgroup.path);
-        if keep(&p.cgroup, &d) {
+        if let Some(d) = kept(&p.cgroup) {
             pods.push(summarise(p, None, None, &p.cgroup, d));
         }
         for c in &p.containers {
-            let d = deltas_of(&c.cgroup.path);
-            if keep(&c.cgroup, &d) {
+            if let Some(d) = kept(&c.cgroup) {
                 let (name, id) = (c.container.clone(), Some(c.container_id.clone()));
                 containers.push(summarise(p, name, id, &c.cgroup, d));
             }
@@ -202,28 +212,16 @@ fn summaries(
     (containers, pods)
 }
 
-/// Each cgroup of the newest sample, by path key, folded over the samples. Every
-/// sample's counters are sorted by key, so each is merged with the newest's in one
-/// pass (a search per cgroup per sample was most of the rules' cost at 500 pods).
-fn runs(samples: &[(SystemTime, &CgroupSample)]) -> Vec<(u64, Run)> {
-    let counters: Vec<(SystemTime, Cow<PackedCounters>)> =
-        samples.iter().map(|(at, s)| (*at, s.counters())).collect();
-    let Some((_, newest)) = counters.last() else {
-        return Vec::new();
-    };
-    let mut runs: Vec<(u64, Run)> = newest.keys().iter().map(|&k| (k, Run::default())).collect();
-    for (at, sample) in &counters {
-        if Arc::ptr_eq(sample.keys(), newest.keys()) {
-            // The same cgroups as the newest: no key to compare.
-            for ((_, run), (_, stat)) in runs.iter_mut().zip(sample.iter()) {
-                run.add(*at, stat);
-            }
-            continue;
-        }
-        let mut theirs = sample.iter().peekable();
+/// The cgroups of `keys` (sorted), folded over the samples. Every sample's counters
+/// are sorted by key too, so each is merged with `keys` in one pass (a search per
+/// cgroup per sample was most of the rules' cost at 500 pods).
+fn runs(samples: &[(SystemTime, &CgroupSample)], keys: Vec<u64>) -> Vec<(u64, Run)> {
+    let mut runs: Vec<(u64, Run)> = keys.into_iter().map(|k| (k, Run::default())).collect();
+    for (at, sample) in samples {
+        let counters = sample.counters();
+        let mut theirs = counters.iter();
         for (key, run) in runs.iter_mut() {
-            while theirs.next_if(|(k, _)| k < key).is_some() {}
-            if let Some((_, stat)) = theirs.next_if(|(k, _)| k == key) {
+            if let Some(stat) = theirs.seek(*key) {
                 run.add(*at, stat);
             }
         }
@@ -290,7 +288,13 @@ pub fn rules(snapshot: &Snapshot, t: &Thresholds, ctx: &RuleContext, out: &mut V
             && d.periods > 0
             && d.throttled as f64 / d.periods as f64 + 1e-4 >= t.throttled_ratio
     };
-    let (containers, _) = summaries(&history, ctx.window, maybe_throttled);
+    // The window's rise of a throttled count is at most its newest value, so a
+    // cgroup not throttled since it was made passes only a ratio that 0 passes:
+    // such cgroups, and those without a limit, need no walk through the window.
+    let zero_passes = 1e-4 >= t.throttled_ratio;
+    let may_be_throttled =
+        |cg: &CpuCgroup| cg.quota.is_some() && (cg.stat.nr_throttled > 0 || zero_passes);
+    let (containers, _) = summaries(&history, ctx.window, may_be_throttled, maybe_throttled);
     for c in &containers {
         let Some(throttled) = cpu_throttled(c, t, at) else {
             continue;
@@ -418,6 +422,7 @@ mod tests {
     use crate::collect::cgroup::{CgroupVersion, ContainerCpu};
     use crate::diagnose::testing::{run_rules, store_with};
     use crate::kernel::cgroup::{CpuQuota, CpuStat};
+    use std::sync::Arc;
 
     const UID: &str = "0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9";
     const CID: &str = "4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d";
@@ -539,9 +544,47 @@ mod tests {
     }
 
     #[test]
+    fn a_container_never_throttled_is_flagged_only_by_a_zero_ratio() {
+        let samples = [Some((1000, 0, 0)), Some((1100, 0, 7_500))];
+        assert!(run(&samples, Some(true)).is_empty());
+        let zero = Thresholds {
+            throttled_ratio: 0.0,
+            ..Thresholds::default()
+        };
+        let store = store_with(samples.iter().map(|c| sample(*c, Some(true))));
+        let f = run_rules(rules, &store, &zero);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].evidence["throttled_ratio"], 0.0);
+        assert_eq!(f[0].evidence["periods"], 100);
+    }
+
+    #[test]
+    fn a_count_that_rose_before_the_window_alone_is_followed_but_not_flagged() {
+        // Throttled once, long ago: its newest count is not 0, its window's rise is.
+        let f = run(
+            &[Some((1000, 400, 0)), Some((1100, 400, 7_500))],
+            Some(true),
+        );
+        assert!(f.is_empty(), "{f:?}");
+        // And a reset in the window: the deltas start after it, as for any other.
+        let f = run(
+            &[
+                Some((1000, 400, 0)),
+                Some((10, 0, 100)),
+                Some((110, 30, 1_600)),
+            ],
+            Some(true),
+        );
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].evidence["periods"], 100);
+        assert_eq!(f[0].evidence["throttled_periods"], 30);
+    }
+
+    #[test]
     fn rounds_sharing_their_keys_read_as_rounds_that_do_not() {
-        // The collector's rounds share keys while the cgroups stay the same; the rules
-        // then skip comparing them. A container missing, then recreated, in between.
+        // The collector's rounds share keys while the cgroups stay the same, where
+        // older samples each have keys of their own. A container missing, then
+        // recreated, in between.
         let rounds = [
             Some((1000, 10, 0)),
             Some((1100, 35, 7_500)),
