@@ -1,6 +1,6 @@
 //! Cost of one cgroup collection with 300 containers (100 pods of 3), and of what
-//! reads its samples afterwards (window math for the rules and the API, metrics) or
-//! keeps them (a sample recorded into a full window).
+//! reads its samples afterwards (window math for the API, the rules' evaluation,
+//! metrics) or keeps them (a sample recorded into a full window).
 //!
 //! `collect/tree`: a cgroup v1 tree of plain files (any machine).
 //! `collect/cgroupfs`: the same pods as real cgroups in the host's v1 cpu and cpuacct
@@ -9,7 +9,8 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use nodediag::collect::cgroup::CgroupCollector;
 use nodediag::collect::{CgroupSample, Collector};
-use nodediag::diagnose::cgroup::throttling;
+use nodediag::diagnose::cgroup::{rules, throttling, Thresholds};
+use nodediag::diagnose::RuleContext;
 use nodediag::host::HostRoot;
 use nodediag::metrics::exposition::Format;
 use nodediag::signals;
@@ -175,29 +176,43 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
-    // 21 samples: a 5 minute window at the 15 s default interval.
-    let store = Arc::new(Store::new("bench".into(), Duration::from_secs(300)));
-    store.register("cgroup", Duration::from_secs(15));
     let t0 = SystemTime::now();
-    for i in 0..21u64 {
-        let mut s: CgroupSample = sample.clone();
-        for p in &mut s.pods {
-            for c in &mut p.containers {
-                c.cgroup.stat.nr_periods += i * 150;
-                c.cgroup.stat.nr_throttled += i * 40;
-            }
-        }
-        store.record(
-            "cgroup",
-            t0 + Duration::from_secs(15 * i),
-            Duration::ZERO,
-            Ok(Arc::new(s)),
-        );
-    }
+    let store = window(&sample, t0, |_| true);
     let snap = store.snapshot();
     c.bench_function("window/throttling_300_containers_21_samples", |b| {
         b.iter(|| throttling(&snap.history::<CgroupSample>(), snap.window))
     });
+    let ctx = RuleContext {
+        window: snap.window,
+    };
+    let thresholds = Thresholds::default();
+    let mut out = Vec::new();
+    c.bench_function(
+        "window/rules_300_containers_21_samples_all_throttled",
+        |b| {
+            b.iter(|| {
+                out.clear();
+                rules(&snap, &thresholds, &ctx, &mut out)
+            })
+        },
+    );
+    assert_eq!(
+        out.len(),
+        PODS * CONTAINERS_PER_POD,
+        "every container cpu_throttled"
+    );
+    // The rules follow through the window only cgroups throttled at some time.
+    let few = window(&sample, t0, |i| i % 10 == 0).snapshot();
+    c.bench_function(
+        "window/rules_300_containers_21_samples_one_in_ten_throttled",
+        |b| {
+            b.iter(|| {
+                out.clear();
+                rules(&few, &thresholds, &ctx, &mut out)
+            })
+        },
+    );
+    assert_eq!(out.len(), PODS * CONTAINERS_PER_POD / 10);
     c.bench_function("metrics/render_300_containers", |b| {
         b.iter(|| signals::metrics_exposition(store.clone()).encode(Format::Text))
     });
@@ -215,6 +230,38 @@ fn bench(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+}
+
+/// 21 samples of `sample`, a 5 minute window at the 15 s default interval. The
+/// containers `throttled` picks (by their place in the sample) are throttled in
+/// about a quarter of their periods; the others have never been.
+fn window(sample: &CgroupSample, t0: SystemTime, throttled: impl Fn(usize) -> bool) -> Arc<Store> {
+    let store = Arc::new(Store::new("bench".into(), Duration::from_secs(300)));
+    store.register("cgroup", Duration::from_secs(15));
+    let mut keys = Arc::from([]);
+    for i in 0..21u64 {
+        let mut s: CgroupSample = sample.clone();
+        let containers = s.pods.iter_mut().flat_map(|p| p.containers.iter_mut());
+        for (n, c) in containers.enumerate() {
+            let stat = &mut c.cgroup.stat;
+            stat.nr_periods += i * 150;
+            if throttled(n) {
+                stat.nr_throttled += i * 40;
+            } else {
+                (stat.nr_throttled, stat.throttled_ns) = (0, 0);
+            }
+        }
+        // As the collector packs them, sharing the last round's keys.
+        s.counters = s.pack_counters(&keys);
+        keys = s.counters.keys().clone();
+        store.record(
+            "cgroup",
+            t0 + Duration::from_secs(15 * i),
+            Duration::ZERO,
+            Ok(Arc::new(s)),
+        );
+    }
+    store
 }
 
 criterion_group!(benches, bench);
