@@ -84,6 +84,11 @@ impl PackedCounters {
     }
 }
 
+/// The byte width of counter `i` in `header`; None when the counter is absent.
+fn width(header: u16, i: u16) -> Option<usize> {
+    Some(usize::from(header >> (4 * i) & 0xf)).filter(|&w| w != ABSENT)
+}
+
 /// Decodes as it goes: the rules walk every sample of the window each evaluation.
 pub struct Iter<'a> {
     keys: std::slice::Iter<'a, u64>,
@@ -99,10 +104,7 @@ impl Iterator for Iter<'_> {
         let header = u16::from_le_bytes(*header);
         self.bytes = rest;
         let mut field = |i: u16| {
-            let width = usize::from(header >> (4 * i) & 0xf);
-            if width == ABSENT {
-                return None;
-            }
+            let width = width(header, i)?;
             // A whole word, then the counter's bytes of it: the packing ends in a
             // word of padding so that the last counter can be read so too.
             let word = u64::from_le_bytes(*self.bytes.first_chunk::<8>()?);
@@ -132,10 +134,7 @@ impl Iter<'_> {
             self.keys.next();
             let (header, rest) = self.bytes.split_first_chunk::<2>()?;
             let header = u16::from_le_bytes(*header);
-            let widths = (0..4)
-                .map(|i| usize::from(header >> (4 * i) & 0xf))
-                .filter(|&w| w != ABSENT)
-                .sum::<usize>();
+            let widths: usize = (0..4).filter_map(|i| width(header, i)).sum();
             self.bytes = rest.get(widths..)?;
         }
         match self.keys.as_slice().first() {

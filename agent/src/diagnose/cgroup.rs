@@ -185,13 +185,12 @@ fn summaries(
     followed.sort_unstable();
     followed.dedup();
     let runs = runs(recent, followed);
+    // A cgroup of the newest sample has a run exactly when it is followed.
     let kept = |cg: &CpuCgroup| {
-        if !may_keep(cg) {
-            return None;
-        }
-        let d = runs
+        let i = runs
             .binary_search_by_key(&path_key(&cg.path), |(k, _)| *k)
-            .map_or_else(|_| Deltas::default(), |i| runs[i].1.deltas());
+            .ok()?;
+        let d = runs[i].1.deltas();
         keep(cg, &d).then_some(d)
     };
     let mut containers = Vec::new();
@@ -485,8 +484,16 @@ mod tests {
     }
 
     fn run(samples: &[Option<(u64, u64, u64)>], fix: Option<bool>) -> Vec<Finding> {
+        run_with(samples, fix, &Thresholds::default())
+    }
+
+    fn run_with(
+        samples: &[Option<(u64, u64, u64)>],
+        fix: Option<bool>,
+        t: &Thresholds,
+    ) -> Vec<Finding> {
         let store = store_with(samples.iter().map(|c| sample(*c, fix)));
-        run_rules(rules, &store, &Thresholds::default())
+        run_rules(rules, &store, t)
     }
 
     #[test]
@@ -551,8 +558,7 @@ mod tests {
             throttled_ratio: 0.0,
             ..Thresholds::default()
         };
-        let store = store_with(samples.iter().map(|c| sample(*c, Some(true))));
-        let f = run_rules(rules, &store, &zero);
+        let f = run_with(&samples, Some(true), &zero);
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].evidence["throttled_ratio"], 0.0);
         assert_eq!(f[0].evidence["periods"], 100);
