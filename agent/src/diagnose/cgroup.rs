@@ -160,18 +160,18 @@ pub fn throttling(
     history: &[(SystemTime, &CgroupSample)],
     window: Duration,
 ) -> (Vec<Throttling>, Vec<Throttling>) {
-    summaries(history, window, |_| true, |_, _| true)
+    summaries(history, window, |_| true, |_| true)
 }
 
-/// [`throttling`] of the cgroups `keep` picks by their limit and deltas: the rules
-/// need only the few throttled among a node's thousands. Only those `may_keep` picks
-/// by the newest sample alone are followed through the window, and `keep` is asked
-/// of them only.
+/// [`throttling`] of the cgroups `may_keep` picks by the newest sample alone and then
+/// `keep` by their deltas over the window: the rules need only the few throttled
+/// among a node's thousands, and only those `may_keep` picks are followed through
+/// the window.
 fn summaries(
     history: &[(SystemTime, &CgroupSample)],
     window: Duration,
     may_keep: impl Fn(&CpuCgroup) -> bool,
-    keep: impl Fn(&CpuCgroup, &Deltas) -> bool,
+    keep: impl Fn(&Deltas) -> bool,
 ) -> (Vec<Throttling>, Vec<Throttling>) {
     let recent = within(history, window);
     let Some(&(_, latest)) = recent.last() else {
@@ -191,7 +191,7 @@ fn summaries(
             .binary_search_by_key(&path_key(&cg.path), |(k, _)| *k)
             .ok()?;
         let d = runs[i].1.deltas();
-        keep(cg, &d).then_some(d)
+        keep(&d).then_some(d)
     };
     let mut containers = Vec::new();
     let mut pods = Vec::new();
@@ -280,19 +280,18 @@ pub fn rules(snapshot: &Snapshot, t: &Thresholds, ctx: &RuleContext, out: &mut V
     let Some(&(at, latest)) = history.last() else {
         return;
     };
-    // Every container cpu_throttled could flag, and a few more: it compares the
-    // ratio rounded to four places.
-    let maybe_throttled = |cg: &CpuCgroup, d: &Deltas| {
-        cg.quota.is_some()
-            && d.periods > 0
-            && d.throttled as f64 / d.periods as f64 + 1e-4 >= t.throttled_ratio
-    };
+    // cpu_throttled compares the ratio rounded to four places: a little under the
+    // threshold may pass.
+    let may_pass = |ratio: f64| ratio + 1e-4 >= t.throttled_ratio;
     // The window's rise of a throttled count is at most its newest value, so a
-    // cgroup not throttled since it was made passes only a ratio that 0 passes:
-    // such cgroups, and those without a limit, need no walk through the window.
-    let zero_passes = 1e-4 >= t.throttled_ratio;
+    // cgroup not throttled since it was made passes only if a ratio of 0 does: such
+    // cgroups, and those without a limit, need no walk through the window.
+    let zero_passes = may_pass(0.0);
     let may_be_throttled =
         |cg: &CpuCgroup| cg.quota.is_some() && (cg.stat.nr_throttled > 0 || zero_passes);
+    // Of those, every container cpu_throttled could flag, and a few more.
+    let maybe_throttled =
+        |d: &Deltas| d.periods > 0 && may_pass(d.throttled as f64 / d.periods as f64);
     let (containers, _) = summaries(&history, ctx.window, may_be_throttled, maybe_throttled);
     for c in &containers {
         let Some(throttled) = cpu_throttled(c, t, at) else {
@@ -562,6 +561,28 @@ mod tests {
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].evidence["throttled_ratio"], 0.0);
         assert_eq!(f[0].evidence["periods"], 100);
+    }
+
+    #[test]
+    fn a_container_without_a_limit_is_never_flagged_whatever_its_counts() {
+        let limited: Vec<CgroupSample> = [Some((1000, 10, 0)), Some((1100, 90, 7_500))]
+            .iter()
+            .map(|c| sample(*c, Some(true)))
+            .collect();
+        let unlimited = limited.iter().cloned().map(|mut s| {
+            s.pods[0].containers[0].cgroup.quota = None;
+            s
+        });
+        let zero = Thresholds {
+            throttled_ratio: 0.0,
+            ..Thresholds::default()
+        };
+        for t in [Thresholds::default(), zero] {
+            let f = run_rules(rules, &store_with(limited.iter().cloned()), &t);
+            assert_eq!(f.len(), 1, "the same counts with a limit: {f:?}");
+            let f = run_rules(rules, &store_with(unlimited.clone()), &t);
+            assert!(f.is_empty(), "{f:?}");
+        }
     }
 
     #[test]
