@@ -1,7 +1,8 @@
 //! Cost of /metrics for a store holding a large node (500 interfaces, conntrack
 //! statistics, findings) in each exposition format: encoding samples the exposition
 //! has not seen (done once per round, ahead of the scrape), and a scrape between
-//! rounds (what Prometheus waits for). Neither does kernel I/O.
+//! rounds (what Prometheus waits for); text also in gzip, as Prometheus asks for it.
+//! Neither does kernel I/O.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nodediag::collect::nic::{Nic, NicClass};
@@ -118,6 +119,13 @@ fn encode(c: &mut Criterion) {
             b.iter(|| exposition.encode(format))
         });
     }
+    // gzip: the signals compressed once per encoding, the rest at each scrape.
+    group.bench_function("text_0.0.4_gzip/new_samples", |b| {
+        b.iter(|| signals::metrics_exposition(store.clone()).scrape(Format::Text, true))
+    });
+    group.bench_function("text_0.0.4_gzip/scrape", |b| {
+        b.iter(|| exposition.scrape(Format::Text, true))
+    });
     group.finish();
 }
 

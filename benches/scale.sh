@@ -10,7 +10,7 @@
 # three processes run side by side on it:
 #   - nodediag at its defaults (every collector, --interval 15s), pointed at that
 #     rootfs and at /run/netns, scraped every 15 s: its RSS once its rule window is
-#     full;
+#     full (every scrape here asks for gzip, as Prometheus's do);
 #   - nodediag at --interval 1s: its RSS (the rule window holds up to 300 samples), and
 #     /metrics latency while it collects every second, in turn with /healthz (no
 #     work behind it) after the same pause: what any request costs on this machine,
@@ -295,10 +295,11 @@ for N in "${SIZES[@]}"; do
       echo "$(rss_kib "$a") $(rss_kib "$b") $(rss_kib "$ne")" >> "$work/rss"
     fi
     if [ $SECONDS -ge $next_ne ]; then
-      curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$pn/metrics" >> "$work/lat-ne"
+      # Both asking for gzip, as Prometheus does.
+      curl -s --compressed -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$pn/metrics" >> "$work/lat-ne"
       # The default agent is scraped as Prometheus would too: its RSS then holds the
       # encoded /metrics it keeps for the next scrape, as on a real node.
-      curl -s -o /dev/null "http://127.0.0.1:$pa/metrics"
+      curl -s --compressed -o /dev/null "http://127.0.0.1:$pa/metrics"
       next_ne=$((next_ne + 15))
     fi
     sleep 1

@@ -9,9 +9,12 @@
 //! connection), a tail of the client and of accepting, not of what `/metrics`
 //! serves.
 //!
+//! Each request asks for gzip, as Prometheus's do (`--identity`: not); the latency is
+//! until the last byte of the body, as it came: decompressing is the scraper's work.
+//!
 //! `cargo bench --bench scrape_latency -- --bench --port P --seconds S [--every MS]
-//! --metrics FILE --healthz FILE` appends each latency in seconds, one a line, to
-//! the two files. Under `cargo test` it checks itself against a server of its own:
+//! [--identity] --metrics FILE --healthz FILE` appends each latency in seconds, one a
+//! line, to the two files. Under `cargo test` it checks itself against a server of its own:
 //! every request answered, over one connection.
 
 use std::fs::OpenOptions;
@@ -25,6 +28,7 @@ struct Args {
     port: u16,
     seconds: u64,
     every: Duration,
+    gzip: bool,
     metrics: Option<PathBuf>,
     healthz: Option<PathBuf>,
 }
@@ -35,6 +39,7 @@ fn args() -> Args {
         port: 0,
         seconds: 0,
         every: Duration::from_millis(250),
+        gzip: true,
         metrics: None,
         healthz: None,
     };
@@ -50,6 +55,7 @@ fn args() -> Args {
             "--port" => a.port = number("--port", value("--port")) as u16,
             "--seconds" => a.seconds = number("--seconds", value("--seconds")),
             "--every" => a.every = Duration::from_millis(number("--every", value("--every"))),
+            "--identity" => a.gzip = false,
             "--metrics" => a.metrics = Some(value("--metrics").into()),
             "--healthz" => a.healthz = Some(value("--healthz").into()),
             // What cargo passes a test binary (filters, --nocapture ...): not ours.
@@ -67,7 +73,7 @@ struct Timed {
 
 /// Requests `/metrics` and `/healthz` in turn until `until`, `every` apart. A failed
 /// request ends the run: a latency that was not a scrape must not be counted.
-fn run(port: u16, every: Duration, until: Instant) -> Result<Timed, String> {
+fn run(port: u16, every: Duration, gzip: bool, until: Instant) -> Result<Timed, String> {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))
         .max_idle_connections_per_host(1)
@@ -85,7 +91,12 @@ fn run(port: u16, every: Duration, until: Instant) -> Result<Timed, String> {
         turn += 1;
         let url = format!("http://127.0.0.1:{port}{path}");
         let started = Instant::now();
-        let response = agent.get(&url).call().map_err(|e| format!("{url}: {e}"))?;
+        let encoding = if gzip { "gzip" } else { "identity" };
+        let response = agent
+            .get(&url)
+            .set("Accept-Encoding", encoding)
+            .call()
+            .map_err(|e| format!("{url}: {e}"))?;
         // Read to the end, as a scraper does: the connection goes back to the pool
         // only then, and the body is what the scrape costs.
         let mut body = Vec::new();
@@ -146,7 +157,8 @@ fn main() {
         let port = listener.local_addr().expect("its address").port();
         let server = serve_counting(listener);
         let until = Instant::now() + Duration::from_millis(200);
-        let timed = run(port, Duration::from_millis(10), until).expect("every request answered");
+        let timed =
+            run(port, Duration::from_millis(10), true, until).expect("every request answered");
         assert!(
             timed.metrics.len() >= 2 && timed.healthz.len() >= 2,
             "too few requests in 200 ms: {} and {}",
@@ -162,7 +174,7 @@ fn main() {
         panic!("--metrics FILE and --healthz FILE are needed");
     };
     let until = Instant::now() + Duration::from_secs(args.seconds);
-    let timed = run(args.port, args.every, until).unwrap_or_else(|e| {
+    let timed = run(args.port, args.every, args.gzip, until).unwrap_or_else(|e| {
         eprintln!("scrape_latency: {e}");
         std::process::exit(1);
     });

@@ -125,6 +125,48 @@ fn metrics_match_the_golden_files_and_pass_the_linters() {
     promtool_check_openmetrics(&om);
 }
 
+#[test]
+fn gzip_is_served_to_a_scraper_that_asks_and_reads_as_the_golden_files() {
+    let agent = degraded_agent();
+    // Prometheus's order in the golden test: text first, then OpenMetrics.
+    for (accept, golden) in [
+        ("text/plain;version=0.0.4", "metrics.prom"),
+        (OPENMETRICS, "metrics.openmetrics"),
+    ] {
+        let r = ureq::get(&agent.url("/metrics"))
+            .set("Accept", accept)
+            .set("Accept-Encoding", "gzip")
+            .call()
+            .expect("GET /metrics");
+        assert_eq!(r.header("Content-Encoding"), Some("gzip"));
+        assert_eq!(r.header("Vary"), Some("accept, accept-encoding"));
+        let length: usize = r.header("Content-Length").unwrap().parse().unwrap();
+        let mut compressed = Vec::new();
+        r.into_reader().read_to_end(&mut compressed).unwrap();
+        assert_eq!(compressed.len(), length);
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&compressed[..])
+            .read_to_string(&mut text)
+            .expect("one gzip stream, its CRC-32 and length right");
+        assert!(
+            compressed.len() * 3 < text.len(),
+            "{} of {}",
+            compressed.len(),
+            text.len()
+        );
+        assert_golden(&text, golden);
+    }
+    let r = ureq::get(&agent.url("/metrics"))
+        .set("Accept-Encoding", "gzip;q=0, identity")
+        .call()
+        .unwrap();
+    assert_eq!(r.header("Content-Encoding"), None);
+    assert!(r
+        .into_string()
+        .unwrap()
+        .contains("# TYPE nodediag_scrapes_total counter\n"));
+}
+
 /// (name, type) of each length-delimited MetricFamily message.
 fn protobuf_families(mut body: &[u8]) -> Vec<(String, String)> {
     use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::{

@@ -4,6 +4,7 @@
 
 use crate::finding::Severity;
 use crate::metrics::exposition::{Exposition, Format};
+use crate::metrics::gzip;
 use crate::store::{Snapshot, Store};
 
 mod access;
@@ -26,7 +27,7 @@ pub mod web_flags;
 pub(crate) mod web_metrics;
 pub mod web_server;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
@@ -224,13 +225,28 @@ async fn metrics_handler(
     metrics: Arc<Exposition>,
 ) -> Result<Response, ApiError> {
     query(q.0, &[])?;
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let format = Format::negotiate(accept);
+    let header_str = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let format = Format::negotiate(header_str(header::ACCEPT));
+    let gzip = gzip::accepted(header_str(header::ACCEPT_ENCODING));
     let body = metrics
-        .scrape(format)
+        .scrape(format, gzip)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let body = axum::body::Body::new(parts_body::Parts::new(body));
-    Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
+    let mut response = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
+    let h = response.headers_mut();
+    // The body depends on both: a cache in between must know.
+    h.insert(
+        header::VARY,
+        HeaderValue::from_static("accept, accept-encoding"),
+    );
+    if gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    Ok(response)
 }
 
 async fn healthz(q: RawQuery) -> Result<&'static str, ApiError> {

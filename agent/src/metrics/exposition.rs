@@ -8,12 +8,15 @@
 //! records, in the formats scrapers asked for lately and only when their next scrape
 //! may come before the collector records again, so a scrape does not wait for the
 //! encoding of hundreds of pods' series and no encoding is made that none reads.
+//! For a scraper that asks for gzip, each encoding is compressed once, beside it
+//! ([`super::gzip`]).
 //!
 //! Encoding from the latest samples means series whose source is gone (a container,
 //! a veth, a directory, a DNS server) are not exposed any more, with no registered
 //! metric to forget to remove.
 
 use super::family::Families;
+use super::gzip::{self, Piece};
 use crate::store::{Snapshot, Store};
 use axum::body::Bytes;
 use prometheus_client::collector::Collector;
@@ -153,6 +156,8 @@ struct Scrapes {
 struct Cadence {
     /// 0: never.
     last: u64,
+    /// When a scrape of it last asked for gzip; 0: never.
+    last_gzip: u64,
     /// The gaps between the last scrapes; 0: not seen yet.
     gaps: [u64; GAPS_KEPT],
     next_gap: usize,
@@ -163,12 +168,15 @@ struct Cadence {
 const GAPS_KEPT: usize = 4;
 
 impl Cadence {
-    fn add(&mut self, ms: u64) {
+    fn add(&mut self, ms: u64, gzip: bool) {
         if self.last > 0 {
             self.gaps[self.next_gap] = ms.saturating_sub(self.last).max(1);
             self.next_gap = (self.next_gap + 1) % GAPS_KEPT;
         }
         self.last = ms;
+        if gzip {
+            self.last_gzip = ms;
+        }
     }
 
     /// Whether the next scrape may come by `deadline`: yes unless its gaps are known
@@ -200,10 +208,10 @@ impl Scrapes {
         self.cadence.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn add(&self, f: Format) {
+    fn add(&self, f: Format, gzip: bool) {
         self.count[f as usize].fetch_add(1, Ordering::Relaxed);
         let now = self.now();
-        self.cadence()[f as usize].add(now);
+        self.cadence()[f as usize].add(now, gzip);
     }
 
     fn get(&self, f: Format) -> u64 {
@@ -211,18 +219,17 @@ impl Scrapes {
     }
 
     /// Formats a scraper asked for within [`WARM_FOR`] whose next scrape may come
-    /// within `within` from now.
-    fn expected(&self, within: Duration) -> Vec<Format> {
+    /// within `within` from now, each with whether one asked for it in gzip then.
+    fn expected(&self, within: Duration) -> Vec<(Format, bool)> {
         let now = self.now();
         let deadline = now + within.as_millis() as u64;
+        let lately = |at: u64| at > 0 && now.saturating_sub(at) <= WARM_FOR.as_millis() as u64;
         let cadence = self.cadence();
         Format::ALL
             .into_iter()
-            .filter(|f| {
-                let c = &cadence[*f as usize];
-                c.last > 0
-                    && now.saturating_sub(c.last) <= WARM_FOR.as_millis() as u64
-                    && c.may_come_by(deadline)
+            .filter_map(|f| {
+                let c = &cadence[f as usize];
+                (lately(c.last) && c.may_come_by(deadline)).then_some((f, lately(c.last_gzip)))
             })
             .collect()
     }
@@ -269,10 +276,15 @@ impl Exposition {
         self.extra.register_collector(collector);
     }
 
-    /// Encodes one scrape and counts it (the scrape sees itself counted).
-    pub fn scrape(&self, format: Format) -> Result<Vec<Bytes>, EncodeError> {
-        self.scrapes.add(format);
-        self.parts(format)
+    /// Encodes one scrape and counts it (the scrape sees itself counted): the parts
+    /// a response sends, in gzip if `gzip`.
+    pub fn scrape(&self, format: Format, gzip: bool) -> Result<Vec<Bytes>, EncodeError> {
+        self.scrapes.add(format, gzip);
+        if gzip {
+            self.gzip_parts(format)
+        } else {
+            self.parts(format)
+        }
     }
 
     /// The collector called `name` is about to record: until [`Self::warm_signal`]
@@ -300,7 +312,12 @@ impl Exposition {
             .scrapes
             .expected(interval + warming_slack(interval))
             .into_iter()
-            .try_for_each(|format| signals().try_for_each(|s| s.encoded(format, false).map(drop)));
+            .try_for_each(|(format, gzip)| {
+                signals().try_for_each(|s| match gzip {
+                    true => s.compressed(format, false).map(drop),
+                    false => s.encoded(format, false).map(drop),
+                })
+            });
         for s in signals() {
             s.lock().warming_since = None;
         }
@@ -323,11 +340,40 @@ impl Exposition {
         }
         parts.push(Bytes::from(encode_registry(&self.extra, format)?));
         if format == Format::OpenMetrics {
-            parts.push(Bytes::from_static(b"# EOF\n"));
+            parts.push(Bytes::from_static(OPENMETRICS_EOF));
         }
         Ok(parts)
     }
+
+    /// [`Self::parts`] as one gzip stream: the signals' pieces as they were
+    /// compressed when encoded, the rest compressed now.
+    fn gzip_parts(&self, format: Format) -> Result<Vec<Bytes>, EncodeError> {
+        let now = |bytes: &[u8]| compress(bytes, format);
+        let mut pieces = Vec::with_capacity(self.signals.len() + 3);
+        pieces.push(now(&encode_registry(&self.own, format)?)?);
+        for s in &self.signals {
+            pieces.push(s.compressed(format, true)?);
+        }
+        pieces.push(now(&encode_registry(&self.extra, format)?)?);
+        if format == Format::OpenMetrics {
+            pieces.push(now(OPENMETRICS_EOF)?);
+        }
+        Ok(gzip::stream(pieces.iter().map(|p| &**p)))
+    }
 }
+
+/// `bytes` as a piece of a gzip response in `format`.
+fn compress(bytes: &[u8], format: Format) -> Result<Arc<Piece>, EncodeError> {
+    Piece::compress(bytes)
+        .map(Arc::new)
+        .map_err(|e| EncodeError {
+            format,
+            reason: format!("gzip: {e}"),
+        })
+}
+
+/// What only the whole OpenMetrics exposition ends with.
+const OPENMETRICS_EOF: &[u8] = b"# EOF\n";
 
 /// A registry's families in `format`; OpenMetrics without its `# EOF`, which only
 /// the whole exposition ends with.
@@ -381,7 +427,13 @@ struct Encodings {
 /// and whether its samples were shown (a failing collector's are not).
 type Source = Option<(u64, bool)>;
 
-type Encoded = (Source, Bytes);
+#[derive(Clone)]
+struct Encoded {
+    source: Source,
+    bytes: Bytes,
+    /// `bytes` compressed, once a scrape asked for gzip.
+    gzip: Option<Arc<Piece>>,
+}
 
 impl CachedSignal {
     fn new(name: &'static str, store: Arc<Store>, encode: EncodeFn) -> Self {
@@ -420,7 +472,9 @@ impl CachedSignal {
         let last_len = {
             let e = self.lock();
             match &e.by_format[slot] {
-                Some((at, bytes)) => {
+                Some(Encoded {
+                    source: at, bytes, ..
+                }) => {
                     // Only the collection before the one being encoded: an older
                     // encoding (the last were not warmed) is not served for a newer.
                     let warming = e
@@ -436,8 +490,32 @@ impl CachedSignal {
             }
         };
         let bytes = Bytes::from(encode_registry_sized(&self.registry, format, last_len)?);
-        self.lock().by_format[slot] = Some((source, bytes.clone()));
+        self.lock().by_format[slot] = Some(Encoded {
+            source,
+            bytes: bytes.clone(),
+            gzip: None,
+        });
         Ok(bytes)
+    }
+
+    /// [`Self::encoded`], compressed: once per encoding, kept beside it.
+    fn compressed(&self, format: Format, scrape: bool) -> Result<Arc<Piece>, EncodeError> {
+        let slot = format as usize;
+        let bytes = self.encoded(format, scrape)?;
+        // The same encoding, not an equal one: Bytes clones share their buffer.
+        let same = |e: &Encoded| e.bytes.as_ptr() == bytes.as_ptr() && e.bytes.len() == bytes.len();
+        let kept = self.lock().by_format[slot]
+            .as_ref()
+            .filter(|e| same(e))
+            .and_then(|e| e.gzip.clone());
+        if let Some(piece) = kept {
+            return Ok(piece);
+        }
+        let piece = compress(&bytes, format)?;
+        if let Some(e) = self.lock().by_format[slot].as_mut().filter(|e| same(e)) {
+            e.gzip = Some(piece.clone());
+        }
+        Ok(piece)
     }
 }
 
@@ -588,7 +666,7 @@ mod tests {
         let encoded = || ENCODED.load(Ordering::SeqCst);
         let e = Exposition::of_signal::<Probe>(store.clone(), encode_probe);
         record();
-        let scrape = |f| String::from_utf8(e.scrape(f).unwrap().concat()).unwrap();
+        let scrape = |f| String::from_utf8(e.scrape(f, false).unwrap().concat()).unwrap();
         assert!(scrape(Format::Text).contains("probe_runs 1\n"));
         assert!(scrape(Format::Text).contains("probe_runs 1\n"));
         assert_eq!(
@@ -634,18 +712,18 @@ mod tests {
     fn the_next_scrape_is_expected_from_the_shortest_recent_gap() {
         let mut c = Cadence::default();
         assert!(c.may_come_by(0), "never scraped: any time");
-        c.add(1_000);
+        c.add(1_000, false);
         assert!(c.may_come_by(1_000), "one scrape: no gap known yet");
-        c.add(61_000);
+        c.add(61_000, false);
         assert!(!c.may_come_by(120_000));
         assert!(c.may_come_by(121_000));
         // Two scrapers 10 s apart, each every 60 s: the closer pair counts, until it
         // is out of the gaps kept.
-        c.add(71_000);
-        c.add(121_000);
+        c.add(71_000, false);
+        c.add(121_000, false);
         assert!(c.may_come_by(131_000) && !c.may_come_by(130_999));
         for at in [181_000, 241_000, 301_000, 361_000] {
-            c.add(at);
+            c.add(at, false);
         }
         assert!(!c.may_come_by(420_999) && c.may_come_by(421_000));
     }
@@ -655,7 +733,7 @@ mod tests {
         let store = probe_store(15);
         let record = || record_probe(&store);
         let e = Exposition::of_signal::<Probe>(store.clone(), encode_runs);
-        let scrape = |f| String::from_utf8(e.scrape(f).unwrap().concat()).unwrap();
+        let scrape = |f| String::from_utf8(e.scrape(f, false).unwrap().concat()).unwrap();
         let text_scraped_every =
             |ms| e.scrapes.cadence()[Format::Text as usize].gaps = [ms; GAPS_KEPT];
         // Scraped every 60 s, last just now: the next scrape comes after the next
@@ -663,7 +741,11 @@ mod tests {
         record();
         scrape(Format::Text);
         text_scraped_every(60_000);
-        let text_kept = || e.signals[0].lock().by_format[Format::Text as usize].clone();
+        let text_kept = || {
+            e.signals[0].lock().by_format[Format::Text as usize]
+                .clone()
+                .map(|k| (k.source, k.bytes))
+        };
         let before = text_kept();
         e.will_warm("probe");
         record();
@@ -686,12 +768,48 @@ mod tests {
     }
 
     #[test]
+    fn a_gzip_scrape_reads_as_the_plain_one_and_compresses_each_encoding_once() {
+        use std::io::Read;
+        let store = probe_store(15);
+        let e = Exposition::of_signal::<Probe>(store.clone(), encode_runs);
+        let gunzip = |parts: Vec<Bytes>| {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&parts.concat()[..])
+                .read_to_end(&mut out)
+                .expect("one gzip stream");
+            out
+        };
+        let piece = || {
+            e.signals[0].lock().by_format[Format::Text as usize]
+                .clone()?
+                .gzip
+        };
+        record_probe(&store);
+        for f in Format::ALL {
+            let plain = e.scrape(f, false).unwrap().concat();
+            assert_eq!(gunzip(e.scrape(f, true).unwrap()), plain, "{f:?}");
+        }
+        let first = piece().expect("kept beside its encoding");
+        e.scrape(Format::Text, true).unwrap();
+        assert!(Arc::ptr_eq(&first, &piece().unwrap()), "compressed again");
+        // Warmed in gzip for a scraper that asked for it: the next scrape finds it.
+        e.will_warm("probe");
+        record_probe(&store);
+        e.warm_signal("probe").unwrap();
+        let warmed = piece().expect("compressed when warmed");
+        assert!(!Arc::ptr_eq(&first, &warmed));
+        let text = gunzip(e.scrape(Format::Text, true).unwrap());
+        assert!(String::from_utf8(text).unwrap().contains("probe_runs 2\n"));
+        assert!(Arc::ptr_eq(&warmed, &piece().unwrap()));
+    }
+
+    #[test]
     fn scrapes_are_counted_by_format_and_seen_in_the_next_scrape() {
         let store = Arc::new(Store::new("n".into(), std::time::Duration::from_secs(60)));
         let e = Exposition::new(store);
-        e.scrape(Format::Protobuf).unwrap();
-        e.scrape(Format::OpenMetrics).unwrap();
-        let text = String::from_utf8(e.scrape(Format::Text).unwrap().concat()).unwrap();
+        e.scrape(Format::Protobuf, false).unwrap();
+        e.scrape(Format::OpenMetrics, true).unwrap();
+        let text = String::from_utf8(e.scrape(Format::Text, false).unwrap().concat()).unwrap();
         for line in [
             "nodediag_scrapes_total{format=\"text\"} 1\n",
             "nodediag_scrapes_total{format=\"openmetrics\"} 1\n",

@@ -7,6 +7,7 @@ pub mod disk;
 pub mod dns;
 pub mod exposition;
 pub mod family;
+pub mod gzip;
 pub mod histogram;
 pub mod kmsg;
 pub mod netns;

@@ -1,0 +1,182 @@
+//! `/metrics` in gzip, which Prometheus asks for with every scrape. At 500 pods the
+//! exposition is about 900 KB of text and 60 KB compressed.
+//!
+//! Each signal's encoding is compressed once, when it is encoded, into a [`Piece`]:
+//! DEFLATE blocks that refer to nothing before them and end on a byte boundary (a
+//! sync flush), so pieces can follow one another in any stream. A response is a gzip
+//! header, the pieces in order, an empty final block and the trailer, whose CRC-32 is
+//! combined from the pieces' own (RFC 1951 3.2, RFC 1952 2.3). A scrape compresses
+//! only the small families that change with every request; any gzip reader sees one
+//! ordinary stream, not several members.
+
+use axum::body::Bytes;
+use flate2::{Compress, Compression, FlushCompress};
+
+/// One part of the exposition, compressed on its own.
+#[derive(Debug, Clone)]
+pub struct Piece {
+    deflate: Bytes,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+/// gzip's header: DEFLATE, no name or time, from an unknown OS.
+const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+/// The block that ends the stream: final, fixed codes, only the end-of-block code.
+const LAST_BLOCK: [u8; 2] = [0x03, 0x00];
+
+impl Piece {
+    /// At level 1: miniz_oxide's fastest, 0.8 ms for the 918 KB of 500 pods on a
+    /// 2-core VM (60 KB), where level 2 took 3.2 ms for 53 KB.
+    pub fn compress(data: &[u8]) -> Result<Piece, flate2::CompressError> {
+        let mut deflate = Compress::new(Compression::fast(), false);
+        let mut out = Vec::with_capacity(data.len() / 8 + 64);
+        loop {
+            let done = deflate.total_in() as usize;
+            deflate.compress_vec(&data[done..], &mut out, FlushCompress::Sync)?;
+            // The flush is complete once all input is in and it left room unused.
+            if deflate.total_in() as usize == data.len() && out.len() < out.capacity() {
+                break;
+            }
+            out.reserve(out.capacity());
+        }
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(data);
+        Ok(Piece {
+            deflate: Bytes::from(out),
+            crc,
+            len: data.len() as u64,
+        })
+    }
+
+    /// The compressed size.
+    pub fn compressed_len(&self) -> usize {
+        self.deflate.len()
+    }
+}
+
+/// One gzip stream of `pieces`, in order, as the parts a response sends.
+pub fn stream<'a>(pieces: impl IntoIterator<Item = &'a Piece>) -> Vec<Bytes> {
+    let mut parts = vec![Bytes::from_static(&HEADER)];
+    let mut crc = crc32fast::Hasher::new();
+    let mut len = 0u64;
+    for p in pieces {
+        crc.combine(&p.crc);
+        len += p.len;
+        parts.push(p.deflate.clone());
+    }
+    let mut trailer = Vec::with_capacity(LAST_BLOCK.len() + 8);
+    trailer.extend_from_slice(&LAST_BLOCK);
+    trailer.extend_from_slice(&crc.finalize().to_le_bytes());
+    // ISIZE is the length modulo 2^32.
+    trailer.extend_from_slice(&(len as u32).to_le_bytes());
+    parts.push(Bytes::from(trailer));
+    parts
+}
+
+/// Whether an `Accept-Encoding` header takes gzip: named (or as `x-gzip`) with a
+/// q above 0, or through `*` when gzip is not named. Without the header, no.
+pub fn accepted(accept_encoding: Option<&str>) -> bool {
+    let mut any = false;
+    for coding in accept_encoding.unwrap_or("").split(',') {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or("").to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(0.0));
+        match name.as_str() {
+            "gzip" | "x-gzip" => return q > 0.0,
+            "*" => any = q > 0.0,
+            _ => {}
+        }
+    }
+    any
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn gunzip(parts: &[Bytes]) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        // A single-member reader: the pieces must make one stream, not several.
+        flate2::read::GzDecoder::new(&parts.concat()[..]).read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    fn pieces(texts: &[&[u8]]) -> Vec<Piece> {
+        texts.iter().map(|t| Piece::compress(t).unwrap()).collect()
+    }
+
+    #[test]
+    fn pieces_compressed_apart_read_back_as_one_stream() {
+        let big: Vec<u8> = (0..50_000u32)
+            .flat_map(|i| format!("nodediag_x{{pod=\"p{}\"}} {}\n", i % 977, i).into_bytes())
+            .collect();
+        let texts: [&[u8]; 5] = [b"# own\n", b"", &big, b"tail 1\n", &big[..70_001]];
+        let parts = stream(&pieces(&texts));
+        assert_eq!(gunzip(&parts).unwrap(), texts.concat());
+        let compressed: usize = parts.iter().map(Bytes::len).sum();
+        assert!(
+            compressed * 5 < texts.concat().len(),
+            "{compressed} bytes compressed"
+        );
+        assert_eq!(gunzip(&stream(&[])).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_wrong_checksum_or_length_is_caught_by_the_reader() {
+        let mut parts = stream(&pieces(&[b"a 1\n", b"b 2\n"]));
+        let mut trailer = parts.pop().unwrap().to_vec();
+        trailer[3] ^= 1;
+        parts.push(Bytes::from(trailer.clone()));
+        assert!(gunzip(&parts).is_err(), "a corrupt CRC-32 must not read");
+        trailer[3] ^= 1;
+        trailer[6] ^= 1;
+        *parts.last_mut().unwrap() = Bytes::from(trailer);
+        assert!(gunzip(&parts).is_err(), "a wrong length must not read");
+    }
+
+    #[test]
+    fn the_system_gzip_reads_the_stream_too() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("gzip")
+            .arg("-dc")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gzip, an essential package of every Debian system");
+        let body = stream(&pieces(&[b"one 1\n", b"two 2\n", b"three 3\n"])).concat();
+        child.stdin.take().unwrap().write_all(&body).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, b"one 1\ntwo 2\nthree 3\n");
+    }
+
+    #[test]
+    fn accept_encoding_is_read_as_http_says() {
+        let a = |h: &str| accepted(Some(h));
+        assert!(!accepted(None));
+        // Prometheus's scrape and Go's client.
+        assert!(a("gzip"));
+        assert!(a("deflate, gzip;q=1.0, *;q=0.5"));
+        assert!(a("x-gzip"));
+        assert!(a("GZIP; Q=0.3"));
+        assert!(a("*"));
+        assert!(!a("identity"));
+        assert!(!a("gzip;q=0"));
+        assert!(!a("*, gzip;q=0"));
+        assert!(!a("br, deflate"));
+        assert!(!a("*;q=0"));
+        assert!(!a(""));
+    }
+}
