@@ -281,19 +281,23 @@ impl Collector for KmsgCollector {
             )));
         }
         // OOM victims are named once, when first published: the pod's log
-        // directories are removed with the pod, the kernel log line stays.
-        let unnamed = lock(&journal).events.iter().any(needs_pod);
-        if unnamed {
+        // directories are removed with the pod, the kernel log line stays. The lock
+        // is held from the naming to the copy below, so that no victim the follower
+        // adds in between is published unnamed.
+        let mut guard = lock(&journal);
+        if guard.events.iter().any(needs_pod) {
+            // The directories are read without it: the follower goes on meanwhile.
+            drop(guard);
             let (index, missing) = PodIndex::read(&self.root);
             self.pod_index_missing = missing;
-            for e in lock(&journal).events.iter_mut().filter(|e| needs_pod(e)) {
+            guard = lock(&journal);
+            for e in guard.events.iter_mut().filter(|e| needs_pod(e)) {
                 if let KernelEvent::OomKill(k) = &e.event {
                     e.pod = k.memory_cgroup.as_deref().and_then(|c| index.attribute(c));
                 }
                 e.attributed = true;
             }
         }
-        let guard = lock(&journal);
         let events: Vec<LoggedEvent> = guard.events.iter().cloned().collect();
         let mut totals: BTreeMap<EventKind, u64> =
             EventKind::ALL.into_iter().map(|k| (k, 0)).collect();
