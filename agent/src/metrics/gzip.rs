@@ -62,11 +62,6 @@ impl Piece {
             len: data.len() as u64,
         })
     }
-
-    /// The compressed size.
-    pub fn compressed_len(&self) -> usize {
-        self.deflate.len()
-    }
 }
 
 /// One gzip stream of `pieces`, in order, as the parts a response sends.
