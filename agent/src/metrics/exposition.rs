@@ -333,32 +333,39 @@ impl Exposition {
     /// as they are, where copying the signals' encodings (900 KB at 500 pods) into
     /// one buffer was a sixth of a scrape's CPU.
     fn parts(&self, format: Format) -> Result<Vec<Bytes>, EncodeError> {
-        let mut parts = Vec::with_capacity(self.signals.len() + 3);
-        parts.push(Bytes::from(encode_registry(&self.own, format)?));
-        for s in &self.signals {
-            parts.push(s.encoded(format, true)?);
-        }
-        parts.push(Bytes::from(encode_registry(&self.extra, format)?));
-        if format == Format::OpenMetrics {
-            parts.push(Bytes::from_static(OPENMETRICS_EOF));
-        }
-        Ok(parts)
+        self.in_order(format, |b| Ok(Bytes::from(b)), |s| s.encoded(format, true))
     }
 
     /// [`Self::parts`] as one gzip stream: the signals' pieces as they were
     /// compressed when encoded, the rest compressed now.
     fn gzip_parts(&self, format: Format) -> Result<Vec<Bytes>, EncodeError> {
-        let now = |bytes: &[u8]| compress(bytes, format);
-        let mut pieces = Vec::with_capacity(self.signals.len() + 3);
-        pieces.push(now(&encode_registry(&self.own, format)?)?);
-        for s in &self.signals {
-            pieces.push(s.compressed(format, true)?);
-        }
-        pieces.push(now(&encode_registry(&self.extra, format)?)?);
-        if format == Format::OpenMetrics {
-            pieces.push(now(OPENMETRICS_EOF)?);
-        }
+        let pieces = self.in_order(
+            format,
+            |b| compress(&b, format),
+            |s| s.compressed(format, true),
+        )?;
         Ok(gzip::stream(pieces.iter().map(|p| &**p)))
+    }
+
+    /// The exposition's parts in their order: nodediag's own families, each
+    /// signal's as `kept` has them, what else is added, and OpenMetrics' `# EOF`;
+    /// what is encoded now goes through `fresh`.
+    fn in_order<T>(
+        &self,
+        format: Format,
+        fresh: impl Fn(Vec<u8>) -> Result<T, EncodeError>,
+        kept: impl Fn(&CachedSignal) -> Result<T, EncodeError>,
+    ) -> Result<Vec<T>, EncodeError> {
+        let mut parts = Vec::with_capacity(self.signals.len() + 3);
+        parts.push(fresh(encode_registry(&self.own, format)?)?);
+        for s in &self.signals {
+            parts.push(kept(s)?);
+        }
+        parts.push(fresh(encode_registry(&self.extra, format)?)?);
+        if format == Format::OpenMetrics {
+            parts.push(fresh(b"# EOF\n".to_vec())?);
+        }
+        Ok(parts)
     }
 }
 
@@ -371,9 +378,6 @@ fn compress(bytes: &[u8], format: Format) -> Result<Arc<Piece>, EncodeError> {
             reason: format!("gzip: {e}"),
         })
 }
-
-/// What only the whole OpenMetrics exposition ends with.
-const OPENMETRICS_EOF: &[u8] = b"# EOF\n";
 
 /// A registry's families in `format`; OpenMetrics without its `# EOF`, which only
 /// the whole exposition ends with.
@@ -427,7 +431,6 @@ struct Encodings {
 /// and whether its samples were shown (a failing collector's are not).
 type Source = Option<(u64, bool)>;
 
-#[derive(Clone)]
 struct Encoded {
     source: Source,
     bytes: Bytes,
@@ -743,8 +746,8 @@ mod tests {
         text_scraped_every(60_000);
         let text_kept = || {
             e.signals[0].lock().by_format[Format::Text as usize]
-                .clone()
-                .map(|k| (k.source, k.bytes))
+                .as_ref()
+                .map(|k| (k.source, k.bytes.clone()))
         };
         let before = text_kept();
         e.will_warm("probe");
@@ -781,8 +784,9 @@ mod tests {
         };
         let piece = || {
             e.signals[0].lock().by_format[Format::Text as usize]
-                .clone()?
+                .as_ref()?
                 .gzip
+                .clone()
         };
         record_probe(&store);
         for f in Format::ALL {
