@@ -9,19 +9,21 @@
 //! may come before the collector records again, so a scrape does not wait for the
 //! encoding of hundreds of pods' series and no encoding is made that none reads.
 //! For a scraper that asks for gzip, each encoding is compressed once, beside it
-//! ([`super::gzip`]).
+//! ([`super::gzip`]); when no scraper asked for it plain lately, text is compressed
+//! as it is encoded and only the compressed piece is kept.
 //!
 //! Encoding from the latest samples means series whose source is gone (a container,
 //! a veth, a directory, a DNS server) are not exposed any more, with no registered
 //! metric to forget to remove.
 
 use super::family::Families;
-use super::gzip::{self, Piece};
+use super::gzip::{self, Piece, PieceWriter};
 use crate::store::{Snapshot, Store};
 use axum::body::Bytes;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{prometheus_protobuf, prometheus_text, text, DescriptorEncoder};
 use prometheus_client::registry::Registry;
+use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -142,6 +144,22 @@ pub struct EncodeError {
     reason: String,
 }
 
+impl EncodeError {
+    fn gzip(format: Format, e: flate2::CompressError) -> Self {
+        Self {
+            format,
+            reason: format!("gzip: {e}"),
+        }
+    }
+
+    fn unwritten(format: Format) -> Self {
+        Self {
+            format,
+            reason: "a family could not be written".into(),
+        }
+    }
+}
+
 /// Scrapes served, and when each format was asked for.
 #[derive(Debug)]
 struct Scrapes {
@@ -156,8 +174,9 @@ struct Scrapes {
 struct Cadence {
     /// 0: never.
     last: u64,
-    /// When a scrape of it last asked for gzip; 0: never.
+    /// When a scrape of it last asked for gzip, and when for it plain; 0: never.
     last_gzip: u64,
+    last_plain: u64,
     /// The gaps between the last scrapes; 0: not seen yet.
     gaps: [u64; GAPS_KEPT],
     next_gap: usize,
@@ -174,8 +193,9 @@ impl Cadence {
             self.next_gap = (self.next_gap + 1) % GAPS_KEPT;
         }
         self.last = ms;
-        if gzip {
-            self.last_gzip = ms;
+        match gzip {
+            true => self.last_gzip = ms,
+            false => self.last_plain = ms,
         }
     }
 
@@ -219,8 +239,9 @@ impl Scrapes {
     }
 
     /// Formats a scraper asked for within [`WARM_FOR`] whose next scrape may come
-    /// within `within` from now, each with whether one asked for it in gzip then.
-    fn expected(&self, within: Duration) -> Vec<(Format, bool)> {
+    /// within `within` from now, each with how it was asked for then: plain, in
+    /// gzip, or both.
+    fn expected(&self, within: Duration) -> Vec<(Format, Asked)> {
         let now = self.now();
         let deadline = now + within.as_millis() as u64;
         let lately = |at: u64| at > 0 && now.saturating_sub(at) <= WARM_FOR.as_millis() as u64;
@@ -229,10 +250,21 @@ impl Scrapes {
             .into_iter()
             .filter_map(|f| {
                 let c = &cadence[f as usize];
-                (lately(c.last) && c.may_come_by(deadline)).then_some((f, lately(c.last_gzip)))
+                let asked = Asked {
+                    plain: lately(c.last_plain),
+                    gzip: lately(c.last_gzip),
+                };
+                (lately(c.last) && c.may_come_by(deadline)).then_some((f, asked))
             })
             .collect()
     }
+}
+
+/// How a format was asked for lately.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    plain: bool,
+    gzip: bool,
 }
 
 /// What `/metrics` encodes.
@@ -312,10 +344,16 @@ impl Exposition {
             .scrapes
             .expected(interval + warming_slack(interval))
             .into_iter()
-            .try_for_each(|(format, gzip)| {
-                signals().try_for_each(|s| match gzip {
-                    true => s.compressed(format, false).map(drop),
-                    false => s.encoded(format, false).map(drop),
+            .try_for_each(|(format, asked)| {
+                // Plain first: compressing it then encodes nothing again.
+                signals().try_for_each(|s| {
+                    if asked.plain {
+                        s.encoded(format, false)?;
+                    }
+                    if asked.gzip {
+                        s.compressed(format, false)?;
+                    }
+                    Ok(())
                 })
             });
         for s in signals() {
@@ -373,10 +411,7 @@ impl Exposition {
 fn compress(bytes: &[u8], format: Format) -> Result<Arc<Piece>, EncodeError> {
     Piece::compress(bytes)
         .map(Arc::new)
-        .map_err(|e| EncodeError {
-            format,
-            reason: format!("gzip: {e}"),
-        })
+        .map_err(|e| EncodeError::gzip(format, e))
 }
 
 /// A registry's families in `format`; OpenMetrics without its `# EOF`, which only
@@ -393,21 +428,42 @@ fn encode_registry_sized(
     format: Format,
     expected: usize,
 ) -> Result<Vec<u8>, EncodeError> {
-    let failed = |reason: String| EncodeError { format, reason };
     match format {
-        Format::Protobuf => {
-            prometheus_protobuf::encode_to_vec(registry).map_err(|e| failed(e.to_string()))
-        }
+        Format::Protobuf => prometheus_protobuf::encode_to_vec(registry).map_err(|e| EncodeError {
+            format,
+            reason: e.to_string(),
+        }),
         Format::Text | Format::OpenMetrics => {
             let mut out = String::with_capacity(expected + expected / 16);
             let written = match format {
                 Format::Text => prometheus_text::encode(&mut out, registry),
                 _ => text::encode_registry(&mut out, registry),
             };
-            written.map_err(|_| failed("a family could not be written".into()))?;
+            written.map_err(|_| EncodeError::unwritten(format))?;
             Ok(out.into_bytes())
         }
     }
+}
+
+/// A registry's families in `format`, compressed as they are encoded into a piece
+/// about `expected` bytes long: text is never kept whole, only protobuf is.
+fn encode_compressed(
+    registry: &Registry,
+    format: Format,
+    expected: usize,
+) -> Result<Arc<Piece>, EncodeError> {
+    if format == Format::Protobuf {
+        return compress(&encode_registry(registry, format)?, format);
+    }
+    let mut out = PieceWriter::new(expected + expected / 16);
+    let written = match format {
+        Format::OpenMetrics => text::encode_registry(&mut out, registry),
+        _ => prometheus_text::encode(&mut out, registry),
+    };
+    // A failed write may be the compressor's: its error says more.
+    let piece = out.finish().map_err(|e| EncodeError::gzip(format, e))?;
+    written.map_err(|_| EncodeError::unwritten(format))?;
+    Ok(Arc::new(piece))
 }
 
 /// One signal's families, and their last encoding in each format with the
@@ -431,11 +487,41 @@ struct Encodings {
 /// and whether its samples were shown (a failing collector's are not).
 type Source = Option<(u64, bool)>;
 
+#[derive(Clone)]
 struct Encoded {
     source: Source,
-    bytes: Bytes,
-    /// `bytes` compressed, once a scrape asked for gzip.
+    /// The text (or protobuf) plain scrapes get; not made while only gzip scrapes
+    /// asked for it.
+    bytes: Option<Bytes>,
+    /// The same families compressed, once a scrape asked for gzip.
     gzip: Option<Arc<Piece>>,
+}
+
+impl Encoded {
+    /// How long a new encoding is likely to be, compressed if `gzip`: as long as
+    /// this one.
+    fn len(&self, gzip: bool) -> usize {
+        match (gzip, &self.bytes, &self.gzip) {
+            (true, _, Some(p)) => p.compressed_len(),
+            // Text compresses about 16 to 1.
+            (true, Some(b), None) => b.len() / 16,
+            (false, Some(b), _) => b.len(),
+            (false, None, Some(p)) => p.plain_len(),
+            (_, None, None) => 0,
+        }
+    }
+}
+
+thread_local! {
+    /// The collection a signal's families were last encoded from on this thread,
+    /// read in the same snapshot as the sample itself: what the encoding is kept
+    /// under, so that two encodings kept under one source are of one sample.
+    static ENCODED_FROM: Cell<Source> = const { Cell::new(None) };
+}
+
+fn source_in(snap: &Snapshot, name: &str) -> Source {
+    let c = snap.collectors.get(name)?;
+    Some((c.runs_total, c.is_ok()))
 }
 
 impl CachedSignal {
@@ -454,13 +540,6 @@ impl CachedSignal {
         }
     }
 
-    fn source(&self) -> Source {
-        self.store.read(|s| {
-            let c = s.collectors.get(self.name)?;
-            Some((c.runs_total, c.is_ok()))
-        })
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Encodings> {
         self.encoded.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -470,55 +549,81 @@ impl CachedSignal {
     /// is being made ahead of it. Two scrapes missing at once both encode; either
     /// result is kept.
     fn encoded(&self, format: Format, scrape: bool) -> Result<Bytes, EncodeError> {
-        let slot = format as usize;
-        let source = self.source();
-        let last_len = {
-            let e = self.lock();
-            match &e.by_format[slot] {
-                Some(Encoded {
-                    source: at, bytes, ..
-                }) => {
-                    // Only the collection before the one being encoded: an older
-                    // encoding (the last were not warmed) is not served for a newer.
-                    let warming = e
-                        .warming_since
-                        .is_some_and(|t| t.elapsed() < WARMING_AT_MOST)
-                        && at.zip(source).is_some_and(|(a, s)| a.0 + 1 == s.0);
-                    if *at == source || (scrape && warming) {
-                        return Ok(bytes.clone());
-                    }
-                    bytes.len()
-                }
-                None => 0,
-            }
-        };
-        let bytes = Bytes::from(encode_registry_sized(&self.registry, format, last_len)?);
-        self.lock().by_format[slot] = Some(Encoded {
-            source,
-            bytes: bytes.clone(),
-            gzip: None,
-        });
+        let (kept, hint) = self.servable(format, scrape, false);
+        if let Some(bytes) = kept.and_then(|k| k.bytes) {
+            return Ok(bytes);
+        }
+        ENCODED_FROM.set(None);
+        let bytes = Bytes::from(encode_registry_sized(&self.registry, format, hint)?);
+        self.keep(format, ENCODED_FROM.take(), Some(bytes.clone()), None);
         Ok(bytes)
     }
 
-    /// [`Self::encoded`], compressed: once per encoding, kept beside it.
+    /// [`Self::encoded`], compressed: once per encoding, kept beside it. Without a
+    /// plain encoding to compress, text is compressed as it is encoded and kept only
+    /// compressed.
     fn compressed(&self, format: Format, scrape: bool) -> Result<Arc<Piece>, EncodeError> {
-        let slot = format as usize;
-        let bytes = self.encoded(format, scrape)?;
-        // The same encoding, not an equal one: Bytes clones share their buffer.
-        let same = |e: &Encoded| e.bytes.as_ptr() == bytes.as_ptr() && e.bytes.len() == bytes.len();
-        let kept = self.lock().by_format[slot]
-            .as_ref()
-            .filter(|e| same(e))
-            .and_then(|e| e.gzip.clone());
-        if let Some(piece) = kept {
-            return Ok(piece);
+        let (kept, hint) = self.servable(format, scrape, true);
+        match kept {
+            Some(Encoded {
+                gzip: Some(piece), ..
+            }) => Ok(piece),
+            Some(Encoded {
+                source,
+                bytes: Some(bytes),
+                ..
+            }) => {
+                let piece = compress(&bytes, format)?;
+                self.keep(format, source, None, Some(piece.clone()));
+                Ok(piece)
+            }
+            _ => {
+                ENCODED_FROM.set(None);
+                let piece = encode_compressed(&self.registry, format, hint)?;
+                self.keep(format, ENCODED_FROM.take(), None, Some(piece.clone()));
+                Ok(piece)
+            }
         }
-        let piece = compress(&bytes, format)?;
-        if let Some(e) = self.lock().by_format[slot].as_mut().filter(|e| same(e)) {
-            e.gzip = Some(piece.clone());
+    }
+
+    /// What is kept in `format` that a request may take now: the encoding of the
+    /// collector's latest collection; for a scrape, also the one before while the
+    /// latest is being encoded ahead of it. And how long a new encoding is likely
+    /// to be, compressed if `gzip`.
+    fn servable(&self, format: Format, scrape: bool, gzip: bool) -> (Option<Encoded>, usize) {
+        let source = self.store.read(|s| source_in(s, self.name));
+        let e = self.lock();
+        let Some(k) = &e.by_format[format as usize] else {
+            return (None, 0);
+        };
+        // Only the collection before the one being encoded: an older encoding (the
+        // last were not warmed) is not served for a newer.
+        let warming = e
+            .warming_since
+            .is_some_and(|t| t.elapsed() < WARMING_AT_MOST)
+            && k.source.zip(source).is_some_and(|(a, s)| a.0 + 1 == s.0);
+        let servable = (k.source == source || (scrape && warming)).then(|| k.clone());
+        (servable, k.len(gzip))
+    }
+
+    /// Keeps an encoding of the collection `source`: beside what is kept of the
+    /// same collection (which stays as it is), or in place of what is kept of
+    /// another.
+    fn keep(&self, format: Format, source: Source, bytes: Option<Bytes>, gzip: Option<Arc<Piece>>) {
+        let mut e = self.lock();
+        match &mut e.by_format[format as usize] {
+            Some(k) if k.source == source => {
+                k.bytes = k.bytes.take().or(bytes);
+                k.gzip = k.gzip.take().or(gzip);
+            }
+            slot => {
+                *slot = Some(Encoded {
+                    source,
+                    bytes,
+                    gzip,
+                })
+            }
         }
-        Ok(piece)
     }
 }
 
@@ -560,7 +665,10 @@ impl fmt::Debug for SignalFamilies {
 
 impl Collector for SignalFamilies {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
-        self.store.read(|snap| (self.encode)(snap, &mut e))
+        self.store.read(|snap| {
+            ENCODED_FROM.set(source_in(snap, self.name));
+            (self.encode)(snap, &mut e)
+        })
     }
 }
 
@@ -767,6 +875,7 @@ mod tests {
         e.warm_signal("probe").unwrap();
         let (source, bytes) = text_kept().expect("warmed");
         assert_eq!(source, Some((4, true)));
+        let bytes = bytes.expect("plain, as it was scraped");
         assert!(String::from_utf8_lossy(&bytes).contains("probe_runs 4\n"));
     }
 
@@ -774,7 +883,7 @@ mod tests {
     fn a_gzip_scrape_reads_as_the_plain_one_and_compresses_each_encoding_once() {
         use std::io::Read;
         let store = probe_store(15);
-        let e = Exposition::of_signal::<Probe>(store.clone(), encode_runs);
+        let e = Exposition::of_signal::<Probe>(store.clone(), encode_probe_text);
         let gunzip = |parts: Vec<Bytes>| {
             let mut out = Vec::new();
             flate2::read::GzDecoder::new(&parts.concat()[..])
@@ -782,29 +891,55 @@ mod tests {
                 .expect("one gzip stream");
             out
         };
-        let piece = || {
-            e.signals[0].lock().by_format[Format::Text as usize]
-                .as_ref()?
-                .gzip
-                .clone()
-        };
+        let kept = |f: Format| e.signals[0].lock().by_format[f as usize].clone();
+        let piece = || kept(Format::Text)?.gzip;
         record_probe(&store);
-        for f in Format::ALL {
+        // Plain first: compressed from the plain encoding. Gzip first: encoded
+        // straight into the compressor, and encoded plain only when asked.
+        for f in [Format::Text, Format::Protobuf] {
             let plain = e.scrape(f, false).unwrap().concat();
             assert_eq!(gunzip(e.scrape(f, true).unwrap()), plain, "{f:?}");
         }
+        let zipped = gunzip(e.scrape(Format::OpenMetrics, true).unwrap());
+        assert!(kept(Format::OpenMetrics).unwrap().bytes.is_none());
+        let plain = e.scrape(Format::OpenMetrics, false).unwrap().concat();
+        assert_eq!(zipped, plain);
+        assert!(String::from_utf8(plain).unwrap().contains("probe_text{"));
         let first = piece().expect("kept beside its encoding");
         e.scrape(Format::Text, true).unwrap();
         assert!(Arc::ptr_eq(&first, &piece().unwrap()), "compressed again");
-        // Warmed in gzip for a scraper that asked for it: the next scrape finds it.
+        // Warmed for a scraper that asked only for gzip: compressed, and no plain
+        // text kept.
+        e.scrapes.cadence()[Format::Text as usize].last_plain = 0;
         e.will_warm("probe");
         record_probe(&store);
         e.warm_signal("probe").unwrap();
-        let warmed = piece().expect("compressed when warmed");
+        let warmed = kept(Format::Text).expect("warmed");
+        assert!(warmed.bytes.is_none(), "plain text kept for no one");
+        let warmed = warmed.gzip.expect("compressed when warmed");
         assert!(!Arc::ptr_eq(&first, &warmed));
         let text = gunzip(e.scrape(Format::Text, true).unwrap());
         assert!(String::from_utf8(text).unwrap().contains("probe_runs 2\n"));
         assert!(Arc::ptr_eq(&warmed, &piece().unwrap()));
+        // Asked both ways: both warmed, from one encoding.
+        e.scrape(Format::Text, false).unwrap();
+        e.will_warm("probe");
+        record_probe(&store);
+        e.warm_signal("probe").unwrap();
+        let both = kept(Format::Text).expect("warmed");
+        let (bytes, piece) = (both.bytes.expect("plain"), both.gzip.expect("gzip"));
+        assert_eq!(gunzip(gzip::stream([&*piece])), bytes);
+    }
+
+    /// As [`encode_runs`], with a family long enough for the compressor to write
+    /// several blocks.
+    fn encode_probe_text(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
+        encode_runs(snap, e)?;
+        e.gauge(
+            "probe_text",
+            "Lines enough for more than one block.",
+            (0..20_000u32).map(|i| ([("line", i.to_string())], i % 7)),
+        )
     }
 
     #[test]
