@@ -1,13 +1,17 @@
-//! Cost of /metrics for a store holding a large node (500 interfaces, conntrack
-//! statistics, findings) in each exposition format: encoding samples the exposition
+//! Cost of /metrics for a store holding a large node (500 pods, each a CPU-limited
+//! cgroup with one container, and 500 interfaces, conntrack statistics, findings)
+//! in each exposition format: encoding samples the exposition
 //! has not seen (done once per round, ahead of the scrape), and a scrape between
 //! rounds (what Prometheus waits for); text also in gzip, as Prometheus asks for it.
 //! Neither does kernel I/O.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use nodediag::collect::cgroup::{CgroupVersion, ContainerCpu, CpuCgroup, PodCpu};
 use nodediag::collect::nic::{Nic, NicClass};
-use nodediag::collect::{ConntrackSample, NicSample};
+use nodediag::collect::pods::Qos;
+use nodediag::collect::{CgroupSample, ConntrackSample, NicSample};
 use nodediag::diagnose::{Finding, Severity};
+use nodediag::kernel::cgroup::{CpuQuota, CpuStat};
 use nodediag::kernel::conntrack::ConntrackStats;
 use nodediag::kernel::net_class::{Duplex, NicCounters};
 use nodediag::metrics::exposition::Format;
@@ -20,6 +24,7 @@ fn large_node() -> Store {
     let store = Store::new("bench-node".into(), Duration::from_secs(300));
     store.register("nic", Duration::from_secs(15));
     store.register("conntrack", Duration::from_secs(15));
+    store.register("cgroup", Duration::from_secs(15));
     let interfaces = (0..500)
         .map(|i| Nic {
             name: if i < 4 {
@@ -82,6 +87,21 @@ fn large_node() -> Store {
             unavailable: vec![],
         })),
     );
+    store.record(
+        "cgroup",
+        now,
+        Duration::from_millis(9),
+        Ok(Arc::new(CgroupSample {
+            version: CgroupVersion::V1,
+            mount_point: "/sys/fs/cgroup/cpu,cpuacct".into(),
+            kubepods: Some("/kubepods".into()),
+            kernel_release: Some("6.1.0".into()),
+            cfs_bandwidth_fix: Some(true),
+            pods: (0..500u64).map(pod).collect(),
+            unavailable: vec![],
+            counters: Default::default(),
+        })),
+    );
     store.set_findings(
         (0..20)
             .map(|i| {
@@ -98,11 +118,52 @@ fn large_node() -> Store {
     store
 }
 
+/// A burstable pod of a Deployment, its cgroup and its one container's limited.
+fn pod(i: u64) -> PodCpu {
+    let uid = format!("{i:08x}-9d8e-4f7a-b6c5-d4e3f2a1b0c9");
+    let cgroup = |path: String, quota_us| CpuCgroup {
+        path: path.into(),
+        quota: Some(CpuQuota {
+            quota_us,
+            period_us: 100_000,
+        }),
+        stat: CpuStat {
+            nr_periods: 10_000 + i,
+            nr_throttled: i % 17,
+            throttled_ns: (i % 17) * 3_000_000,
+            usage_ns: Some(90_000_000_000 + i * 1_000_003),
+        },
+    };
+    let id = format!("{i:016x}{:048x}", i * 7919);
+    PodCpu {
+        pod_uid: uid.as_str().into(),
+        qos: Qos::Burstable,
+        namespace: Some(format!("team-{}", i % 23).into()),
+        pod: Some(format!("web-{}-7f9c5d8b4-{i:05}", i % 41).into()),
+        cgroup: cgroup(format!("/kubepods/burstable/pod{uid}"), 50_000),
+        containers: vec![ContainerCpu {
+            container_id: id.as_str().into(),
+            runtime: None,
+            container: Some("app".into()),
+            cgroup: cgroup(format!("/kubepods/burstable/pod{uid}/{id}"), 50_000),
+        }],
+    }
+}
+
 fn encode(c: &mut Criterion) {
     let store = Arc::new(large_node());
     let exposition = signals::metrics_exposition(store.clone());
-    let size = exposition.encode(Format::Text).expect("encodes").len();
-    let mut group = c.benchmark_group("metrics_encode_500_interfaces");
+    let text = String::from_utf8(exposition.encode(Format::Text).expect("encodes")).unwrap();
+    // The bench measures what it says only if every pod's series are in it.
+    let pods = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("nodediag_cgroup_cpu_limit_cores{") && l.contains("container=\"app\"")
+        })
+        .count();
+    assert_eq!(pods, 500, "one limit series per pod's container");
+    let size = text.len();
+    let mut group = c.benchmark_group("metrics_encode_500_pods");
     group.throughput(Throughput::Bytes(size as u64));
     for (name, format) in [
         ("text_0.0.4", Format::Text),
