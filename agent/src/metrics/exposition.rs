@@ -172,8 +172,6 @@ struct Scrapes {
 /// [`Scrapes::epoch`].
 #[derive(Debug, Default, Clone, Copy)]
 struct Cadence {
-    /// 0: never.
-    last: u64,
     /// When a scrape of it last asked for gzip, and when for it plain; 0: never.
     last_gzip: u64,
     last_plain: u64,
@@ -187,12 +185,16 @@ struct Cadence {
 const GAPS_KEPT: usize = 4;
 
 impl Cadence {
+    /// When it was last scraped, either way; 0: never.
+    fn last(&self) -> u64 {
+        self.last_gzip.max(self.last_plain)
+    }
+
     fn add(&mut self, ms: u64, gzip: bool) {
-        if self.last > 0 {
-            self.gaps[self.next_gap] = ms.saturating_sub(self.last).max(1);
+        if self.last() > 0 {
+            self.gaps[self.next_gap] = ms.saturating_sub(self.last()).max(1);
             self.next_gap = (self.next_gap + 1) % GAPS_KEPT;
         }
-        self.last = ms;
         match gzip {
             true => self.last_gzip = ms,
             false => self.last_plain = ms,
@@ -203,7 +205,7 @@ impl Cadence {
     /// and the shortest of them puts it later.
     fn may_come_by(&self, deadline: u64) -> bool {
         match self.gaps.iter().filter(|g| **g > 0).min() {
-            Some(gap) => self.last + gap <= deadline,
+            Some(gap) => self.last() + gap <= deadline,
             None => true,
         }
     }
@@ -254,7 +256,7 @@ impl Scrapes {
                     plain: lately(c.last_plain),
                     gzip: lately(c.last_gzip),
                 };
-                (lately(c.last) && c.may_come_by(deadline)).then_some((f, asked))
+                ((asked.plain || asked.gzip) && c.may_come_by(deadline)).then_some((f, asked))
             })
             .collect()
     }
@@ -435,13 +437,17 @@ fn encode_registry_sized(
         }),
         Format::Text | Format::OpenMetrics => {
             let mut out = String::with_capacity(expected + expected / 16);
-            let written = match format {
-                Format::Text => prometheus_text::encode(&mut out, registry),
-                _ => text::encode_registry(&mut out, registry),
-            };
-            written.map_err(|_| EncodeError::unwritten(format))?;
+            write_text(registry, format, &mut out).map_err(|_| EncodeError::unwritten(format))?;
             Ok(out.into_bytes())
         }
+    }
+}
+
+/// A registry's families as text: 0.0.4, or OpenMetrics without its `# EOF`.
+fn write_text(registry: &Registry, format: Format, out: &mut impl fmt::Write) -> fmt::Result {
+    match format {
+        Format::OpenMetrics => text::encode_registry(out, registry),
+        _ => prometheus_text::encode(out, registry),
     }
 }
 
@@ -456,10 +462,7 @@ fn encode_compressed(
         return compress(&encode_registry(registry, format)?, format);
     }
     let mut out = PieceWriter::new(expected + expected / 16);
-    let written = match format {
-        Format::OpenMetrics => text::encode_registry(&mut out, registry),
-        _ => prometheus_text::encode(&mut out, registry),
-    };
+    let written = write_text(registry, format, &mut out);
     // A failed write may be the compressor's: its error says more.
     let piece = out.finish().map_err(|e| EncodeError::gzip(format, e))?;
     written.map_err(|_| EncodeError::unwritten(format))?;
@@ -553,9 +556,9 @@ impl CachedSignal {
         if let Some(bytes) = kept.and_then(|k| k.bytes) {
             return Ok(bytes);
         }
-        ENCODED_FROM.set(None);
-        let bytes = Bytes::from(encode_registry_sized(&self.registry, format, hint)?);
-        self.keep(format, ENCODED_FROM.take(), Some(bytes.clone()), None);
+        let (bytes, source) =
+            self.encode_now(|r| encode_registry_sized(r, format, hint).map(Bytes::from))?;
+        self.keep(format, source, Some(bytes.clone()), None);
         Ok(bytes)
     }
 
@@ -578,12 +581,21 @@ impl CachedSignal {
                 Ok(piece)
             }
             _ => {
-                ENCODED_FROM.set(None);
-                let piece = encode_compressed(&self.registry, format, hint)?;
-                self.keep(format, ENCODED_FROM.take(), None, Some(piece.clone()));
+                let (piece, source) = self.encode_now(|r| encode_compressed(r, format, hint))?;
+                self.keep(format, source, None, Some(piece.clone()));
                 Ok(piece)
             }
         }
+    }
+
+    /// Encodes the families now, with the collection they were encoded from.
+    fn encode_now<T>(
+        &self,
+        encode: impl FnOnce(&Registry) -> Result<T, EncodeError>,
+    ) -> Result<(T, Source), EncodeError> {
+        ENCODED_FROM.set(None);
+        let encoded = encode(&self.registry)?;
+        Ok((encoded, ENCODED_FROM.take()))
     }
 
     /// What is kept in `format` that a request may take now: the encoding of the

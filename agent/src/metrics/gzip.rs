@@ -36,8 +36,7 @@ const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 const LAST_BLOCK: [u8; 2] = [0x03, 0x00];
 
 impl Piece {
-    /// At level 1: miniz_oxide's fastest, 0.8 ms for the 918 KB of 500 pods on a
-    /// 2-core VM (60 KB), where level 2 took 3.2 ms for 53 KB.
+    /// `data`, compressed on its own.
     pub fn compress(data: &[u8]) -> Result<Piece, flate2::CompressError> {
         let mut w = PieceWriter::new(data.len() / 8);
         w.feed(data, FlushCompress::None)?;
@@ -68,7 +67,9 @@ pub struct PieceWriter {
 }
 
 impl PieceWriter {
-    /// A writer whose output is expected to be about `expected` bytes.
+    /// A writer whose output is expected to be about `expected` bytes. At level 1:
+    /// miniz_oxide's fastest, 0.8 ms for the 918 KB of 500 pods on a 2-core VM
+    /// (60 KB), where level 2 took 3.2 ms for 53 KB.
     pub fn new(expected: usize) -> Self {
         let deflate = SPARE
             .lock()
