@@ -1,8 +1,9 @@
 //! The conntrack incident end to end on the real kernel: a full table with TCP
 //! tracked (the agent still answers through its notrack table), "full" judged from
 //! the peak of the count reads and not from one sampled instant, which pod fills the
-//! table, a dump cut by its budget, the notrack table gone after SIGTERM and not
-//! doubled by a restart, and an agent without CAP_NET_ADMIN that still serves.
+//! table, a dump cut by its budget, the notrack table gone after SIGTERM, not
+//! doubled by a restart nor taken from a newer agent, and an agent without
+//! CAP_NET_ADMIN that still serves.
 //!
 //! Each test runs the agent in a network namespace of its own (the table and the
 //! notrack rules are per namespace); the tests that lower nf_conntrack_max hold the
@@ -495,7 +496,7 @@ fn a_dump_cut_by_its_budget_says_so_and_a_recent_one_is_shared() {
 }
 
 #[test]
-fn the_notrack_table_is_replaced_on_restart_and_gone_after_sigterm() {
+fn the_notrack_table_is_replaced_on_restart_left_to_a_newer_agent_and_gone_after_sigterm() {
     if !prerequisites(&["nft"]) {
         return;
     }
@@ -532,7 +533,17 @@ fn the_notrack_table_is_replaced_on_restart_and_gone_after_sigterm() {
         assert!(!table.contains(&format!("port {first_port} ")), "{table}");
     }
     assert_eq!(notrack_setup(&second)["state"], "installed");
+
+    // Another agent started beside it installs its own table: the older agent's
+    // exit must not take the newer one's exemption away.
+    let mut third = Agent::start_in_netns(&ns.0, &args);
+    third.wait_ready();
+    let third_port = port_of(&third);
+    assert_ne!(third_port, second_port);
     assert!(second.terminate(), "exits cleanly on SIGTERM");
+    let table = nodediag_table(&ns).expect("the newer agent's table stays");
+    assert!(table.contains(&format!("dport {third_port} ")), "{table}");
+    assert!(third.terminate(), "exits cleanly on SIGTERM");
     assert_eq!(nodediag_table(&ns), None, "no trace after SIGTERM");
 }
 

@@ -9,7 +9,7 @@ mod common;
 use common::conntrack::{have, ConntrackMax, Netns};
 use common::veth::Pod;
 use common::{in_netns, skip};
-use nodediag::kernel::nft_notrack::{self, Hook, PortSide};
+use nodediag::kernel::nft_notrack::{self, Hook, PortSide, Removal};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -183,6 +183,53 @@ fn install_shows_in_nft_replaces_without_duplicates_and_remove_leaves_nothing() 
     in_netns(&ns.0, nft_notrack::remove).expect("removing twice is fine");
     let other_after = ns.exec(&["nft", "-j", "list", "table", "inet", "ndnt_other"]);
     assert_eq!(other_before, other_after, "another table was touched");
+}
+
+/// The handle `nft` shows for the `inet nodediag` table.
+fn nft_table_handle(ns: &Netns) -> u64 {
+    let out = ns.exec(&["nft", "-j", "list", "table", "inet", "nodediag"]);
+    let v: Value = serde_json::from_str(&out).expect("nft -j output");
+    v["nftables"]
+        .as_array()
+        .expect("nftables array")
+        .iter()
+        .find_map(|i| i["table"]["handle"].as_u64())
+        .expect("a table handle")
+}
+
+#[test]
+fn an_agent_exiting_leaves_the_table_another_has_installed_since() {
+    if !tools_present() {
+        return;
+    }
+    let Some(ns) = Netns::new("notrack-two") else {
+        return;
+    };
+    let installed = |port: &'static [u16]| {
+        on(&ns, port).unwrap();
+        let status = in_netns(&ns.0, || nft_notrack::status().unwrap()).expect("installed");
+        let handle = status.handle.expect("the table's handle read back");
+        assert_eq!(handle, nft_table_handle(&ns), "nft shows another handle");
+        handle
+    };
+    let first = installed(&[10360]);
+    let second = installed(&[10361]);
+    assert_ne!(first, second, "installing again makes a new table");
+
+    let removal = in_netns(&ns.0, move || nft_notrack::remove_installed(first)).unwrap();
+    assert_eq!(removal, Removal::NotOurs);
+    let status = in_netns(&ns.0, || nft_notrack::status().unwrap()).expect("still there");
+    assert_eq!(
+        status.exempt_ports(),
+        vec![10361],
+        "the second agent's table"
+    );
+
+    let removal = in_netns(&ns.0, move || nft_notrack::remove_installed(second)).unwrap();
+    assert_eq!(removal, Removal::Removed);
+    assert!(nft_list(&ns).is_none(), "its own table is removed");
+    let removal = in_netns(&ns.0, move || nft_notrack::remove_installed(second)).unwrap();
+    assert_eq!(removal, Removal::NotOurs, "nothing left to remove");
 }
 
 /// Tracks every new flow of the namespace (it tracks nothing until a rule needs

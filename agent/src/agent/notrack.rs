@@ -11,11 +11,12 @@
 //! `setup.notrack` and in the report.
 //!
 //! One agent per network namespace owns the table: a second one started there
-//! replaces it with its own port and removes it at exit. With `--web.notrack=false`
+//! replaces it with its own port and removes it at exit, while the first's exit,
+//! finding another table (a new handle) under the name, leaves it alone. With `--web.notrack=false`
 //! nothing is touched, not even a table a killed agent left behind (the next start
 //! with the exemption on replaces it; `nft delete table inet nodediag` removes it).
 
-use crate::kernel::nft_notrack::{self, NotrackError, TableStatus};
+use crate::kernel::nft_notrack::{self, NotrackError, Removal, TableStatus};
 use crate::store::{Setup, SetupState, Store};
 use serde_json::{json, Map, Value};
 
@@ -26,6 +27,8 @@ pub const SETUP: &str = "notrack";
 #[must_use = "remove it when the server stops"]
 pub struct Exemption {
     installed: bool,
+    /// The table's handle as read back after installing: what `remove` deletes.
+    handle: Option<u64>,
 }
 
 /// Installs the exemption for `port` (the bound listener's) and records the outcome.
@@ -37,7 +40,10 @@ pub async fn install(enabled: bool, port: u16, store: &Store) -> Exemption {
     );
     if !enabled {
         store.set_setup(SETUP, setup(SetupState::Disabled, detail));
-        return Exemption { installed: false };
+        return Exemption {
+            installed: false,
+            handle: None,
+        };
     }
     // A blocking netlink exchange: never on an async worker.
     let outcome = tokio::task::spawn_blocking(move || {
@@ -46,6 +52,10 @@ pub async fn install(enabled: bool, port: u16, store: &Store) -> Exemption {
     .await;
     // The table is in place (maybe not as asked) once the install went through.
     let installed = matches!(outcome, Ok(Ok(_)));
+    let handle = match &outcome {
+        Ok(Ok(Ok(Some(table)))) => table.handle,
+        _ => None,
+    };
     let state = match outcome {
         Ok(Ok(Ok(Some(table)))) => checked(&table, port, &mut detail),
         Ok(Ok(Ok(None))) => SetupState::Error {
@@ -75,16 +85,27 @@ pub async fn install(enabled: bool, port: u16, store: &Store) -> Exemption {
         SetupState::Disabled => {}
     }
     store.set_setup(SETUP, setup(state, detail));
-    Exemption { installed }
+    Exemption { installed, handle }
 }
 
-/// Removes the table `install` put in place; a no-op when it did not.
+/// Removes the table `install` put in place, unless another agent has replaced it
+/// since; a no-op when nothing was installed. A table whose handle could not be read
+/// back is removed by name.
 pub async fn remove(exemption: Exemption) {
     if !exemption.installed {
         return;
     }
-    match tokio::task::spawn_blocking(nft_notrack::remove).await {
-        Ok(Ok(())) => tracing::info!("notrack table removed"),
+    let handle = exemption.handle;
+    let removed = tokio::task::spawn_blocking(move || match handle {
+        Some(h) => nft_notrack::remove_installed(h),
+        None => nft_notrack::remove().map(|()| Removal::Removed),
+    })
+    .await;
+    match removed {
+        Ok(Ok(Removal::Removed)) => tracing::info!("notrack table removed"),
+        Ok(Ok(Removal::NotOurs)) => tracing::info!(
+            "notrack table left in place: another agent has installed its own since this one started"
+        ),
         Ok(Err(e)) => tracing::warn!(error = %e, "could not remove the notrack table"),
         Err(e) => tracing::warn!(error = %e, "removing the notrack table did not finish"),
     }

@@ -44,6 +44,7 @@ const NLM_F_APPEND: u16 = 0x800;
 const NFPROTO_INET: u8 = 1;
 
 const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_TABLE_HANDLE: u16 = 4;
 const NFTA_TABLE_USERDATA: u16 = 6;
 const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
@@ -165,6 +166,9 @@ pub struct NotrackRule {
 /// What the `inet nodediag` table holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TableStatus {
+    /// The kernel's handle of the table: a table installed again (by another agent,
+    /// or this one restarted) gets a new one.
+    pub handle: Option<u64>,
     pub chains: Vec<ChainStatus>,
     pub rules: Vec<NotrackRule>,
     /// Rules in the table that are not of our one shape (someone edited the table).
@@ -252,6 +256,36 @@ pub fn remove() -> Result<(), NotrackError> {
         .map_err(|e| batch_error(e, &batch, "removing the notrack table"))
 }
 
+/// What became of the table an agent installed, at its exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    /// The table under that name is another one (another agent installed it since,
+    /// with its own port), or there is none: left as it is.
+    NotOurs,
+}
+
+/// Deletes the table known by `handle` (`TableStatus::handle` after `install`), and
+/// only that one: an agent that started beside this one replaced the table with its
+/// own, which this agent's exit must not take away.
+pub fn remove_installed(handle: u64) -> Result<Removal, NotrackError> {
+    let mut sock = open()?;
+    let mut p = header();
+    netlink::push_attr(&mut p, NFTA_TABLE_HANDLE, &handle.to_be_bytes());
+    let batch = [BatchMessage {
+        kind: msg_type(NFT_MSG_DELTABLE),
+        flags: 0,
+        payload: p,
+    }];
+    match nfnetlink::transact(&mut sock, NFNL_SUBSYS_NFTABLES, &batch) {
+        Ok(()) => Ok(Removal::Removed),
+        Err(e) if e.index.is_some() && e.source.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(Removal::NotOurs)
+        }
+        Err(e) => Err(batch_error(e, &batch, "removing the notrack table")),
+    }
+}
+
 /// Reads the table back; None when there is no `inet nodediag` table.
 pub fn status() -> Result<Option<TableStatus>, NotrackError> {
     let mut sock = open()?;
@@ -271,12 +305,15 @@ pub fn status() -> Result<Option<TableStatus>, NotrackError> {
     };
     let mut table = header();
     netlink::push_attr(&mut table, NFTA_TABLE_NAME, &cstr(TABLE));
-    match sock.request(msg_type(NFT_MSG_GETTABLE), 0, &table) {
-        Ok(_) => {}
+    let tables = match sock.request(msg_type(NFT_MSG_GETTABLE), 0, &table) {
+        Ok(tables) => tables,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
         Err(e) => return Err(read_err("table", e)),
-    }
-    let mut status = TableStatus::default();
+    };
+    let mut status = TableStatus {
+        handle: tables.first().and_then(|m| table_handle(&m.payload)),
+        ..TableStatus::default()
+    };
     let chains = sock
         .request(msg_type(NFT_MSG_GETCHAIN), NLM_F_DUMP, &header())
         .map_err(|e| read_err("chains", e))?;
@@ -547,6 +584,12 @@ impl Expr<'_> {
             .find(|(k, _)| *k == NFTA_DATA_VALUE)
             .map(|(_, v)| v)
     }
+}
+
+fn table_handle(payload: &[u8]) -> Option<u64> {
+    netlink::attrs(payload.get(NFGENMSG_LEN..)?)
+        .find(|(k, _)| *k == NFTA_TABLE_HANDLE)
+        .and_then(|(_, v)| Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?)))
 }
 
 fn parse_rule(payload: &[u8]) -> Option<ParsedRule> {
@@ -822,6 +865,7 @@ mod tests {
             handle: None,
         };
         let mut status = TableStatus {
+            handle: None,
             chains,
             rules: RULES.iter().map(|r| rule(*r, 10360)).collect(),
             other_rules: 0,
