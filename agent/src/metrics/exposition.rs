@@ -17,7 +17,7 @@
 //! metric to forget to remove.
 
 use super::family::Families;
-use super::gzip::{self, Piece, PieceWriter};
+use super::gzip::{self, Caller, Piece, PieceWriter};
 use crate::store::{Snapshot, Store};
 use axum::body::Bytes;
 use prometheus_client::collector::Collector;
@@ -381,7 +381,7 @@ impl Exposition {
     fn gzip_parts(&self, format: Format) -> Result<Vec<Bytes>, EncodeError> {
         let pieces = self.in_order(
             format,
-            |b| compress(&b, format),
+            |b| compress(&b, format, Caller::Request),
             |s| s.compressed(format, true),
         )?;
         Ok(gzip::stream(pieces.iter().map(|p| &**p)))
@@ -410,8 +410,8 @@ impl Exposition {
 }
 
 /// `bytes` as a piece of a gzip response in `format`.
-fn compress(bytes: &[u8], format: Format) -> Result<Arc<Piece>, EncodeError> {
-    Piece::compress(bytes)
+fn compress(bytes: &[u8], format: Format, caller: Caller) -> Result<Arc<Piece>, EncodeError> {
+    Piece::compress(bytes, caller)
         .map(Arc::new)
         .map_err(|e| EncodeError::gzip(format, e))
 }
@@ -457,11 +457,12 @@ fn encode_compressed(
     registry: &Registry,
     format: Format,
     expected: usize,
+    caller: Caller,
 ) -> Result<Arc<Piece>, EncodeError> {
     if format == Format::Protobuf {
-        return compress(&encode_registry(registry, format)?, format);
+        return compress(&encode_registry(registry, format)?, format, caller);
     }
-    let mut out = PieceWriter::new(expected + expected / 16);
+    let mut out = PieceWriter::new(expected + expected / 16, caller);
     let written = write_text(registry, format, &mut out);
     // A failed write may be the compressor's: its error says more.
     let piece = out.finish().map_err(|e| EncodeError::gzip(format, e))?;
@@ -567,6 +568,11 @@ impl CachedSignal {
     /// compressed.
     fn compressed(&self, format: Format, scrape: bool) -> Result<Arc<Piece>, EncodeError> {
         let (kept, hint) = self.servable(format, scrape, true);
+        let caller = if scrape {
+            Caller::Request
+        } else {
+            Caller::Ahead
+        };
         match kept {
             Some(Encoded {
                 gzip: Some(piece), ..
@@ -576,12 +582,13 @@ impl CachedSignal {
                 bytes: Some(bytes),
                 ..
             }) => {
-                let piece = compress(&bytes, format)?;
+                let piece = compress(&bytes, format, caller)?;
                 self.keep(format, source, None, Some(piece.clone()));
                 Ok(piece)
             }
             _ => {
-                let (piece, source) = self.encode_now(|r| encode_compressed(r, format, hint))?;
+                let (piece, source) =
+                    self.encode_now(|r| encode_compressed(r, format, hint, caller))?;
                 self.keep(format, source, None, Some(piece.clone()));
                 Ok(piece)
             }
