@@ -33,6 +33,14 @@ pub struct Rounds {
 }
 
 impl Rounds {
+    /// Rounds whose recorded collections are encoded in `metrics` ahead of scrapes.
+    pub fn encoding_into(metrics: Arc<Exposition>) -> Rounds {
+        Rounds {
+            metrics: Some(metrics),
+            ..Rounds::default()
+        }
+    }
+
     pub fn started(&self) {
         self.collecting.fetch_add(1, Ordering::SeqCst);
     }
@@ -84,10 +92,7 @@ impl Rounds {
 /// The handle the scheduler reports to, and the task that evaluates after each
 /// burst of samples.
 pub fn spawn(agent: Arc<Agent>, metrics: Arc<Exposition>) -> (Arc<Rounds>, JoinHandle<()>) {
-    let rounds = Arc::new(Rounds {
-        metrics: Some(metrics),
-        ..Rounds::default()
-    });
+    let rounds = Arc::new(Rounds::encoding_into(metrics));
     let waiting = rounds.clone();
     let task = tokio::spawn(async move {
         loop {

@@ -162,6 +162,86 @@ mod tests {
         }
     }
 
+    #[derive(Debug, serde::Serialize)]
+    struct CountsSample;
+    impl Sample for CountsSample {
+        const COLLECTOR: &'static str = "counts";
+        fn unavailable(&self) -> &[Unavailable] {
+            &[]
+        }
+    }
+
+    struct Counts;
+    impl Collector for Counts {
+        type Sample = CountsSample;
+        fn collect(&mut self) -> Result<CountsSample, CollectError> {
+            Ok(CountsSample)
+        }
+    }
+
+    thread_local! {
+        /// Encodings made on this thread: the test's, where it scrapes.
+        static ENCODED_HERE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    fn encode_counts(
+        snap: &crate::store::Snapshot,
+        e: &mut prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::fmt::Result {
+        use crate::metrics::family::Families;
+        ENCODED_HERE.set(ENCODED_HERE.get() + 1);
+        let runs = snap.collectors.get("counts").map_or(0, |c| c.runs_total);
+        e.gauge_value("counts_runs", "Collections of counts.", runs)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_collection_is_encoded_on_its_thread_ahead_of_the_next_scrape() {
+        use crate::metrics::exposition::{Exposition, Format};
+        use std::io::Read;
+        let store = Arc::new(Store::new("n".into(), Duration::from_secs(60)));
+        let metrics = Arc::new(Exposition::of_signal::<CountsSample>(
+            store.clone(),
+            encode_counts,
+        ));
+        // In gzip, as Prometheus scrapes: the runs the scrape shows.
+        let scrape = || {
+            let parts = metrics.scrape(Format::Text, true).unwrap().concat();
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(&parts[..])
+                .read_to_string(&mut text)
+                .unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix("counts_runs "))
+                .and_then(|n| n.parse::<u64>().ok())
+        };
+        let enabled = vec![Enabled {
+            collector: Box::new(Counts),
+            interval: Duration::from_millis(20),
+        }];
+        let rounds = Arc::new(Rounds::encoding_into(metrics.clone()));
+        let _h = spawn_all(store.clone(), enabled, Duration::from_secs(5), rounds);
+        let runs = || store.read(|s| s.collectors["counts"].runs_total);
+        wait_for(&store, |s| s.collectors["counts"].runs_total >= 1).await;
+        // The first scrape encodes for itself, and tells that text is scraped in gzip.
+        assert!(scrape().is_some());
+        let encoded_by_scrapes = ENCODED_HERE.get();
+        for _ in 0..5 {
+            let next = runs() + 1;
+            wait_for(&store, |s| s.collectors["counts"].runs_total >= next).await;
+            // Scrapes while it is being encoded get the collection before it.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while scrape().is_none_or(|shown| shown < next) {
+                assert!(Instant::now() < deadline, "collection {next} never scraped");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        assert_eq!(
+            ENCODED_HERE.get(),
+            encoded_by_scrapes,
+            "a scrape encoded for itself: the collection was not encoded ahead of it"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_collector_is_reported_and_keeps_running() {
         let store = Arc::new(Store::new("n".into(), Duration::from_secs(60)));
