@@ -3,12 +3,13 @@
 
 use super::Collector;
 use crate::host::HostRoot;
+use crate::kernel::held_files::HeldFiles;
 use crate::kernel::inotify::{InotifyCount, InotifyUsage};
 use crate::kernel::limits::{self, FileNr};
 use crate::kernel::meminfo::{self, KubeletAvailable};
 use crate::kernel::neigh::{self, NeighStats};
 use crate::kernel::psi::{self, Psi};
-use crate::kernel::{read_string, read_u64_if_present, vmstat, ReadError};
+use crate::kernel::{vmstat, ReadError};
 use crate::sample::{CollectError, Compacted, Sample, Unavailable};
 use serde::Serialize;
 use std::path::Path;
@@ -142,6 +143,8 @@ pub const INOTIFY_INTERVAL: Duration = Duration::from_secs(300);
 pub struct PressureCollector {
     root: HostRoot,
     inotify: InotifyRounds,
+    /// The twenty files a round reads.
+    held: HeldFiles,
 }
 
 impl PressureCollector {
@@ -155,6 +158,7 @@ impl PressureCollector {
                 full_every: rounds_within(inotify_interval, interval),
                 rounds: None,
             },
+            held: HeldFiles::default(),
         }
     }
 }
@@ -197,13 +201,17 @@ impl Collector for PressureCollector {
 
     fn collect(&mut self) -> Result<PressureSample, CollectError> {
         let root = &self.root;
+        let held = &mut self.held;
         let mut unavailable = Vec::new();
-        let mem = meminfo::read_meminfo(root)?;
+        let mem = meminfo::read_meminfo(root, held)?;
         let memory = MemorySignal {
             total_bytes: mem.total,
             available_bytes: mem.available,
-            kubelet_available: noted(meminfo::kubelet_available(root, &mem), &mut unavailable)
-                .flatten(),
+            kubelet_available: noted(
+                meminfo::kubelet_available(root, &mem, held),
+                &mut unavailable,
+            )
+            .flatten(),
         };
         if mem.available.is_none() {
             unavailable.push(Unavailable::new(
@@ -211,18 +219,20 @@ impl Collector for PressureCollector {
                 "/proc/meminfo has no MemAvailable (kernel before 3.14): memory_pressure uses PSI only",
             ));
         }
-        let psi = read_psi(root, &mut unavailable);
-        let tasks = read_tasks(root, &mut unavailable);
+        let psi = read_psi(root, held, &mut unavailable);
+        let tasks = read_tasks(root, held, &mut unavailable);
         let files = parsed(
+            held,
             &root.proc(&["sys", "fs", "file-nr"]),
             limits::parse_file_nr,
             &mut unavailable,
         );
-        let inotify = read_inotify(root, || self.inotify.usage(root), &mut unavailable);
-        let neighbors = read_neighbors(root, &mut unavailable);
+        let inotify = read_inotify(root, held, || self.inotify.usage(root), &mut unavailable);
+        let neighbors = read_neighbors(root, held, &mut unavailable);
         let ip_forward = root.proc(&["sys", "net", "ipv4", "ip_forward"]);
         let forwarding = Forwarding {
             ipv4_forward: optional_u64(
+                held,
                 &ip_forward,
                 Some((
                     "net.ipv4.ip_forward",
@@ -233,12 +243,13 @@ impl Collector for PressureCollector {
             // Missing until br_netfilter is loaded, which is fine: nothing bridged is
             // filtered then.
             bridge_nf_call_iptables: optional_u64(
+                held,
                 &root.proc(&["sys", "net", "bridge", "bridge-nf-call-iptables"]),
                 None,
                 &mut unavailable,
             ),
         };
-        let oom_kills = read_oom_kills(root, &mut unavailable);
+        let oom_kills = read_oom_kills(root, held, &mut unavailable);
         Ok(PressureSample {
             memory,
             psi,
@@ -255,21 +266,23 @@ impl Collector for PressureCollector {
 
 /// A file that must parse; a missing or malformed one is reported, not fatal.
 fn parsed<T>(
+    held: &mut HeldFiles,
     path: &Path,
     parse: impl Fn(&str) -> Result<T, String>,
     unavailable: &mut Vec<Unavailable>,
 ) -> Option<T> {
-    parsed_or_explain(path, parse, None, unavailable)
+    parsed_or_explain(held, path, parse, None, unavailable)
 }
 
 /// `parsed`, with what one errno means added to the hint when the read fails with it.
 fn parsed_or_explain<T>(
+    held: &mut HeldFiles,
     path: &Path,
     parse: impl Fn(&str) -> Result<T, String>,
     unreadable_means: Option<(i32, &str)>,
     unavailable: &mut Vec<Unavailable>,
 ) -> Option<T> {
-    match read_string(path) {
+    match held.read_string(path) {
         Ok(text) => match parse(&text) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -296,11 +309,12 @@ fn parsed_or_explain<T>(
 /// A value worth having that the host may rightly lack: absent then, with the hint
 /// when there is one; a file that exists but does not read is named with its problem.
 fn optional_u64(
+    held: &mut HeldFiles,
     path: &Path,
     missing_means: Option<(&str, &str)>,
     unavailable: &mut Vec<Unavailable>,
 ) -> Option<u64> {
-    match read_u64_if_present(path) {
+    match held.read_u64_if_present(path) {
         Ok(Some(v)) => Some(v),
         Ok(None) => {
             if let Some((what, means)) = missing_means {
@@ -324,9 +338,13 @@ fn noted<T>(r: Result<T, ReadError>, unavailable: &mut Vec<Unavailable>) -> Opti
 
 /// `oom_kill` of /proc/vmstat: missing from kernels before 4.13, which is said as
 /// such; a vmstat that does not read, or an oom_kill that is not a number, is not.
-fn read_oom_kills(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Option<u64> {
+fn read_oom_kills(
+    root: &HostRoot,
+    held: &mut HeldFiles,
+    unavailable: &mut Vec<Unavailable>,
+) -> Option<u64> {
     let path = root.proc(&["vmstat"]);
-    let text = noted(read_string(&path), unavailable)?;
+    let text = noted(held.read_string(&path), unavailable)?;
     if !vmstat::looks_like_vmstat(&text) {
         let e = ReadError::invalid(&path, "malformed: no `name value` lines");
         unavailable.push(Unavailable::unreadable(&e));
@@ -352,7 +370,11 @@ fn read_oom_kills(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Option
     value
 }
 
-fn read_psi(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> PsiSignals {
+fn read_psi(
+    root: &HostRoot,
+    held: &mut HeldFiles,
+    unavailable: &mut Vec<Unavailable>,
+) -> PsiSignals {
     let dir = root.proc(&["pressure"]);
     if !dir.is_dir() {
         unavailable.push(Unavailable::new(
@@ -367,6 +389,7 @@ fn read_psi(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> PsiSignals {
     let mut one = |name: &str| -> Option<Psi> {
         // psi=0 keeps the files but reading them fails with EOPNOTSUPP.
         parsed_or_explain(
+            held,
             &root.proc(&["pressure", name]),
             psi::parse_psi,
             Some((libc::EOPNOTSUPP, "PSI is disabled (boot with psi=1)")),
@@ -380,18 +403,25 @@ fn read_psi(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> PsiSignals {
     }
 }
 
-fn read_tasks(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Option<TaskSignal> {
+fn read_tasks(
+    root: &HostRoot,
+    held: &mut HeldFiles,
+    unavailable: &mut Vec<Unavailable>,
+) -> Option<TaskSignal> {
     let tasks = parsed(
+        held,
         &root.proc(&["loadavg"]),
         limits::parse_loadavg_tasks,
         unavailable,
     )?;
     let pid_max = optional_u64(
+        held,
         &root.proc(&["sys", "kernel", "pid_max"]),
         Some(("kernel.pid_max", "missing: pid_exhaustion cannot be judged")),
         unavailable,
     )?;
     let threads_max = optional_u64(
+        held,
         &root.proc(&["sys", "kernel", "threads-max"]),
         Some((
             "kernel.threads-max",
@@ -408,11 +438,13 @@ fn read_tasks(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Option<Tas
 
 fn read_inotify(
     root: &HostRoot,
+    held: &mut HeldFiles,
     usage: impl FnOnce() -> Result<InotifyUsage, ReadError>,
     unavailable: &mut Vec<Unavailable>,
 ) -> Option<InotifySignal> {
     let dir = |n: &str| root.proc(&["sys", "fs", "inotify", n]);
     let max_user_instances = optional_u64(
+        held,
         &dir("max_user_instances"),
         Some((
             "fs.inotify.max_user_instances",
@@ -438,19 +470,23 @@ fn read_inotify(
     }
     Some(InotifySignal {
         max_user_instances,
-        max_user_watches: optional_u64(&dir("max_user_watches"), None, unavailable),
+        max_user_watches: optional_u64(held, &dir("max_user_watches"), None, unavailable),
         usage,
     })
 }
 
-fn read_neighbors(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Vec<NeighTable> {
+fn read_neighbors(
+    root: &HostRoot,
+    held: &mut HeldFiles,
+    unavailable: &mut Vec<Unavailable>,
+) -> Vec<NeighTable> {
     let mut out = Vec::new();
     for (family, file, sysctl_dir) in [
         ("ipv4", "arp_cache", "ipv4"),
         ("ipv6", "ndisc_cache", "ipv6"),
     ] {
         let path = root.proc(&["net", "stat", file]);
-        let stats: NeighStats = match read_string(&path) {
+        let stats: NeighStats = match held.read_string(&path) {
             Ok(text) => match neigh::parse_neigh_stat(&text) {
                 Ok(s) => s,
                 Err(e) => {
@@ -471,6 +507,7 @@ fn read_neighbors(root: &HostRoot, unavailable: &mut Vec<Unavailable>) -> Vec<Ne
             entries: stats.entries,
             table_fulls: stats.table_fulls,
             gc_thresh3: optional_u64(
+                held,
                 &root.proc(&["sys", "net", sysctl_dir, "neigh", "default", "gc_thresh3"]),
                 None,
                 unavailable,

@@ -2,7 +2,8 @@
 //! working set of the root memory cgroup), which is what its MemoryPressure
 //! condition and eviction thresholds compare with.
 
-use super::{read_if_present, read_string, read_u64_if_present, ReadError};
+use super::held_files::HeldFiles;
+use super::ReadError;
 use crate::host::HostRoot;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -42,9 +43,9 @@ pub fn parse_meminfo(text: &str) -> Result<MemInfo, String> {
     })
 }
 
-pub fn read_meminfo(root: &HostRoot) -> Result<MemInfo, ReadError> {
+pub fn read_meminfo(root: &HostRoot, held: &mut HeldFiles) -> Result<MemInfo, ReadError> {
     let path = root.proc(&["meminfo"]);
-    let text = read_string(&path)?;
+    let text = held.read_string(&path)?;
     parse_meminfo(&text).map_err(|e| ReadError {
         path,
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
@@ -74,11 +75,12 @@ pub struct KubeletAvailable {
 pub fn kubelet_available(
     root: &HostRoot,
     mem: &MemInfo,
+    held: &mut HeldFiles,
 ) -> Result<Option<KubeletAvailable>, ReadError> {
     let memcg = |f: &str| root.sys(&["fs", "cgroup", "memory", f]);
-    let usage = read_u64_if_present(&memcg("memory.usage_in_bytes"))?;
+    let usage = held.read_u64_if_present(&memcg("memory.usage_in_bytes"))?;
     let stat_path = memcg("memory.stat");
-    let stat = read_if_present(&stat_path)?;
+    let stat = held.read_if_present(&stat_path)?;
     if let (Some(usage), Some(stat)) = (usage, stat) {
         let inactive = stat_value(&stat, "total_inactive_file").ok_or_else(|| {
             ReadError::invalid(&stat_path, "no total_inactive_file line with a number")
@@ -159,7 +161,9 @@ mod tests {
         };
         let mem = parse_meminfo(MODERN).unwrap();
         // cgroup v2 (or no memory controller): MemTotal - (MemTotal - MemFree - Inactive(file))
-        let v2 = kubelet_available(&root, &mem).unwrap().unwrap();
+        let v2 = kubelet_available(&root, &mem, &mut HeldFiles::default())
+            .unwrap()
+            .unwrap();
         assert_eq!(v2.source, KubeletAvailableSource::Meminfo);
         assert_eq!(v2.bytes, (15829924 + 6193032) * 1024);
         let cg = dir.path().join("sys/fs/cgroup/memory");
@@ -170,18 +174,20 @@ mod tests {
             "cache 1\ntotal_inactive_file 2000000000\n",
         )
         .unwrap();
-        let v1 = kubelet_available(&root, &mem).unwrap().unwrap();
+        let v1 = kubelet_available(&root, &mem, &mut HeldFiles::default())
+            .unwrap()
+            .unwrap();
         assert_eq!(v1.source, KubeletAvailableSource::CgroupV1Root);
         assert_eq!(v1.bytes, 24684084 * 1024 - 7_000_000_000);
         std::fs::write(cg.join("memory.stat"), "cache 1\n").unwrap();
-        let err = kubelet_available(&root, &mem).unwrap_err();
+        let err = kubelet_available(&root, &mem, &mut HeldFiles::default()).unwrap_err();
         assert_eq!(
             err.path,
             cg.join("memory.stat"),
             "no quiet fall back to meminfo"
         );
         std::fs::write(cg.join("memory.usage_in_bytes"), "lots\n").unwrap();
-        let err = kubelet_available(&root, &mem).unwrap_err();
+        let err = kubelet_available(&root, &mem, &mut HeldFiles::default()).unwrap_err();
         assert_eq!(err.path, cg.join("memory.usage_in_bytes"));
     }
 

@@ -9,6 +9,7 @@ pub mod dir_memo;
 pub mod diskstats;
 pub mod dns;
 pub mod ethtool;
+pub mod held_files;
 pub mod inotify;
 pub mod kmsg;
 pub mod kubelet_logs;
@@ -146,24 +147,45 @@ pub fn read_string(path: &Path) -> Result<String, ReadError> {
 /// Reads a text file of at most `max` bytes; a larger one is an error that says so,
 /// after reading no more than `max + 1` bytes.
 pub fn read_capped(path: &Path, max: u64) -> Result<String, ReadError> {
-    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|source| ReadError {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    read_text_at_start(&file, path, max)
+}
+
+/// The text of the open file `path`, read from its start ([`read_capped`]'s limits):
+/// a kernel file held open reads as fresh as a new open.
+fn read_text_at_start(file: &std::fs::File, path: &Path, max: u64) -> Result<String, ReadError> {
+    use std::os::unix::fs::FileExt;
     let err = |source| ReadError {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(err)?;
     // Room for a whole page up front: procfs, sysfs and cgroupfs files report no
-    // size, and from an empty buffer the standard library reads them in small
-    // probes, three or four reads where two do (the data, then end of file).
-    let mut bytes = Vec::with_capacity(FIRST_READ.min(max as usize + 1));
-    file.take(max + 1).read_to_end(&mut bytes).map_err(err)?;
-    bytes.shrink_to_fit();
-    if bytes.len() as u64 > max {
-        return Err(ReadError::invalid(
-            path,
-            format!("larger than {max} bytes: not a file of the kind expected here"),
-        ));
+    // size, and from an empty buffer the standard library read them in small probes,
+    // three or four reads where two do (the data, then end of file).
+    let mut bytes = vec![0u8; FIRST_READ.min(max as usize + 1)];
+    let mut len = 0;
+    loop {
+        if len == bytes.len() {
+            if len as u64 > max {
+                return Err(ReadError::invalid(
+                    path,
+                    format!("larger than {max} bytes: not a file of the kind expected here"),
+                ));
+            }
+            bytes.resize((len * 2).min(max as usize + 1), 0);
+        }
+        match file.read_at(&mut bytes[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(err(e)),
+        }
     }
+    bytes.truncate(len);
+    bytes.shrink_to_fit();
     String::from_utf8(bytes).map_err(|e| {
         ReadError::invalid(
             path,
@@ -195,8 +217,13 @@ pub fn read_optional(path: &Path) -> Option<String> {
 /// A file that may rightly be missing (a module not loaded, an older kernel): None
 /// then. One that exists but cannot be read is an error naming it, never "absent".
 pub fn read_if_present(path: &Path) -> Result<Option<String>, ReadError> {
-    match read_capped(path, MAX_FILE_BYTES) {
-        Ok(text) => Ok(Some(text)),
+    if_present(read_capped(path, MAX_FILE_BYTES))
+}
+
+/// A read whose file may rightly be missing: None then.
+fn if_present<T>(read: Result<T, ReadError>) -> Result<Option<T>, ReadError> {
+    match read {
+        Ok(v) => Ok(Some(v)),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
     }
@@ -205,11 +232,7 @@ pub fn read_if_present(path: &Path) -> Result<Option<String>, ReadError> {
 /// An integer in a file that may rightly be missing: None then; an error when the
 /// file exists but holds no integer.
 pub fn read_u64_if_present(path: &Path) -> Result<Option<u64>, ReadError> {
-    match read_u64(path) {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
+    if_present(read_u64(path))
 }
 
 /// A single integer in a sysfs or procfs file, absent when unreadable or unparsable.
@@ -219,7 +242,10 @@ pub fn read_optional_u64(path: &Path) -> Option<u64> {
 
 /// A single integer in a file that must be there.
 pub fn read_u64(path: &Path) -> Result<u64, ReadError> {
-    let s = read_capped(path, MAX_VALUE_BYTES)?;
+    parse_u64(path, &read_capped(path, MAX_VALUE_BYTES)?)
+}
+
+fn parse_u64(path: &Path, s: &str) -> Result<u64, ReadError> {
     s.trim().parse().map_err(|e| {
         ReadError::invalid(
             path,
