@@ -12,9 +12,10 @@
 //!
 //! One agent per network namespace owns the table: a second one started there
 //! replaces it with its own port and removes it at exit, while the first's exit,
-//! finding another table (a new handle) under the name, leaves it alone. With `--web.notrack=false`
-//! nothing is touched, not even a table a killed agent left behind (the next start
-//! with the exemption on replaces it; `nft delete table inet nodediag` removes it).
+//! finding another table (a new handle) under the name, leaves it alone. With
+//! `--web.notrack=false` nothing is touched, not even a table a killed agent left
+//! behind (the next start with the exemption on replaces it; `nft delete table inet
+//! nodediag` removes it).
 
 use crate::kernel::nft_notrack::{self, NotrackError, Removal, TableStatus};
 use crate::store::{Setup, SetupState, Store};

@@ -1,7 +1,8 @@
 //! Kernel files a collector reads every round, held open from one round to the next.
 
 use super::{
-    if_present, parse_u64, read_text_at_start, ReadError, MAX_FILE_BYTES, MAX_VALUE_BYTES,
+    if_present, open_file, parse_u64, read_text_at_start, ReadError, MAX_FILE_BYTES,
+    MAX_VALUE_BYTES,
 };
 use std::collections::HashMap;
 use std::fs::File;
@@ -30,10 +31,7 @@ impl HeldFiles {
                 }
             }
         }
-        let file = File::open(path).map_err(|source| ReadError {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let file = open_file(path)?;
         let text = read_text_at_start(&file, path, max)?;
         self.files.insert(path.to_path_buf(), file);
         Ok(text)
@@ -53,15 +51,6 @@ impl HeldFiles {
         let text = if_present(self.read_capped(path, MAX_VALUE_BYTES))?;
         text.map(|t| parse_u64(path, &t)).transpose()
     }
-
-    /// How many files are held.
-    pub fn len(&self) -> usize {
-        self.files.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -74,11 +63,11 @@ mod tests {
         let path = dir.path().join("value");
         let mut held = HeldFiles::default();
         assert!(held.read_u64_if_present(&path).unwrap().is_none());
-        assert!(held.is_empty(), "a missing file is not held");
+        assert!(held.files.is_empty(), "a missing file is not held");
 
         std::fs::write(&path, "7\n").unwrap();
         assert_eq!(held.read_u64_if_present(&path).unwrap(), Some(7));
-        assert_eq!(held.len(), 1);
+        assert_eq!(held.files.len(), 1);
         // Rewritten in place, as the kernel regenerates its files: read from the start.
         std::fs::write(&path, "12345\n").unwrap();
         assert_eq!(held.read_u64_if_present(&path).unwrap(), Some(12345));
@@ -115,6 +104,6 @@ mod tests {
                 super::super::read_string(p).unwrap().lines().count()
             );
         }
-        assert_eq!(held.len(), 3);
+        assert_eq!(held.files.len(), 3);
     }
 }

@@ -147,11 +147,15 @@ pub fn read_string(path: &Path) -> Result<String, ReadError> {
 /// Reads a text file of at most `max` bytes; a larger one is an error that says so,
 /// after reading no more than `max + 1` bytes.
 pub fn read_capped(path: &Path, max: u64) -> Result<String, ReadError> {
-    let file = std::fs::File::open(path).map_err(|source| ReadError {
+    read_text_at_start(&open_file(path)?, path, max)
+}
+
+/// `path` opened for reading, the error naming it.
+fn open_file(path: &Path) -> Result<std::fs::File, ReadError> {
+    std::fs::File::open(path).map_err(|source| ReadError {
         path: path.to_path_buf(),
         source,
-    })?;
-    read_text_at_start(&file, path, max)
+    })
 }
 
 /// The text of the open file `path`, read from its start ([`read_capped`]'s limits):
@@ -163,8 +167,7 @@ fn read_text_at_start(file: &std::fs::File, path: &Path, max: u64) -> Result<Str
         source,
     };
     // Room for a whole page up front: procfs, sysfs and cgroupfs files report no
-    // size, and from an empty buffer the standard library read them in small probes,
-    // three or four reads where two do (the data, then end of file).
+    // size, and a page holds most of them: two reads, the data then end of file.
     let mut bytes = vec![0u8; FIRST_READ.min(max as usize + 1)];
     let mut len = 0;
     loop {
