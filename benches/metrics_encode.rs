@@ -2,10 +2,11 @@
 //! cgroup with one container, and 500 interfaces, conntrack statistics, findings)
 //! in each exposition format: encoding samples the exposition
 //! has not seen (done once per round, ahead of the scrape), and a scrape between
-//! rounds (what Prometheus waits for); text also in gzip, as Prometheus asks for it.
+//! rounds (what Prometheus waits for); text also in gzip, as Prometheus asks for it,
+//! and there also a round whose links and limits are those of the last.
 //! Neither does kernel I/O.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use nodediag::collect::cgroup::{CgroupVersion, ContainerCpu, CpuCgroup, PodCpu};
 use nodediag::collect::nic::{Nic, NicClass};
 use nodediag::collect::pods::Qos;
@@ -20,7 +21,30 @@ use nodediag::store::Store;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-fn large_node() -> Store {
+/// One round's samples of the large node.
+struct Round {
+    nic: Arc<NicSample>,
+    conntrack: Arc<ConntrackSample>,
+    cgroup: Arc<CgroupSample>,
+}
+
+impl Round {
+    /// Recorded as a new collection of each collector.
+    fn record(&self, store: &Store) {
+        let now = SystemTime::now();
+        store.record("nic", now, Duration::from_millis(3), Ok(self.nic.clone()));
+        let conntrack = self.conntrack.clone();
+        store.record("conntrack", now, Duration::from_millis(1), Ok(conntrack));
+        store.record(
+            "cgroup",
+            now,
+            Duration::from_millis(9),
+            Ok(self.cgroup.clone()),
+        );
+    }
+}
+
+fn large_node() -> (Store, Round) {
     let store = Store::new("bench-node".into(), Duration::from_secs(300));
     store.register("nic", Duration::from_secs(15));
     store.register("conntrack", Duration::from_secs(15));
@@ -58,20 +82,12 @@ fn large_node() -> Store {
         })
         .collect();
     let now = SystemTime::now();
-    store.record(
-        "nic",
-        now,
-        Duration::from_millis(3),
-        Ok(Arc::new(NicSample {
+    let round = Round {
+        nic: Arc::new(NicSample {
             interfaces,
             unavailable: vec![],
-        })),
-    );
-    store.record(
-        "conntrack",
-        now,
-        Duration::from_millis(1),
-        Ok(Arc::new(ConntrackSample {
+        }),
+        conntrack: Arc::new(ConntrackSample {
             entries: 120_000,
             max: 262_144,
             buckets: Some(65_536),
@@ -85,13 +101,8 @@ fn large_node() -> Store {
             peak: None,
             top: None,
             unavailable: vec![],
-        })),
-    );
-    store.record(
-        "cgroup",
-        now,
-        Duration::from_millis(9),
-        Ok(Arc::new(CgroupSample {
+        }),
+        cgroup: Arc::new(CgroupSample {
             version: CgroupVersion::V1,
             mount_point: "/sys/fs/cgroup/cpu,cpuacct".into(),
             kubepods: Some("/kubepods".into()),
@@ -100,8 +111,9 @@ fn large_node() -> Store {
             pods: (0..500u64).map(pod).collect(),
             unavailable: vec![],
             counters: Default::default(),
-        })),
-    );
+        }),
+    };
+    round.record(&store);
     store.set_findings(
         (0..20)
             .map(|i| {
@@ -115,7 +127,7 @@ fn large_node() -> Store {
             })
             .collect(),
     );
-    store
+    (store, round)
 }
 
 /// A burstable pod of a Deployment, its cgroup and its one container's limited.
@@ -151,7 +163,8 @@ fn pod(i: u64) -> PodCpu {
 }
 
 fn encode(c: &mut Criterion) {
-    let store = Arc::new(large_node());
+    let (store, round) = large_node();
+    let store = Arc::new(store);
     let exposition = signals::metrics_exposition(store.clone());
     let text = String::from_utf8(exposition.encode(Format::Text).expect("encodes")).unwrap();
     // The bench measures what it says only if every pod's series are in it.
@@ -183,6 +196,17 @@ fn encode(c: &mut Criterion) {
     // gzip: the signals compressed once per encoding, the rest at each scrape.
     group.bench_function("text_0.0.4_gzip/new_samples", |b| {
         b.iter(|| signals::metrics_exposition(store.clone()).scrape(Format::Text, true))
+    });
+    // A round in which no pod came, went or was resized and no link changed: the
+    // counters encoded again, the limits and links kept.
+    let kept = signals::metrics_exposition(store.clone());
+    kept.scrape(Format::Text, true).unwrap();
+    group.bench_function("text_0.0.4_gzip/next_round", |b| {
+        b.iter_batched(
+            || round.record(&store),
+            |()| kept.scrape(Format::Text, true),
+            BatchSize::PerIteration,
+        )
     });
     group.bench_function("text_0.0.4_gzip/scrape", |b| {
         b.iter(|| exposition.scrape(Format::Text, true))

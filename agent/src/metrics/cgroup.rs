@@ -3,72 +3,85 @@
 //! container. Pod-level cgroups carry `container=""`, as in cAdvisor.
 
 use super::family::Families;
+use super::steady::SteadyFamilies;
 use crate::collect::cgroup::CpuCgroup;
 use crate::collect::CgroupSample;
+use crate::kernel::cgroup::CpuQuota;
 use crate::store::Snapshot;
 use crate::text::short_id;
 use foldhash::{HashSet, HashSetExt};
 use prometheus_client::encoding::DescriptorEncoder;
-use prometheus_client::metrics::MetricType;
 use std::fmt;
 
-/// (metric name, counter or gauge, help, value)
-type Def = (
-    &'static str,
-    MetricType,
-    &'static str,
-    fn(&CpuCgroup) -> Option<f64>,
-);
+/// (metric name, help, value)
+type Def = (&'static str, &'static str, fn(&CpuCgroup) -> Option<f64>);
 
-const DEFS: [Def; 5] = [
+const COUNTERS: [Def; 4] = [
     (
         "nodediag_cgroup_cpu_periods_total",
-        MetricType::Counter,
         "CFS enforcement periods that had runnable tasks (cgroup cpu.stat nr_periods).",
         |c| Some(c.stat.nr_periods as f64),
     ),
     (
         "nodediag_cgroup_cpu_throttled_periods_total",
-        MetricType::Counter,
         "Periods in which the cgroup used up its CPU quota and was throttled (cgroup cpu.stat nr_throttled).",
         |c| Some(c.stat.nr_throttled as f64),
     ),
     (
         "nodediag_cgroup_cpu_throttled_seconds_total",
-        MetricType::Counter,
         "Time the cgroup's tasks spent throttled (cgroup v1 cpu.stat throttled_time, v2 throttled_usec).",
         |c| Some(c.stat.throttled_ns as f64 / 1e9),
     ),
     (
         "nodediag_cgroup_cpu_usage_seconds_total",
-        MetricType::Counter,
         "CPU time used by the cgroup (cgroup v1 cpuacct.usage, v2 cpu.stat usage_usec).",
         |c| c.stat.usage_ns.map(|u| u as f64 / 1e9),
     ),
-    (
-        "nodediag_cgroup_cpu_limit_cores",
-        MetricType::Gauge,
-        "CPU limit in cores: quota / period (cgroup v1 cpu.cfs_quota_us / cpu.cfs_period_us, v2 cpu.max).",
-        |c| c.quota.map(|q| q.cores()),
-    ),
 ];
 
+/// The counters: they change every round.
 pub fn encode(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
     let Some((_, s)) = snap.latest::<CgroupSample>() else {
         return Ok(());
     };
     let series = limited(s);
-    for (name, kind, help, value) in DEFS {
-        let values = series.iter().filter_map(|([ns, pod, container], cg)| {
-            let labels = [("namespace", *ns), ("pod", *pod), ("container", *container)];
-            Some((labels, value(cg)?))
-        });
-        match kind {
-            MetricType::Counter => e.counter(name, help, values)?,
-            _ => e.gauge(name, help, values)?,
-        }
+    for (name, help, value) in COUNTERS {
+        let values = series
+            .iter()
+            .filter_map(|(labels, cg)| Some((with_names(labels), value(cg)?)));
+        e.counter(name, help, values)?;
     }
     Ok(())
+}
+
+fn with_names<'a>([ns, pod, container]: &[&'a str; 3]) -> [(&'static str, &'a str); 3] {
+    [("namespace", *ns), ("pod", *pod), ("container", *container)]
+}
+
+/// The limits: they change when a pod is resized, comes or goes.
+pub struct Limits;
+
+impl SteadyFamilies for Limits {
+    /// The labels and limit of every limited cgroup.
+    type Rows<'a> = Vec<([&'a str; 3], CpuQuota)>;
+
+    fn rows(snap: &Snapshot) -> Option<Self::Rows<'_>> {
+        let (_, s) = snap.latest::<CgroupSample>()?;
+        let rows = limited(s)
+            .into_iter()
+            .filter_map(|(labels, cg)| Some((labels, cg.quota?)))
+            .collect();
+        Some(rows)
+    }
+
+    fn encode(rows: Self::Rows<'_>, e: &mut DescriptorEncoder) -> fmt::Result {
+        e.gauge(
+            "nodediag_cgroup_cpu_limit_cores",
+            "CPU limit in cores: quota / period (cgroup v1 cpu.cfs_quota_us / cpu.cfs_period_us, v2 cpu.max).",
+            rows.iter()
+                .map(|(labels, quota)| (with_names(labels), quota.cores())),
+        )
+    }
 }
 
 /// (namespace, pod, container) labels of every limited cgroup. Unknown names fall
@@ -107,6 +120,7 @@ mod tests {
     use crate::collect::pods::Qos;
     use crate::kernel::cgroup::{CpuQuota, CpuStat};
     use crate::metrics::exposition::{Exposition, Format};
+    use crate::metrics::steady::Steady;
     use crate::store::Store;
     use std::sync::Arc;
     use std::time::{Duration, SystemTime};
@@ -150,7 +164,9 @@ mod tests {
             counters: Default::default(),
         };
         store.record("cgroup", SystemTime::now(), Duration::ZERO, Ok(Arc::new(s)));
-        Exposition::of_signal::<crate::collect::CgroupSample>(store, encode).text(Format::Text)
+        let mut e = Exposition::of_signal::<crate::collect::CgroupSample>(store, encode);
+        e.add_steady("cgroup", Steady::of::<Limits>());
+        e.text(Format::Text)
     }
 
     #[test]

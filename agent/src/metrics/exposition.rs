@@ -12,12 +12,17 @@
 //! ([`super::gzip`]); when no scraper asked for it plain lately, text is compressed
 //! as it is encoded and only the compressed piece is kept.
 //!
+//! A signal's steady families ([`super::steady`]: limits, link settings, the pod
+//! behind each veth) are kept past their collection while what they read hashes the
+//! same, so most rounds encode only the counters.
+//!
 //! Encoding from the latest samples means series whose source is gone (a container,
 //! a veth, a directory, a DNS server) are not exposed any more, with no registered
 //! metric to forget to remove.
 
 use super::family::Families;
 use super::gzip::{self, Caller, Piece, PieceWriter};
+use super::steady::{Keyer, Steady};
 use crate::store::{Snapshot, Store};
 use axum::body::Bytes;
 use prometheus_client::collector::Collector;
@@ -303,7 +308,20 @@ impl Exposition {
     /// collector called `name`.
     pub fn add_signal(&mut self, name: &'static str, encode: EncodeFn) {
         self.signals
-            .push(CachedSignal::new(name, self.store.clone(), encode));
+            .push(CachedSignal::new(name, self.store.clone(), encode, None));
+    }
+
+    /// A signal's families that seldom change, encoded by `steady` from the latest
+    /// sample of the collector called `name`: kept past the collection they were
+    /// encoded from for as long as later ones' rows hash the same.
+    pub fn add_steady(&mut self, name: &'static str, steady: Steady) {
+        let keyer = Some(Keyer::new(steady));
+        self.signals.push(CachedSignal::new(
+            name,
+            self.store.clone(),
+            steady.encode,
+            keyer,
+        ));
     }
 
     pub fn add(&mut self, collector: Box<dyn Collector>) {
@@ -475,6 +493,8 @@ fn encode_compressed(
 struct CachedSignal {
     name: &'static str,
     store: Arc<Store>,
+    /// For steady families: the hash of what they were encoded from.
+    keyer: Option<Keyer>,
     registry: Registry,
     encoded: Mutex<Encodings>,
 }
@@ -494,6 +514,8 @@ type Source = Option<(u64, bool)>;
 #[derive(Clone)]
 struct Encoded {
     source: Source,
+    /// Steady families only: the hash of the rows encoded.
+    key: Option<u64>,
     /// The text (or protobuf) plain scrapes get; not made while only gzip scrapes
     /// asked for it.
     bytes: Option<Bytes>,
@@ -517,10 +539,11 @@ impl Encoded {
 }
 
 thread_local! {
-    /// The collection a signal's families were last encoded from on this thread,
-    /// read in the same snapshot as the sample itself: what the encoding is kept
-    /// under, so that two encodings kept under one source are of one sample.
-    static ENCODED_FROM: Cell<Source> = const { Cell::new(None) };
+    /// The collection a signal's families were last encoded from on this thread
+    /// (and for steady families, the hash of their rows), read in the same snapshot
+    /// as the sample itself: what the encoding is kept under, so that two encodings
+    /// kept under one source are of one sample.
+    static ENCODED_FROM: Cell<(Source, Option<u64>)> = const { Cell::new((None, None)) };
 }
 
 fn source_in(snap: &Snapshot, name: &str) -> Source {
@@ -529,16 +552,18 @@ fn source_in(snap: &Snapshot, name: &str) -> Source {
 }
 
 impl CachedSignal {
-    fn new(name: &'static str, store: Arc<Store>, encode: EncodeFn) -> Self {
+    fn new(name: &'static str, store: Arc<Store>, encode: EncodeFn, keyer: Option<Keyer>) -> Self {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(SignalFamilies {
             name,
             store: store.clone(),
             encode,
+            keyer: keyer.clone(),
         }));
         Self {
             name,
             store,
+            keyer,
             registry,
             encoded: Mutex::default(),
         }
@@ -557,9 +582,9 @@ impl CachedSignal {
         if let Some(bytes) = kept.and_then(|k| k.bytes) {
             return Ok(bytes);
         }
-        let (bytes, source) =
+        let (bytes, from) =
             self.encode_now(|r| encode_registry_sized(r, format, hint).map(Bytes::from))?;
-        self.keep(format, source, Some(bytes.clone()), None);
+        self.keep(format, from, Some(bytes.clone()), None);
         Ok(bytes)
     }
 
@@ -579,17 +604,18 @@ impl CachedSignal {
             }) => Ok(piece),
             Some(Encoded {
                 source,
+                key,
                 bytes: Some(bytes),
                 ..
             }) => {
                 let piece = compress(&bytes, format, caller)?;
-                self.keep(format, source, None, Some(piece.clone()));
+                self.keep(format, (source, key), None, Some(piece.clone()));
                 Ok(piece)
             }
             _ => {
-                let (piece, source) =
+                let (piece, from) =
                     self.encode_now(|r| encode_compressed(r, format, hint, caller))?;
-                self.keep(format, source, None, Some(piece.clone()));
+                self.keep(format, from, None, Some(piece.clone()));
                 Ok(piece)
             }
         }
@@ -599,10 +625,32 @@ impl CachedSignal {
     fn encode_now<T>(
         &self,
         encode: impl FnOnce(&Registry) -> Result<T, EncodeError>,
-    ) -> Result<(T, Source), EncodeError> {
-        ENCODED_FROM.set(None);
+    ) -> Result<(T, (Source, Option<u64>)), EncodeError> {
+        ENCODED_FROM.set((None, None));
         let encoded = encode(&self.registry)?;
         Ok((encoded, ENCODED_FROM.take()))
+    }
+
+    /// For steady families: an encoding kept in `format` of another collection than
+    /// `source` is this one's too when the rows of `source`'s sample hash the same,
+    /// and is kept under it from now on. The rows are hashed once per collection.
+    fn follow_unchanged(&self, keyer: &Keyer, format: Format, source: Source) {
+        let kept_key = match &self.lock().by_format[format as usize] {
+            Some(k) if k.source != source => k.key,
+            _ => return,
+        };
+        let Some(kept_key) = kept_key else {
+            return;
+        };
+        let (now, key) = self.store.read(|s| (source_in(s, self.name), keyer.key(s)));
+        if now != source || key != kept_key {
+            return;
+        }
+        if let Some(k) = &mut self.lock().by_format[format as usize] {
+            if k.key == Some(key) {
+                k.source = source;
+            }
+        }
     }
 
     /// What is kept in `format` that a request may take now: the encoding of the
@@ -611,6 +659,9 @@ impl CachedSignal {
     /// to be, compressed if `gzip`.
     fn servable(&self, format: Format, scrape: bool, gzip: bool) -> (Option<Encoded>, usize) {
         let source = self.store.read(|s| source_in(s, self.name));
+        if let Some(keyer) = &self.keyer {
+            self.follow_unchanged(keyer, format, source);
+        }
         let e = self.lock();
         let Some(k) = &e.by_format[format as usize] else {
             return (None, 0);
@@ -628,7 +679,13 @@ impl CachedSignal {
     /// Keeps an encoding of the collection `source`: beside what is kept of the
     /// same collection (which stays as it is), or in place of what is kept of
     /// another.
-    fn keep(&self, format: Format, source: Source, bytes: Option<Bytes>, gzip: Option<Arc<Piece>>) {
+    fn keep(
+        &self,
+        format: Format,
+        (source, key): (Source, Option<u64>),
+        bytes: Option<Bytes>,
+        gzip: Option<Arc<Piece>>,
+    ) {
         let mut e = self.lock();
         match &mut e.by_format[format as usize] {
             Some(k) if k.source == source => {
@@ -638,6 +695,7 @@ impl CachedSignal {
             slot => {
                 *slot = Some(Encoded {
                     source,
+                    key,
                     bytes,
                     gzip,
                 })
@@ -674,6 +732,7 @@ struct SignalFamilies {
     name: &'static str,
     store: Arc<Store>,
     encode: EncodeFn,
+    keyer: Option<Keyer>,
 }
 
 impl fmt::Debug for SignalFamilies {
@@ -685,7 +744,8 @@ impl fmt::Debug for SignalFamilies {
 impl Collector for SignalFamilies {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         self.store.read(|snap| {
-            ENCODED_FROM.set(source_in(snap, self.name));
+            let key = self.keyer.as_ref().map(|k| k.key(snap));
+            ENCODED_FROM.set((source_in(snap, self.name), key));
             (self.encode)(snap, &mut e)
         })
     }
@@ -948,6 +1008,81 @@ mod tests {
         let both = kept(Format::Text).expect("warmed");
         let (bytes, piece) = (both.bytes.expect("plain"), both.gzip.expect("gzip"));
         assert_eq!(gunzip(gzip::stream([&*piece])), bytes);
+    }
+
+    #[derive(Debug, serde::Serialize)]
+    struct Level(u64);
+    impl crate::sample::Sample for Level {
+        const COLLECTOR: &'static str = "level";
+        fn unavailable(&self) -> &[crate::sample::Unavailable] {
+            &[]
+        }
+    }
+
+    static LEVELS_ENCODED: AtomicUsize = AtomicUsize::new(0);
+
+    /// The level as a steady family.
+    struct Levels;
+    impl crate::metrics::steady::SteadyFamilies for Levels {
+        type Rows<'a> = u64;
+        fn rows(snap: &Snapshot) -> Option<u64> {
+            snap.latest::<Level>().map(|(_, l)| l.0)
+        }
+        fn encode(level: u64, e: &mut DescriptorEncoder) -> fmt::Result {
+            LEVELS_ENCODED.fetch_add(1, Ordering::SeqCst);
+            e.gauge_value("level", "The level.", level)
+        }
+    }
+
+    #[test]
+    fn steady_families_are_encoded_again_only_when_what_they_read_changes() {
+        use crate::metrics::steady::Steady;
+        let store = Arc::new(Store::new("n".into(), std::time::Duration::from_secs(60)));
+        store.register("level", std::time::Duration::from_secs(15));
+        let record = |level| {
+            let at = std::time::SystemTime::now();
+            store.record(
+                "level",
+                at,
+                std::time::Duration::ZERO,
+                Ok(Arc::new(Level(level))),
+            );
+        };
+        let encoded = || LEVELS_ENCODED.load(Ordering::SeqCst);
+        let mut e = Exposition::new(store.clone());
+        e.own = Registry::default();
+        e.add_steady("level", Steady::of::<Levels>());
+        let scrape = |f| String::from_utf8(e.scrape(f, false).unwrap().concat()).unwrap();
+        let gzip_piece = || e.signals[0].lock().by_format[Format::Text as usize].clone();
+        record(7);
+        assert!(scrape(Format::Text).contains("level 7\n"));
+        e.scrape(Format::Text, true).unwrap();
+        let first = gzip_piece().and_then(|k| k.gzip).expect("compressed");
+        assert_eq!(encoded(), 1);
+        // A new collection with the same level: the encoding and its compressed
+        // piece are kept, now under the new collection.
+        record(7);
+        assert!(scrape(Format::Text).contains("level 7\n"));
+        e.scrape(Format::Text, true).unwrap();
+        let kept = gzip_piece().unwrap();
+        assert_eq!(kept.source, Some((2, true)));
+        assert!(Arc::ptr_eq(&first, &kept.gzip.unwrap()), "compressed again");
+        e.will_warm("level");
+        record(7);
+        e.warm_signal("level").unwrap();
+        assert_eq!(encoded(), 1, "encoded again for the same level");
+        // Another level: encoded again.
+        record(8);
+        assert!(scrape(Format::Text).contains("level 8\n"));
+        assert_eq!(encoded(), 2);
+        e.will_warm("level");
+        record(9);
+        e.warm_signal("level").unwrap();
+        assert_eq!(encoded(), 3, "warmed for a level that changed");
+        assert!(scrape(Format::Text).contains("level 9\n"));
+        // A collector that fails hides its samples: the rows are gone.
+        store.mark_hung("level", std::time::SystemTime::now());
+        assert_eq!(scrape(Format::Text), "");
     }
 
     /// As [`encode_runs`], with a family long enough for the compressor to write

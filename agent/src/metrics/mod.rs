@@ -13,6 +13,7 @@ pub mod kmsg;
 pub mod netns;
 pub mod nic;
 pub mod pressure;
+pub mod steady;
 
 use crate::store::{Snapshot, Status};
 use family::Families;

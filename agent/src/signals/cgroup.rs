@@ -6,6 +6,7 @@ use crate::collect::{self, Collector};
 use crate::diagnose::{cgroup, FindingDef, RuleSet};
 use crate::flags::parse_duration;
 use crate::http::Route;
+use crate::metrics::steady::Steady;
 use crate::sample::CollectError;
 use crate::store::Snapshot;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -72,6 +73,8 @@ impl Signal for Cgroup {
     fn metrics(snap: &Snapshot, e: &mut DescriptorEncoder) -> std::fmt::Result {
         crate::metrics::cgroup::encode(snap, e)
     }
+
+    const STEADY_METRICS: Option<Steady> = Some(Steady::of::<crate::metrics::cgroup::Limits>());
 
     fn report(out: &mut String, snap: &Snapshot, now: SystemTime) {
         crate::report::cgroup::section(out, snap, now)

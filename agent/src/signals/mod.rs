@@ -20,6 +20,7 @@ use crate::collect::{self, Collector, Enabled};
 use crate::diagnose::{Evaluation, FindingDef, RuleContext, RuleSet};
 use crate::http::Route;
 use crate::metrics::exposition::{EncodeFn, Exposition};
+use crate::metrics::steady::Steady;
 use crate::report;
 use crate::sample::{AnySample, Sample};
 use crate::store::{Snapshot, Store};
@@ -57,6 +58,11 @@ pub trait Signal: 'static {
     fn metrics(_snap: &Snapshot, _e: &mut DescriptorEncoder) -> std::fmt::Result {
         Ok(())
     }
+
+    /// The signal's families that seldom change (limits, link settings, which pod
+    /// a veth belongs to), encoded again only when what they read changes; they
+    /// come before [`Signal::metrics`]'s.
+    const STEADY_METRICS: Option<Steady> = None;
 
     /// A section of the report after the findings, when there is something to say.
     fn report(_out: &mut String, _snap: &Snapshot, _now: SystemTime) {}
@@ -97,6 +103,7 @@ pub struct SignalDef {
     pub findings: &'static [&'static FindingDef],
     pub report: report::Section,
     pub metrics: EncodeFn,
+    pub steady_metrics: Option<Steady>,
 }
 
 impl SignalDef {
@@ -110,6 +117,7 @@ impl SignalDef {
                 detail: S::report,
             },
             metrics: S::metrics,
+            steady_metrics: S::STEADY_METRICS,
         }
     }
 }
@@ -210,6 +218,9 @@ pub fn render_report(snap: &Snapshot, now: SystemTime) -> String {
 pub fn metrics_exposition(store: Arc<Store>) -> Exposition {
     let mut exposition = Exposition::new(store);
     for s in SIGNALS {
+        if let Some(steady) = s.steady_metrics {
+            exposition.add_steady(s.name, steady);
+        }
         exposition.add_signal(s.name, s.metrics);
     }
     exposition

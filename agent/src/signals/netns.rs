@@ -6,8 +6,8 @@ use crate::collect::{self, Collector};
 use crate::diagnose::{netns, FindingDef, RuleSet};
 use crate::flags::parse_duration;
 use crate::http::Route;
+use crate::metrics::steady::Steady;
 use crate::store::Snapshot;
-use prometheus_client::encoding::DescriptorEncoder;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -85,9 +85,7 @@ impl Signal for Netns {
         crate::report::netns::summary(sample)
     }
 
-    fn metrics(snap: &Snapshot, e: &mut DescriptorEncoder) -> std::fmt::Result {
-        crate::metrics::netns::encode(snap, e)
-    }
+    const STEADY_METRICS: Option<Steady> = Some(Steady::of::<crate::metrics::netns::Namespaces>());
 
     fn report(out: &mut String, snap: &Snapshot, now: SystemTime) {
         crate::report::netns::section(out, snap, now)

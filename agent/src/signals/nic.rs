@@ -5,6 +5,7 @@ use crate::collect::nic::{NicCollector, NicSample};
 use crate::collect::{self, Collector};
 use crate::diagnose::{nic, FindingDef, RuleSet};
 use crate::flags::parse_duration;
+use crate::metrics::steady::Steady;
 use crate::store::Snapshot;
 use prometheus_client::encoding::DescriptorEncoder;
 use std::time::Duration;
@@ -58,4 +59,6 @@ impl Signal for Nic {
     fn metrics(snap: &Snapshot, e: &mut DescriptorEncoder) -> std::fmt::Result {
         crate::metrics::nic::encode(snap, e)
     }
+
+    const STEADY_METRICS: Option<Steady> = Some(Steady::of::<crate::metrics::nic::Links>());
 }

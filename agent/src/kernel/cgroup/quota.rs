@@ -2,7 +2,7 @@
 //! `cpu.cfs_period_us`.
 
 /// The CPU bandwidth limit of a cgroup: `quota_us` of CPU time per `period_us`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct CpuQuota {
     pub quota_us: u64,
     pub period_us: u64,
