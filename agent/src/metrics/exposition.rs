@@ -307,21 +307,18 @@ impl Exposition {
     /// A signal's families, encoded by `encode` from the latest sample of the
     /// collector called `name`.
     pub fn add_signal(&mut self, name: &'static str, encode: EncodeFn) {
+        let encoder = Encoder::Plain(encode);
         self.signals
-            .push(CachedSignal::new(name, self.store.clone(), encode, None));
+            .push(CachedSignal::new(name, self.store.clone(), encoder));
     }
 
     /// A signal's families that seldom change, encoded by `steady` from the latest
     /// sample of the collector called `name`: kept past the collection they were
     /// encoded from for as long as later ones' rows hash the same.
     pub fn add_steady(&mut self, name: &'static str, steady: Steady) {
-        let keyer = Some(Keyer::new(steady));
-        self.signals.push(CachedSignal::new(
-            name,
-            self.store.clone(),
-            steady.encode,
-            keyer,
-        ));
+        let encoder = Encoder::Steady(Keyer::new(steady));
+        self.signals
+            .push(CachedSignal::new(name, self.store.clone(), encoder));
     }
 
     pub fn add(&mut self, collector: Box<dyn Collector>) {
@@ -552,13 +549,16 @@ fn source_in(snap: &Snapshot, name: &str) -> Source {
 }
 
 impl CachedSignal {
-    fn new(name: &'static str, store: Arc<Store>, encode: EncodeFn, keyer: Option<Keyer>) -> Self {
+    fn new(name: &'static str, store: Arc<Store>, encoder: Encoder) -> Self {
+        let keyer = match &encoder {
+            Encoder::Steady(keyer) => Some(keyer.clone()),
+            Encoder::Plain(_) => None,
+        };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(SignalFamilies {
             name,
             store: store.clone(),
-            encode,
-            keyer: keyer.clone(),
+            encoder,
         }));
         Self {
             name,
@@ -731,8 +731,14 @@ impl Collector for OwnFamilies {
 struct SignalFamilies {
     name: &'static str,
     store: Arc<Store>,
-    encode: EncodeFn,
-    keyer: Option<Keyer>,
+    encoder: Encoder,
+}
+
+/// How a signal's families are encoded: all of them from the sample, or steady ones
+/// from rows whose hash is kept with the encoding.
+enum Encoder {
+    Plain(EncodeFn),
+    Steady(Keyer),
 }
 
 impl fmt::Debug for SignalFamilies {
@@ -744,9 +750,16 @@ impl fmt::Debug for SignalFamilies {
 impl Collector for SignalFamilies {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         self.store.read(|snap| {
-            let key = self.keyer.as_ref().map(|k| k.key(snap));
-            ENCODED_FROM.set((source_in(snap, self.name), key));
-            (self.encode)(snap, &mut e)
+            let source = source_in(snap, self.name);
+            let (key, encoded) = match &self.encoder {
+                Encoder::Plain(encode) => (None, encode(snap, &mut e)),
+                Encoder::Steady(keyer) => {
+                    let (key, encoded) = keyer.encode(snap, &mut e);
+                    (Some(key), encoded)
+                }
+            };
+            ENCODED_FROM.set((source, key));
+            encoded
         })
     }
 }

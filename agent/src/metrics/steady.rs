@@ -8,7 +8,6 @@
 //! [`super::exposition::Exposition::add_steady`]); since the encoding reads only
 //! the rows, the same rows give the same text.
 
-use super::exposition::EncodeFn;
 use crate::store::Snapshot;
 use foldhash::fast::RandomState;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -26,12 +25,13 @@ pub trait SteadyFamilies {
     fn encode(rows: Self::Rows<'_>, e: &mut DescriptorEncoder) -> fmt::Result;
 }
 
-/// [`SteadyFamilies`] as the exposition keeps them: their encoding, and the hash of
-/// the rows it reads.
+/// [`SteadyFamilies`] as the exposition keeps them: the hash of the rows they read,
+/// alone (to tell whether a kept encoding still holds) or with their encoding (one
+/// building of the rows for both).
 #[derive(Clone, Copy)]
 pub struct Steady {
-    pub(super) key: fn(&Snapshot, &RandomState) -> u64,
-    pub(super) encode: EncodeFn,
+    key: fn(&Snapshot, &RandomState) -> u64,
+    encode: fn(&Snapshot, &RandomState, &mut DescriptorEncoder) -> (u64, fmt::Result),
 }
 
 impl Steady {
@@ -47,30 +47,40 @@ fn key_of<T: SteadyFamilies>(snap: &Snapshot, state: &RandomState) -> u64 {
     state.hash_one(T::rows(snap))
 }
 
-fn encode_of<T: SteadyFamilies>(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
-    match T::rows(snap) {
-        Some(rows) => T::encode(rows, e),
-        None => Ok(()),
-    }
+fn encode_of<T: SteadyFamilies>(
+    snap: &Snapshot,
+    state: &RandomState,
+    e: &mut DescriptorEncoder,
+) -> (u64, fmt::Result) {
+    let rows = T::rows(snap);
+    // As `key_of` hashes it: a reference hashes as what it refers to.
+    let key = state.hash_one(&rows);
+    (key, rows.map_or(Ok(()), |rows| T::encode(rows, e)))
 }
 
 /// How a kept encoding's rows are hashed: per process, with a random seed, so that
 /// label values chosen to collide (a pod's name) cannot be made to.
 #[derive(Clone)]
 pub(super) struct Keyer {
-    key: fn(&Snapshot, &RandomState) -> u64,
+    steady: Steady,
     state: RandomState,
 }
 
 impl Keyer {
     pub(super) fn new(steady: Steady) -> Self {
         Self {
-            key: steady.key,
+            steady,
             state: RandomState::default(),
         }
     }
 
+    /// The hash of the latest sample's rows.
     pub(super) fn key(&self, snap: &Snapshot) -> u64 {
-        (self.key)(snap, &self.state)
+        (self.steady.key)(snap, &self.state)
+    }
+
+    /// The families encoded from the latest sample's rows, and their hash.
+    pub(super) fn encode(&self, snap: &Snapshot, e: &mut DescriptorEncoder) -> (u64, fmt::Result) {
+        (self.steady.encode)(snap, &self.state, e)
     }
 }
