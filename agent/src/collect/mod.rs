@@ -51,12 +51,20 @@ pub trait Collector: Send + 'static {
 
     /// Blocking: called on a blocking thread, never on an async worker.
     fn collect(&mut self) -> Result<Self::Sample, CollectError>;
+
+    /// Whether its collections take turns with the other collectors' (see
+    /// [`crate::agent::schedule`]): yes, unless a collection spends most of its time
+    /// waiting on something off the node.
+    fn takes_turns(&self) -> bool {
+        true
+    }
 }
 
 /// A collector as the scheduler runs it, its sample type erased.
 pub trait DynCollector: Send + 'static {
     fn name(&self) -> &'static str;
     fn collect_any(&mut self) -> Result<Arc<dyn AnySample>, CollectError>;
+    fn takes_turns(&self) -> bool;
 }
 
 impl<C: Collector> DynCollector for C {
@@ -66,6 +74,10 @@ impl<C: Collector> DynCollector for C {
 
     fn collect_any(&mut self) -> Result<Arc<dyn AnySample>, CollectError> {
         Ok(Arc::new(self.collect()?))
+    }
+
+    fn takes_turns(&self) -> bool {
+        Collector::takes_turns(self)
     }
 }
 

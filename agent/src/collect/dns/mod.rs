@@ -308,6 +308,12 @@ fn summarize(
 impl Collector for DnsCollector {
     type Sample = DnsSample;
 
+    /// A round waits for the DNS server's answers, up to half the interval: the other
+    /// collectors do not wait for it.
+    fn takes_turns(&self) -> bool {
+        false
+    }
+
     fn collect(&mut self) -> Result<DnsSample, CollectError> {
         let deadline = Instant::now() + self.budget();
         let mut unavailable = Vec::new();
