@@ -636,11 +636,12 @@ impl CachedSignal {
     /// and is kept under it from now on. The rows are hashed once per collection.
     fn follow_unchanged(&self, keyer: &Keyer, format: Format, source: Source) {
         let kept_key = match &self.lock().by_format[format as usize] {
-            Some(k) if k.source != source => k.key,
+            Some(Encoded {
+                source: kept,
+                key: Some(key),
+                ..
+            }) if *kept != source => *key,
             _ => return,
-        };
-        let Some(kept_key) = kept_key else {
-            return;
         };
         let (now, key) = self.store.read(|s| (source_in(s, self.name), keyer.key(s)));
         if now != source || key != kept_key {
