@@ -7,9 +7,9 @@
 //! on two cores two of them at once read the kernel and allocate side by side,
 //! contending for the allocator's one arena and each other's caches. One at a time,
 //! a round at 500 pods cost about 1.4 ms less CPU (two agents side by side, twice
-//! swapping places). A collector that waits on the network (DNS) does not take
-//! turns, and none waits for its turn longer than [`TURN_WAIT`] or behind one that
-//! hung.
+//! swapping places). A collection that waits on something else does not take a
+//! turn (DNS on the server; the disk collector's first, on its first probes), and
+//! none waits for its turn longer than [`TURN_WAIT`] or behind one that hung.
 
 use super::refresh::Rounds;
 use crate::collect::{DynCollector, Enabled};
@@ -66,8 +66,13 @@ pub fn spawn_all(
         .into_iter()
         .map(|enabled| {
             store.register(enabled.collector.name(), enabled.interval);
-            let turns = enabled.collector.takes_turns().then(|| turns.clone());
-            tokio::spawn(run(enabled, store.clone(), timeout, rounds.clone(), turns))
+            tokio::spawn(run(
+                enabled,
+                store.clone(),
+                timeout,
+                rounds.clone(),
+                turns.clone(),
+            ))
         })
         .collect()
 }
@@ -83,7 +88,7 @@ async fn run(
     store: Arc<Store>,
     timeout: Duration,
     rounds: Arc<Rounds>,
-    turns: Option<Arc<Semaphore>>,
+    turns: Arc<Semaphore>,
 ) {
     let name = enabled.collector.name();
     let mut ticker = tokio::time::interval(enabled.interval);
@@ -96,9 +101,9 @@ async fn run(
         };
         // Counted from before its turn, so findings wait for the collections queued.
         rounds.started();
-        let mut turn = match &turns {
-            Some(t) => wait_for_turn(t).await,
-            None => None,
+        let mut turn = match c.takes_turns() {
+            true => wait_for_turn(&turns).await,
+            false => None,
         };
         let at = SystemTime::now();
         let started = Instant::now();

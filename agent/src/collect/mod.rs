@@ -52,9 +52,9 @@ pub trait Collector: Send + 'static {
     /// Blocking: called on a blocking thread, never on an async worker.
     fn collect(&mut self) -> Result<Self::Sample, CollectError>;
 
-    /// Whether its collections take turns with the other collectors' (see
-    /// [`crate::agent::schedule`]): yes, unless a collection spends most of its time
-    /// waiting on something off the node.
+    /// Whether its next collection takes turns with the other collectors' (see
+    /// [`crate::agent::schedule`]), asked before each: yes, unless it will spend
+    /// most of its time waiting on something off the node or on a thread of its own.
     fn takes_turns(&self) -> bool {
         true
     }

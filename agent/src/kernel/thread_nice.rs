@@ -50,14 +50,21 @@ pub fn as_process() {
     }
 }
 
+/// The calling thread's id, asked of the kernel once per thread: every collection
+/// lowers and restores its thread, and each of these is a system call.
 fn gettid() -> libc::id_t {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::gettid() as libc::id_t }
+    thread_local! {
+        // SAFETY: gettid has no preconditions.
+        static TID: libc::id_t = unsafe { libc::gettid() as libc::id_t };
+    }
+    TID.with(|t| *t)
 }
 
 /// The nice value of the process's main thread (its tid is the pid).
 fn process_nice() -> Option<i32> {
-    nice_of(std::process::id() as libc::id_t)
+    static PID: std::sync::LazyLock<libc::id_t> =
+        std::sync::LazyLock::new(|| std::process::id() as libc::id_t);
+    nice_of(*PID)
 }
 
 fn nice_of(tid: libc::id_t) -> Option<i32> {

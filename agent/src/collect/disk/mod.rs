@@ -314,6 +314,12 @@ impl Drop for DiskCollector {
 impl Collector for DiskCollector {
     type Sample = DiskSample;
 
+    /// Not the first collection: it waits for the first burst of probes (on their
+    /// threads, up to the stall timeout), and the others need not wait behind it.
+    fn takes_turns(&self) -> bool {
+        !self.watches.is_empty()
+    }
+
     fn collect(&mut self) -> Result<DiskSample, CollectError> {
         self.watch_new_dirs()?;
         let mut unavailable = Vec::new();
@@ -483,8 +489,10 @@ mod tests {
             matches!(c.collect(), Err(CollectError::Unavailable(_))),
             "nothing to watch yet"
         );
+        assert!(!c.takes_turns(), "its first collection waits on probes");
         std::fs::create_dir_all(root.path().join("var/log")).unwrap();
         let s = sample(&mut c);
+        assert!(c.takes_turns(), "later ones read what the threads keep");
         assert_eq!(s.dirs.len(), 1);
         assert_eq!(s.dirs[0].path, "/var/log", "named as the host names it");
         assert!(!s.dirs[0].probed);

@@ -39,7 +39,7 @@ use shared::Shared;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use targets::{PodNetns, Rotation};
+use targets::Rotation;
 use totals::Totals;
 
 /// Kubernetes' default cluster domain, when neither the kubelet nor a pod says.
@@ -149,14 +149,13 @@ impl DnsCollector {
         server: Option<SocketAddr>,
         unavailable: &mut Vec<Unavailable>,
     ) -> Result<(usize, Vec<Target>), CollectError> {
-        let (pods, missing) = targets::pod_namespaces(&self.root, &self.config.pod_namespaces)?;
+        let (pod_count, picked, missing) = targets::pod_namespaces(
+            &self.root,
+            &self.config.pod_namespaces,
+            &mut self.rotation,
+            self.config.pods,
+        )?;
         unavailable.extend(missing);
-        let picked: Vec<PodNetns> = self
-            .rotation
-            .next(&pods, self.config.pods)
-            .into_iter()
-            .cloned()
-            .collect();
         let mut out = Vec::new();
         let mut unlisted = 0;
         let mut note = |what: String, hint: String, unavailable: &mut Vec<Unavailable>| {
@@ -206,7 +205,7 @@ impl DnsCollector {
                 "unreadable or skipped by glibc in part: GET /api/v1/dns",
             ));
         }
-        Ok((pods.len(), out))
+        Ok((pod_count, out))
     }
 
     fn spec(&self, t: &Target, names: &[String], left: Duration) -> ProbeSpec {

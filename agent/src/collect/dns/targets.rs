@@ -1,6 +1,7 @@
 //! Which pods to probe from: every pod network namespace on the node, found the way
 //! the netns collector finds them, and a few of them each round, in turn.
 
+use crate::collect::netns::scan::ProcView;
 use crate::collect::netns::shared_walk;
 use crate::collect::pods::Attribution;
 use crate::host::HostRoot;
@@ -21,34 +22,50 @@ pub struct PodNetns {
     pub pids: Vec<u32>,
 }
 
-/// Every pod network namespace on the node, sorted by inode: namespaces other than the
-/// host's that hold a process in a pod's cgroup (a pod with no process left has no
-/// resolver to speak of, so pins alone are not enough here). One walk of procfs, shared
-/// with the netns collector; `namespaces` keeps pods of those Kubernetes namespaces only.
+/// This round's pods to probe from, `n` of them in turn (see [`Rotation`]), out of
+/// every pod network namespace on the node: namespaces other than the host's that
+/// hold a process in a pod's cgroup (a pod with no process left has no resolver to
+/// speak of, so pins alone are not enough here). One walk of procfs, shared with the
+/// netns collector; `namespaces` keeps pods of those Kubernetes namespaces only.
+/// Also how many pod namespaces there are, and what the pod index could not read.
 pub fn pod_namespaces(
     root: &HostRoot,
     namespaces: &[String],
-) -> Result<(Vec<PodNetns>, Vec<Unavailable>), CollectError> {
+    rotation: &mut Rotation,
+    n: usize,
+) -> Result<(usize, Vec<PodNetns>, Vec<Unavailable>), CollectError> {
     let walk = shared_walk::processes(root)?;
     let procs = &walk.procs;
-    let mut out: Vec<PodNetns> = procs
+    // Only the picked few are copied out of the walk.
+    let mut all: Vec<(u64, &ProcView, &Attribution)> = procs
         .by_ns
         .iter()
         .filter(|(inode, _)| Some(**inode) != procs.host)
         .filter_map(|(&inode, view)| {
-            let pod = view.pod.clone()?;
+            let pod = view.pod.as_ref()?;
             let selected = namespaces.is_empty()
                 || pod
                     .namespace
                     .as_ref()
                     .is_some_and(|ns| namespaces.iter().any(|n| **n == **ns));
-            let mut pids = view.pids.clone();
-            pids.sort_unstable();
-            selected.then_some(PodNetns { inode, pod, pids })
+            selected.then_some((inode, view, pod))
         })
         .collect();
-    out.sort_by_key(|p| p.inode);
-    Ok((out, walk.index_missing.clone()))
+    all.sort_unstable_by_key(|(inode, ..)| *inode);
+    let picked = rotation
+        .next(&all, |(inode, ..)| *inode, n)
+        .into_iter()
+        .map(|&(inode, view, pod)| {
+            let mut pids = view.pids.clone();
+            pids.sort_unstable();
+            PodNetns {
+                inode,
+                pod: pod.clone(),
+                pids,
+            }
+        })
+        .collect();
+    Ok((all.len(), picked, walk.index_missing.clone()))
 }
 
 /// Takes turns through the pod namespaces: each round the next few after the last
@@ -59,21 +76,27 @@ pub struct Rotation {
 }
 
 impl Rotation {
-    pub fn next<'a>(&mut self, sorted: &'a [PodNetns], n: usize) -> Vec<&'a PodNetns> {
+    /// The next `n` of `sorted` (by `inode`, ascending), none twice.
+    pub fn next<'a, T>(
+        &mut self,
+        sorted: &'a [T],
+        inode: impl Fn(&T) -> u64,
+        n: usize,
+    ) -> Vec<&'a T> {
         if sorted.is_empty() || n == 0 {
             return Vec::new();
         }
         let start = match self.last {
-            Some(last) => sorted.partition_point(|p| p.inode <= last) % sorted.len(),
+            Some(last) => sorted.partition_point(|p| inode(p) <= last) % sorted.len(),
             None => 0,
         };
-        let picked: Vec<&PodNetns> = sorted
+        let picked: Vec<&T> = sorted
             .iter()
             .cycle()
             .skip(start)
             .take(n.min(sorted.len()))
             .collect();
-        self.last = picked.last().map(|p| p.inode);
+        self.last = picked.last().map(|p| inode(p));
         picked
     }
 }
@@ -119,6 +142,10 @@ mod tests {
         }
     }
 
+    fn by_inode(p: &PodNetns) -> u64 {
+        p.inode
+    }
+
     fn inodes(v: &[&PodNetns]) -> Vec<u64> {
         v.iter().map(|p| p.inode).collect()
     }
@@ -127,25 +154,25 @@ mod tests {
     fn rounds_take_turns_and_wrap() {
         let all: Vec<PodNetns> = [10, 20, 30, 40, 50].map(ns).to_vec();
         let mut r = Rotation::default();
-        assert_eq!(inodes(&r.next(&all, 3)), [10, 20, 30]);
-        assert_eq!(inodes(&r.next(&all, 3)), [40, 50, 10]);
-        assert_eq!(inodes(&r.next(&all, 3)), [20, 30, 40]);
+        assert_eq!(inodes(&r.next(&all, by_inode, 3)), [10, 20, 30]);
+        assert_eq!(inodes(&r.next(&all, by_inode, 3)), [40, 50, 10]);
+        assert_eq!(inodes(&r.next(&all, by_inode, 3)), [20, 30, 40]);
         assert_eq!(
-            inodes(&r.next(&all, 9)),
+            inodes(&r.next(&all, by_inode, 9)),
             [50, 10, 20, 30, 40],
             "never one twice"
         );
-        assert!(r.next(&[], 3).is_empty());
+        assert!(r.next(&[], by_inode, 3).is_empty());
     }
 
     #[test]
     fn a_namespace_that_went_away_does_not_lose_the_place() {
         let mut r = Rotation::default();
         let before: Vec<PodNetns> = [10, 20, 30, 40].map(ns).to_vec();
-        assert_eq!(inodes(&r.next(&before, 2)), [10, 20]);
+        assert_eq!(inodes(&r.next(&before, by_inode, 2)), [10, 20]);
         // 20 is gone and 25 is new: the turn goes on after 20.
         let after: Vec<PodNetns> = [10, 25, 30, 40].map(ns).to_vec();
-        assert_eq!(inodes(&r.next(&after, 2)), [25, 30]);
+        assert_eq!(inodes(&r.next(&after, by_inode, 2)), [25, 30]);
     }
 
     #[test]

@@ -22,8 +22,10 @@ pub struct CpuStat {
 /// bandwidth keys read as 0 (no quota was ever enforced).
 pub fn parse_cpu_stat(text: &str) -> Result<CpuStat, String> {
     let mut s = CpuStat::default();
+    // ASCII whitespace only, as the kernel writes it: a thousand of these a round,
+    // and the Unicode-aware split decodes every character.
     for line in text.lines() {
-        let mut it = line.split_whitespace();
+        let mut it = line.split_ascii_whitespace();
         let (Some(key), Some(value)) = (it.next(), it.next()) else {
             continue;
         };
