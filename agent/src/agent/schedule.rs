@@ -101,9 +101,10 @@ async fn run(
         };
         // Counted from before its turn, so findings wait for the collections queued.
         rounds.started();
-        let mut turn = match c.takes_turns() {
-            true => wait_for_turn(&turns).await,
-            false => None,
+        let mut turn = if c.takes_turns() {
+            wait_for_turn(&turns).await
+        } else {
+            None
         };
         let at = SystemTime::now();
         let started = Instant::now();
