@@ -17,7 +17,7 @@ use crate::kernel::link_events::{Changes, LinkEvents};
 use crate::kernel::netns::{route_socket_in, HostSocket};
 use crate::kernel::rtnetlink::{Addr, Link, LinkStats};
 use crate::kernel::ReadError;
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

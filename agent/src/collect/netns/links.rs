@@ -13,7 +13,7 @@ use crate::kernel::rtnetlink::{Addr, Link, LinkStats};
 use crate::kernel::ReadError;
 use crate::kernel::{net_class, route};
 use crate::sample::Unavailable;
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -287,8 +287,8 @@ pub(super) fn join_veths(
         .enumerate()
         .filter_map(|(i, n)| Some((n.nsid?, i)))
         .collect();
-    let mut seen = HashMap::new();
-    let mut veths = Vec::new();
+    let mut seen = HashMap::with_capacity(first_seen.len());
+    let mut veths = Vec::with_capacity(first_seen.len());
     for l in host_links
         .iter()
         .filter(|l| l.kind.as_deref() == Some("veth"))

@@ -25,7 +25,7 @@ use super::Collector;
 use crate::collect::pods::Attribution;
 use crate::host::HostRoot;
 use crate::sample::{CollectError, Unavailable};
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
