@@ -287,6 +287,7 @@ pub(super) fn join_veths(
         .enumerate()
         .filter_map(|(i, n)| Some((n.nsid?, i)))
         .collect();
+    // `first_seen` holds the last round's veths: this round has about as many.
     let mut seen = HashMap::with_capacity(first_seen.len());
     let mut veths = Vec::with_capacity(first_seen.len());
     for l in host_links
