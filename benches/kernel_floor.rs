@@ -4,7 +4,9 @@
 //!
 //! - cgroup counters: one `pread` of `cpu.stat` (and, on cgroup v1, of
 //!   `cpuacct.usage`) of every cgroup below the kubelet's, in the hierarchy the agent
-//!   reads, files held open and left unparsed;
+//!   reads, files held open and left unparsed; on v1 with cpuacct, `cpu.stat` only of
+//!   the cgroups with a CPU limit, as the agent reads them every round (the others'
+//!   with their limits, when these are written);
 //! - processes: listing `/proc`, every round;
 //! - process namespaces: one `readlink` of `ns/net` a process, relative to procfs
 //!   held open (the agent's own walk). The agent reads every process's link every
@@ -78,30 +80,37 @@ fn args() -> Args {
 }
 
 /// Every `cpu.stat` (and on v1 `cpuacct.usage`) of the kubelet's cgroups, in the
-/// hierarchy the agent reads them from, opened.
+/// hierarchy the agent reads them from, opened: on v1 with cpuacct, `cpu.stat` only
+/// where a limit is set.
 fn cgroup_counter_files() -> Vec<File> {
     let table = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let trees = match cgroup::cpu_hierarchy(&mountinfo::parse(&table)) {
-        Some(CpuHierarchy::V1 { cpu, cpuacct }) => std::iter::once((cpu, "cpu.stat"))
-            .chain(cpuacct.map(|a| (a, "cpuacct.usage")))
-            .collect(),
-        Some(CpuHierarchy::V2 { unified }) => vec![(unified, "cpu.stat")],
+        Some(CpuHierarchy::V1 { cpu, cpuacct }) => {
+            let only_limited = cpuacct.is_some();
+            std::iter::once((cpu, "cpu.stat", only_limited))
+                .chain(cpuacct.map(|a| (a, "cpuacct.usage", false)))
+                .collect()
+        }
+        Some(CpuHierarchy::V2 { unified }) => vec![(unified, "cpu.stat", false)],
         None => Vec::new(),
     };
     let mut files = Vec::new();
-    for (mount, name) in trees {
+    for (mount, name, only_limited) in trees {
         let root = Path::new(&mount.mount_point);
         if let Some(kubepods) = cgroup::find_kubepods(root) {
-            open_below(&cgroup::cgroup_dir(root, &kubepods), name, &mut files);
+            let dir = cgroup::cgroup_dir(root, &kubepods);
+            open_below(&dir, name, only_limited, &mut files);
         }
     }
     files
 }
 
-fn open_below(dir: &Path, name: &str, files: &mut Vec<File>) {
-    files.extend(File::open(dir.join(name)).ok());
+fn open_below(dir: &Path, name: &str, only_limited: bool, files: &mut Vec<File>) {
+    if !only_limited || cgroup::read_v1_quota(dir).is_ok_and(|q| q.is_some()) {
+        files.extend(File::open(dir.join(name)).ok());
+    }
     for child in cgroup::child_cgroups(dir) {
-        open_below(&dir.join(child), name, files);
+        open_below(&dir.join(child), name, only_limited, files);
     }
 }
 

@@ -14,7 +14,8 @@ use super::Collector;
 use crate::collect::pods::{parse_cgroup_path, CgroupRef, Name, PodIndex, PodLogsMemo, Qos};
 use crate::host::HostRoot;
 use crate::kernel::cgroup::{
-    self, Changes, CounterFiles, CpuHierarchy, CpuQuota, CpuStat, DirWatch, HeldListing, LimitFiles,
+    self, Changes, CounterFiles, CpuHierarchy, CpuQuota, CpuStat, DirWatch, HeldListing,
+    LimitFiles, Watched,
 };
 use crate::kernel::mountinfo::{Mount, MountsMemo};
 use crate::kernel::read_held;
@@ -270,10 +271,10 @@ struct Dirs {
     version: CgroupVersion,
 }
 
-/// How long a cgroup's limit is taken as last read. Limits change only when a pod is
-/// resized, while the counters beside them are read every round: at 500 pods on
-/// cgroup v1, reading both quota files of every cgroup every round was a third of
-/// the collector's CPU.
+/// How long a cgroup's limit is taken as last read when its directory is not watched
+/// for writes. Limits change only when a pod is resized, while the counters beside
+/// them are read every round: at 500 pods on cgroup v1, reading both quota files of
+/// every cgroup every round was a third of the collector's CPU.
 const LIMIT_REREAD: Duration = Duration::from_secs(60);
 
 /// At most this many files (counters, limits, listings) are held open, and at most
@@ -282,11 +283,11 @@ const LIMIT_REREAD: Duration = Duration::from_secs(60);
 /// outside cgroupfs.
 const MAX_KEPT_FILES: u64 = 16_384;
 
-/// A cgroup's limit as last read, and its periods counter at the last round.
+/// A cgroup's limit as last read, and its counters at the last round.
 #[derive(Debug, Clone, Copy)]
 struct KnownLimit {
     quota: Option<CpuQuota>,
-    periods: u64,
+    counters: CpuStat,
     read_at: Instant,
 }
 
@@ -301,6 +302,8 @@ struct Known {
     files: Option<CounterFiles>,
     /// Its limit files, held open.
     limit_files: Option<LimitFiles>,
+    /// Its directory, watched for writes (a limit set) since its limit was read.
+    limit_watch: Option<Watched>,
 }
 
 /// A child cgroup as its parent's listing gives it: its path in the hierarchy and
@@ -347,6 +350,9 @@ struct Remembered {
     /// Watches the listings' directories, on cgroupfs while inotify has an instance
     /// to spare (else their link counts tell).
     watch: Option<DirWatch>,
+    /// Watches the directories of the cgroups read for writes, likewise (else their
+    /// limits are read again once a minute).
+    limit_watch: Option<DirWatch>,
 }
 
 /// Reads cgroups for one round: their counters through files kept open since an
@@ -367,6 +373,9 @@ struct Round {
     now: Instant,
     /// The watched listings changed since the last round.
     changes: Changes,
+    limit_watch: Option<DirWatch>,
+    /// The watched cgroups written since the last round.
+    written: Changes,
 }
 
 fn is_cgroupfs(dir: &Path) -> bool {
@@ -399,6 +408,13 @@ impl Reader {
             kept.watch = DirWatch::new().ok();
         }
         let changes = kept.watch.as_ref().map_or(Changes::All, DirWatch::changes);
+        if max_kept_files > 0 && kept.limit_watch.is_none() {
+            kept.limit_watch = DirWatch::files().ok();
+        }
+        let written = kept
+            .limit_watch
+            .as_ref()
+            .map_or(Changes::All, DirWatch::changes);
         let hold_limits = holds_limits(
             dirs.version,
             kept.by_path.len(),
@@ -415,6 +431,8 @@ impl Reader {
                 hold_limits,
                 now: Instant::now(),
                 changes,
+                limit_watch: kept.limit_watch.clone(),
+                written,
             },
             kept,
         }
@@ -500,31 +518,66 @@ impl Round {
             known.limit_files = None;
         }
         let room = self.kept_files < self.max_kept_files;
-        let from_files = read_held(
-            &mut known.files,
-            room,
-            || CounterFiles::open(&dir(), acct().as_deref()),
-            CounterFiles::read,
-        );
-        let stat = match (from_files, d.version) {
-            (Some(stat), _) => stat,
-            (None, CgroupVersion::V1) => cgroup::read_v1_counters(&dir(), acct().as_deref())?,
-            (None, CgroupVersion::V2) => cgroup::read_v2_counters(&dir())?,
+        let open = || CounterFiles::open(&dir(), acct().as_deref());
+        // Whether the limit last read still holds: no write in its directory since,
+        // or, unwatched, read less than a minute ago.
+        let current = match (&known.limit, &known.limit_watch) {
+            (Some(_), Some(w)) => !self.written.touched(w),
+            (Some(k), None) => self.now.duration_since(k.read_at) < LIMIT_REREAD,
+            (None, _) => false,
+        };
+        // v1's cpu.stat counts only while a limit is set (the limit's own timer counts
+        // periods): a cgroup last read without one has its usage read each round and
+        // its cpu.stat with its limit. On a node, every pod's sandbox and every
+        // container without a limit is such a cgroup. Where the usage does not read,
+        // the whole read below says why (or that the cgroup is gone).
+        let usage_alone = known
+            .limit
+            .filter(|k| current && d.cpuacct.is_some() && k.quota.is_none())
+            .and_then(|k| {
+                let usage = read_held(&mut known.files, room, open, CounterFiles::read_usage)
+                    .flatten()
+                    .or_else(|| cgroup::read_v1_usage(acct().as_deref()).ok()?)?;
+                Some(CpuStat {
+                    usage_ns: Some(usage),
+                    ..k.counters
+                })
+            });
+        let stat = match usage_alone {
+            Some(stat) => stat,
+            None => match (
+                read_held(&mut known.files, room, open, CounterFiles::read),
+                d.version,
+            ) {
+                (Some(stat), _) => stat,
+                (None, CgroupVersion::V1) => cgroup::read_v1_counters(&dir(), acct().as_deref())?,
+                (None, CgroupVersion::V2) => cgroup::read_v2_counters(&dir())?,
+            },
         };
         self.kept_files += known.files.as_ref().map_or(0, |f| f.descriptors() as u64);
         // Periods only count while a limit is set: a cgroup without one whose
         // periods move has been given one since.
-        let fresh = known.limit.filter(|k| {
-            self.now.duration_since(k.read_at) < LIMIT_REREAD
-                && (k.quota.is_some() || k.periods == stat.nr_periods)
-        });
+        let fresh = known
+            .limit
+            .filter(|k| current && (k.quota.is_some() || k.counters.nr_periods == stat.nr_periods));
         let limit = match fresh {
             Some(k) => KnownLimit {
-                periods: stat.nr_periods,
+                counters: stat,
                 ..k
             },
             None => {
-                let room = self.hold_limits && self.kept_files < self.max_kept_files;
+                // Watched before the limit is read, so a write in between is seen next
+                // round; the old watch dropped first, as the kernel gives the same
+                // directory the same watch. A watched limit is read when written
+                // only: its files are not worth holding.
+                known.limit_watch = None;
+                known.limit_watch = self.limit_watch.as_ref().and_then(|w| w.watch(&dir()).ok());
+                if known.limit_watch.is_some() {
+                    known.limit_files = None;
+                }
+                let room = self.hold_limits
+                    && known.limit_watch.is_none()
+                    && self.kept_files < self.max_kept_files;
                 let open = || match d.version {
                     CgroupVersion::V1 => LimitFiles::open_v1(&dir()),
                     CgroupVersion::V2 => LimitFiles::open_v2(&dir()),
@@ -537,7 +590,7 @@ impl Round {
                 };
                 KnownLimit {
                     quota,
-                    periods: stat.nr_periods,
+                    counters: stat,
                     read_at: self.now,
                 }
             }
@@ -556,12 +609,13 @@ impl Round {
     }
 }
 
-/// Whether a round holds limit files open as well as counters. Counters are read
-/// every round, limits once a minute: limit files are held only while the last
-/// round's cgroups fit the budget with both (and their listings), so a node near it
-/// spends its descriptors on the counters. At 1000 pods under a 5,000 budget,
-/// holding limits first left 1,000 cgroups' counters read by path every round
-/// (cgroup 51 -> 86 ms a round).
+/// Whether a round holds limit files open as well as counters, for the cgroups whose
+/// directories are not watched for writes (a watched limit is read when written
+/// only, by path). Counters are read every round, unwatched limits once a minute:
+/// limit files are held only while the last round's cgroups fit the budget with
+/// both (and their listings), so a node near it spends its descriptors on the
+/// counters. At 1000 pods under a 5,000 budget, holding limits first left 1,000
+/// cgroups' counters read by path every round (cgroup 51 -> 86 ms a round).
 fn holds_limits(
     version: CgroupVersion,
     cgroups: usize,
@@ -944,6 +998,74 @@ mod tests {
         assert!(bad_note.hint.contains("nr_periods"), "{bad_note:?}");
     }
 
+    #[test]
+    fn v1_cgroups_without_a_limit_read_usage_each_round_and_cpu_stat_with_the_limit() {
+        let t = tempfile::tempdir().unwrap();
+        let b = t.path();
+        write(
+            b,
+            "proc/1/mountinfo",
+            "39 33 0:34 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n",
+        );
+        let pod = "rootfs/sys/fs/cgroup/cpu,cpuacct/kubepods/burstable/pod0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9";
+        let sandbox = format!("{pod}/{}", "ab".repeat(32));
+        let stat =
+            |periods: u64| format!("nr_periods {periods}\nnr_throttled 2\nthrottled_time 9\n");
+        for (dir, quota) in [(pod, "50000"), (&*sandbox, "-1")] {
+            write(b, &format!("{dir}/cpu.cfs_quota_us"), quota);
+            write(b, &format!("{dir}/cpu.cfs_period_us"), "100000\n");
+            write(b, &format!("{dir}/cpu.stat"), &stat(7));
+            write(b, &format!("{dir}/cpuacct.usage"), "1000\n");
+        }
+        let mut c = CgroupCollector::new(root(b), None);
+        let counters = |s: &CgroupSample| {
+            let p = &s.pods[0];
+            (p.cgroup.stat, p.containers[0].cgroup.stat)
+        };
+        let first = c.collect().expect("a sample");
+        let (pod_stat, sandbox_stat) = counters(&first);
+        assert_eq!((pod_stat.nr_periods, sandbox_stat.nr_periods), (7, 7));
+        assert_eq!(first.pods[0].containers[0].cgroup.quota, None);
+
+        // The kernel does not move an unlimited cgroup's cpu.stat: an unreadable one
+        // shows it is not read again within the minute, while usage still is.
+        for dir in [pod, &*sandbox] {
+            write(b, &format!("{dir}/cpu.stat"), "nr_periods\tmany\n");
+            write(b, &format!("{dir}/cpuacct.usage"), "2000\n");
+        }
+        write(b, &format!("{pod}/cpu.stat"), &stat(8));
+        let second = c.collect().expect("a sample");
+        let sandbox_note = |s: &CgroupSample| {
+            s.unavailable
+                .iter()
+                .find(|u| u.what.ends_with(&"ab".repeat(32)))
+                .cloned()
+        };
+        assert_eq!(sandbox_note(&second), None);
+        let (pod_stat, sandbox_stat) = counters(&second);
+        assert_eq!(
+            pod_stat.nr_periods, 8,
+            "a limited cgroup's cpu.stat every round"
+        );
+        assert_eq!(
+            sandbox_stat,
+            CpuStat {
+                usage_ns: Some(2000),
+                ..counters(&first).1
+            }
+        );
+
+        // Once its limit is due to be read again, so is its cpu.stat.
+        for k in c.remembered.by_path.values_mut() {
+            if let Some(limit) = &mut k.limit {
+                limit.read_at -= LIMIT_REREAD;
+            }
+        }
+        let third = c.collect().expect("a sample");
+        let bad = sandbox_note(&third).unwrap_or_else(|| panic!("{:?}", third.unavailable));
+        assert!(bad.hint.contains("nr_periods"), "{bad:?}");
+    }
+
     /// Made under the host's cgroup v1 cpu (and cpuacct) hierarchies, removed on drop.
     struct MadeCgroups(Vec<PathBuf>);
 
@@ -967,11 +1089,12 @@ mod tests {
     }
 
     // Listings are kept between rounds on cgroupfs only, so this needs the kernel's.
-    // One after the other: both make the shared kubepods parents.
+    // One after the other: each makes the shared kubepods parents.
     #[test]
-    fn containers_added_removed_or_replaced_on_cgroupfs_are_seen_next_round() {
+    fn containers_and_limits_changed_on_cgroupfs_are_seen_next_round() {
         containers_changing_on_cgroupfs(true);
         containers_changing_on_cgroupfs(false);
+        limits_written_on_cgroupfs();
     }
 
     fn containers_changing_on_cgroupfs(watched: bool) {
@@ -1047,6 +1170,76 @@ mod tests {
             assert!(first.is_empty() || first == [id('c')], "{first:?}");
         }
         assert_eq!(containers(), [id('c')], "replaced");
+    }
+
+    // A limit is set by writing its file, which the watch on the cgroup's directory
+    // reports: read again the next round, not a minute later. The watch is taken on
+    // cgroupfs only.
+    fn limits_written_on_cgroupfs() {
+        let mounts = crate::kernel::mountinfo::read_host(&HostRoot::default()).unwrap_or_default();
+        let Some(CpuHierarchy::V1 { cpu, cpuacct }) = cgroup::cpu_hierarchy(&mounts) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI machines have cgroup v1 cpu"
+            );
+            return eprintln!("skipped: no cgroup v1 cpu hierarchy");
+        };
+        let roots: Vec<PathBuf> = std::iter::once(&cpu)
+            .chain(cpuacct.iter().filter(|a| a.mount_point != cpu.mount_point))
+            .map(|m| PathBuf::from(&m.mount_point))
+            .collect();
+        let uid = format!(
+            "0c9d{:04x}-1e2f-4a3b-8c4d-5e6f7a8b9c1f",
+            std::process::id() & 0xffff
+        );
+        let pod = format!("kubepods/burstable/pod{uid}");
+        let container = format!("{pod}/{}", "e".repeat(64));
+        let mut made = MadeCgroups(Vec::new());
+        for r in &roots {
+            for d in ["kubepods", "kubepods/burstable"] {
+                if !r.join(d).is_dir() {
+                    made.make(r.join(d));
+                }
+            }
+            made.make(r.join(&pod));
+            made.make(r.join(&container));
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let mut collector = CgroupCollector::new(
+            HostRoot {
+                rootfs: tmp.path().to_path_buf(),
+                ..HostRoot::default()
+            },
+            None,
+        );
+        let mut limits = || {
+            let s = collector.collect().unwrap();
+            let p = s.pods.iter().find(|p| *p.pod_uid == uid).expect("the pod");
+            let cores = |c: &CpuCgroup| c.quota.map(|q| q.cores());
+            (
+                cores(&p.cgroup),
+                p.containers
+                    .iter()
+                    .map(|c| cores(&c.cgroup))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let quota = |dir: &str, us: &str| {
+            std::fs::write(
+                cpu.mount_point.clone() + "/" + dir + "/cpu.cfs_quota_us",
+                us,
+            )
+            .unwrap()
+        };
+        assert_eq!(limits(), (None, vec![None]));
+        quota(&container, "20000");
+        assert_eq!(limits(), (None, vec![Some(0.2)]), "a first limit");
+        quota(&pod, "50000");
+        quota(&container, "30000");
+        assert_eq!(limits(), (Some(0.5), vec![Some(0.3)]), "limits changed");
+        assert_eq!(limits(), (Some(0.5), vec![Some(0.3)]), "and kept");
+        quota(&container, "-1");
+        assert_eq!(limits(), (Some(0.5), vec![None]), "a limit lifted");
     }
 
     #[test]

@@ -44,10 +44,16 @@ impl CounterFiles {
     /// what is wrong.
     pub fn read(&self) -> io::Result<CpuStat> {
         let mut stat = read_from_start(&self.stat, parse_cpu_stat)?.map_err(invalid)?;
-        if let Some(f) = &self.usage {
-            stat.usage_ns = Some(read_from_start(f, parse_v1_usage)?.map_err(invalid)?);
-        }
+        stat.usage_ns = self.read_usage()?;
         Ok(stat)
+    }
+
+    /// v1's usage alone, without `cpu.stat`; None without a `cpuacct.usage` held.
+    pub fn read_usage(&self) -> io::Result<Option<u64>> {
+        self.usage
+            .as_ref()
+            .map(|f| read_from_start(f, parse_v1_usage)?.map_err(invalid))
+            .transpose()
     }
 }
 

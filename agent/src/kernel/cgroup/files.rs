@@ -22,14 +22,23 @@ fn read_cpu_stat(path: &Path) -> Result<CpuStat, ReadError> {
 /// when co-mounted), when that hierarchy is known.
 pub fn read_v1_counters(cpu_dir: &Path, cpuacct_dir: Option<&Path>) -> Result<CpuStat, ReadError> {
     let mut stat = read_cpu_stat(&cpu_dir.join("cpu.stat"))?;
-    if let Some(dir) = cpuacct_dir {
-        let usage_path = dir.join("cpuacct.usage");
-        stat.usage_ns = match read_if_present(&usage_path)? {
-            Some(u) => Some(parse_v1_usage(&u).map_err(|m| bad_data(&usage_path, m))?),
-            None => None,
-        };
-    }
+    stat.usage_ns = read_v1_usage(cpuacct_dir)?;
     Ok(stat)
+}
+
+/// `cpuacct.usage` of a v1 cgroup in `cpuacct_dir`; None when the cpuacct hierarchy
+/// is not known or the file is missing.
+pub fn read_v1_usage(cpuacct_dir: Option<&Path>) -> Result<Option<u64>, ReadError> {
+    let Some(dir) = cpuacct_dir else {
+        return Ok(None);
+    };
+    let usage_path = dir.join("cpuacct.usage");
+    match read_if_present(&usage_path)? {
+        Some(u) => Ok(Some(
+            parse_v1_usage(&u).map_err(|m| bad_data(&usage_path, m))?,
+        )),
+        None => Ok(None),
+    }
 }
 
 /// `cpuacct.usage`: CPU time used, in nanoseconds.

@@ -12,10 +12,10 @@ mod stat;
 mod tree;
 
 pub use counter_files::{CounterFiles, LimitFiles};
-pub use dir_watch::{Changes, DirWatch};
+pub use dir_watch::{Changes, DirWatch, Watched};
 pub use files::{
-    parse_v1_usage, read_v1_counters, read_v1_quota, read_v2_counters, read_v2_quota,
-    v2_controllers,
+    parse_v1_usage, read_v1_counters, read_v1_quota, read_v1_usage, read_v2_counters,
+    read_v2_quota, v2_controllers,
 };
 pub use held_listing::HeldListing;
 pub use hierarchy::{cpu_hierarchy, CpuHierarchy};
