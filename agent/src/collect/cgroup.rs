@@ -373,7 +373,6 @@ struct Round {
     now: Instant,
     /// The watched listings changed since the last round.
     changes: Changes,
-    limit_watch: Option<DirWatch>,
     /// The watched cgroups written since the last round.
     written: Changes,
 }
@@ -431,7 +430,6 @@ impl Reader {
                 hold_limits,
                 now: Instant::now(),
                 changes,
-                limit_watch: kept.limit_watch.clone(),
                 written,
             },
             kept,
@@ -481,10 +479,12 @@ impl Reader {
 
     fn read(&mut self, path: &Name) -> Result<CpuCgroup, crate::kernel::ReadError> {
         let read = match self.kept.by_path.get_mut(&**path) {
-            Some(known) => self.round.read(path, known),
+            Some(known) => self.round.read(path, known, self.kept.limit_watch.as_ref()),
             None => {
                 let mut known = Known::default();
-                let read = self.round.read(path, &mut known);
+                let read = self
+                    .round
+                    .read(path, &mut known, self.kept.limit_watch.as_ref());
                 if read.is_ok() {
                     self.kept.by_path.insert(path.clone(), known);
                 }
@@ -504,11 +504,13 @@ impl Reader {
 
 impl Round {
     /// Reads one cgroup, updating what is kept of it; on success it is marked read
-    /// in this round.
+    /// in this round. `limit_watch` watches its directory for writes, when there is
+    /// an instance.
     fn read(
         &mut self,
         path: &Name,
         known: &mut Known,
+        limit_watch: Option<&DirWatch>,
     ) -> Result<CpuCgroup, crate::kernel::ReadError> {
         let d = &self.dirs;
         // Paths are built only to open or read by path: most rounds read held files.
@@ -571,7 +573,7 @@ impl Round {
                 // directory the same watch. A watched limit is read when written
                 // only: its files are not worth holding.
                 known.limit_watch = None;
-                known.limit_watch = self.limit_watch.as_ref().and_then(|w| w.watch(&dir()).ok());
+                known.limit_watch = limit_watch.and_then(|w| w.watch(&dir()).ok());
                 if known.limit_watch.is_some() {
                     known.limit_files = None;
                 }
@@ -1097,34 +1099,77 @@ mod tests {
         limits_written_on_cgroupfs();
     }
 
-    fn containers_changing_on_cgroupfs(watched: bool) {
-        let mounts = crate::kernel::mountinfo::read_host(&HostRoot::default()).unwrap_or_default();
-        let Some(CpuHierarchy::V1 { cpu, cpuacct }) = cgroup::cpu_hierarchy(&mounts) else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI machines have cgroup v1 cpu"
+    /// A pod cgroup made under the host's v1 cpu (and cpuacct) hierarchies, with the
+    /// kubepods parents it needs, removed on drop.
+    struct PodOnCgroupfs {
+        /// The hierarchies' mount points, cpu first.
+        roots: Vec<PathBuf>,
+        uid: String,
+        /// Relative to each root.
+        pod: String,
+        made: MadeCgroups,
+    }
+
+    impl PodOnCgroupfs {
+        /// None, after saying so, where the host has no v1 cpu hierarchy (a failure
+        /// under CI, whose machines have one). `uid_tail` keeps each test's pod apart.
+        fn make(uid_tail: &str) -> Option<Self> {
+            let mounts =
+                crate::kernel::mountinfo::read_host(&HostRoot::default()).unwrap_or_default();
+            let Some(CpuHierarchy::V1 { cpu, cpuacct }) = cgroup::cpu_hierarchy(&mounts) else {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI machines have cgroup v1 cpu"
+                );
+                eprintln!("skipped: no cgroup v1 cpu hierarchy");
+                return None;
+            };
+            let roots: Vec<PathBuf> = std::iter::once(&cpu)
+                .chain(cpuacct.iter().filter(|a| a.mount_point != cpu.mount_point))
+                .map(|m| PathBuf::from(&m.mount_point))
+                .collect();
+            let uid = format!(
+                "0c9d{:04x}-1e2f-4a3b-8c4d-5e6f7a8b9{uid_tail}",
+                std::process::id() & 0xffff
             );
-            return eprintln!("skipped: no cgroup v1 cpu hierarchy");
-        };
-        let roots: Vec<PathBuf> = std::iter::once(&cpu)
-            .chain(cpuacct.iter().filter(|a| a.mount_point != cpu.mount_point))
-            .map(|m| PathBuf::from(&m.mount_point))
-            .collect();
-        let uid = format!(
-            "0c9d{:04x}-1e2f-4a3b-8c4d-5e6f7a8b9c0{}",
-            std::process::id() & 0xffff,
-            u8::from(watched)
-        );
-        let pod = format!("kubepods/burstable/pod{uid}");
-        let mut made = MadeCgroups(Vec::new());
-        for r in &roots {
-            for d in ["kubepods", "kubepods/burstable"] {
-                if !r.join(d).is_dir() {
-                    made.make(r.join(d));
+            let pod = format!("kubepods/burstable/pod{uid}");
+            let mut made = MadeCgroups(Vec::new());
+            for r in &roots {
+                for d in ["kubepods", "kubepods/burstable"] {
+                    if !r.join(d).is_dir() {
+                        made.make(r.join(d));
+                    }
                 }
+                made.make(r.join(&pod));
             }
-            made.make(r.join(&pod));
+            Some(Self {
+                roots,
+                uid,
+                pod,
+                made,
+            })
         }
+
+        /// A collector of the host's cgroups, with a rootfs of its own (no pod logs).
+        fn collector(rootfs: &Path) -> CgroupCollector {
+            let root = HostRoot {
+                rootfs: rootfs.to_path_buf(),
+                ..HostRoot::default()
+            };
+            CgroupCollector::new(root, None)
+        }
+    }
+
+    fn containers_changing_on_cgroupfs(watched: bool) {
+        let Some(PodOnCgroupfs {
+            roots,
+            uid,
+            pod,
+            mut made,
+        }) = PodOnCgroupfs::make(&format!("c0{}", u8::from(watched)))
+        else {
+            return;
+        };
         let id = |c: char| c.to_string().repeat(64);
         let add = |made: &mut MadeCgroups, c| {
             roots
@@ -1137,13 +1182,7 @@ mod tests {
                 .for_each(|r| made.remove(&r.join(&pod).join(id(c))))
         };
         let tmp = tempfile::tempdir().unwrap();
-        let mut collector = CgroupCollector::new(
-            HostRoot {
-                rootfs: tmp.path().to_path_buf(),
-                ..HostRoot::default()
-            },
-            None,
-        );
+        let mut collector = PodOnCgroupfs::collector(tmp.path());
         collector.watch_listings = watched;
         let mut containers = || {
             let s = collector.collect().unwrap();
@@ -1176,45 +1215,23 @@ mod tests {
     // reports: read again the next round, not a minute later. The watch is taken on
     // cgroupfs only.
     fn limits_written_on_cgroupfs() {
-        let mounts = crate::kernel::mountinfo::read_host(&HostRoot::default()).unwrap_or_default();
-        let Some(CpuHierarchy::V1 { cpu, cpuacct }) = cgroup::cpu_hierarchy(&mounts) else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI machines have cgroup v1 cpu"
-            );
-            return eprintln!("skipped: no cgroup v1 cpu hierarchy");
+        let Some(mut host) = PodOnCgroupfs::make("c1f") else {
+            return;
         };
-        let roots: Vec<PathBuf> = std::iter::once(&cpu)
-            .chain(cpuacct.iter().filter(|a| a.mount_point != cpu.mount_point))
-            .map(|m| PathBuf::from(&m.mount_point))
-            .collect();
-        let uid = format!(
-            "0c9d{:04x}-1e2f-4a3b-8c4d-5e6f7a8b9c1f",
-            std::process::id() & 0xffff
-        );
-        let pod = format!("kubepods/burstable/pod{uid}");
-        let container = format!("{pod}/{}", "e".repeat(64));
-        let mut made = MadeCgroups(Vec::new());
-        for r in &roots {
-            for d in ["kubepods", "kubepods/burstable"] {
-                if !r.join(d).is_dir() {
-                    made.make(r.join(d));
-                }
-            }
-            made.make(r.join(&pod));
-            made.make(r.join(&container));
+        let container = format!("{}/{}", host.pod, "e".repeat(64));
+        for r in &host.roots {
+            host.made.make(r.join(&container));
         }
+        let (uid, pod) = (&host.uid, &host.pod);
         let tmp = tempfile::tempdir().unwrap();
-        let mut collector = CgroupCollector::new(
-            HostRoot {
-                rootfs: tmp.path().to_path_buf(),
-                ..HostRoot::default()
-            },
-            None,
-        );
+        let mut collector = PodOnCgroupfs::collector(tmp.path());
         let mut limits = || {
             let s = collector.collect().unwrap();
-            let p = s.pods.iter().find(|p| *p.pod_uid == uid).expect("the pod");
+            let p = s
+                .pods
+                .iter()
+                .find(|p| *p.pod_uid == **uid)
+                .expect("the pod");
             let cores = |c: &CpuCgroup| c.quota.map(|q| q.cores());
             (
                 cores(&p.cgroup),
@@ -1225,16 +1242,12 @@ mod tests {
             )
         };
         let quota = |dir: &str, us: &str| {
-            std::fs::write(
-                cpu.mount_point.clone() + "/" + dir + "/cpu.cfs_quota_us",
-                us,
-            )
-            .unwrap()
+            std::fs::write(host.roots[0].join(dir).join("cpu.cfs_quota_us"), us).unwrap()
         };
         assert_eq!(limits(), (None, vec![None]));
         quota(&container, "20000");
         assert_eq!(limits(), (None, vec![Some(0.2)]), "a first limit");
-        quota(&pod, "50000");
+        quota(pod, "50000");
         quota(&container, "30000");
         assert_eq!(limits(), (Some(0.5), vec![Some(0.3)]), "limits changed");
         assert_eq!(limits(), (Some(0.5), vec![Some(0.3)]), "and kept");
