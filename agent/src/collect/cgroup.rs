@@ -838,7 +838,8 @@ fn read_pod(
     pod: &CgroupRef,
     unavailable: &mut Vec<Unavailable>,
 ) -> Option<PodCpu> {
-    let a = index.attribute_ref(pod);
+    // A pod-level cgroup: its names are its pod's alone.
+    let names = index.pod(&pod.pod_uid);
     let cgroup = read_or_note(reader, path, unavailable)?;
     let children = reader.children(path);
     let mut containers = Vec::with_capacity(children.len());
@@ -861,10 +862,10 @@ fn read_pod(
         });
     }
     Some(PodCpu {
-        pod_uid: a.pod_uid,
-        qos: a.qos,
-        namespace: a.namespace,
-        pod: a.pod,
+        pod_uid: pod.pod_uid.clone(),
+        qos: pod.qos,
+        namespace: names.map(|n| n.namespace.clone()),
+        pod: names.map(|n| n.pod.clone()),
         cgroup,
         containers,
     })

@@ -128,7 +128,7 @@ fn last_lines<'a>(
 mod tests {
     use super::*;
     use crate::collect::kmsg::{LogSource, LoggedEvent};
-    use crate::collect::pods::{Attribution, Qos};
+    use crate::collect::pods::{PodIdentity, Qos};
     use crate::diagnose::testing::evaluate_log_families;
     use crate::kernel::conntrack::ConntrackStats;
     use crate::kernel::kmsg::Matcher;
@@ -286,14 +286,17 @@ mod tests {
         let line1 = format!("oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg={cg},task_memcg={cg}/{CID},task=python3,pid=4242,uid=0");
         let line2 = "Memory cgroup out of memory: Killed process 4242 (python3) total-vm:300000kB, anon-rss:32000kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:100kB oom_score_adj:0";
         let mut k = log(&[(10, &line1), (10, line2)]);
-        k.events[0].pod = Some(Attribution {
-            pod_uid: UID.into(),
-            qos: Qos::Burstable,
-            namespace: Some("shop".into()),
-            pod: Some("cart-0".into()),
-            container: Some("app".into()),
-            container_id: Some(CID.into()),
-        });
+        k.events[0].pod = Some(
+            PodIdentity {
+                pod_uid: UID.into(),
+                qos: Qos::Burstable,
+                namespace: Some("shop".into()),
+                pod: Some("cart-0".into()),
+                container: Some("app".into()),
+                container_id: Some(CID.into()),
+            }
+            .into(),
+        );
         let f = evaluate_at(20, Some(k), &[]);
         assert_eq!(f.len(), 1);
         assert_eq!(

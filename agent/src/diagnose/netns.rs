@@ -356,7 +356,7 @@ mod tests {
     use crate::collect::netns::{
         AgeSource, IpamNetwork, IpamRangeSet, NetnsInterface, Overlay, Reservation, Uplink,
     };
-    use crate::collect::pods::{Attribution, Qos};
+    use crate::collect::pods::{Attribution, PodIdentity, Qos};
     use crate::diagnose::testing::run_rules;
     use crate::store::Store;
     use std::sync::Arc;
@@ -370,7 +370,7 @@ mod tests {
     }
 
     fn pod(name: &str) -> Attribution {
-        Attribution {
+        PodIdentity {
             pod_uid: "0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9".into(),
             qos: Qos::Burstable,
             namespace: Some("default".into()),
@@ -378,6 +378,7 @@ mod tests {
             container: None,
             container_id: None,
         }
+        .into()
     }
 
     fn ns(inode: u64, pin: &str, processes: u32, age: u64) -> NetnsInfo {

@@ -91,10 +91,10 @@ fn attributable(ip: IpAddr) -> bool {
 pub(crate) mod tests {
     use super::*;
     use crate::collect::netns::{IpamNetwork, NetnsInfo, NetnsInterface, Reservation};
-    use crate::collect::pods::{Attribution, Qos};
+    use crate::collect::pods::{Attribution, PodIdentity, Qos};
 
     pub fn pod(ns: &str, name: &str) -> Attribution {
-        Attribution {
+        PodIdentity {
             pod_uid: "0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9".into(),
             qos: Qos::Burstable,
             namespace: Some(ns.into()),
@@ -102,6 +102,7 @@ pub(crate) mod tests {
             container: None,
             container_id: Some("abc".into()),
         }
+        .into()
     }
 
     fn netns(inode: u64, host: bool, addrs: &[&str]) -> NetnsInfo {

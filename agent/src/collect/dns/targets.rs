@@ -125,19 +125,20 @@ pub fn read_resolv_conf(root: &HostRoot, pids: &[u32]) -> Result<(u32, ResolvCon
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::pods::Qos;
+    use crate::collect::pods::{PodIdentity, Qos};
 
     fn ns(inode: u64) -> PodNetns {
         PodNetns {
             inode,
-            pod: Attribution {
+            pod: PodIdentity {
                 pod_uid: format!("uid-{inode}").into(),
                 qos: Qos::Burstable,
                 namespace: Some("team-a".into()),
                 pod: Some(format!("web-{inode}").into()),
                 container: None,
                 container_id: None,
-            },
+            }
+            .into(),
             pids: vec![inode as u32],
         }
     }

@@ -178,7 +178,12 @@ pub const NETNS_REREAD: Duration = Duration::from_secs(300);
 /// before.
 #[derive(Debug, Clone, Default)]
 struct Settled {
-    container: Option<CgroupRef>,
+    /// Its container's cgroup, and the pod that names under [`ProcMemo::index`].
+    container: Option<(CgroupRef, Attribution)>,
+    /// Its cgroups named no pod when it was older than [`YOUNG_PROCESS`]: a process
+    /// is put in its container's cgroup as it starts, so one that ran outside every
+    /// pod for a minute stays out. Read again with every link, as a namespace is.
+    outside_pods: bool,
     start_ticks: Option<u64>,
     kernel_thread: bool,
     /// Its namespace as last read.
@@ -206,11 +211,17 @@ impl Settled {
         if self.kernel_thread {
             return self.netns;
         }
-        let started = clock.zip(self.start_ticks).map(|(c, t)| c.started(t))?;
-        let old = now
-            .duration_since(started)
-            .is_ok_and(|age| age >= YOUNG_PROCESS);
-        self.netns.filter(|_| old && !full)
+        self.netns.filter(|_| !full && self.is_old(clock, now))
+    }
+
+    fn is_old(&self, clock: Option<StartClock>, now: SystemTime) -> bool {
+        clock
+            .zip(self.start_ticks)
+            .map(|(c, t)| c.started(t))
+            .is_some_and(|started| {
+                now.duration_since(started)
+                    .is_ok_and(|age| age >= YOUNG_PROCESS)
+            })
     }
 }
 
@@ -220,6 +231,8 @@ impl Settled {
 #[derive(Debug, Default)]
 pub(crate) struct ProcMemo {
     settled: HashMap<ProcEntry, Settled>,
+    /// The pod index the settled attributions were made with.
+    index: PodIndex,
     full_at: Option<Instant>,
     /// The last scan's namespaces and containers: the next one's maps are made that
     /// size at once rather than grown (and rehashed) to it.
@@ -244,6 +257,12 @@ pub(crate) fn processes(
     let full = memo.full_at.is_none_or(|t| t.elapsed() >= NETNS_REREAD);
     if full {
         memo.full_at = Some(Instant::now());
+    }
+    // Names learned since (a pod's log directory made after its processes started)
+    // are taken by attributing every process again.
+    let same_index = memo.index.same_as(index);
+    if !same_index {
+        memo.index = index.clone();
     }
     let mut scan = ProcScan {
         host,
@@ -273,22 +292,33 @@ pub(crate) fn processes(
             },
         };
         known.netns = Some(inode);
-        let pod_cgroup = match known.container.take() {
-            Some(kept) => {
+        let (pod_cgroup, attribution) = match known.container.take() {
+            Some((r, kept)) => {
                 scan.cgroups_readable = true;
-                Some(kept)
+                let a = if same_index {
+                    kept
+                } else {
+                    index.attribute_ref(&r)
+                };
+                (Some(r), Some(a))
             }
-            None if known.kernel_thread => None,
+            None if known.kernel_thread => (None, None),
+            None if known.outside_pods && !full => {
+                scan.cgroups_readable = true;
+                (None, None)
+            }
             None => {
                 let cgroups = process::read_cgroups(root, pid).ok();
                 scan.cgroups_readable |= cgroups.is_some();
-                cgroups
+                let r = cgroups
                     .as_ref()
                     .and_then(pods::pod_cgroup)
-                    .and_then(pods::parse_cgroup_path)
+                    .and_then(pods::parse_cgroup_path);
+                known.outside_pods = cgroups.is_some() && r.is_none() && known.is_old(clock, now);
+                let a = r.as_ref().map(|r| index.attribute_ref(r));
+                (r, a)
             }
         };
-        let attribution = pod_cgroup.as_ref().map(|r| index.attribute_ref(r));
         if let Some(a) = attribution.as_ref() {
             if let Some(id) = a.container_id.clone() {
                 scan.live_containers.insert(id, a.clone());
@@ -311,10 +341,12 @@ pub(crate) fn processes(
                 _ => false,
             };
             if better {
-                view.pod = attribution;
+                view.pod = attribution.clone();
             }
         }
-        known.container = pod_cgroup.filter(|r| r.container_id.is_some());
+        known.container = pod_cgroup
+            .filter(|r| r.container_id.is_some())
+            .zip(attribution);
         settled.insert(entry, known);
     }
     memo.settled = settled;
@@ -372,6 +404,7 @@ pub(super) fn namespaces(pins: &PinScan, procs: &ProcScan, now: SystemTime) -> V
 mod tests {
     use super::super::{host_dirs, DEFAULT_PIN_DIRS};
     use super::*;
+    use crate::collect::pods::PodLogsMemo;
     use crate::kernel::testing;
 
     /// One walk of the processes listed now.
@@ -394,6 +427,27 @@ mod tests {
         }
     }
 
+    /// A procfs whose boot was an hour ago, for processes of a known age.
+    fn procfs_booted_an_hour_ago(dir: &Path) {
+        let boot = SystemTime::now() - Duration::from_secs(3600);
+        let btime = boot.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        std::fs::write(dir.join("stat"), format!("btime {}\n", btime.as_secs())).unwrap();
+    }
+
+    /// Makes `pid` (written by [`fake_proc`]) `secs` old in a procfs booted an hour ago.
+    fn started_ago(dir: &Path, pid: u32, secs: u64) {
+        let ticks = (3600 - secs) * process::clock_ticks_per_second();
+        let stat = format!("{pid} (p) S 0 0 0 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {ticks} 0 0");
+        std::fs::write(dir.join(format!("{pid}/stat")), stat).unwrap();
+    }
+
+    const POD_UID: &str = "0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9";
+    const CONTAINER_ID: &str = "4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d";
+
+    fn in_pod() -> String {
+        format!("0::/kubepods/burstable/pod{POD_UID}/{CONTAINER_ID}\n")
+    }
+
     #[test]
     fn a_kernel_thread_is_read_once_and_in_no_pod() {
         use crate::kernel::process::PF_KTHREAD as KTHREAD;
@@ -402,8 +456,7 @@ mod tests {
             proc: t.path().to_path_buf(),
             ..HostRoot::default()
         };
-        let in_pod = "0::/kubepods/burstable/pod0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9/\
-                      4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d\n";
+        let in_pod = &in_pod();
         // pid 1 on the host; a kernel thread and a process of a pod elsewhere, the
         // kernel thread (oddly) in a pod's cgroup.
         let first = [
@@ -437,22 +490,13 @@ mod tests {
             proc: t.path().to_path_buf(),
             ..HostRoot::default()
         };
-        let now = SystemTime::now();
-        let boot = now - Duration::from_secs(3600);
-        let btime = boot
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        std::fs::write(t.path().join("stat"), format!("btime {btime}\n")).unwrap();
-        let in_pod = "0::/kubepods/besteffort/pod0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9/\
-                      4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d\n";
+        procfs_booted_an_hour_ago(t.path());
+        let in_pod = &in_pod();
         // Started 7 ticks after boot, an hour ago: pid 1 on the host, 300 in a pod.
         fake_proc(t.path(), &[(1, 0, 10, "0::/\n"), (300, 0, 20, in_pod)]);
         // 400 started ten seconds ago.
         fake_proc(t.path(), &[(400, 0, 30, in_pod)]);
-        let ticks = (3600 - 10) * process::clock_ticks_per_second();
-        let stat = format!("400 (p) S 0 0 0 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {ticks} 0 0");
-        std::fs::write(t.path().join("400/stat"), stat).unwrap();
+        started_ago(t.path(), 400, 10);
         let mut memo = ProcMemo::default();
         let index = PodIndex::default();
         let pids = |scan: &ProcScan, ns: u64| scan.by_ns.get(&ns).map(|v| v.pids.clone());
@@ -485,6 +529,91 @@ mod tests {
         assert_eq!(pids(&after_exit, 21), None);
         assert_eq!(pids(&after_exit, 31), Some(vec![400]));
         assert_eq!(pids(&after_exit, 10), Some(vec![1]));
+    }
+
+    #[test]
+    fn a_process_outside_every_pod_past_its_first_minute_is_read_again_with_every_link() {
+        let t = tempfile::tempdir().unwrap();
+        let root = HostRoot {
+            proc: t.path().to_path_buf(),
+            ..HostRoot::default()
+        };
+        procfs_booted_an_hour_ago(t.path());
+        let outside = "0::/system.slice/agent.service\n";
+        // 500 started an hour ago, 600 ten seconds ago, each outside every pod and in
+        // a namespace of its own.
+        fake_proc(t.path(), &[(1, 0, 10, "0::/\n"), (500, 0, 40, outside)]);
+        fake_proc(t.path(), &[(600, 0, 41, outside)]);
+        started_ago(t.path(), 600, 10);
+        let mut memo = ProcMemo::default();
+        let index = PodIndex::default();
+        let first = walk(&root, &index, &mut memo);
+        assert!(first.by_ns[&40].pod.is_none() && first.by_ns[&41].pod.is_none());
+        assert!(first.cgroups_readable);
+
+        // Both are moved into a container's cgroup: the young one is seen there.
+        let in_pod = in_pod();
+        std::fs::write(t.path().join("500/cgroup"), &in_pod).unwrap();
+        std::fs::write(t.path().join("600/cgroup"), &in_pod).unwrap();
+        let between = walk(&root, &index, &mut memo);
+        assert!(between.by_ns[&40].pod.is_none(), "the old one is kept out");
+        assert_eq!(
+            between.by_ns[&41].pod.as_ref().map(|p| &*p.pod_uid),
+            Some(POD_UID)
+        );
+        assert!(between.live_containers.contains_key(CONTAINER_ID));
+        assert!(between.cgroups_readable, "a kept answer was read");
+
+        // A walk of every link reads its cgroups again.
+        memo.full_at = None;
+        let full = walk(&root, &index, &mut memo);
+        assert_eq!(
+            full.by_ns[&40].pod.as_ref().map(|p| &*p.pod_uid),
+            Some(POD_UID)
+        );
+    }
+
+    #[test]
+    fn names_the_kubelet_writes_after_a_process_started_are_taken_next_walk() {
+        let t = tempfile::tempdir().unwrap();
+        let proc = t.path().join("proc");
+        let rootfs = t.path().join("rootfs");
+        // Listings kept only once their directories are a second old.
+        let long_ago = SystemTime::now() - Duration::from_secs(10);
+        for dir in ["var/log/pods", "var/log/containers"] {
+            std::fs::create_dir_all(rootfs.join(dir)).unwrap();
+            let dir = std::fs::File::open(rootfs.join(dir)).unwrap();
+            dir.set_modified(long_ago).unwrap();
+        }
+        let root = HostRoot {
+            proc: proc.clone(),
+            rootfs: rootfs.clone(),
+            ..HostRoot::default()
+        };
+        std::fs::create_dir_all(&proc).unwrap();
+        procfs_booted_an_hour_ago(&proc);
+        fake_proc(&proc, &[(1, 0, 10, "0::/\n"), (300, 0, 20, &in_pod())]);
+        let mut memo = ProcMemo::default();
+        let mut logs = PodLogsMemo::default();
+        let (index, _) = PodIndex::read_with(&root, &mut logs);
+        let pod_name = |scan: &ProcScan| scan.by_ns[&20].pod.as_ref().map(|p| p.name());
+        let unnamed = walk(&root, &index, &mut memo);
+        assert_eq!(pod_name(&unnamed), Some(format!("pod {POD_UID}")));
+        let (same, _) = PodIndex::read_with(&root, &mut logs);
+        assert!(same.same_as(&index), "unchanged listings are kept");
+        assert_eq!(pod_name(&walk(&root, &same, &mut memo)), pod_name(&unnamed));
+
+        std::fs::create_dir(rootfs.join(format!("var/log/pods/shop_web-1_{POD_UID}"))).unwrap();
+        let mut named = PodIndex::read(&root).0;
+        for _ in 0..2 {
+            let scan = walk(&root, &named, &mut memo);
+            assert_eq!(pod_name(&scan), Some("shop/web-1".to_string()));
+            assert_eq!(
+                scan.live_containers[CONTAINER_ID].pod.as_deref(),
+                Some("web-1")
+            );
+            named = named.clone();
+        }
     }
 
     // A pin mounted on a file already there changes no directory entry: only the
