@@ -33,12 +33,9 @@ pub fn read_v1_usage(cpuacct_dir: Option<&Path>) -> Result<Option<u64>, ReadErro
         return Ok(None);
     };
     let usage_path = dir.join("cpuacct.usage");
-    match read_if_present(&usage_path)? {
-        Some(u) => Ok(Some(
-            parse_v1_usage(&u).map_err(|m| bad_data(&usage_path, m))?,
-        )),
-        None => Ok(None),
-    }
+    read_if_present(&usage_path)?
+        .map(|u| parse_v1_usage(&u).map_err(|m| bad_data(&usage_path, m)))
+        .transpose()
 }
 
 /// `cpuacct.usage`: CPU time used, in nanoseconds.
