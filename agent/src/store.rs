@@ -159,6 +159,31 @@ impl Snapshot {
         self.history::<T>().pop()
     }
 
+    /// What encoding a signal's families reads: its collector's state with the
+    /// latest sample alone, and nothing of the other collectors, findings or rules.
+    /// Cheap to take under the lock, so the encoding itself runs outside it.
+    pub fn latest_of(&self, name: &str) -> Snapshot {
+        let collectors = self
+            .collectors
+            .get_key_value(name)
+            .map(|(&name, c)| {
+                let state = CollectorState {
+                    status: c.status.clone(),
+                    history: c.history.back().cloned().into_iter().collect(),
+                    ..*c
+                };
+                (name, state)
+            })
+            .into_iter()
+            .collect();
+        Snapshot {
+            node: self.node.clone(),
+            collectors,
+            window: self.window,
+            ..Snapshot::default()
+        }
+    }
+
     /// Collectors that cannot yet be relied on: never sampled (pending, hung or failing
     /// since start). One whose kernel feature is missing is settled, not waiting.
     pub fn not_ready(&self) -> Vec<&'static str> {
@@ -359,9 +384,16 @@ impl Store {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Reads without copying the history: for scrapes.
+    /// Reads without copying the history, under the lock: for reads as brief as a
+    /// copy. While `f` runs, a collector recording waits, and every reader after it.
     pub fn read<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
         f(&self.inner.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Reads a copy (samples shared): for rendering a report or an API answer,
+    /// which at 500 pods takes long enough to hold up scrapes if done under the lock.
+    pub fn view<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
+        f(&self.snapshot())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Snapshot> {

@@ -37,7 +37,7 @@ async fn throttling(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json
         };
         is("namespace", &t.namespace) && is("pod", &t.pod)
     };
-    store.read(|s| {
+    store.view(|s| {
         let Some(state) = s.collectors.get("cgroup") else {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,

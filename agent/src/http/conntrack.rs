@@ -62,7 +62,7 @@ async fn top(
         .map_err(dump_error)?;
     let now = SystemTime::now();
     let dump = &fetched.dump;
-    Ok(Json(store.read(|s| {
+    Ok(Json(store.view(|s| {
         let top = conntrack_top::ranked(s, dump, limit);
         let mut v = envelope(&s.node);
         if let (Value::Object(out), Value::Object(d)) = (&mut v, json!(dump)) {

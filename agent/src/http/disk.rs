@@ -17,7 +17,7 @@ pub fn routes() -> Vec<Route> {
 /// `?path=DIR` keeps one directory.
 async fn disks(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
     let params = query(q.0, &["path"])?;
-    store.read(|s| {
+    store.view(|s| {
         let state = s.collectors.get("disk").ok_or_else(|| {
             ApiError::new(StatusCode::NOT_FOUND, "the disk collector is disabled")
         })?;

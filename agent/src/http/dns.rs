@@ -20,7 +20,7 @@ pub fn routes() -> Vec<Route> {
 /// (`namespace/pod`, the pod's name, `host`) or UID it is.
 async fn dns(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
     let params = query(q.0, &["server", "pod"])?;
-    store.read(|s| {
+    store.view(|s| {
         let state = s
             .collectors
             .get("dns")

@@ -40,7 +40,7 @@ async fn kernel_log(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json
             )
         })?,
     };
-    store.read(|s| {
+    store.view(|s| {
         let Some(state) = s.collectors.get("kmsg") else {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,

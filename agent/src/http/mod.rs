@@ -215,7 +215,7 @@ async fn text_report(
     report: fn(&Snapshot, SystemTime) -> String,
 ) -> Result<Response, ApiError> {
     query(q.0, &[])?;
-    let body = store.read(|s| report(s, SystemTime::now()));
+    let body = store.view(|s| report(s, SystemTime::now()));
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
 
@@ -313,7 +313,7 @@ async fn findings(
             ));
         }
     }
-    Ok(Json(store.read(|s| {
+    Ok(Json(store.view(|s| {
         let list: Vec<_> = s
             .findings
             .iter()
@@ -345,7 +345,7 @@ fn collector_json(name: &str, c: &crate::store::CollectorState) -> Value {
 
 async fn snapshot(State(store): State<Arc<Store>>, q: RawQuery) -> Result<Json<Value>, ApiError> {
     query(q.0, &[])?;
-    Ok(Json(store.read(|s| {
+    Ok(Json(store.view(|s| {
         let mut v = envelope(&s.node);
         v["ready"] = json!(s.ready());
         v["findings"] = json!(s.findings);

@@ -39,7 +39,7 @@ fn with_netns_sample<R>(
     store: &Store,
     f: impl FnOnce(&str, SystemTime, &NetnsSample) -> R,
 ) -> Result<R, ApiError> {
-    store.read(|s| match s.latest::<NetnsSample>() {
+    store.view(|s| match s.latest::<NetnsSample>() {
         Some((at, sample)) => Ok(f(&s.node, at, sample)),
         None => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -643,7 +643,8 @@ impl CachedSignal {
             }) if *kept != source => *key,
             _ => return,
         };
-        let (now, key) = self.store.read(|s| (source_in(s, self.name), keyer.key(s)));
+        let snap = self.store.read(|s| s.latest_of(self.name));
+        let (now, key) = (source_in(&snap, self.name), keyer.key(&snap));
         if now != source || key != kept_key {
             return;
         }
@@ -750,18 +751,19 @@ impl fmt::Debug for SignalFamilies {
 
 impl Collector for SignalFamilies {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
-        self.store.read(|snap| {
-            let source = source_in(snap, self.name);
-            let (key, encoded) = match &self.encoder {
-                Encoder::Plain(encode) => (None, encode(snap, &mut e)),
-                Encoder::Steady(keyer) => {
-                    let (key, encoded) = keyer.encode(snap, &mut e);
-                    (Some(key), encoded)
-                }
-            };
-            ENCODED_FROM.set((source, key));
-            encoded
-        })
+        // Outside the store's lock: a collector recording meanwhile would wait for
+        // this encoding, and every scrape after it for the collector.
+        let snap = self.store.read(|s| s.latest_of(self.name));
+        let source = source_in(&snap, self.name);
+        let (key, encoded) = match &self.encoder {
+            Encoder::Plain(encode) => (None, encode(&snap, &mut e)),
+            Encoder::Steady(keyer) => {
+                let (key, encoded) = keyer.encode(&snap, &mut e);
+                (Some(key), encoded)
+            }
+        };
+        ENCODED_FROM.set((source, key));
+        encoded
     }
 }
 
@@ -786,6 +788,7 @@ impl Exposition {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc;
 
     #[test]
     fn negotiation_follows_accept_and_its_preferences() {
@@ -910,6 +913,54 @@ mod tests {
         // A collector that fails hides its samples at once.
         store.mark_hung("probe", std::time::SystemTime::now());
         assert_eq!(scrape(Format::Text), "");
+    }
+
+    /// Where [`encode_held`] tells it has started, and waits to be let go.
+    type Held = (mpsc::Sender<()>, mpsc::Receiver<()>);
+    static HELD: Mutex<Option<Held>> = Mutex::new(None);
+
+    fn encode_held(snap: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
+        if let Some((started, go)) = HELD.lock().unwrap().take() {
+            started.send(()).unwrap();
+            go.recv_timeout(Duration::from_secs(60)).ok();
+        }
+        encode_runs(snap, e)
+    }
+
+    #[test]
+    fn a_collector_records_while_its_families_are_being_encoded() {
+        let store = probe_store(1);
+        record_probe(&store);
+        let e = Arc::new(Exposition::of_signal::<Probe>(store.clone(), encode_held));
+        let (started_tx, started) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        *HELD.lock().unwrap() = Some((started_tx, go_rx));
+        let encoding = {
+            let e = e.clone();
+            std::thread::spawn(move || e.encode(Format::Text))
+        };
+        started
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the encoding started");
+        // Were the store locked for the encoding, the collector would wait for it,
+        // and every scrape after the collector.
+        let (recorded_tx, recorded) = mpsc::channel();
+        let recording = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                record_probe(&store);
+                recorded_tx.send(()).unwrap();
+            })
+        };
+        let in_time = recorded.recv_timeout(Duration::from_secs(10));
+        go.send(()).unwrap();
+        let text = String::from_utf8(encoding.join().unwrap().unwrap()).unwrap();
+        recording.join().unwrap();
+        assert!(in_time.is_ok(), "the collector waited for the encoding");
+        assert!(
+            text.contains("probe_runs 1\n"),
+            "encoded from the sample it started with: {text:?}"
+        );
     }
 
     #[test]
