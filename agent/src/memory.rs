@@ -68,6 +68,11 @@ pub const NO_THREAD_CACHES: &str = "glibc.malloc.tcache_count=0";
 /// pods, rule window full, from 24.7 to 19.6 MiB at the default interval and from
 /// 35.9 to 32.2 MiB at `--interval 1s` (four agents side by side on the same node),
 /// for about a millisecond a round (1.25 ms on average over 41 calls, loaded).
+/// With one arena and no thread caches it is still worth 0.9 MiB at 500 pods (11.3
+/// against 12.2 MiB at the default interval) and costs no CPU that shows: two agents
+/// side by side on 500 held pods, one skipping it, 300 s twice swapping places, took
+/// 23.8 ms a round with it and 24.0 without, on average (the first place costing
+/// about 0.65 ms more either way).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn return_free_pages() {
     // SAFETY: malloc_trim only releases free pages of the allocator's own arenas.
