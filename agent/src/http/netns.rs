@@ -111,15 +111,7 @@ mod tests {
 
     #[test]
     fn netns_filters_match_pod_name_or_uid_and_namespace() {
-        let pod: Attribution = crate::collect::pods::PodIdentity {
-            pod_uid: "0f3b2a1c-9d8e-4f7a-b6c5-d4e3f2a1b0c9".into(),
-            qos: crate::collect::pods::Qos::Burstable,
-            namespace: Some("shop".into()),
-            pod: Some("web-1".into()),
-            container: None,
-            container_id: None,
-        }
-        .into();
+        let pod = crate::diagnose::pod_addresses::tests::pod("shop", "web-1");
         let q = |raw: &str| query(Some(raw.into()), NETNS_FILTERS).unwrap();
         assert!(pod_matches(Some(&pod), &q("pod=web-1&namespace=shop")));
         assert!(pod_matches(

@@ -427,6 +427,17 @@ mod tests {
         }
     }
 
+    /// A host whose procfs (a temporary directory) was booted an hour ago.
+    fn host_booted_an_hour_ago() -> (tempfile::TempDir, HostRoot) {
+        let t = tempfile::tempdir().unwrap();
+        procfs_booted_an_hour_ago(t.path());
+        let root = HostRoot {
+            proc: t.path().to_path_buf(),
+            ..HostRoot::default()
+        };
+        (t, root)
+    }
+
     /// A procfs whose boot was an hour ago, for processes of a known age.
     fn procfs_booted_an_hour_ago(dir: &Path) {
         let boot = SystemTime::now() - Duration::from_secs(3600);
@@ -485,12 +496,7 @@ mod tests {
 
     #[test]
     fn between_full_walks_only_young_processes_links_are_read() {
-        let t = tempfile::tempdir().unwrap();
-        let root = HostRoot {
-            proc: t.path().to_path_buf(),
-            ..HostRoot::default()
-        };
-        procfs_booted_an_hour_ago(t.path());
+        let (t, root) = host_booted_an_hour_ago();
         let in_pod = &in_pod();
         // Started 7 ticks after boot, an hour ago: pid 1 on the host, 300 in a pod.
         fake_proc(t.path(), &[(1, 0, 10, "0::/\n"), (300, 0, 20, in_pod)]);
@@ -533,12 +539,7 @@ mod tests {
 
     #[test]
     fn a_process_outside_every_pod_past_its_first_minute_is_read_again_with_every_link() {
-        let t = tempfile::tempdir().unwrap();
-        let root = HostRoot {
-            proc: t.path().to_path_buf(),
-            ..HostRoot::default()
-        };
-        procfs_booted_an_hour_ago(t.path());
+        let (t, root) = host_booted_an_hour_ago();
         let outside = "0::/system.slice/agent.service\n";
         // 500 started an hour ago, 600 ten seconds ago, each outside every pod and in
         // a namespace of its own.
