@@ -8,7 +8,8 @@
 #      round while the fresh interfaces still flood the bridge with IPv6 chatter;
 #   2. one namespace at a time: the cost per namespace;
 #   3. rounds of 3 again, on namespaces seen before;
-#   4. thread + setns + hand-back alone (no query), 3 at a time over all N.
+#   4. a kept probe thread's setns there and back and the hand-back alone (no
+#      query), 3 at a time over all N.
 #
 # Needs root, iproute2, nftables and dnsmasq. Everything it creates is removed on
 # exit, also on failure.
@@ -152,5 +153,5 @@ echo "== one namespace at a time:"
 conntrack_stats
 echo "== rounds of 3 again, every namespace seen before:"
 "$BIN" --at-once 3 --per-try 1000 "${pins[@]}"
-echo "== thread + setns alone, 3 at a time:"
+echo "== a kept thread's setns there and back alone, 3 at a time:"
 "$BIN" --at-once 3 --setns-only "${pins[@]}"

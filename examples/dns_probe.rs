@@ -5,11 +5,13 @@
 //!                  [--per-try MS] [--at-once N] [--setns-only] NETNS...
 //!
 //! Every NETNS (a pin such as /run/netns/x, or /proc/PID/ns/net) is probed once,
-//! N at a time in parallel (default 3). `--setns-only` probes no name: the cost of
-//! the thread, its setns and the hand-back alone.
+//! N at a time in parallel (default 3), on probe threads kept between rounds as the
+//! collector keeps them. `--setns-only` probes no name: the cost of the hand-over,
+//! the kept thread's `setns` there and back, and the hand-back alone.
 
 use nodediag::kernel::dns::exchange::QueryOutcome;
-use nodediag::kernel::dns::probe::{self, ProbeSpec};
+use nodediag::kernel::dns::probe::ProbeSpec;
+use nodediag::kernel::dns::probe_threads::ProbeThreads;
 use nodediag::kernel::dns::resolv_conf;
 use nodediag::kernel::dns::search::Verdict;
 use std::collections::BTreeMap;
@@ -120,13 +122,14 @@ fn main() -> ExitCode {
     let (mut queries, mut errors, mut ignored) = (0usize, Vec::new(), 0u32);
     // Where the timeouts fell: namespace, lookup, and the query's place in the probe.
     let mut timeouts = Vec::new();
+    let threads = ProbeThreads::default();
     for chunk in args.netns.chunks(args.at_once.max(1)) {
         let t0 = Instant::now();
         let targets = chunk
             .iter()
             .map(|p| (Some(p.clone()), spec.clone()))
             .collect();
-        for (result, netns) in probe::run_all(targets, t0 + budget).into_iter().zip(chunk) {
+        for (result, netns) in threads.run_all(targets, t0 + budget).into_iter().zip(chunk) {
             match result {
                 Ok(report) => {
                     ignored += report.ignored_replies;

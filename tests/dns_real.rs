@@ -8,7 +8,8 @@ mod common;
 
 use common::dns::{DnsLab, ABSENT_NAME, CLUSTER_IP, SERVER_IP, SERVICE_IP, SERVICE_NAME};
 use nodediag::kernel::dns::exchange::{QueryOutcome, QueryRecord, SendMode};
-use nodediag::kernel::dns::probe::{self, ProbeReport, ProbeSpec};
+use nodediag::kernel::dns::probe::{ProbeReport, ProbeSpec};
+use nodediag::kernel::dns::probe_threads::ProbeThreads;
 use nodediag::kernel::dns::resolv_conf;
 use nodediag::kernel::dns::search::Verdict;
 use std::time::{Duration, Instant};
@@ -22,7 +23,8 @@ fn probe_pods(lab: &DnsLab, specs: Vec<ProbeSpec>, budget: Duration) -> Vec<Prob
         .enumerate()
         .map(|(i, s)| (Some(lab.pod_netns(i)), s))
         .collect();
-    probe::run_all(targets, Instant::now() + budget)
+    ProbeThreads::default()
+        .run_all(targets, Instant::now() + budget)
         .into_iter()
         .map(|r| r.expect("the probe ran"))
         .collect()

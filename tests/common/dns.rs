@@ -20,7 +20,8 @@
 
 use super::conntrack::{have, is_root};
 use super::{sh, skip, wait_for};
-use nodediag::kernel::dns::probe::{self, ProbeSpec};
+use nodediag::kernel::dns::probe::ProbeSpec;
+use nodediag::kernel::dns::probe_threads::ProbeThreads;
 use nodediag::kernel::dns::resolv_conf;
 use nodediag::kernel::dns::search::Verdict;
 use std::net::{SocketAddr, UdpSocket};
@@ -258,7 +259,8 @@ impl DnsLab {
         spec.per_try = Duration::from_millis(200);
         let netns = PathBuf::from("/run/netns").join(&self.server_ns);
         let deadline = Instant::now() + Duration::from_secs(1);
-        match probe::spawn(spec, Some(netns), deadline).and_then(|p| p.wait()) {
+        let probed = ProbeThreads::default().spawn(spec, Some(netns), deadline);
+        match probed.and_then(|p| p.wait()) {
             Ok(r) => r.lookups[0].verdict.clone(),
             Err(e) => Verdict::Error(e.to_string()),
         }

@@ -30,7 +30,8 @@ use super::Collector;
 use crate::host::HostRoot;
 use crate::kernel::dns::exchange::QueryRecord;
 use crate::kernel::dns::kubelet;
-use crate::kernel::dns::probe::{self, ProbeError, ProbeReport, ProbeSpec};
+use crate::kernel::dns::probe::{ProbeError, ProbeReport, ProbeSpec};
+use crate::kernel::dns::probe_threads::ProbeThreads;
 use crate::kernel::dns::resolv_conf::{self, ResolvConf};
 use crate::kernel::softnet;
 use crate::sample::{CollectError, Unavailable};
@@ -79,6 +80,7 @@ pub struct DnsCollector {
     /// resolver settings, one copy each for all the probes the window holds.
     strings: Shared<str>,
     resolvers: Shared<ResolverSettings>,
+    threads: ProbeThreads,
 }
 
 /// One probe to make: where, with what settings, and about whom.
@@ -103,6 +105,7 @@ impl DnsCollector {
             totals: Totals::default(),
             strings: Shared::default(),
             resolvers: Shared::default(),
+            threads: ProbeThreads::default(),
         }
     }
 
@@ -362,7 +365,7 @@ impl Collector for DnsCollector {
 
         let left = deadline.saturating_duration_since(Instant::now());
         let specs: Vec<ProbeSpec> = targets.iter().map(|t| self.spec(t, &names, left)).collect();
-        let reports = probe::run_all(
+        let reports = self.threads.run_all(
             targets
                 .iter()
                 .zip(&specs)

@@ -8,10 +8,12 @@
 //! - `search`: which candidate names glibc tries, in which order, and when it stops.
 //! - `exchange`: one candidate's A and AAAA queries, as glibc's res_send sends them.
 //! - `probe`: lookups of a few names on a thread inside a namespace, with a deadline.
+//! - `probe_threads`: the threads probes run on, kept between rounds.
 
 pub mod exchange;
 pub mod kubelet;
 pub mod probe;
+pub mod probe_threads;
 pub mod resolv_conf;
 pub mod search;
 pub mod wire;

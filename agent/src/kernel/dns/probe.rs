@@ -2,11 +2,11 @@
 //! ndots, A and AAAA together), against one server, from inside a network
 //! namespace, with every query's outcome and latency recorded.
 //!
-//! Each probe runs on a thread made for it that enters the target namespace with
-//! `setns` and ends with the probe, so no other thread ever changes namespace. The
-//! probe keeps to a deadline: every wait is cut at it, and the caller stops
-//! waiting for the thread shortly after it, so a stuck probe cannot hold the
-//! collector. A thread given up on finishes on its own and its report is dropped.
+//! Each probe runs on a thread of its own ([`super::probe_threads`]) that enters the
+//! target namespace with `setns`. The probe keeps to a deadline: every wait is cut
+//! at it, and the caller stops waiting for the thread shortly after it, so a stuck
+//! probe cannot hold the collector. A probe given up on finishes on its own and its
+//! report is dropped.
 
 use super::exchange::{ExchangeSettings, Exchanger, QueryRecord, SendMode};
 use super::resolv_conf::ResolverOptions;
@@ -15,12 +15,13 @@ use crate::kernel::thread_cpu;
 use serde::Serialize;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// How long past its deadline a probe thread may take to hand its report back
-/// (thread exit, channel send) before the caller gives up on it.
+/// (going back to the agent's namespace, channel send) before the caller gives up
+/// on it.
 const HANDOVER_GRACE: Duration = Duration::from_millis(250);
 
 /// What one probe asks, of whom, and how.
@@ -188,6 +189,13 @@ pub struct PendingProbe {
 }
 
 impl PendingProbe {
+    pub(super) fn new(
+        rx: mpsc::Receiver<(Result<ProbeReport, ProbeError>, Duration)>,
+        deadline: Instant,
+    ) -> Self {
+        Self { rx, deadline }
+    }
+
     /// Waits for the report until shortly after the deadline, never longer. The
     /// probe thread's CPU is charged to the waiting thread ([`thread_cpu::charge`]),
     /// so the collection that started it counts it; a probe given up on is not
@@ -205,66 +213,15 @@ impl PendingProbe {
     }
 }
 
-/// Starts the probe on a new thread, inside the network namespace of `netns` (a
-/// pin or `/proc/<pid>/ns/net`), or in the agent's own namespace when None.
-pub fn spawn(
-    spec: ProbeSpec,
-    netns: Option<PathBuf>,
-    deadline: Instant,
-) -> Result<PendingProbe, ProbeError> {
-    let (tx, rx) = mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name("dns-probe".into())
-        .spawn(move || {
-            let result = match &netns {
-                Some(path) => enter_netns(path).map_err(|source| ProbeError::EnterNetns {
-                    path: path.clone(),
-                    source,
-                }),
-                None => Ok(()),
-            }
-            .map(|()| run(&spec, deadline));
-            // The caller may have given up on us; then nobody wants the report.
-            let _ = tx.send((result, thread_cpu::thread_cpu()));
-        })
-        .map_err(ProbeError::Spawn)?;
-    Ok(PendingProbe { rx, deadline })
-}
-
-/// Runs one probe per target at once, each on its own thread, and collects the
-/// reports in the targets' order.
-pub fn run_all(
-    targets: Vec<(Option<PathBuf>, ProbeSpec)>,
-    deadline: Instant,
-) -> Vec<Result<ProbeReport, ProbeError>> {
-    let pending: Vec<_> = targets
-        .into_iter()
-        .map(|(netns, spec)| spawn(spec, netns, deadline))
-        .collect();
-    pending
-        .into_iter()
-        .map(|p| p.and_then(PendingProbe::wait))
-        .collect()
-}
-
-/// Moves the calling thread, which must be one made for this, into a namespace.
-fn enter_netns(path: &Path) -> io::Result<()> {
-    let file = std::fs::File::open(path)?;
-    // It changes only this thread, which spawn() created for the probe and which
-    // ends with it.
-    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::exchange::{QueryOutcome, Transport};
     use super::super::test_server::{Received, Reply, TestServer};
     use super::super::wire::QType;
     use super::*;
     use std::net::Ipv4Addr;
 
-    const SVC: &str = "kubernetes.default.svc.cluster.local";
+    pub(crate) const SVC: &str = "kubernetes.default.svc.cluster.local";
     const A: u16 = 1;
     const AAAA: u16 = 28;
 
@@ -274,7 +231,7 @@ mod tests {
 
     /// What a cluster DNS says: SVC has an A record and no AAAA, the rest of
     /// cluster.local does not exist.
-    fn coredns(q: &Received) -> Reply {
+    pub(crate) fn coredns(q: &Received) -> Reply {
         match (q.name.as_str(), q.qtype) {
             (SVC, A) => Reply::Answer(vec![cluster_ip()]),
             (SVC, _) => Reply::Answer(vec![]),
@@ -282,7 +239,7 @@ mod tests {
         }
     }
 
-    fn spec(server: &TestServer, names: &[&str]) -> ProbeSpec {
+    pub(crate) fn spec(server: &TestServer, names: &[&str]) -> ProbeSpec {
         ProbeSpec {
             server: server.addr,
             names: names.iter().map(|n| n.to_string()).collect(),
@@ -520,7 +477,11 @@ mod tests {
         s.per_try = Duration::from_secs(5);
         let budget = Duration::from_millis(300);
         let started = Instant::now();
-        let report = spawn(s, None, started + budget).unwrap().wait().unwrap();
+        let report = super::super::probe_threads::ProbeThreads::default()
+            .spawn(s, None, started + budget)
+            .unwrap()
+            .wait()
+            .unwrap();
         let took = started.elapsed();
         assert!(took >= budget && took < budget + HANDOVER_GRACE, "{took:?}");
         assert!(report.cut_short);
@@ -619,36 +580,6 @@ mod tests {
         let report = run(&s, in_10s());
         assert_eq!(report.lookups[0].verdict, Verdict::Answered);
         assert!(server.received().iter().all(|r| r.qtype == A));
-    }
-
-    #[test]
-    fn a_probe_threads_cpu_is_charged_to_the_thread_that_waited() {
-        let server = TestServer::start(|q, _| coredns(q));
-        thread_cpu::take_charged();
-        let reports = run_all(vec![(None, spec(&server, &[SVC]))], in_10s());
-        assert_eq!(
-            reports[0].as_ref().unwrap().lookups[0].verdict,
-            Verdict::Answered
-        );
-        // Starting a thread and eight exchanges take CPU of their own: none is 0.
-        assert!(thread_cpu::take_charged() > Duration::ZERO);
-    }
-
-    #[test]
-    fn an_unenterable_namespace_is_an_error_naming_it() {
-        let server = TestServer::start(|q, _| coredns(q));
-        let err = spawn(
-            spec(&server, &[SVC]),
-            Some(PathBuf::from("/nonexistent-nodediag/ns/net")),
-            in_10s(),
-        )
-        .unwrap()
-        .wait()
-        .unwrap_err();
-        assert!(
-            err.to_string().starts_with("/nonexistent-nodediag/ns/net"),
-            "{err}"
-        );
     }
 
     #[test]
