@@ -181,18 +181,17 @@ pub enum ProbeError {
     Lost,
 }
 
+/// What a probe thread hands back: the report, and the CPU the probe took.
+pub(super) type Handback = (Result<ProbeReport, ProbeError>, Duration);
+
 /// A probe running on its own thread.
 pub struct PendingProbe {
-    /// The report, and the CPU its thread used.
-    rx: mpsc::Receiver<(Result<ProbeReport, ProbeError>, Duration)>,
+    rx: mpsc::Receiver<Handback>,
     deadline: Instant,
 }
 
 impl PendingProbe {
-    pub(super) fn new(
-        rx: mpsc::Receiver<(Result<ProbeReport, ProbeError>, Duration)>,
-        deadline: Instant,
-    ) -> Self {
+    pub(super) fn new(rx: mpsc::Receiver<Handback>, deadline: Instant) -> Self {
         Self { rx, deadline }
     }
 

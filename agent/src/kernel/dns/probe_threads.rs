@@ -13,7 +13,7 @@
 //! namespace. One that cannot go back, or whose probe panicked, ends with its
 //! probe. No thread that collects or serves ever changes namespace.
 
-use super::probe::{run, PendingProbe, ProbeError, ProbeReport, ProbeSpec};
+use super::probe::{run, Handback, PendingProbe, ProbeError, ProbeReport, ProbeSpec};
 use crate::kernel::thread_cpu;
 use nix::sched::{setns, CloneFlags};
 use std::fs::File;
@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Threads kept waiting at most: a round past it (`--dns.pods` goes to 100) starts
 /// the rest and lets them end.
@@ -31,13 +31,11 @@ const KEEP: usize = 16;
 /// The calling thread's own network namespace.
 const OWN_NETNS: &str = "/proc/thread-self/ns/net";
 
-type Report = (Result<ProbeReport, ProbeError>, Duration);
-
 struct Job {
     spec: ProbeSpec,
     netns: Option<PathBuf>,
     deadline: Instant,
-    reply: mpsc::SyncSender<Report>,
+    reply: mpsc::SyncSender<Handback>,
     /// The thread's own inbox, for it to wait on again once done.
     inbox: Sender<Job>,
 }
@@ -186,6 +184,7 @@ mod tests {
     use super::super::test_server::TestServer;
     use super::*;
     use nix::sched::unshare;
+    use std::time::Duration;
 
     fn in_10s() -> Instant {
         Instant::now() + Duration::from_secs(10)
