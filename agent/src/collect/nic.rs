@@ -94,8 +94,10 @@ impl NicCollector {
     fn dump_links(&mut self) -> Result<Vec<Link>, String> {
         let links = match &mut self.links {
             Some(l) => l,
+            // nodediag's own namespace: the host's in a DaemonSet with hostNetwork.
             None => self.links.insert(
-                HostLinks::open(Path::new(OWN_NAMESPACE), false).map_err(|e| e.to_string())?,
+                HostLinks::open(Path::new(crate::kernel::netns::OWN), false)
+                    .map_err(|e| e.to_string())?,
             ),
         };
         match links.links() {
@@ -107,10 +109,6 @@ impl NicCollector {
         }
     }
 }
-
-/// The interfaces listed are those of nodediag's own namespace, the host's in a
-/// DaemonSet with hostNetwork.
-const OWN_NAMESPACE: &str = "/proc/thread-self/ns/net";
 
 /// A virtual interface's kind from sysfs alone (netlink off): veths and some others
 /// have no DEVTYPE, so they stay unnamed rather than guessed.

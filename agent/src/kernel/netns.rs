@@ -299,7 +299,7 @@ pub fn route_socket_in(host: &Path) -> Result<NetlinkSocket, ReadError> {
         path: host.to_path_buf(),
         source,
     };
-    let here = std::fs::metadata("/proc/thread-self/ns/net").map_err(in_host)?;
+    let here = std::fs::metadata(OWN).map_err(in_host)?;
     let there = std::fs::metadata(host).map_err(in_host)?;
     if (here.dev(), here.ino()) == (there.dev(), there.ino()) {
         return NetlinkSocket::open(NETLINK_ROUTE).map_err(in_host);
@@ -358,13 +358,16 @@ fn view_inside(fd: &OwnedFd) -> io::Result<NamespaceView> {
     })
 }
 
-fn open_ns(path: &Path) -> io::Result<OwnedFd> {
+/// The calling thread's own network namespace.
+pub const OWN: &str = "/proc/thread-self/ns/net";
+
+pub(crate) fn open_ns(path: &Path) -> io::Result<OwnedFd> {
     Ok(std::fs::File::open(path)?.into())
 }
 
-/// Moves the calling thread, which inspect() made for this and discards, into the
-/// namespace.
-fn enter(fd: &OwnedFd) -> io::Result<()> {
+/// Moves the calling thread into the namespace: only a thread made for this (as
+/// inspect() makes and discards, or a DNS probe thread) may be moved.
+pub(crate) fn enter(fd: &OwnedFd) -> io::Result<()> {
     setns(fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
 }
 

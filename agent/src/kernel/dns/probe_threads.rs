@@ -14,11 +14,10 @@
 //! probe. No thread that collects or serves ever changes namespace.
 
 use super::probe::{run, Handback, PendingProbe, ProbeError, ProbeReport, ProbeSpec};
+use crate::kernel::netns::{enter, open_ns, OWN};
 use crate::kernel::thread_cpu;
-use nix::sched::{setns, CloneFlags};
-use std::fs::File;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -27,9 +26,6 @@ use std::time::Instant;
 /// Threads kept waiting at most: a round past it (`--dns.pods` goes to 100) starts
 /// the rest and lets them end.
 const KEEP: usize = 16;
-
-/// The calling thread's own network namespace.
-const OWN_NETNS: &str = "/proc/thread-self/ns/net";
 
 struct Job {
     spec: ProbeSpec,
@@ -71,10 +67,8 @@ impl ProbeThreads {
             reply,
             inbox: inbox.clone(),
         };
-        if let Err(mpsc::SendError(job)) = inbox.send(job) {
-            // Its thread ended while listed as waiting, which none does: a new one.
-            self.start()?.send(job).map_err(|_| ProbeError::Lost)?;
-        }
+        // A waiting thread ends only once its inbox is dropped: this send reaches it.
+        inbox.send(job).map_err(|_| ProbeError::Lost)?;
         Ok(PendingProbe::new(rx, deadline))
     }
 
@@ -120,7 +114,7 @@ fn lock(waiting: &Waiting) -> MutexGuard<'_, Vec<Sender<Job>>> {
 /// A probe thread: takes probes until it is not kept or cannot go home. It lists
 /// itself as waiting before it reports, so the caller's next probe finds it.
 fn serve(jobs: &Receiver<Job>, waiting: &Weak<Waiting>) {
-    let home = File::open(OWN_NETNS);
+    let home = open_ns(Path::new(OWN));
     while let Ok(job) = jobs.recv() {
         let Job {
             spec,
@@ -132,7 +126,7 @@ fn serve(jobs: &Receiver<Job>, waiting: &Weak<Waiting>) {
         let before = thread_cpu::thread_cpu();
         let (report, away) = match netns {
             None => (probe(&spec, deadline), false),
-            Some(path) => match File::open(&path).and_then(|ns| enter(&ns)) {
+            Some(path) => match open_ns(&path).and_then(|ns| enter(&ns)) {
                 Ok(()) => (probe(&spec, deadline), true),
                 Err(source) => (Some(Err(ProbeError::EnterNetns { path, source })), false),
             },
@@ -171,19 +165,13 @@ fn keep(waiting: &Weak<Waiting>, inbox: Sender<Job>) -> bool {
     true
 }
 
-/// Moves the calling thread, a probe thread, into the namespace.
-fn enter(ns: &File) -> std::io::Result<()> {
-    setns(ns, CloneFlags::CLONE_NEWNET)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::probe::tests::{coredns, spec, SVC};
     use super::super::search::Verdict;
     use super::super::test_server::TestServer;
     use super::*;
-    use nix::sched::unshare;
+    use nix::sched::{unshare, CloneFlags};
     use std::time::Duration;
 
     fn in_10s() -> Instant {
