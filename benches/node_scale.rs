@@ -247,7 +247,7 @@ fn bench(c: &mut Criterion<CpuTime>) {
 
     let mut g = c.benchmark_group(format!("netns_{pods}_pods"));
     g.sample_size(10);
-    let host = PathBuf::from("/proc/thread-self/ns/net");
+    let host = PathBuf::from(netns::OWN);
     let targets: Vec<(PathBuf, u64)> = node
         .pods
         .iter()

@@ -135,9 +135,9 @@ impl HostLinks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::netns::OWN;
     use nix::sched::{unshare, CloneFlags};
 
-    const OWN: &str = "/proc/thread-self/ns/net";
     const LONG: Duration = Duration::from_secs(3600);
 
     /// `f` on a thread in a network namespace of its own, which no other test's

@@ -114,7 +114,7 @@ pub struct PieceWriter {
     /// Zeroed once as it grows; `written` bytes of it are output. flate2 hands
     /// miniz_oxide only initialised memory, so compressing into a `Vec`'s spare
     /// capacity zeroes all of it on every write (each 4 KB of text the encoder
-    /// flushes): at 500 pods about 3 MB a round, 5% of a round's encoding.
+    /// flushes): at 500 pods about 3 MB a round, 2 to 3% of a round's encoding.
     out: Vec<u8>,
     written: usize,
     crc: crc32fast::Hasher,
