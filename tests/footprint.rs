@@ -1,7 +1,8 @@
 //! What the agent binary holds beside its own memory. glibc's libm is not among it:
 //! the one function nodediag took from it, `pow`, is built in (agent/src/memory.rs),
 //! and loading libm for it left about 0.5 MiB resident. Nor are glibc's per-thread
-//! caches of freed chunks, which kept about 3 MiB at `--interval 1s` on 500 pods.
+//! caches of freed chunks, which kept about 3 MiB at `--interval 1s` on 500 pods,
+//! nor an async worker per CPU of a big node.
 
 mod common;
 
@@ -30,15 +31,8 @@ fn the_binary_does_not_load_libm() {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
 fn serve_runs_without_thread_caches_unless_told_otherwise() {
-    use common::{fixture, Agent, BIN};
-    let root = fixture("healthy");
-    let p = |d: &str| root.join(d).to_string_lossy().into_owned();
-    let args = [
-        "--no-netlink".to_string(),
-        format!("--path.procfs={}", p("proc")),
-        format!("--path.sysfs={}", p("sys")),
-        format!("--path.rootfs={}", p("rootfs")),
-    ];
+    use common::{Agent, BIN};
+    let args = healthy_fixture_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     for (given, running) in [
         (None, "glibc.malloc.tcache_count=0"),
@@ -69,6 +63,42 @@ fn serve_runs_without_thread_caches_unless_told_otherwise() {
             "the exec failed"
         );
     }
+}
+
+/// `serve` runs at most two async workers, fewer when the process may use fewer CPUs,
+/// and as many as `TOKIO_WORKER_THREADS` asks for when it is set.
+#[test]
+fn serve_runs_at_most_two_async_workers_unless_told_otherwise() {
+    use common::{Agent, BIN};
+    let args = healthy_fixture_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (given, running) in [(None, cpus.min(2)), (Some("3"), 3)] {
+        let mut cmd = std::process::Command::new(BIN);
+        match given {
+            Some(v) => cmd.env("TOKIO_WORKER_THREADS", v),
+            None => cmd.env_remove("TOKIO_WORKER_THREADS"),
+        };
+        // The start-up line, which the start waits for, says how many run.
+        let agent = Agent::start_with(cmd, &args, None);
+        assert!(
+            agent.logged(&format!("async_workers={running} ")),
+            "TOKIO_WORKER_THREADS given {given:?}: expected async_workers={running} in the start-up line"
+        );
+    }
+}
+
+/// `serve`'s flags for the healthy fixture node, with no netlink: an agent that
+/// reads its kernel files from the fixture and starts at once.
+fn healthy_fixture_args() -> Vec<String> {
+    let root = common::fixture("healthy");
+    let p = |d: &str| root.join(d).to_string_lossy().into_owned();
+    vec![
+        "--no-netlink".to_string(),
+        format!("--path.procfs={}", p("proc")),
+        format!("--path.sysfs={}", p("sys")),
+        format!("--path.rootfs={}", p("rootfs")),
+    ]
 }
 
 /// The GLIBC_TUNABLES of a process's /proc/PID/environ. glibc parses the variable in

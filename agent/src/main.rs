@@ -15,8 +15,9 @@ const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(60);
 /// encodes for itself. tokio's default is one per CPU the process may use: one under
 /// the DaemonSet's 500m limit, but 96 on a 96-CPU node without a limit. 96 workers
 /// (`TOKIO_WORKER_THREADS`) held 1.4 MiB more RSS than two at 500 pods (13.4 against
-/// 12.0) and saved no CPU.
+/// 12.0) and saved no CPU. `TOKIO_WORKER_THREADS`, tokio's own setting, still wins.
 const MAX_WORKERS: usize = 2;
+const WORKERS_ENV: &str = "TOKIO_WORKER_THREADS";
 
 fn init_tracing(args: &AgentArgs) {
     use tracing_subscriber::layer::SubscriberExt;
@@ -48,9 +49,12 @@ fn main() -> ExitCode {
             if let Some(e) = not_reexecuted {
                 tracing::warn!(error = %e, "glibc's per-thread malloc caches stay on: executing nodediag again with {} failed", nodediag::memory::NO_THREAD_CACHES);
             }
-            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(cpus.min(MAX_WORKERS))
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if std::env::var_os(WORKERS_ENV).is_none() {
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                runtime.worker_threads(cpus.min(MAX_WORKERS));
+            }
+            let runtime = runtime
                 .enable_all()
                 .thread_keep_alive(BLOCKING_KEEP_ALIVE)
                 .build()

@@ -96,6 +96,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(
         listen = %listener.local_addr()?,
+        async_workers = tokio::runtime::Handle::current().metrics().num_workers(),
         node = %agent.store.read(|s| s.node.clone()),
         collectors = ?collectors.iter().map(|c| c.collector.name()).collect::<Vec<_>>(),
         web = %web.describe(),
